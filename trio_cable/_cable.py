@@ -1,0 +1,235 @@
+"""The Cable: channel registry, hub, connections and the broadcast API."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
+
+import trio
+
+from ._channel import Channel
+from ._errors import CableError
+from ._hub import Hub
+from ._protocol import encode_payload, encode_ping
+
+if TYPE_CHECKING:
+    from ._connection import Connection, Subscription
+    from ._request import Request
+
+__all__ = ["Cable", "ConnectHook"]
+
+log = logging.getLogger("trio_cable.cable")
+
+C = TypeVar("C", bound=type[Channel])
+
+#: ``async def hook(request) -> identity`` (or a plain ``def``, run in a
+#: thread). Return the connection's identity (``None`` for anonymous) or
+#: raise :class:`~trio_cable.Unauthorized` to refuse the connection.
+ConnectHook = Callable[["Request"], Awaitable[Any]] | Callable[["Request"], Any]
+
+
+class Cable:
+    """The pub/sub hub every connection and channel of an app shares.
+
+    Create one at import time, register channels on it, then run it
+    (:meth:`running`, or let :func:`~trio_cable.serve_cable` or the ASGI
+    app do that) and serve connections.
+
+    Arguments:
+        connect: the connect hook (see :data:`ConnectHook`); also settable
+            with the :meth:`connect` decorator.
+        ping_interval: seconds between ``ping`` frames (3, like Rails;
+            the official client calls a connection stale after 6).
+        max_outbox_frames: frames queued for one client before it counts
+            as too slow: it is sent ``disconnect`` (reason ``too_slow``,
+            reconnect true) and closed, and no broadcaster ever waits.
+        max_pending_commands: commands queued for one subscription while
+            an earlier action runs; more are refused (``too_many_commands``).
+        max_subscriptions: subscriptions per connection.
+        hook_timeout: how long ``unsubscribed()`` may run at disconnect.
+        close_timeout: bound on the close handshake at disconnect/shutdown.
+    """
+
+    def __init__(
+        self,
+        *,
+        connect: ConnectHook | None = None,
+        ping_interval: float = 3.0,
+        max_outbox_frames: int = 1024,
+        max_pending_commands: int = 64,
+        max_subscriptions: int = 256,
+        hook_timeout: float = 1.0,
+        close_timeout: float = 1.0,
+    ) -> None:
+        self.channels: dict[str, type[Channel]] = {}
+        self.connect_hook = connect
+        self.ping_interval = ping_interval
+        self.max_outbox_frames = max_outbox_frames
+        self.max_pending_commands = max_pending_commands
+        self.max_subscriptions = max_subscriptions
+        self.hook_timeout = hook_timeout
+        self.close_timeout = close_timeout
+        self.hub = Hub()
+        self.counters: Counter[str] = Counter()
+        self._connections: set[Connection] = set()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._drained: trio.Event | None = None
+
+    # -- registration --------------------------------------------------------
+
+    @overload
+    def channel(self, cls: C) -> C: ...
+    @overload
+    def channel(self, *, name: str) -> Callable[[C], C]: ...
+
+    def channel(self, cls: C | None = None, *, name: str | None = None) -> Any:
+        """Register a :class:`Channel` subclass (a class decorator).
+
+        Clients subscribe with its class name, or ``name`` if given.
+        """
+
+        def register(cls: C) -> C:
+            if not (isinstance(cls, type) and issubclass(cls, Channel)):
+                raise TypeError(f"{cls!r} is not a Channel subclass")
+            channel_name = name or cls.channel_name
+            if name is not None:
+                cls.channel_name = name
+            if channel_name in self.channels and self.channels[channel_name] is not cls:
+                raise ValueError(f"a channel named {channel_name!r} is registered")
+            self.channels[channel_name] = cls
+            return cls
+
+        return register if cls is None else register(cls)
+
+    def connect(self, hook: ConnectHook) -> ConnectHook:
+        """Set the connect hook (a decorator); see :data:`ConnectHook`."""
+        self.connect_hook = hook
+        return hook
+
+    # -- broadcasting --------------------------------------------------------
+
+    async def broadcast(self, stream: str, data: Any) -> int:
+        """Send ``data`` to every subscriber of ``stream``.
+
+        ``data`` is JSON-encoded once. Returns how many local subscribers
+        it was handed to; it never waits on any of them.
+        """
+        await trio.lowlevel.checkpoint()
+        return self.broadcast_nowait(stream, data)
+
+    def broadcast_nowait(self, stream: str, data: Any) -> int:
+        """:meth:`broadcast` for synchronous code in the trio thread."""
+        return self._publish(stream, encode_payload(data))
+
+    def broadcast_sync(self, stream: str, data: Any) -> int:
+        """:meth:`broadcast` from anywhere: trio code, a worker thread, or
+        any other thread (a background job) while the cable is running.
+
+        Raises:
+            CableError: from a foreign thread when the cable is not running.
+        """
+        if trio.lowlevel.in_trio_run():
+            return self.broadcast_nowait(stream, data)
+        payload = encode_payload(data)  # encode in the caller's thread
+        if self._token is None:
+            raise CableError("the cable is not running")
+        try:
+            return trio.from_thread.run_sync(
+                self._publish, stream, payload, trio_token=self._token
+            )
+        except trio.RunFinishedError:
+            raise CableError("the cable is not running") from None
+
+    def _publish(self, stream: str, payload: str) -> int:
+        return self.hub.publish(stream, payload)
+
+    # -- streams (hooks for a cross-process cable) -------------------------
+
+    def _stream_added(self, stream: str, sub: Subscription) -> None:
+        self.hub.add(stream, sub)
+
+    def _stream_removed(self, stream: str, sub: Subscription) -> None:
+        self.hub.remove(stream, sub)
+
+    async def _streams_live(self, streams: Iterable[str]) -> None:
+        """Wait until broadcasts to ``streams`` reach this process."""
+
+    # -- running -------------------------------------------------------------
+
+    @property
+    def is_running(self) -> bool:
+        return self._token is not None
+
+    @property
+    def connections(self) -> frozenset[Connection]:
+        """The open connections."""
+        return frozenset(self._connections)
+
+    def _count(self, name: str) -> None:
+        self.counters[name] += 1
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        """Run the cable's background work (the shared ping timer) forever.
+
+        Reports started once the cable can serve connections.
+
+        Cancellation: stops at once; connections are closed by whoever
+        runs them (their own cancellation sends ``server_restart``).
+        """
+        if self._token is not None:
+            raise CableError("this cable is already running")
+        self._token = trio.lowlevel.current_trio_token()
+        try:
+            task_status.started()
+            await self._ping_forever()
+        finally:
+            self._token = None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Cable]:
+        """Run the cable for the duration of an ``async with`` block.
+
+        On exit every open connection is sent ``disconnect`` with reason
+        ``server_restart`` (reconnect true) and closed.
+        """
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.serve)
+            try:
+                yield self
+            finally:
+                await self.shutdown()
+                nursery.cancel_scope.cancel()
+
+    async def shutdown(self, reason: str = "server_restart", *, reconnect: bool = True) -> None:
+        """Close every connection (``disconnect`` frame first) and wait for
+        them to end, for at most ``close_timeout`` plus ``hook_timeout``."""
+        self._drained = drained = trio.Event()
+        for conn in list(self._connections):
+            conn.close(reason, reconnect=reconnect)
+        if not self._connections:
+            drained.set()
+        with trio.move_on_after(self.close_timeout + self.hook_timeout):
+            await drained.wait()
+        self._drained = None
+
+    def _opened(self, conn: Connection) -> None:
+        self._connections.add(conn)
+
+    def _closed(self, conn: Connection) -> None:
+        self._connections.discard(conn)
+        if not self._connections and self._drained is not None:
+            self._drained.set()
+
+    async def _ping_forever(self) -> NoReturn:
+        # One timer for every connection: no task per connection just to
+        # ping, and pings still flow when actions are slow.
+        while True:
+            await trio.sleep(self.ping_interval)
+            frame = encode_ping(int(time.time()))
+            for conn in list(self._connections):
+                if conn.ready:
+                    conn.enqueue(frame)

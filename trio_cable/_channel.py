@@ -1,0 +1,181 @@
+"""The Channel base class and the rules for which methods are actions."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from types import FunctionType
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from ._connection import Connection, Subscription
+    from ._request import Request
+
+__all__ = ["Channel"]
+
+#: Lifecycle hooks: called by the server, never by a client.
+LIFECYCLE = frozenset({"subscribed", "unsubscribed"})
+
+
+class Channel:
+    """Base class of server-side channels.
+
+    Subclass it, register the subclass with :meth:`Cable.channel`, and a
+    client subscribes to it by class name. One instance lives for one
+    subscription. Override :meth:`subscribed` (authorize, call
+    :meth:`stream_from`) and :meth:`unsubscribed`; every other public
+    method you define is an *action* the client can perform with
+    ``perform(name, data)``. ``receive(data)``, if you define it, is the
+    default action (the client's ``send(data)``).
+
+    Hooks and actions may be ``async def`` (they run in the subscription's
+    task) or plain ``def`` (they run in a worker thread, so blocking calls
+    are fine there). Actions take ``data`` (the decoded payload, ``action``
+    key included) or no argument at all.
+
+    Do not override ``__init__``; set state up in :meth:`subscribed`.
+    """
+
+    #: The name clients subscribe with; defaults to the class name.
+    channel_name: ClassVar[str]
+    _actions: ClassVar[dict[str, tuple[Callable[..., Any], bool, bool]]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "channel_name" not in cls.__dict__:
+            cls.channel_name = cls.__name__
+        cls._actions = _collect_actions(cls)
+
+    def __init__(self, subscription: Subscription) -> None:
+        self._subscription = subscription
+
+    # -- who and what ------------------------------------------------------
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        """The identifier's keys other than ``channel``."""
+        return self._subscription.params
+
+    @property
+    def identifier(self) -> str:
+        """The identifier string exactly as the client sent it."""
+        return self._subscription.identifier
+
+    @property
+    def connection(self) -> Connection:
+        """The connection this subscription lives on."""
+        return self._subscription.connection
+
+    @property
+    def current_user(self) -> Any:
+        """What the cable's connect hook returned (``None``: anonymous)."""
+        return self._subscription.connection.identity
+
+    @property
+    def authenticated(self) -> bool:
+        """True when the connection has an identity."""
+        return self._subscription.connection.identity is not None
+
+    @property
+    def request(self) -> Request:
+        """The handshake request: headers, cookies, query."""
+        return self._subscription.connection.request
+
+    @property
+    def scope(self) -> Mapping[str, Any]:
+        """The raw ASGI scope of the WebSocket (or its equivalent)."""
+        return self._subscription.connection.request.scope
+
+    @property
+    def streams(self) -> frozenset[str]:
+        """The streams this subscription currently listens to."""
+        return frozenset(self._subscription.streams)
+
+    # -- lifecycle hooks ---------------------------------------------------
+
+    async def subscribed(self) -> None:
+        """Called once when a client subscribes; authorize and stream here."""
+
+    async def unsubscribed(self) -> None:
+        """Called after the subscription ended and its streams were left.
+
+        Runs on unsubscribe and on every kind of disconnect, shielded from
+        cancellation for at most the cable's ``hook_timeout``.
+        """
+
+    # -- streams and output (non-blocking; callable from threads) ----------
+
+    def stream_from(self, stream: str) -> None:
+        """Deliver broadcasts to ``stream`` to this subscription."""
+        self._subscription.call_soon(self._subscription.stream_from, stream)
+
+    def stop_stream_from(self, stream: str) -> None:
+        """Stop listening to ``stream``."""
+        self._subscription.call_soon(self._subscription.stop_stream_from, stream)
+
+    def stop_all_streams(self) -> None:
+        """Stop listening to every stream."""
+        self._subscription.call_soon(self._subscription.stop_all_streams)
+
+    def transmit(self, data: Any) -> None:
+        """Send ``data`` to this subscription only.
+
+        Inside :meth:`subscribed`, messages are held back and sent just
+        before the confirmation; a :meth:`reject` discards them.
+        """
+        self._subscription.call_soon(self._subscription.transmit, data)
+
+    send = transmit
+
+    def broadcast(self, stream: str, data: Any) -> int:
+        """Send ``data`` to every subscriber of ``stream``, anywhere.
+
+        Returns how many local subscribers it was handed to.
+        """
+        cable = self._subscription.connection.cable
+        return cable.broadcast_sync(stream, data)
+
+    def reject(self) -> None:
+        """Refuse the subscription (call it from :meth:`subscribed`)."""
+        self._subscription.rejected = True
+
+
+def _collect_actions(
+    cls: type[Channel],
+) -> dict[str, tuple[Callable[..., Any], bool, bool]]:
+    """Map action name -> (function, is_async, takes_data) for ``cls``."""
+    actions: dict[str, tuple[Callable[..., Any], bool, bool]] = {}
+    for name in dir(cls):
+        if name.startswith("_") or name in RESERVED:
+            continue
+        attr = inspect.getattr_static(cls, name)
+        if not isinstance(attr, FunctionType):
+            # properties, class attributes, staticmethods, classmethods
+            continue
+        params = list(inspect.signature(attr).parameters.values())[1:]
+        takes_data = bool(params) or any(
+            p.kind is inspect.Parameter.VAR_POSITIONAL for p in params
+        )
+        actions[name] = (attr, inspect.iscoroutinefunction(attr), takes_data)
+    return actions
+
+
+#: Every public name of the base class: hooks and internals, never actions.
+RESERVED = frozenset(
+    name for name in dir(Channel) if not name.startswith("_")
+) | LIFECYCLE
+
+
+def refusal(cls: type[Channel], action: str) -> tuple[str, str] | None:
+    """Why ``action`` may not run on ``cls`` (reason, message), or None."""
+    if action.startswith("_"):
+        return "invalid_action", f"{action!r} is private"
+    if action in RESERVED:
+        return "invalid_action", f"{action!r} is not an action"
+    if action not in cls._actions:
+        return "unknown_action", f"{cls.channel_name} has no action {action!r}"
+    return None
+
+
+Channel.channel_name = "Channel"
+Channel._actions = {}

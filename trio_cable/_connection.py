@@ -1,0 +1,494 @@
+"""One connection's lifetime: a nursery holding its writer and subscriptions.
+
+The task that runs :meth:`Connection.run` is the reader. Inside the
+connection's nursery live the writer (the only task that writes to the
+socket) and one task per subscription, which runs that subscription's
+commands in arrival order. Everything that reaches the client goes
+through one bounded outbound queue; nothing but the writer ever waits on
+the socket, so a slow client slows nobody else.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+
+from ._channel import Channel, refusal
+from ._errors import ConnectionRejected, ProtocolError
+from ._protocol import (
+    Message,
+    Subscribe,
+    Unsubscribe,
+    encode_confirm,
+    encode_disconnect,
+    encode_error,
+    encode_payload,
+    encode_reject,
+    encode_welcome,
+    message_prefix,
+    parse_frame,
+)
+from ._transport import TransportClosed
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._cable import Cable
+    from ._request import Request
+    from ._transport import Transport
+
+__all__ = ["Connection", "Subscription"]
+
+log = logging.getLogger("trio_cable.connection")
+
+_ids = itertools.count(1)
+
+PENDING: Final = 0
+LIVE: Final = 1
+CLOSED: Final = 2
+
+_UNSUBSCRIBE: Final = object()
+
+
+class Subscription:
+    """One (channel, identifier) on one connection, with its own task."""
+
+    __slots__ = (
+        "_held",
+        "_inbox",
+        "channel",
+        "connection",
+        "identifier",
+        "params",
+        "prefix",
+        "rejected",
+        "state",
+        "streams",
+    )
+
+    def __init__(
+        self,
+        connection: Connection,
+        identifier: str,
+        channel_class: type[Channel],
+        params: dict[str, Any],
+    ) -> None:
+        self.connection = connection
+        self.identifier = identifier
+        self.params = params
+        self.prefix = message_prefix(identifier)
+        self.streams: set[str] = set()
+        self.state = PENDING
+        self.rejected = False
+        self._held: list[str] | None = []
+        self._inbox: tuple[
+            trio.MemorySendChannel[object], trio.MemoryReceiveChannel[object]
+        ] = trio.open_memory_channel(connection.cable.max_pending_commands)
+        self.channel = channel_class(self)
+
+    # -- called by the hub -------------------------------------------------
+
+    def deliver(self, payload: str, frames: dict[str, str]) -> None:
+        if self.state == CLOSED:
+            return
+        frame = frames.get(self.identifier)
+        if frame is None:
+            frame = frames[self.identifier] = self.prefix + payload + "}"
+        self.connection.enqueue(frame)
+
+    # -- called by the channel (in the trio thread) ------------------------
+
+    def call_soon(self, fn: Callable[..., None], *args: Any) -> None:
+        if trio.lowlevel.in_trio_run():
+            fn(*args)
+        else:
+            # A plain-def hook or action running in its worker thread.
+            trio.from_thread.run_sync(fn, *args)
+
+    def stream_from(self, stream: str) -> None:
+        if not isinstance(stream, str):
+            raise TypeError(f"stream names are strings, not {type(stream).__name__}")
+        if self.state == CLOSED or stream in self.streams:
+            return
+        self.streams.add(stream)
+        self.connection.cable._stream_added(stream, self)
+
+    def stop_stream_from(self, stream: str) -> None:
+        if stream in self.streams:
+            self.streams.discard(stream)
+            self.connection.cable._stream_removed(stream, self)
+
+    def stop_all_streams(self) -> None:
+        cable = self.connection.cable
+        for stream in self.streams:
+            cable._stream_removed(stream, self)
+        self.streams.clear()
+
+    def transmit(self, data: Any) -> None:
+        payload = encode_payload(data)
+        if self._held is not None:
+            self._held.append(payload)
+        elif self.state == LIVE:
+            self.connection.enqueue(self.prefix + payload + "}")
+
+    # -- called by the reader ----------------------------------------------
+
+    def push(self, command: object) -> bool:
+        """Queue a command for this subscription's task; False if full."""
+        try:
+            self._inbox[0].send_nowait(command)
+        except trio.WouldBlock:
+            return False
+        except trio.BrokenResourceError:
+            pass  # the task is ending; the command has no one to run it
+        return True
+
+    def end(self) -> None:
+        """Stop delivery now; the task runs ``unsubscribed()`` next."""
+        if self.state != CLOSED:
+            self.state = CLOSED
+            self.stop_all_streams()
+        if not self.push(_UNSUBSCRIBE):
+            self._inbox[0].close()
+
+    # -- the subscription's task (a lifetime) ------------------------------
+
+    async def run(self) -> None:
+        conn = self.connection
+        confirmed = False
+        try:
+            try:
+                await _call(self.channel, "subscribed")
+            except Exception:
+                log.exception(
+                    "conn %s: %s.subscribed() failed; rejecting",
+                    conn.id,
+                    self.channel.channel_name,
+                )
+                self.rejected = True
+            if self.rejected:
+                self._held = None
+                self.state = CLOSED
+                self.stop_all_streams()
+                conn.forget(self)
+                conn.enqueue(encode_reject(self.identifier))
+                log.info("conn %s: rejected %s", conn.id, self.identifier)
+                return
+            await conn.cable._streams_live(self.streams)
+            held, self._held = self._held or [], None
+            if self.state == PENDING:
+                self.state = LIVE
+                for payload in held:
+                    conn.enqueue(self.prefix + payload + "}")
+                conn.enqueue(encode_confirm(self.identifier))
+            confirmed = True
+            async for command in self._inbox[1]:
+                if command is _UNSUBSCRIBE:
+                    break
+                if isinstance(command, Subscribe):
+                    conn.enqueue(encode_confirm(self.identifier))
+                elif isinstance(command, Message):
+                    await self._perform(command)
+        finally:
+            self.state = CLOSED
+            self.stop_all_streams()
+            conn.forget(self)
+            if confirmed:
+                await self._unsubscribed()
+
+    async def _perform(self, message: Message) -> None:
+        fn, is_async, takes_data = type(self.channel)._actions[message.action]
+        args = (self.channel, message.data) if takes_data else (self.channel,)
+        try:
+            if is_async:
+                await fn(*args)
+            else:
+                await trio.to_thread.run_sync(fn, *args)
+        except Exception:
+            log.exception(
+                "conn %s: action %r of %s failed",
+                self.connection.id,
+                message.action,
+                self.identifier,
+            )
+            self.connection.error(
+                "server_error",
+                f"action {message.action!r} failed",
+                self.identifier,
+            )
+
+    async def _unsubscribed(self) -> None:
+        # Shielded so a disconnect or shutdown still runs the hook, but
+        # bounded so a stuck hook cannot hold shutdown up.
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self.connection.cable.hook_timeout
+            try:
+                await _call(self.channel, "unsubscribed")
+            except Exception:
+                log.exception(
+                    "conn %s: unsubscribed() of %s failed",
+                    self.connection.id,
+                    self.identifier,
+                )
+        if scope.cancelled_caught:
+            log.warning(
+                "conn %s: unsubscribed() of %s timed out",
+                self.connection.id,
+                self.identifier,
+            )
+
+
+async def _call(channel: Channel, hook: str) -> None:
+    fn = getattr(type(channel), hook)
+    if inspect.iscoroutinefunction(fn):
+        await fn(channel)
+    else:
+        await trio.to_thread.run_sync(fn, channel)
+
+
+class Connection:
+    """One client socket; :meth:`run` is its whole lifetime.
+
+    ``identity`` is what the cable's connect hook returned.
+    """
+
+    def __init__(self, cable: Cable, transport: Transport, request: Request) -> None:
+        self.id = f"{next(_ids):x}"
+        self.cable = cable
+        self.transport = transport
+        self.request = request
+        self.identity: Any = None
+        self.subscriptions: dict[str, Subscription] = {}
+        self.ready = False
+        outbox: tuple[trio.MemorySendChannel[str], trio.MemoryReceiveChannel[str]]
+        outbox = trio.open_memory_channel(cable.max_outbox_frames)
+        self._outbox_send, self._outbox_receive = outbox
+        self._scope = trio.CancelScope()
+        self._nursery: trio.Nursery | None = None
+        self._close: tuple[str, bool] | None = None
+        self._open = True  # the transport is open
+        self._writing = False  # the writer is inside transport.send()
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id} {len(self.subscriptions)} subscriptions>"
+
+    # -- output --------------------------------------------------------------
+
+    def enqueue(self, frame: str) -> None:
+        """Queue a frame for the writer; never blocks."""
+        try:
+            self._outbox_send.send_nowait(frame)
+        except trio.WouldBlock:
+            self._too_slow()
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass  # closing: nothing more goes out
+
+    def error(self, reason: str, message: str, identifier: str | None = None) -> None:
+        """Report a protocol error to the client and the log; carry on."""
+        log.info("conn %s: %s: %s", self.id, reason, message)
+        self.enqueue(encode_error(reason, message, identifier))
+
+    def close(self, reason: str = "remote", *, reconnect: bool = True) -> None:
+        """Send ``disconnect`` after what is queued, then close the socket."""
+        if self._close is not None:
+            return
+        self._close = (reason, reconnect)
+        self._outbox_send.close()
+
+    def _too_slow(self) -> None:
+        if self._close is not None:
+            return
+        self.cable._count("too_slow")
+        log.warning(
+            "conn %s: outbound queue full (%d frames); disconnecting as too_slow",
+            self.id,
+            self.cable.max_outbox_frames,
+        )
+        self._close = ("too_slow", True)
+        self._outbox_send.close()
+        self._scope.cancel()
+
+    # -- the lifetime --------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve this connection until the client leaves or we close it.
+
+        Cancellation: every subscription ends (``unsubscribed()`` runs,
+        shielded and bounded), the client is sent ``disconnect`` with
+        reason ``server_restart`` and the socket is closed, all within the
+        cable's ``close_timeout``.
+        """
+        cable = self.cable
+        cable._opened(self)
+        log.debug("conn %s: open %s from %s", self.id, self.request.path,
+                  self.request.client)
+        try:
+            with self._scope:
+                if not await self._authenticate():
+                    return
+                self.enqueue(encode_welcome())
+                self.ready = True
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    nursery.start_soon(self._writer)
+                    await self._reader()
+                    # The client left: end every subscription now.
+                    nursery.cancel_scope.cancel()
+        finally:
+            self.ready = False
+            try:
+                await self._finish()
+            finally:
+                cable._closed(self)
+            log.debug("conn %s: closed (%s)", self.id,
+                      self._close[0] if self._close else "client")
+
+    async def _authenticate(self) -> bool:
+        hook = self.cable.connect_hook
+        if hook is None:
+            return True
+        try:
+            if inspect.iscoroutinefunction(hook):
+                self.identity = await hook(self.request)
+            else:
+                self.identity = await trio.to_thread.run_sync(hook, self.request)
+        except ConnectionRejected as exc:
+            log.info("conn %s: connection rejected: %s", self.id, exc.reason)
+            self._close = (exc.reason, exc.reconnect)
+            return False
+        except Exception:
+            log.exception("conn %s: connect hook failed", self.id)
+            self._close = ("server_error", True)
+            return False
+        return True
+
+    async def _reader(self) -> None:
+        receive = self.transport.receive
+        handle = self._handle
+        while True:
+            try:
+                frame = await receive()
+            except TransportClosed:
+                self._open = False
+                return
+            handle(frame)
+
+    async def _writer(self) -> None:
+        send = self.transport.send
+        try:
+            async for frame in self._outbox_receive:
+                self._writing = True
+                await send(frame)
+                self._writing = False
+            if self._close is not None:
+                self._writing = True
+                await send(encode_disconnect(self._close[0], reconnect=self._close[1]))
+                self._writing = False
+                await self.transport.close()
+        except TransportClosed:
+            pass
+        self._open = False
+        self._scope.cancel()
+
+    async def _finish(self) -> None:
+        """Tell the client why (if the socket is still open) and close it."""
+        if not self._open:
+            return
+        self._open = False
+        reason, reconnect = self._close or ("server_restart", True)
+        if not self._writing:  # never after a write cut off mid-frame
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + self.cable.close_timeout
+                try:
+                    await self.transport.send(
+                        encode_disconnect(reason, reconnect=reconnect)
+                    )
+                except TransportClosed:
+                    pass
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self.cable.close_timeout
+            await self.transport.close()
+
+    # -- commands --------------------------------------------------------------
+
+    def _handle(self, frame: str | bytes) -> None:
+        if not isinstance(frame, str):
+            self.error("invalid_request", "binary frames are not supported")
+            return
+        try:
+            command = parse_frame(frame)
+        except ProtocolError as exc:
+            self.error(exc.reason, exc.message, exc.identifier)
+            return
+        if isinstance(command, Message):
+            self._message(command)
+        elif isinstance(command, Subscribe):
+            self._subscribe(command)
+        else:
+            self._unsubscribe(command)
+
+    def _subscribe(self, command: Subscribe) -> None:
+        identifier = command.identifier
+        existing = self.subscriptions.get(identifier)
+        if existing is not None:
+            # The official client re-sends subscribe until it is answered:
+            # answer again, in order, without a second subscription.
+            existing.push(command)
+            return
+        channel_class = self.cable.channels.get(command.channel)
+        if channel_class is None:
+            log.info("conn %s: unknown channel %r", self.id, command.channel)
+            self.enqueue(encode_reject(identifier, "unknown_channel"))
+            return
+        limit = self.cable.max_subscriptions
+        if len(self.subscriptions) >= limit:
+            self.error(
+                "too_many_subscriptions",
+                f"at most {limit} subscriptions per connection",
+                identifier,
+            )
+            self.enqueue(encode_reject(identifier, "too_many_subscriptions"))
+            return
+        sub = Subscription(self, identifier, channel_class, command.params)
+        self.subscriptions[identifier] = sub
+        assert self._nursery is not None
+        self._nursery.start_soon(sub.run)
+
+    def _message(self, command: Message) -> None:
+        sub = self.subscriptions.get(command.identifier)
+        if sub is None:
+            self.error(
+                "not_subscribed",
+                "no subscription with this identifier",
+                command.identifier,
+            )
+            return
+        refused = refusal(type(sub.channel), command.action)
+        if refused is not None:
+            self.error(refused[0], refused[1], command.identifier)
+            return
+        if not sub.push(command):
+            self.error(
+                "too_many_commands",
+                f"more than {self.cable.max_pending_commands} commands pending",
+                command.identifier,
+            )
+
+    def _unsubscribe(self, command: Unsubscribe) -> None:
+        sub = self.subscriptions.pop(command.identifier, None)
+        if sub is None:
+            self.error(
+                "not_subscribed",
+                "no subscription with this identifier",
+                command.identifier,
+            )
+            return
+        sub.end()
+
+    def forget(self, sub: Subscription) -> None:
+        if self.subscriptions.get(sub.identifier) is sub:
+            del self.subscriptions[sub.identifier]

@@ -1,0 +1,104 @@
+"""The in-process hub: stream name -> local subscribers, encode-once fan-out.
+
+A broadcast's payload is JSON-encoded once by the caller. For each
+subscriber the hub hands over a frame built from that payload; subscribers
+of one stream that share an identifier (every client in the same room)
+share one frame string. Handing over never waits: each subscriber's
+connection queues the frame without blocking, and a connection whose
+bounded queue is full is dealt with by its slow-client policy, not by the
+broadcaster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["Hub", "HubStatistics", "Subscriber"]
+
+
+class Subscriber(Protocol):
+    """What the hub delivers to: one subscription of one connection."""
+
+    identifier: str
+
+    def deliver(self, payload: str, frames: dict[str, str]) -> None:
+        """Queue ``payload`` without blocking; ``frames`` caches frames
+        built for this broadcast, keyed by identifier."""
+
+
+@dataclass(frozen=True, slots=True)
+class HubStatistics:
+    streams: int
+    subscribers: int
+    broadcasts: int
+    deliveries: int
+
+
+class Hub:
+    """Streams and their local subscribers.
+
+    ``on_first`` and ``on_last`` are called when a stream gains its first
+    local subscriber or loses its last one (the Redis bridge subscribes
+    and unsubscribes its Redis channel there).
+    """
+
+    __slots__ = ("_broadcasts", "_deliveries", "_streams", "on_first", "on_last")
+
+    def __init__(self) -> None:
+        # dicts as insertion-ordered sets: delivery order follows join order
+        self._streams: dict[str, dict[Subscriber, None]] = {}
+        self._broadcasts = 0
+        self._deliveries = 0
+        self.on_first: Callable[[str], None] | None = None
+        self.on_last: Callable[[str], None] | None = None
+
+    def add(self, stream: str, subscriber: Subscriber) -> None:
+        subscribers = self._streams.get(stream)
+        if subscribers is None:
+            self._streams[stream] = {subscriber: None}
+            if self.on_first is not None:
+                self.on_first(stream)
+        else:
+            subscribers[subscriber] = None
+
+    def remove(self, stream: str, subscriber: Subscriber) -> None:
+        subscribers = self._streams.get(stream)
+        if subscribers is None or subscriber not in subscribers:
+            return
+        del subscribers[subscriber]
+        if not subscribers:
+            del self._streams[stream]
+            if self.on_last is not None:
+                self.on_last(stream)
+
+    def publish(self, stream: str, payload: str) -> int:
+        """Hand an encoded payload to every local subscriber of ``stream``.
+
+        Returns the number of subscribers it was handed to. Never blocks.
+        """
+        self._broadcasts += 1
+        subscribers = self._streams.get(stream)
+        if not subscribers:
+            return 0
+        frames: dict[str, str] = {}
+        # A copy: a delivery may end a slow connection, which leaves streams.
+        for subscriber in tuple(subscribers):
+            subscriber.deliver(payload, frames)
+        self._deliveries += len(subscribers)
+        return len(subscribers)
+
+    def subscribers(self, stream: str) -> int:
+        return len(self._streams.get(stream, ()))
+
+    def streams(self) -> list[str]:
+        return list(self._streams)
+
+    def statistics(self) -> HubStatistics:
+        return HubStatistics(
+            streams=len(self._streams),
+            subscribers=sum(len(s) for s in self._streams.values()),
+            broadcasts=self._broadcasts,
+            deliveries=self._deliveries,
+        )

@@ -1,0 +1,240 @@
+"""Sans-I/O core of the ``actioncable-v1-json`` protocol.
+
+Client frames go in as text and come out as typed commands; server frames
+are built as ready-to-send text. Nothing here touches a socket, a clock or
+an event loop, so every rule of the protocol is testable on its own.
+
+The identifier a client sends is kept as the exact string it sent: the
+official client matches frames to subscriptions by comparing that string
+with ``===``, and clients serialise params in different key orders, so the
+server echoes it byte for byte and never re-serialises it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from ._errors import ProtocolError
+
+__all__ = [
+    "PROTOCOL",
+    "SUPPORTED_PROTOCOLS",
+    "Command",
+    "Message",
+    "Subscribe",
+    "Unsubscribe",
+    "encode_confirm",
+    "encode_disconnect",
+    "encode_error",
+    "encode_message",
+    "encode_ping",
+    "encode_reject",
+    "encode_welcome",
+    "message_prefix",
+    "parse_frame",
+    "select_subprotocol",
+]
+
+#: The subprotocol this server speaks.
+PROTOCOL: Final = "actioncable-v1-json"
+#: What the official client offers; it closes for good unless we pick ours.
+SUPPORTED_PROTOCOLS: Final = (PROTOCOL,)
+
+_dumps = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False
+).encode
+_loads = json.loads
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """``{"command":"subscribe"}``: start a subscription."""
+
+    identifier: str
+    channel: str
+    params: dict[str, Any] = field(hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """``{"command":"unsubscribe"}``: end a subscription."""
+
+    identifier: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """``{"command":"message"}``: perform ``action`` with ``data``.
+
+    ``data`` is the decoded ``data`` object, ``action`` key included (as Rails
+    passes it); ``action`` is ``"receive"`` when the client sent none.
+    """
+
+    identifier: str
+    action: str
+    data: dict[str, Any] = field(hash=False)
+
+
+Command = Subscribe | Unsubscribe | Message
+
+
+def _decode_object(text: str | bytes, what: str, identifier: str | None) -> Any:
+    try:
+        return _loads(text)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and UnicodeDecodeError; deep
+        # nesting ends in RecursionError inside the stdlib parser.
+        raise ProtocolError(
+            "invalid_json", f"{what} is not valid JSON: {exc}", identifier
+        ) from None
+
+
+def parse_frame(text: str | bytes) -> Command:
+    """Parse one client frame into a :data:`Command`.
+
+    Raises:
+        ProtocolError: with ``reason`` ``invalid_json`` (not JSON, or
+            ``identifier``/``data`` not JSON objects), ``unknown_command``
+            (missing or unknown ``command``), or ``invalid_request`` (fields
+            missing or of the wrong type). ``identifier`` on the error is
+            set whenever the frame named one.
+    """
+    frame = _decode_object(text, "frame", None)
+    if not isinstance(frame, dict):
+        raise ProtocolError("invalid_json", "frame must be a JSON object")
+    identifier = frame.get("identifier")
+    ident = identifier if isinstance(identifier, str) else None
+    command = frame.get("command")
+    if command not in ("subscribe", "unsubscribe", "message"):
+        raise ProtocolError(
+            "unknown_command", f"unknown command {command!r}", ident
+        )
+    if ident is None:
+        raise ProtocolError(
+            "invalid_request", "identifier must be a JSON-encoded string"
+        )
+    if command == "unsubscribe":
+        return Unsubscribe(ident)
+    if command == "subscribe":
+        channel, params = parse_identifier(ident)
+        return Subscribe(ident, channel, params)
+    raw = frame.get("data")
+    if not isinstance(raw, str):
+        raise ProtocolError(
+            "invalid_request", "data must be a JSON-encoded string", ident
+        )
+    data = _decode_object(raw, "data", ident)
+    if not isinstance(data, dict):
+        raise ProtocolError("invalid_json", "data must encode an object", ident)
+    action = data.get("action", "receive")
+    if not isinstance(action, str):
+        raise ProtocolError("invalid_action", "action must be a string", ident)
+    return Message(ident, action, data)
+
+
+def parse_identifier(identifier: str) -> tuple[str, dict[str, Any]]:
+    """Split an identifier into its channel name and its params."""
+    decoded = _decode_object(identifier, "identifier", identifier)
+    if not isinstance(decoded, dict):
+        raise ProtocolError(
+            "invalid_request", "identifier must encode an object", identifier
+        )
+    channel = decoded.pop("channel", None)
+    if not isinstance(channel, str) or not channel:
+        raise ProtocolError(
+            "invalid_request", "identifier needs a string 'channel'", identifier
+        )
+    return channel, decoded
+
+
+def select_subprotocol(offered: list[str] | tuple[str, ...]) -> str | None:
+    """The subprotocol to accept from the client's offer, if any."""
+    for proto in offered:
+        if proto in SUPPORTED_PROTOCOLS:
+            return proto
+    return None
+
+
+# -- server frames ----------------------------------------------------------
+
+_WELCOME: Final = '{"type":"welcome"}'
+
+
+def encode_welcome() -> str:
+    return _WELCOME
+
+
+def encode_ping(timestamp: int) -> str:
+    return '{"type":"ping","message":%d}' % timestamp
+
+
+def encode_confirm(identifier: str) -> str:
+    return '{"identifier":%s,"type":"confirm_subscription"}' % _dumps(identifier)
+
+
+def encode_reject(identifier: str, reason: str | None = None) -> str:
+    """A rejection; ``reason`` (e.g. ``unknown_channel``) is informational."""
+    if reason is None:
+        return '{"identifier":%s,"type":"reject_subscription"}' % _dumps(identifier)
+    return '{"identifier":%s,"type":"reject_subscription","reason":%s}' % (
+        _dumps(identifier),
+        _dumps(reason),
+    )
+
+
+DisconnectReason = Literal[
+    "unauthorized",
+    "invalid_request",
+    "server_restart",
+    "remote",
+    "too_slow",
+    "token_expired",
+    "no_pong",
+    "idle_timeout",
+]
+
+
+def encode_disconnect(reason: str, *, reconnect: bool) -> str:
+    # Always carry ``reconnect``: the official client reads a missing one
+    # as false and would stop reconnecting.
+    return '{"type":"disconnect","reason":%s,"reconnect":%s}' % (
+        _dumps(reason),
+        "true" if reconnect else "false",
+    )
+
+
+def encode_error(reason: str, message: str, identifier: str | None = None) -> str:
+    """An error report that no subscription's ``received`` callback sees.
+
+    The frame's own ``identifier`` is the empty string, which no
+    subscription can have (identifiers encode objects): the official client
+    looks subscriptions up by that string, finds none and ignores the frame.
+    Leaving the key out would make it call ``received`` on ``undefined`` and
+    throw. The identifier the error is about travels as ``about``.
+    """
+    frame: dict[str, Any] = {
+        "type": "error",
+        "identifier": "",
+        "reason": reason,
+        "message": message,
+    }
+    if identifier is not None:
+        frame["about"] = identifier
+    return _dumps(frame)
+
+
+def encode_payload(data: Any) -> str:
+    """JSON-encode a transmit/broadcast payload once, for many frames."""
+    return _dumps(data)
+
+
+def message_prefix(identifier: str) -> str:
+    """The constant head of every data frame of one subscription."""
+    return '{"identifier":%s,"message":' % _dumps(identifier)
+
+
+def encode_message(identifier: str, payload: str) -> str:
+    """A data frame; ``payload`` is already-encoded JSON."""
+    return message_prefix(identifier) + payload + "}"

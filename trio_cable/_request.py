@@ -1,0 +1,119 @@
+"""The handshake request as channels and connect hooks see it.
+
+Every transport describes its handshake as an ASGI-style WebSocket scope
+(Hypercorn hands us one; the others build one), so this one class serves
+them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from functools import cached_property
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
+from urllib.parse import parse_qsl
+
+__all__ = ["Headers", "Request"]
+
+
+class Headers(Mapping[str, str]):
+    """Case-insensitive, read-only view of request headers.
+
+    ``headers["cookie"]`` gives the first value of a repeated header;
+    :meth:`getlist` gives them all.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]] | list[tuple[str, str]]):
+        items: list[tuple[str, str]] = []
+        for name, value in raw:
+            if isinstance(name, bytes):
+                name = name.decode("latin-1")
+            if isinstance(value, bytes):
+                value = value.decode("latin-1")
+            items.append((name.lower(), value))
+        self._items = items
+
+    def __getitem__(self, name: str) -> str:
+        key = name.lower()
+        for item, value in self._items:
+            if item == key:
+                return value
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys(name for name, _ in self._items))
+
+    def __len__(self) -> int:
+        return len({name for name, _ in self._items})
+
+    def getlist(self, name: str) -> list[str]:
+        key = name.lower()
+        return [value for item, value in self._items if item == key]
+
+    def raw(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def __repr__(self) -> str:
+        # Header values can hold secrets (cookies, tokens): names only.
+        return f"Headers({sorted(self)!r})"
+
+
+class Request:
+    """The WebSocket handshake: path, query string, headers and cookies.
+
+    ``scope`` is the ASGI scope (for the trio-websocket and in-memory
+    transports, an equivalent dict they build).
+    """
+
+    __slots__ = ("__dict__", "scope")
+
+    def __init__(self, scope: Mapping[str, Any]):
+        self.scope = scope
+
+    @property
+    def path(self) -> str:
+        return str(self.scope.get("path", "/"))
+
+    @property
+    def query_string(self) -> str:
+        raw = self.scope.get("query_string", b"")
+        return raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)
+
+    @cached_property
+    def headers(self) -> Headers:
+        return Headers(list(self.scope.get("headers", [])))
+
+    @cached_property
+    def query(self) -> Mapping[str, str]:
+        """Query parameters; the last value wins when a name repeats."""
+        return dict(parse_qsl(self.query_string, keep_blank_values=True))
+
+    @cached_property
+    def query_items(self) -> list[tuple[str, str]]:
+        """Every query parameter in order, repeats included."""
+        return parse_qsl(self.query_string, keep_blank_values=True)
+
+    @cached_property
+    def cookies(self) -> Mapping[str, str]:
+        """Cookies of the handshake; a malformed Cookie header gives none."""
+        jar: SimpleCookie = SimpleCookie()
+        for header in self.headers.getlist("cookie"):
+            try:
+                jar.load(header)
+            except CookieError:
+                continue
+        return {name: morsel.value for name, morsel in jar.items()}
+
+    @property
+    def client(self) -> tuple[str, int] | None:
+        client = self.scope.get("client")
+        return (str(client[0]), int(client[1])) if client else None
+
+    @property
+    def subprotocols(self) -> list[str]:
+        return list(self.scope.get("subprotocols", []))
+
+    def __repr__(self) -> str:
+        return f"<Request {self.path}>"

@@ -1,0 +1,180 @@
+"""The ASGI application: mount a cable in Hypercorn (trio worker).
+
+``hypercorn --worker-class trio myapp:app`` with ``app = CableApp(cable)``
+serves the cable at ``/cable``; pass ``app=`` another ASGI application to
+send every other request (HTTP and WebSocket) to it. The cable runs for
+the duration of the ASGI lifespan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import trio
+
+from ._cable import Cable
+from ._connection import Connection
+from ._protocol import select_subprotocol
+from ._request import Request
+from ._transport import TransportClosed
+
+__all__ = ["ASGIApp", "CableApp"]
+
+log = logging.getLogger("trio_cable.asgi")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class ASGITransport:
+    """An accepted ASGI WebSocket as a cable transport."""
+
+    __slots__ = ("_closed", "_receive", "_send")
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        self._closed = False
+
+    async def send(self, frame: str) -> None:
+        if self._closed:
+            raise TransportClosed
+        try:
+            await self._send({"type": "websocket.send", "text": frame})
+        except OSError:  # Hypercorn reports a vanished peer as OSError
+            self._closed = True
+            raise TransportClosed from None
+
+    async def receive(self) -> str | bytes:
+        message = await self._receive()
+        if message["type"] == "websocket.receive":
+            text = message.get("text")
+            return text if text is not None else message.get("bytes") or b""
+        self._closed = True
+        raise TransportClosed
+
+    async def close(self, code: int = 1000) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._send({"type": "websocket.close", "code": code})
+        except OSError:
+            pass
+
+
+class CableApp:
+    """ASGI app serving ``cable`` at ``path``, and ``app`` for the rest.
+
+    Lifespan: on startup the cable starts (and ``app``'s own lifespan, if
+    it has one); on shutdown every client is sent ``disconnect`` with
+    reason ``server_restart`` and the cable stops.
+    """
+
+    def __init__(self, cable: Cable, app: ASGIApp | None = None, *, path: str = "/cable") -> None:
+        self.cable = cable
+        self.app = app
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "websocket" and scope["path"] == self.path:
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+        elif self.app is not None:
+            await self.app(scope, receive, send)
+        elif kind == "http":
+            await _not_found(send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1000})
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        if not self.cable.is_running:
+            log.error("cable is not running: does the server run the ASGI lifespan?")
+            await send({"type": "websocket.close", "code": 1011})
+            return
+        proto = select_subprotocol(scope.get("subprotocols", []))
+        await send({"type": "websocket.accept", "subprotocol": proto})
+        conn = Connection(self.cable, ASGITransport(receive, send), Request(scope))
+        await conn.run()
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        assert message["type"] == "lifespan.startup"
+        async with trio.open_nursery() as nursery:
+            inner = _InnerLifespan(self.app, scope) if self.app is not None else None
+            try:
+                await nursery.start(self.cable.serve)
+                if inner is not None:
+                    await inner.startup(nursery)
+            except Exception as exc:
+                log.exception("startup failed")
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                nursery.cancel_scope.cancel()
+                return
+            await send({"type": "lifespan.startup.complete"})
+            message = await receive()  # lifespan.shutdown
+            await self.cable.shutdown()
+            if inner is not None:
+                await inner.shutdown()
+            nursery.cancel_scope.cancel()
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+class _InnerLifespan:
+    """Drives the wrapped app's lifespan, if it supports one."""
+
+    def __init__(self, app: ASGIApp, scope: Scope) -> None:
+        self.app = app
+        self.scope = scope
+        self.to_app: trio.MemorySendChannel[Message]
+        self.to_app, self._app_receive = trio.open_memory_channel[Message](1)
+        self._from_app, self.from_app = trio.open_memory_channel[Message](1)
+        self.supported = True
+
+    async def startup(self, nursery: trio.Nursery) -> None:
+        nursery.start_soon(self._run)
+        await self.to_app.send({"type": "lifespan.startup"})
+        reply = await self.from_app.receive()
+        if reply["type"] == "lifespan.startup.failed":
+            raise RuntimeError(reply.get("message", "app startup failed"))
+
+    async def shutdown(self) -> None:
+        if not self.supported:
+            return
+        with trio.move_on_after(5):
+            await self.to_app.send({"type": "lifespan.shutdown"})
+            await self.from_app.receive()
+
+    async def _run(self) -> None:
+        try:
+            await self.app(self.scope, self._app_receive.receive, self._from_app.send)
+        except Exception:
+            # Apps without lifespan support raise on the unknown scope type;
+            # either way, whoever waits for a reply must not wait forever.
+            if self.supported:
+                log.debug("the wrapped app has no lifespan", exc_info=True)
+            self.supported = False
+            with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
+                self._from_app.send_nowait({"type": "lifespan.startup.complete"})
+
+
+async def _not_found(send: Send) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 404,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"Not Found"})

@@ -1,0 +1,125 @@
+"""Serve a cable with trio-websocket, inside your own nursery."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from contextlib import AsyncExitStack
+from functools import partial
+from typing import Any, NoReturn
+
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    serve_websocket,
+)
+
+from ._cable import Cable
+from ._connection import Connection
+from ._protocol import select_subprotocol
+from ._request import Request
+from ._transport import TransportClosed
+
+__all__ = ["WebSocketTransport", "serve_cable"]
+
+log = logging.getLogger("trio_cable.server")
+
+
+class WebSocketTransport:
+    """A trio-websocket connection as a cable transport."""
+
+    __slots__ = ("ws",)
+
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self.ws = ws
+
+    async def send(self, frame: str) -> None:
+        try:
+            await self.ws.send_message(frame)
+        except ConnectionClosed:
+            raise TransportClosed from None
+
+    async def receive(self) -> str | bytes:
+        try:
+            return await self.ws.get_message()
+        except ConnectionClosed:
+            raise TransportClosed from None
+
+    async def close(self, code: int = 1000) -> None:
+        # aclose() closes the TCP stream in its finally, even if cancelled.
+        await self.ws.aclose(code)
+
+
+def request_scope(request: WebSocketRequest, ws_path: str) -> dict[str, Any]:
+    """An ASGI-style scope describing a trio-websocket handshake."""
+    path, _, query = request.path.partition("?")
+    remote = request.remote
+    client = (remote.address, remote.port) if hasattr(remote, "address") else None
+    return {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "scheme": "ws",
+        "path": path,
+        "raw_path": path.encode("latin-1", "replace"),
+        "query_string": query.encode("latin-1", "replace"),
+        "root_path": "",
+        "headers": list(request.headers),
+        "client": client,
+        "server": None,
+        "subprotocols": list(request.proposed_subprotocols),
+    }
+
+
+async def serve_cable(
+    cable: Cable,
+    host: str | None,
+    port: int,
+    *,
+    path: str = "/cable",
+    ssl_context: ssl.SSLContext | None = None,
+    max_message_size: int = 1 << 20,
+    connect_timeout: float = 10.0,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve ``cable`` over WebSocket at ``ws://host:port/path``; never returns.
+
+    Runs the cable too (unless it is already running). Reports the bound
+    port through ``task_status`` once it accepts connections, so
+    ``port = await nursery.start(serve_cable, cable, "127.0.0.1", 0)``
+    works with port 0. Handshakes to any other path get HTTP 404.
+
+    Cancellation: every connection ends at once, each client is sent
+    ``disconnect`` with reason ``server_restart`` (reconnect true), and
+    the sockets close within the cable's ``close_timeout``.
+    """
+
+    async def handler(request: WebSocketRequest) -> None:
+        scope = request_scope(request, path)
+        if scope["path"] != path:
+            await request.reject(404)
+            return
+        proto = select_subprotocol(request.proposed_subprotocols)
+        ws = await request.accept(subprotocol=proto)
+        await Connection(cable, WebSocketTransport(ws), Request(scope)).run()
+
+    async with AsyncExitStack() as stack:
+        if not cable.is_running:
+            await stack.enter_async_context(cable.running())
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(
+                    serve_websocket,
+                    handler,
+                    host,
+                    port,
+                    ssl_context,
+                    max_message_size=max_message_size,
+                    connect_timeout=connect_timeout,
+                    disconnect_timeout=cable.close_timeout,
+                )
+            )
+            log.info("serving a cable at ws://%s:%d%s", host, server.port, path)
+            task_status.started(server.port)
+    raise AssertionError("unreachable")  # pragma: no cover

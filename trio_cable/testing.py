@@ -1,0 +1,254 @@
+"""Test a cable with no network and no server.
+
+:func:`cable_test_client` connects an in-memory client to a cable (the
+same connection code every real transport runs), and
+:func:`capture_broadcasts` records what was broadcast to a stream::
+
+    async def test_chat():
+        async with cable_test_client(cable) as ws:
+            confirm = await ws.subscribe("ChatChannel", room="general")
+            assert confirm["type"] == "confirm_subscription"
+            await ws.perform("ChatChannel", "speak", {"message": "hi"}, room="general")
+            assert (await ws.receive())["message"]["message"] == "hi"
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from http.cookies import SimpleCookie
+from typing import Any
+from urllib.parse import urlencode
+
+import trio
+
+from ._cable import Cable
+from ._connection import Connection
+from ._errors import ConnectionRejected
+from ._request import Request
+from ._transport import TransportClosed
+
+__all__ = [
+    "MemoryTransport",
+    "TestClient",
+    "capture_broadcasts",
+    "cable_test_client",
+    "identifier_for",
+]
+
+Frame = dict[str, Any]
+
+
+class MemoryTransport:
+    """The server's side of an in-memory WebSocket."""
+
+    __slots__ = ("_incoming", "_outgoing")
+
+    def __init__(
+        self,
+        outgoing: trio.MemorySendChannel[str],
+        incoming: trio.MemoryReceiveChannel[str | bytes],
+    ) -> None:
+        self._outgoing = outgoing
+        self._incoming = incoming
+
+    async def send(self, frame: str) -> None:
+        try:
+            await self._outgoing.send(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise TransportClosed from None
+
+    async def receive(self) -> str | bytes:
+        try:
+            return await self._incoming.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise TransportClosed from None
+
+    async def close(self, code: int = 1000) -> None:
+        await self._outgoing.aclose()
+
+
+def identifier_for(channel: str, **params: Any) -> str:
+    """The identifier string the official client sends: ``channel`` first,
+    then params in the order given."""
+    return json.dumps({"channel": channel, **params}, separators=(",", ":"))
+
+
+class TestClient:
+    """The client end of an in-memory connection (see :func:`cable_test_client`).
+
+    Frames are decoded JSON objects. Pings are skipped unless asked for.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(
+        self,
+        connection: Connection,
+        to_server: trio.MemorySendChannel[str | bytes],
+        from_server: trio.MemoryReceiveChannel[str],
+    ) -> None:
+        #: The server-side :class:`~trio_cable.Connection` (for assertions).
+        self.connection = connection
+        self._to_server = to_server
+        self._from_server = from_server
+        self._pending: list[Frame] = []
+        self.closed = False
+
+    async def send_raw(self, text: str | bytes) -> None:
+        """Send one frame as is (for testing bad input)."""
+        await self._to_server.send(text)
+
+    async def send_command(self, command: str, identifier: str, data: Any = None) -> None:
+        frame: dict[str, Any] = {"command": command, "identifier": identifier}
+        if data is not None:
+            frame["data"] = json.dumps(data)
+        await self.send_raw(json.dumps(frame))
+
+    async def subscribe(self, channel: str, **params: Any) -> Frame:
+        """Subscribe; return the ``confirm_subscription`` or
+        ``reject_subscription`` frame (other frames stay queued)."""
+        identifier = identifier_for(channel, **params)
+        await self.send_command("subscribe", identifier)
+        return await self.receive_matching(
+            lambda f: f.get("identifier") == identifier
+            and f.get("type") in ("confirm_subscription", "reject_subscription")
+        )
+
+    async def unsubscribe(self, channel: str, **params: Any) -> None:
+        await self.send_command("unsubscribe", identifier_for(channel, **params))
+
+    async def perform(
+        self, channel: str, action: str, data: Mapping[str, Any] | None = None, **params: Any
+    ) -> None:
+        """Perform ``action`` on the subscription ``channel`` + ``params``."""
+        payload = {**(data or {}), "action": action}
+        await self.send_command("message", identifier_for(channel, **params), payload)
+
+    async def receive(self, *, pings: bool = False) -> Frame:
+        """The next frame (skipping pings unless ``pings``).
+
+        Raises:
+            trio.EndOfChannel: the server closed the connection.
+        """
+        for i, frame in enumerate(self._pending):
+            if pings or frame.get("type") != "ping":
+                return self._pending.pop(i)
+        while True:
+            frame = await self._next()
+            if pings or frame.get("type") != "ping":
+                return frame
+
+    async def receive_matching(self, match: Any) -> Frame:
+        """The first frame for which ``match(frame)`` is true; frames before
+        it stay queued for :meth:`receive`."""
+        for i, frame in enumerate(self._pending):
+            if match(frame):
+                return self._pending.pop(i)
+        while True:
+            frame = await self._next()
+            if match(frame):
+                return frame
+            self._pending.append(frame)
+
+    async def _next(self) -> Frame:
+        try:
+            text = await self._from_server.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            self.closed = True
+            raise trio.EndOfChannel("the server closed the connection") from None
+        frame: Frame = json.loads(text)
+        return frame
+
+    async def close(self) -> None:
+        """Close the socket from the client's side."""
+        await self._to_server.aclose()
+
+
+@asynccontextmanager
+async def cable_test_client(
+    cable: Cable,
+    *,
+    path: str = "/cable",
+    headers: Mapping[str, str] | None = None,
+    cookies: Mapping[str, str] | None = None,
+    query: Mapping[str, str] | None = None,
+    buffer: int = 1000,
+) -> AsyncIterator[TestClient]:
+    """Connect an in-memory client to ``cable``; runs the cable if needed.
+
+    ``headers``, ``cookies`` and ``query`` make up the handshake request the
+    connect hook sees. ``buffer`` bounds frames the client has not read
+    yet (beyond it the server's writer waits, as on a full socket).
+
+    Raises:
+        ConnectionRejected: the connect hook refused the connection
+            (``reason`` and ``reconnect`` are those of the disconnect frame).
+
+    Leaving the block closes the client socket and waits until the server
+    side has finished (every ``unsubscribed()`` ran).
+    """
+    raw_headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    if cookies:
+        jar: SimpleCookie = SimpleCookie()
+        for name, value in cookies.items():
+            jar[name] = value
+        cookie = "; ".join(f"{m.key}={m.coded_value}" for m in jar.values())
+        raw_headers.append((b"cookie", cookie.encode()))
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "scheme": "ws",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": urlencode(query or {}).encode(),
+        "root_path": "",
+        "headers": raw_headers,
+        "client": ("127.0.0.1", 0),
+        "server": ("testserver", 80),
+        "subprotocols": ["actioncable-v1-json", "actioncable-unsupported"],
+    }
+    to_server, server_in = trio.open_memory_channel[str | bytes](buffer)
+    server_out, from_server = trio.open_memory_channel[str](buffer)
+    connection = Connection(cable, MemoryTransport(server_out, server_in), Request(scope))
+    client = TestClient(connection, to_server, from_server)
+    async with AsyncExitStack() as stack:
+        if not cable.is_running:
+            await stack.enter_async_context(cable.running())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.run)
+            first = await client.receive()
+            if first.get("type") == "disconnect":
+                raise ConnectionRejected(
+                    f"connection refused: {first.get('reason')}",
+                    reason=first.get("reason"),
+                    reconnect=bool(first.get("reconnect")),
+                )
+            try:
+                yield client
+            finally:
+                await client.close()
+
+
+@contextmanager
+def capture_broadcasts(cable: Cable, stream: str) -> Iterator[list[Any]]:
+    """Record the data of every broadcast to ``stream`` inside the block.
+
+    Captures broadcasts from anywhere the cable hears them: channels,
+    other tasks, threads (and other processes, with a cross-process cable).
+    """
+    captured: list[Any] = []
+
+    class _Capture:
+        identifier = ""
+
+        def deliver(self, payload: str, frames: dict[str, str]) -> None:
+            captured.append(json.loads(payload))
+
+    capture = _Capture()
+    cable._stream_added(stream, capture)
+    try:
+        yield captured
+    finally:
+        cable._stream_removed(stream, capture)
