@@ -1,0 +1,66 @@
+"""Sessions: tests, lint, typecheck, docs, bench, demo (``nox -s NAME``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+
+
+def _node_packages(session: nox.Session) -> None:
+    if shutil.which("npm") is None:
+        if os.environ.get("CI") == "true":
+            session.error("node/npm are required under CI")
+        session.warn("npm not found: the Node interop tests will be skipped")
+        return
+    session.run("npm", "ci", "--no-audit", "--no-fund", "--prefix", "js", external=True)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole test suite (Node packages installed into js/ first)."""
+    session.install("-e", ".[dev]")
+    _node_packages(session)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    session.install("-e", ".[dev]")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks: server processes vs a Node load generator (see docs/benchmarks.md)."""
+    session.install("-e", ".[dev]")
+    _node_packages(session)
+    session.run("python", "tests/benchmarks/run.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """The demo chat server on http://127.0.0.1:8000 (Ctrl-C stops it)."""
+    session.install("-e", ".")
+    session.run(
+        "hypercorn",
+        "--worker-class",
+        "trio",
+        "--bind",
+        "127.0.0.1:8000",
+        "trio_cable.demo:app",
+        *session.posargs,
+    )
