@@ -13,11 +13,12 @@ import trio
 
 from ._channel import Channel
 from ._errors import CableError
-from ._hub import Hub
+from ._hub import Hub, Subscriber
 from ._protocol import encode_payload, encode_ping
+from ._util import single_error
 
 if TYPE_CHECKING:
-    from ._connection import Connection, Subscription
+    from ._connection import Connection
     from ._request import Request
 
 __all__ = ["Cable", "ConnectHook"]
@@ -149,10 +150,10 @@ class Cable:
 
     # -- streams (hooks for a cross-process cable) -------------------------
 
-    def _stream_added(self, stream: str, sub: Subscription) -> None:
+    def _stream_added(self, stream: str, sub: Subscriber) -> None:
         self.hub.add(stream, sub)
 
-    def _stream_removed(self, stream: str, sub: Subscription) -> None:
+    def _stream_removed(self, stream: str, sub: Subscriber) -> None:
         self.hub.remove(stream, sub)
 
     async def _streams_live(self, streams: Iterable[str]) -> None:
@@ -172,7 +173,9 @@ class Cable:
     def _count(self, name: str) -> None:
         self.counters[name] += 1
 
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+    async def serve(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
         """Run the cable's background work (the shared ping timer) forever.
 
         Reports started once the cable can serve connections.
@@ -196,15 +199,18 @@ class Cable:
         On exit every open connection is sent ``disconnect`` with reason
         ``server_restart`` (reconnect true) and closed.
         """
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.serve)
-            try:
-                yield self
-            finally:
-                await self.shutdown()
-                nursery.cancel_scope.cancel()
+        with single_error():
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.serve)
+                try:
+                    yield self
+                finally:
+                    await self.shutdown()
+                    nursery.cancel_scope.cancel()
 
-    async def shutdown(self, reason: str = "server_restart", *, reconnect: bool = True) -> None:
+    async def shutdown(
+        self, reason: str = "server_restart", *, reconnect: bool = True
+    ) -> None:
         """Close every connection (``disconnect`` frame first) and wait for
         them to end, for at most ``close_timeout`` plus ``hook_timeout``."""
         self._drained = drained = trio.Event()

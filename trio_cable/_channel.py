@@ -160,12 +160,6 @@ def _collect_actions(
     return actions
 
 
-#: Every public name of the base class: hooks and internals, never actions.
-RESERVED = frozenset(
-    name for name in dir(Channel) if not name.startswith("_")
-) | LIFECYCLE
-
-
 def refusal(cls: type[Channel], action: str) -> tuple[str, str] | None:
     """Why ``action`` may not run on ``cls`` (reason, message), or None."""
     if action.startswith("_"):
@@ -179,3 +173,8 @@ def refusal(cls: type[Channel], action: str) -> tuple[str, str] | None:
 
 Channel.channel_name = "Channel"
 Channel._actions = {}
+
+#: Every public name of the base class: hooks and internals, never actions.
+RESERVED = (
+    frozenset(name for name in dir(Channel) if not name.startswith("_")) | LIFECYCLE
+)

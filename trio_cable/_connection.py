@@ -10,6 +10,7 @@ the socket, so a slow client slows nobody else.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import logging
@@ -309,8 +310,17 @@ class Connection:
             self.cable.max_outbox_frames,
         )
         self._close = ("too_slow", True)
+        # Drop what it has not read: memory is freed now, and the writer
+        # sends the disconnect frame next if the client reads at all.
+        while True:
+            try:
+                self._outbox_receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
         self._outbox_send.close()
-        self._scope.cancel()
+        # If it never reads again, give up on it after close_timeout.
+        deadline = trio.current_time() + self.cable.close_timeout
+        self._scope.deadline = min(self._scope.deadline, deadline)
 
     # -- the lifetime --------------------------------------------------------
 
@@ -324,8 +334,9 @@ class Connection:
         """
         cable = self.cable
         cable._opened(self)
-        log.debug("conn %s: open %s from %s", self.id, self.request.path,
-                  self.request.client)
+        log.debug(
+            "conn %s: open %s from %s", self.id, self.request.path, self.request.client
+        )
         try:
             with self._scope:
                 if not await self._authenticate():
@@ -344,8 +355,11 @@ class Connection:
                 await self._finish()
             finally:
                 cable._closed(self)
-            log.debug("conn %s: closed (%s)", self.id,
-                      self._close[0] if self._close else "client")
+            log.debug(
+                "conn %s: closed (%s)",
+                self.id,
+                self._close[0] if self._close else "client",
+            )
 
     async def _authenticate(self) -> bool:
         hook = self.cable.connect_hook
@@ -403,12 +417,9 @@ class Connection:
         if not self._writing:  # never after a write cut off mid-frame
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + self.cable.close_timeout
-                try:
-                    await self.transport.send(
-                        encode_disconnect(reason, reconnect=reconnect)
-                    )
-                except TransportClosed:
-                    pass
+                with contextlib.suppress(TransportClosed):
+                    frame = encode_disconnect(reason, reconnect=reconnect)
+                    await self.transport.send(frame)
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + self.cable.close_timeout
             await self.transport.close()
@@ -446,11 +457,7 @@ class Connection:
             return
         limit = self.cable.max_subscriptions
         if len(self.subscriptions) >= limit:
-            self.error(
-                "too_many_subscriptions",
-                f"at most {limit} subscriptions per connection",
-                identifier,
-            )
+            log.info("conn %s: subscription limit (%d) reached", self.id, limit)
             self.enqueue(encode_reject(identifier, "too_many_subscriptions"))
             return
         sub = Subscription(self, identifier, channel_class, command.params)

@@ -108,9 +108,7 @@ def parse_frame(text: str | bytes) -> Command:
     ident = identifier if isinstance(identifier, str) else None
     command = frame.get("command")
     if command not in ("subscribe", "unsubscribe", "message"):
-        raise ProtocolError(
-            "unknown_command", f"unknown command {command!r}", ident
-        )
+        raise ProtocolError("unknown_command", f"unknown command {command!r}", ident)
     if ident is None:
         raise ProtocolError(
             "invalid_request", "identifier must be a JSON-encoded string"
@@ -167,20 +165,20 @@ def encode_welcome() -> str:
 
 
 def encode_ping(timestamp: int) -> str:
-    return '{"type":"ping","message":%d}' % timestamp
+    return f'{{"type":"ping","message":{int(timestamp)}}}'
 
 
 def encode_confirm(identifier: str) -> str:
-    return '{"identifier":%s,"type":"confirm_subscription"}' % _dumps(identifier)
+    return f'{{"identifier":{_dumps(identifier)},"type":"confirm_subscription"}}'
 
 
 def encode_reject(identifier: str, reason: str | None = None) -> str:
     """A rejection; ``reason`` (e.g. ``unknown_channel``) is informational."""
     if reason is None:
-        return '{"identifier":%s,"type":"reject_subscription"}' % _dumps(identifier)
-    return '{"identifier":%s,"type":"reject_subscription","reason":%s}' % (
-        _dumps(identifier),
-        _dumps(reason),
+        return f'{{"identifier":{_dumps(identifier)},"type":"reject_subscription"}}'
+    return (
+        f'{{"identifier":{_dumps(identifier)},"type":"reject_subscription",'
+        f'"reason":{_dumps(reason)}}}'
     )
 
 
@@ -199,10 +197,8 @@ DisconnectReason = Literal[
 def encode_disconnect(reason: str, *, reconnect: bool) -> str:
     # Always carry ``reconnect``: the official client reads a missing one
     # as false and would stop reconnecting.
-    return '{"type":"disconnect","reason":%s,"reconnect":%s}' % (
-        _dumps(reason),
-        "true" if reconnect else "false",
-    )
+    flag = "true" if reconnect else "false"
+    return f'{{"type":"disconnect","reason":{_dumps(reason)},"reconnect":{flag}}}'
 
 
 def encode_error(reason: str, message: str, identifier: str | None = None) -> str:
@@ -232,7 +228,7 @@ def encode_payload(data: Any) -> str:
 
 def message_prefix(identifier: str) -> str:
     """The constant head of every data frame of one subscription."""
-    return '{"identifier":%s,"message":' % _dumps(identifier)
+    return f'{{"identifier":{_dumps(identifier)},"message":'
 
 
 def encode_message(identifier: str, payload: str) -> str:

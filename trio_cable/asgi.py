@@ -63,10 +63,8 @@ class ASGITransport:
         if self._closed:
             return
         self._closed = True
-        try:
+        with contextlib.suppress(OSError):
             await self._send({"type": "websocket.close", "code": code})
-        except OSError:
-            pass
 
 
 class CableApp:
@@ -77,7 +75,9 @@ class CableApp:
     reason ``server_restart`` and the cable stops.
     """
 
-    def __init__(self, cable: Cable, app: ASGIApp | None = None, *, path: str = "/cable") -> None:
+    def __init__(
+        self, cable: Cable, app: ASGIApp | None = None, *, path: str = "/cable"
+    ) -> None:
         self.cable = cable
         self.app = app
         self.path = path

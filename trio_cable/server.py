@@ -56,7 +56,7 @@ def request_scope(request: WebSocketRequest, ws_path: str) -> dict[str, Any]:
     """An ASGI-style scope describing a trio-websocket handshake."""
     path, _, query = request.path.partition("?")
     remote = request.remote
-    client = (remote.address, remote.port) if hasattr(remote, "address") else None
+    client = None if isinstance(remote, str) else (str(remote.address), remote.port)
     return {
         "type": "websocket",
         "asgi": {"version": "3.0"},

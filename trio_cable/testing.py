@@ -28,12 +28,13 @@ from ._connection import Connection
 from ._errors import ConnectionRejected
 from ._request import Request
 from ._transport import TransportClosed
+from ._util import single_error
 
 __all__ = [
     "MemoryTransport",
     "TestClient",
-    "capture_broadcasts",
     "cable_test_client",
+    "capture_broadcasts",
     "identifier_for",
 ]
 
@@ -100,7 +101,9 @@ class TestClient:
         """Send one frame as is (for testing bad input)."""
         await self._to_server.send(text)
 
-    async def send_command(self, command: str, identifier: str, data: Any = None) -> None:
+    async def send_command(
+        self, command: str, identifier: str, data: Any = None
+    ) -> None:
         frame: dict[str, Any] = {"command": command, "identifier": identifier}
         if data is not None:
             frame["data"] = json.dumps(data)
@@ -112,15 +115,21 @@ class TestClient:
         identifier = identifier_for(channel, **params)
         await self.send_command("subscribe", identifier)
         return await self.receive_matching(
-            lambda f: f.get("identifier") == identifier
-            and f.get("type") in ("confirm_subscription", "reject_subscription")
+            lambda f: (
+                f.get("identifier") == identifier
+                and f.get("type") in ("confirm_subscription", "reject_subscription")
+            )
         )
 
     async def unsubscribe(self, channel: str, **params: Any) -> None:
         await self.send_command("unsubscribe", identifier_for(channel, **params))
 
     async def perform(
-        self, channel: str, action: str, data: Mapping[str, Any] | None = None, **params: Any
+        self,
+        channel: str,
+        action: str,
+        data: Mapping[str, Any] | None = None,
+        **params: Any,
     ) -> None:
         """Perform ``action`` on the subscription ``channel`` + ``params``."""
         payload = {**(data or {}), "action": action}
@@ -211,24 +220,27 @@ async def cable_test_client(
     }
     to_server, server_in = trio.open_memory_channel[str | bytes](buffer)
     server_out, from_server = trio.open_memory_channel[str](buffer)
-    connection = Connection(cable, MemoryTransport(server_out, server_in), Request(scope))
+    connection = Connection(
+        cable, MemoryTransport(server_out, server_in), Request(scope)
+    )
     client = TestClient(connection, to_server, from_server)
-    async with AsyncExitStack() as stack:
-        if not cable.is_running:
-            await stack.enter_async_context(cable.running())
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
-            first = await client.receive()
-            if first.get("type") == "disconnect":
-                raise ConnectionRejected(
-                    f"connection refused: {first.get('reason')}",
-                    reason=first.get("reason"),
-                    reconnect=bool(first.get("reconnect")),
-                )
-            try:
-                yield client
-            finally:
-                await client.close()
+    with single_error():
+        async with AsyncExitStack() as stack:
+            if not cable.is_running:
+                await stack.enter_async_context(cable.running())
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(connection.run)
+                first = await client.receive()
+                if first.get("type") == "disconnect":
+                    raise ConnectionRejected(
+                        f"connection refused: {first.get('reason')}",
+                        reason=first.get("reason"),
+                        reconnect=bool(first.get("reconnect")),
+                    )
+                try:
+                    yield client
+                finally:
+                    await client.close()
 
 
 @contextmanager
