@@ -59,6 +59,7 @@ class Subscription:
     """One (channel, identifier) on one connection, with its own task."""
 
     __slots__ = (
+        "_early",
         "_held",
         "_inbox",
         "channel",
@@ -86,6 +87,7 @@ class Subscription:
         self.state = PENDING
         self.rejected = False
         self._held: list[str] | None = []
+        self._early: list[str] | None = []
         self._inbox: tuple[
             trio.MemorySendChannel[object], trio.MemoryReceiveChannel[object]
         ] = trio.open_memory_channel(connection.cable.max_pending_commands)
@@ -94,7 +96,10 @@ class Subscription:
     # -- called by the hub -------------------------------------------------
 
     def deliver(self, payload: str, frames: dict[str, str]) -> None:
-        if self.state == CLOSED:
+        if self.state != LIVE:
+            if self.state == PENDING and self._early is not None:
+                # A broadcast while subscribed() runs: after the confirmation.
+                self._early.append(payload)
             return
         frame = frames.get(self.identifier)
         if frame is None:
@@ -172,7 +177,7 @@ class Subscription:
                 )
                 self.rejected = True
             if self.rejected:
-                self._held = None
+                self._held = self._early = None
                 self.state = CLOSED
                 self.stop_all_streams()
                 conn.forget(self)
@@ -181,11 +186,14 @@ class Subscription:
                 return
             await conn.cable._streams_live(self.streams)
             held, self._held = self._held or [], None
+            early, self._early = self._early or [], None
             if self.state == PENDING:
                 self.state = LIVE
                 for payload in held:
                     conn.enqueue(self.prefix + payload + "}")
                 conn.enqueue(encode_confirm(self.identifier))
+                for payload in early:
+                    conn.enqueue(self.prefix + payload + "}")
             confirmed = True
             async for command in self._inbox[1]:
                 if command is _UNSUBSCRIBE:

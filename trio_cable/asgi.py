@@ -160,10 +160,11 @@ class _InnerLifespan:
         try:
             await self.app(self.scope, self._app_receive.receive, self._from_app.send)
         except Exception:
-            # Apps without lifespan support raise on the unknown scope type;
-            # either way, whoever waits for a reply must not wait forever.
-            if self.supported:
-                log.debug("the wrapped app has no lifespan", exc_info=True)
+            # Apps without lifespan support raise on the unknown scope type.
+            log.debug("the wrapped app has no lifespan", exc_info=True)
+        finally:
+            # ...or return at once: either way, whoever waits for a reply
+            # must not wait forever.
             self.supported = False
             with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
                 self._from_app.send_nowait({"type": "lifespan.startup.complete"})
