@@ -33,6 +33,7 @@ from ._protocol import (
     message_prefix,
     parse_frame,
 )
+from ._queue import Queue
 from ._transport import TransportClosed
 
 if TYPE_CHECKING:
@@ -51,8 +52,6 @@ _ids = itertools.count(1)
 PENDING: Final = 0
 LIVE: Final = 1
 CLOSED: Final = 2
-
-_UNSUBSCRIBE: Final = object()
 
 
 class Subscription:
@@ -88,9 +87,7 @@ class Subscription:
         self.rejected = False
         self._held: list[str] | None = []
         self._early: list[str] | None = []
-        self._inbox: tuple[
-            trio.MemorySendChannel[object], trio.MemoryReceiveChannel[object]
-        ] = trio.open_memory_channel(connection.cable.max_pending_commands)
+        self._inbox: Queue[object] = Queue(connection.cable.max_pending_commands)
         self.channel = channel_class(self)
 
     # -- called by the hub -------------------------------------------------
@@ -145,21 +142,14 @@ class Subscription:
 
     def push(self, command: object) -> bool:
         """Queue a command for this subscription's task; False if full."""
-        try:
-            self._inbox[0].send_nowait(command)
-        except trio.WouldBlock:
-            return False
-        except trio.BrokenResourceError:
-            pass  # the task is ending; the command has no one to run it
-        return True
+        return self._inbox.put_nowait(command) or self._inbox.closed
 
     def end(self) -> None:
         """Stop delivery now; the task runs ``unsubscribed()`` next."""
         if self.state != CLOSED:
             self.state = CLOSED
             self.stop_all_streams()
-        if not self.push(_UNSUBSCRIBE):
-            self._inbox[0].close()
+        self._inbox.close()  # commands already queued still run first
 
     # -- the subscription's task (a lifetime) ------------------------------
 
@@ -195,8 +185,10 @@ class Subscription:
                 for payload in early:
                     conn.enqueue(self.prefix + payload + "}")
             confirmed = True
-            async for command in self._inbox[1]:
-                if command is _UNSUBSCRIBE:
+            while True:
+                try:
+                    command = await self._inbox.get()
+                except trio.EndOfChannel:
                     break
                 if isinstance(command, Subscribe):
                     conn.enqueue(encode_confirm(self.identifier))
@@ -273,9 +265,8 @@ class Connection:
         self.identity: Any = None
         self.subscriptions: dict[str, Subscription] = {}
         self.ready = False
-        outbox: tuple[trio.MemorySendChannel[str], trio.MemoryReceiveChannel[str]]
-        outbox = trio.open_memory_channel(cable.max_outbox_frames)
-        self._outbox_send, self._outbox_receive = outbox
+        self._outbox: Queue[str] = Queue(cable.max_outbox_frames)
+        self._drop = False  # too slow: stop sending what is queued
         self._scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self._close: tuple[str, bool] | None = None
@@ -289,12 +280,8 @@ class Connection:
 
     def enqueue(self, frame: str) -> None:
         """Queue a frame for the writer; never blocks."""
-        try:
-            self._outbox_send.send_nowait(frame)
-        except trio.WouldBlock:
+        if not self._outbox.put_nowait(frame) and not self._outbox.closed:
             self._too_slow()
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass  # closing: nothing more goes out
 
     def error(self, reason: str, message: str, identifier: str | None = None) -> None:
         """Report a protocol error to the client and the log; carry on."""
@@ -306,7 +293,7 @@ class Connection:
         if self._close is not None:
             return
         self._close = (reason, reconnect)
-        self._outbox_send.close()
+        self._outbox.close()
 
     def _too_slow(self) -> None:
         if self._close is not None:
@@ -320,12 +307,9 @@ class Connection:
         self._close = ("too_slow", True)
         # Drop what it has not read: memory is freed now, and the writer
         # sends the disconnect frame next if the client reads at all.
-        while True:
-            try:
-                self._outbox_receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
-        self._outbox_send.close()
+        self._drop = True
+        self._outbox.clear()
+        self._outbox.close()
         # If it never reads again, give up on it after close_timeout.
         deadline = trio.current_time() + self.cable.close_timeout
         self._scope.deadline = min(self._scope.deadline, deadline)
@@ -402,15 +386,23 @@ class Connection:
     async def _writer(self) -> None:
         send = self.transport.send
         try:
-            async for frame in self._outbox_receive:
-                self._writing = True
-                await send(frame)
-                self._writing = False
+            while True:
+                try:
+                    batch = await self._outbox.get_batch()
+                except trio.EndOfChannel:
+                    break
+                for frame in batch:
+                    if self._drop:
+                        break
+                    self._writing = True
+                    await send(frame)
+                    self._writing = False
             if self._close is not None:
                 self._writing = True
                 await send(encode_disconnect(self._close[0], reconnect=self._close[1]))
                 self._writing = False
-                await self.transport.close()
+                with trio.move_on_after(self.cable.close_timeout):
+                    await self.transport.close()
         except TransportClosed:
             pass
         self._open = False

@@ -13,6 +13,7 @@ from trio_websocket import (
     ConnectionClosed,
     WebSocketConnection,
     WebSocketRequest,
+    WebSocketServer,
     serve_websocket,
 )
 
@@ -102,24 +103,63 @@ async def serve_cable(
             return
         proto = select_subprotocol(request.proposed_subprotocols)
         ws = await request.accept(subprotocol=proto)
-        await Connection(cable, WebSocketTransport(ws), Request(scope)).run()
+        conn = Connection(cable, WebSocketTransport(ws), Request(scope))
+        served.add(conn)
+        if draining is not None:
+            conn.close("server_restart")
+        try:
+            await conn.run()
+        finally:
+            served.discard(conn)
+            if draining is not None and not served:
+                draining.set()
 
+    # Cancelling trio-websocket's handlers outright would also kill its
+    # reader tasks, so no close handshake could complete and every socket
+    # would wait out close_timeout. So the server runs shielded, and on
+    # cancellation its connections are first closed the ordinary way
+    # (queued frames, ``server_restart``, close handshake, hooks).
+    served: set[Connection] = set()
+    draining: trio.Event | None = None
+    server_scope = trio.CancelScope(shield=True)
+    serve = partial(
+        serve_websocket,
+        handler,
+        host,
+        port,
+        ssl_context,
+        max_message_size=max_message_size,
+        connect_timeout=connect_timeout,
+        disconnect_timeout=cable.close_timeout,
+    )
     async with AsyncExitStack() as stack:
         if not cable.is_running:
             await stack.enter_async_context(cable.running())
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                partial(
-                    serve_websocket,
-                    handler,
-                    host,
-                    port,
-                    ssl_context,
-                    max_message_size=max_message_size,
-                    connect_timeout=connect_timeout,
-                    disconnect_timeout=cable.close_timeout,
-                )
-            )
-            log.info("serving a cable at ws://%s:%d%s", host, server.port, path)
-            task_status.started(server.port)
+            try:
+                server = await nursery.start(_serve_in, server_scope, serve)
+                bound = server.port
+                log.info("serving a cable at ws://%s:%d%s", host, bound, path)
+                task_status.started(bound)
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    draining = trio.Event()
+                    for conn in list(served):
+                        conn.close("server_restart")
+                    grace = cable.close_timeout + cable.hook_timeout
+                    if served:
+                        with trio.move_on_after(grace):
+                            await draining.wait()
+                server_scope.cancel()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _serve_in(
+    scope: trio.CancelScope,
+    serve: Any,
+    *,
+    task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    with scope:
+        await serve(task_status=task_status)
