@@ -1,0 +1,1 @@
+"""Applications the test suite serves (in process and as real servers)."""

@@ -1,0 +1,231 @@
+"""A small chat application the interop and flow tests run against.
+
+The same :data:`cable` is served three ways:
+
+* in process, through :func:`trio_cable.testing.cable_test_client`;
+* by real Hypercorn: ``python -m hypercorn --worker-class trio
+  tests.apps.chat_app:app --bind 127.0.0.1:PORT`` serves the cable at
+  ``/cable`` and :func:`http_app` for everything else;
+* by trio-websocket: ``python -m tests.apps.chat_app --port P --http-port H``
+  serves the cable with :func:`~trio_cable.serve_cable` on ``P`` and
+  :func:`http_app` (through Hypercorn's ``serve``) on ``H``.
+
+:func:`http_app` lets a test reach into a server process from outside:
+``POST /broadcast?stream=NAME`` (JSON body) broadcasts with
+``await cable.broadcast``, and ``GET /stats`` reports what the channels saw.
+
+Channels:
+
+* ``ChatChannel`` (param ``room``): streams from ``chat:<room>``, transmits
+  ``{"welcome": room, "user": ...}`` from ``subscribed()`` (so it reaches the
+  client before ``connected``); actions ``speak`` (broadcasts
+  ``{"message": ..., "room": ...}``) and ``whoami``.
+* ``EchoChannel`` (param ``topic``): streams from ``echo:<topic>``; the
+  default action ``receive`` transmits ``{"echo": data}`` back.
+* ``RejectingChannel``: transmits something, then always rejects (the
+  transmitted message must never arrive).
+
+The connect hook takes the identity from the ``user`` query parameter and
+refuses ``user=intruder`` as ``unauthorized``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+from collections import Counter
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+from trio_cable import Cable, Channel, Request, Unauthorized, serve_cable
+from trio_cable.asgi import CableApp
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+#: What happened, keyed "<event> <identifier>" (e.g. "subscribed {...}") or
+#: "<event>" alone; served at GET /stats so tests can see into a server.
+events: Counter[str] = Counter()
+
+cable = Cable()
+
+
+@cable.connect
+async def authenticate(request: Request) -> str | None:
+    user = request.query.get("user")
+    if user == "intruder":
+        events["connection_rejected"] += 1
+        raise Unauthorized()
+    return user
+
+
+@cable.channel
+class ChatChannel(Channel):
+    @property
+    def room(self) -> str:
+        return str(self.params.get("room", "lobby"))
+
+    async def subscribed(self) -> None:
+        events[f"subscribed {self.identifier}"] += 1
+        self.stream_from(f"chat:{self.room}")
+        self.transmit({"welcome": self.room, "user": self.current_user})
+
+    async def unsubscribed(self) -> None:
+        events[f"unsubscribed {self.identifier}"] += 1
+
+    async def speak(self, data: dict[str, Any]) -> None:
+        self.broadcast(
+            f"chat:{self.room}", {"message": data.get("message"), "room": self.room}
+        )
+
+    async def whoami(self) -> None:
+        self.transmit({"user": self.current_user})
+
+
+@cable.channel
+class EchoChannel(Channel):
+    async def subscribed(self) -> None:
+        events[f"subscribed {self.identifier}"] += 1
+        self.stream_from(f"echo:{self.params.get('topic', 'all')}")
+
+    async def unsubscribed(self) -> None:
+        events[f"unsubscribed {self.identifier}"] += 1
+
+    async def receive(self, data: dict[str, Any]) -> None:
+        self.transmit({"echo": data})
+
+
+@cable.channel
+class RejectingChannel(Channel):
+    async def subscribed(self) -> None:
+        events[f"subscribed {self.identifier}"] += 1
+        self.transmit({"leaked": True})  # discarded by the rejection
+        self.reject()
+
+    async def unsubscribed(self) -> None:  # never runs: rejected subscriptions
+        events[f"unsubscribed {self.identifier}"] += 1  # were never confirmed
+
+
+# -- the HTTP side ------------------------------------------------------------
+
+
+def stats() -> dict[str, Any]:
+    """What GET /stats answers (also handy in process)."""
+    hub = cable.hub
+    return {
+        "pid": os.getpid(),
+        "running": cable.is_running,
+        "events": dict(events),
+        "connections": len(cable.connections),
+        "streams": {name: hub.subscribers(name) for name in hub.streams()},
+    }
+
+
+async def http_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """``POST /broadcast?stream=NAME`` (JSON body) and ``GET /stats``."""
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    if scope["type"] != "http":
+        await send({"type": "websocket.close", "code": 1000})
+        return
+    body = await _read_body(receive)
+    method, path = scope["method"], scope["path"]
+    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+    if method == "GET" and path == "/stats":
+        await _respond(send, 200, stats())
+    elif method == "POST" and path == "/broadcast" and "stream" in query:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            await _respond(send, 400, {"error": "the body must be JSON"})
+            return
+        delivered = await cable.broadcast(query["stream"], data)
+        await _respond(send, 200, {"delivered": delivered})
+    else:
+        await _respond(send, 404, {"error": f"no route {method} {path}"})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _read_body(receive: Receive) -> bytes:
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break  # http.disconnect
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            break
+    return bytes(body)
+
+
+async def _respond(send: Send, status: int, payload: Any) -> None:
+    body = json.dumps(payload).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+#: For Hypercorn: the cable at /cable, http_app for the rest.
+app = CableApp(cable, http_app)
+
+
+# -- the trio-websocket server ------------------------------------------------
+
+
+async def run_server(host: str, port: int, http_port: int) -> None:
+    """Serve the cable with serve_cable and http_app beside it, until
+    SIGINT or SIGTERM (then clients get ``server_restart``)."""
+    config = Config()
+    config.bind = [f"{host}:{http_port}"]
+    config.errorlog = logging.getLogger("hypercorn.error")  # log via the root
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(serve_cable, cable, host, port)
+            await nursery.start(serve, http_app, config)
+            logging.getLogger("chat_app").info(
+                "cable on %d, http on %d", bound, http_port
+            )
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Serve the test chat app with serve_cable."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--port", type=int, required=True, help="cable (WebSocket) port"
+    )
+    parser.add_argument("--http-port", type=int, required=True, help="http_app port")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    trio.run(run_server, args.host, args.port, args.http_port)
+
+
+if __name__ == "__main__":
+    main()
