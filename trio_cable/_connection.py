@@ -267,6 +267,7 @@ class Connection:
         self.ready = False
         self._outbox: Queue[str] = Queue(cable.max_outbox_frames)
         self._drop = False  # too slow: stop sending what is queued
+        self._in_flight: list[str] = []  # the batch the writer is sending
         self._scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self._close: tuple[str, bool] | None = None
@@ -309,6 +310,7 @@ class Connection:
         # sends the disconnect frame next if the client reads at all.
         self._drop = True
         self._outbox.clear()
+        self._in_flight.clear()  # the writer's current batch, too
         self._outbox.close()
         # If it never reads again, give up on it after close_timeout.
         deadline = trio.current_time() + self.cable.close_timeout
@@ -388,7 +390,7 @@ class Connection:
         try:
             while True:
                 try:
-                    batch = await self._outbox.get_batch()
+                    batch = self._in_flight = await self._outbox.get_batch()
                 except trio.EndOfChannel:
                     break
                 for frame in batch:

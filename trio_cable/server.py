@@ -91,9 +91,12 @@ async def serve_cable(
     ``port = await nursery.start(serve_cable, cable, "127.0.0.1", 0)``
     works with port 0. Handshakes to any other path get HTTP 404.
 
-    Cancellation: every connection ends at once, each client is sent
-    ``disconnect`` with reason ``server_restart`` (reconnect true), and
-    the sockets close within the cable's ``close_timeout``.
+    Cancellation: each client is sent what was already queued for it,
+    then ``disconnect`` with reason ``server_restart`` (reconnect true),
+    and its socket is closed with a close handshake, every
+    ``unsubscribed()`` running; connections still open after
+    ``close_timeout + hook_timeout`` (a client that stopped reading) are
+    then cancelled outright.
     """
 
     async def handler(request: WebSocketRequest) -> None:

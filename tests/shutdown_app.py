@@ -1,0 +1,70 @@
+"""A tiny cable app that test_shutdown.py runs under real Hypercorn.
+
+``hypercorn --worker-class trio tests/shutdown_app.py:app``. One channel,
+``FeedChannel``, streams from ``feed`` and counts its lifecycle hooks. When
+the ASGI lifespan ends (Hypercorn runs lifespan shutdown only after every
+connection has ended) the worker prints one line to stdout::
+
+    SHUTDOWN-REPORT {"subscribed": 200, "unsubscribed": 200, ...}
+
+so a test can check from outside that every ``unsubscribed()`` ran and the
+hub was left empty.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from trio_cable import Cable, Channel
+from trio_cable.asgi import CableApp
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+REPORT_PREFIX = "SHUTDOWN-REPORT "
+
+counts: Counter[str] = Counter()
+cable = Cable()
+
+
+@cable.channel
+class FeedChannel(Channel):
+    async def subscribed(self) -> None:
+        counts["subscribed"] += 1
+        self.stream_from("feed")
+
+    async def unsubscribed(self) -> None:
+        counts["unsubscribed"] += 1
+
+
+cable_app = CableApp(cable)
+
+
+def report() -> dict[str, Any]:
+    stats = cable.hub.statistics()
+    return {
+        "pid": os.getpid(),
+        "subscribed": counts["subscribed"],
+        "unsubscribed": counts["unsubscribed"],
+        "connections": len(cable.connections),
+        "streams": stats.streams,
+        "subscribers": stats.subscribers,
+        "running": cable.is_running,
+    }
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "lifespan":
+        await cable_app(scope, receive, send)
+        return
+    try:
+        await cable_app(scope, receive, send)
+    finally:
+        # A multiprocessing worker ends with os._exit: no atexit, so the
+        # report is written here, unbuffered.
+        os.write(1, (REPORT_PREFIX + json.dumps(report()) + "\n").encode())

@@ -1,0 +1,475 @@
+"""Cancellation and shutdown over real sockets.
+
+* ``serve_cable`` (trio-websocket) with 500 subscribed clients: cancelling
+  the server ends every connection quickly, every client is told
+  ``server_restart`` before its socket closes, every ``unsubscribed()``
+  runs, and no task or thread is left running our code.
+* Real Hypercorn (``--worker-class trio``) with 200 subscribed clients:
+  SIGTERM ends the process within a bound and every client is told
+  ``server_restart``.
+* A client closing its socket ends exactly its connection's nursery (its
+  hooks run, its streams and connection are gone) while another client
+  carries on, with serve_cable and with the in-memory test client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
+
+import trio_cable
+from trio_cable import Cable, Channel, serve_cable
+from trio_cable.testing import cable_test_client, identifier_for
+
+PROTOCOLS = ["actioncable-v1-json"]
+SERVER_RESTART = {"type": "disconnect", "reason": "server_restart", "reconnect": True}
+CABLE_DIR = str(Path(trio_cable.__file__).parent)
+HERE = Path(__file__).parent
+
+Frame = dict[str, Any]
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def counting_cable(**options: Any) -> tuple[Cable, Counter[str]]:
+    """A cable whose channels count their lifecycle hooks.
+
+    ``FeedChannel`` has async hooks; ``ThreadedFeedChannel``'s
+    ``unsubscribed`` is a plain ``def``, which runs in a trio worker
+    thread, so shutdown has threads to wind down too.
+    """
+    cable = Cable(**options)
+    hooks: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def count(params: Mapping[str, Any]) -> None:
+        with lock:  # also called from worker threads
+            hooks["unsubscribed"] += 1
+            hooks[f"unsubscribed {params.get('room', 'all')}"] += 1
+
+    @cable.channel
+    class FeedChannel(Channel):
+        async def subscribed(self) -> None:
+            hooks["subscribed"] += 1
+            self.stream_from(f"feed:{self.params.get('room', 'all')}")
+
+        async def unsubscribed(self) -> None:
+            count(self.params)
+
+    @cable.channel
+    class ThreadedFeedChannel(FeedChannel):
+        def unsubscribed(self) -> None:  # type: ignore[override]  # a plain def
+            count(self.params)
+
+    return cable, hooks
+
+
+def raise_open_file_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"needs {needed} open files, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def all_tasks() -> set[trio.lowlevel.Task]:
+    """Every task in this trio run, walking down from the root task."""
+    found: set[trio.lowlevel.Task] = set()
+    todo = [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        if task is None:
+            continue
+        found.add(task)
+        for nursery in task.child_nurseries:
+            todo.extend(nursery.child_tasks)
+    return found
+
+
+def threads_running_our_code(before: set[threading.Thread]) -> list[str]:
+    """Threads that are not idle, or that run trio_cable or test code.
+
+    Trio keeps finished worker threads in a cache for a while: such a
+    thread is named ``Trio thread N`` while idle (trio renames it while it
+    runs a job) and has none of our frames on its stack. Anything else
+    started since ``before`` counts as left running.
+    """
+    frames = sys._current_frames()
+    busy = []
+    for thread in threading.enumerate():
+        if thread is threading.main_thread() or thread.ident not in frames:
+            continue
+        stack = traceback.extract_stack(frames[thread.ident])
+        ours = [
+            f"{f.filename}:{f.lineno}"
+            for f in stack
+            if f.filename.startswith(CABLE_DIR) or f.filename == __file__
+        ]
+        idle_worker = thread.name.startswith("Trio thread ") and thread.daemon
+        if ours or (thread not in before and not idle_worker):
+            busy.append(f"{thread.name}: {ours or stack[-1]}")
+    return busy
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``predicate``: for server-side state with no event to wait on."""
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.005)
+
+
+@asynccontextmanager
+async def ws_client(port: int) -> AsyncIterator[RealClient]:
+    """A trio-websocket client connected to ``/cable`` on ``port``.
+
+    We own the TCP stream: trio-websocket's client never closes its socket
+    when the server ends the connection (one ResourceWarning per client).
+    """
+    async with (
+        await trio.open_tcp_stream("127.0.0.1", port) as stream,
+        trio.open_nursery() as nursery,
+    ):
+        ws = await wrap_client_stream(
+            nursery, stream, "127.0.0.1", "/cable", subprotocols=PROTOCOLS
+        )
+        assert ws.subprotocol == "actioncable-v1-json"
+        try:
+            yield RealClient(ws, stream)
+        finally:
+            with trio.move_on_after(2):
+                await ws.aclose()
+            nursery.cancel_scope.cancel()  # its reader, if no EOF came
+
+
+@dataclass
+class RealClient:
+    ws: WebSocketConnection
+    stream: trio.SocketStream
+
+    async def subscribe(self, identifier: str) -> None:
+        command = {"command": "subscribe", "identifier": identifier}
+        await self.ws.send_message(json.dumps(command))
+        while True:
+            frame = await self.receive()
+            if frame.get("identifier") == identifier:
+                assert frame["type"] == "confirm_subscription"
+                return
+
+    async def receive(self) -> Frame:
+        frame: Frame = json.loads(await self.ws.get_message())
+        return frame
+
+    async def receive_data(self) -> Frame:
+        """The next frame for a subscription (skips welcome and pings)."""
+        while True:
+            frame = await self.receive()
+            if "identifier" in frame and "type" not in frame:
+                return frame
+
+
+@dataclass
+class ClientLog:
+    """What one real client saw after its subscription was confirmed."""
+
+    frames: list[Frame] = field(default_factory=list)
+    close_code: int | None = None
+    closed_at: float | None = None
+
+    @property
+    def last(self) -> Frame | None:
+        non_pings = [f for f in self.frames if f.get("type") != "ping"]
+        return non_pings[-1] if non_pings else None
+
+
+async def subscribed_client(
+    port: int, identifier: str, log: ClientLog, ready: Callable[[], None]
+) -> None:
+    """Subscribe, report ready, then record every frame until the server
+    closes the socket."""
+    async with ws_client(port) as client:
+        await client.subscribe(identifier)
+        ready()
+        try:
+            while True:
+                log.frames.append(await client.receive())
+        except ConnectionClosed as exc:
+            log.close_code = exc.reason.code if exc.reason else None
+            log.closed_at = trio.current_time()
+
+
+class Countdown:
+    """An event that fires after ``n`` calls (n clients ready, ...)."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+        self.event = trio.Event()
+        if n == 0:
+            self.event.set()
+
+    def __call__(self) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.event.set()
+
+
+# -- 1. serve_cable: 500 clients, then cancel the server ------------------------
+
+
+async def test_serve_cable_shutdown_500_clients() -> None:
+    clients = 500
+    raise_open_file_limit(2 * clients + 200)  # both ends live in this process
+    cable, hooks = counting_cable(ping_interval=1.0)
+    tasks_before = all_tasks()
+    threads_before = set(threading.enumerate())
+    logs = [ClientLog() for _ in range(clients)]
+    ready = Countdown(clients)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as client_nursery:
+            async with trio.open_nursery() as server_nursery:
+                port = await server_nursery.start(serve_cable, cable, "127.0.0.1", 0)
+                for i, log in enumerate(logs):
+                    # One in ten ends in a worker thread (see counting_cable).
+                    channel = "ThreadedFeedChannel" if i % 10 == 0 else "FeedChannel"
+                    ident = identifier_for(channel, room=f"r{i % 10}")
+                    client_nursery.start_soon(
+                        subscribed_client, port, ident, log, ready
+                    )
+                await ready.event.wait()
+                assert hooks["subscribed"] == clients
+                assert len(cable.connections) == clients
+                assert cable.hub.statistics().subscribers == clients
+                started = trio.current_time()
+                server_nursery.cancel_scope.cancel()
+            server_done = trio.current_time() - started
+        clients_done = trio.current_time() - started
+
+    # Every client heard why, and the close was a clean WebSocket close.
+    assert [log.last for log in logs] == [SERVER_RESTART] * clients
+    assert {log.close_code for log in logs} == {1000}
+    last_close = max(log.closed_at or 0 for log in logs) - started
+    # Every subscription ended through its unsubscribed() hook.
+    assert hooks["unsubscribed"] == clients
+    assert all(hooks[f"unsubscribed r{i}"] == clients // 10 for i in range(10))
+    assert cable.hub.streams() == []
+    assert cable.hub.statistics().subscribers == 0
+    assert cable.connections == frozenset()
+    assert not cable.is_running
+    # Nothing of ours keeps running: the task tree is what it was before,
+    # and any thread left is one of trio's idle cached workers.
+    leftover = {t.name for t in all_tasks() - tasks_before}
+    assert leftover == set()
+    assert threads_running_our_code(threads_before) == []
+    idle_workers = len(set(threading.enumerate()) - threads_before)
+    print(
+        f"\n500 clients: server stopped {server_done:.3f}s after cancel, "
+        f"last client closed at {last_close:.3f}s, all clients done "
+        f"{clients_done:.3f}s; {idle_workers} idle trio worker threads cached"
+    )
+    assert server_done < 2.0
+
+
+# -- 2. real Hypercorn: 200 clients, then SIGTERM --------------------------------
+
+# What Hypercorn 0.18's trio worker does on SIGTERM/SIGINT (hypercorn/trio/
+# run.py): the master sets a shutdown event the worker polls every 0.1 s;
+# the worker stops accepting, then gives its connections --graceful-timeout
+# (default 3 s) by setting a deadline on the nursery they run in. Nothing
+# closes an open WebSocket before that (``terminated`` only ends idle HTTP
+# keep-alives), so at the deadline each app task is cancelled, and that
+# cancellation is what sends ``server_restart``. The ASGI lifespan shutdown
+# comes only after every connection has ended.
+HYPERCORN_GRACE = 1  # --graceful-timeout, an int on the command line
+
+
+@asynccontextmanager
+async def hypercorn_server(*args: str) -> AsyncIterator[tuple[trio.Process, int]]:
+    """``hypercorn --worker-class trio tests/shutdown_app.py:app`` on a free
+    port; yields the process (the master, in its own process group) and
+    the port. Killed with its worker if still running at the end."""
+    command = [
+        sys.executable,
+        "-m",
+        "hypercorn",
+        "--worker-class",
+        "trio",
+        "--bind",
+        "127.0.0.1:0",
+        *args,
+        f"{HERE / 'shutdown_app.py'}:app",
+    ]
+    proc = await trio.lowlevel.open_process(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # the master and its worker: one group
+    )
+    try:
+        assert proc.stderr is not None
+        log = b""
+        with trio.fail_after(15):
+            while (found := re.search(rb"Running on http://[\d.]+:(\d+)", log)) is None:
+                chunk = await proc.stderr.receive_some(4096)
+                assert chunk, f"hypercorn did not start:\n{log.decode()}"
+                log += chunk
+        yield proc, int(found.group(1))
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with trio.CancelScope(shield=True):
+                await proc.wait()
+
+
+async def read_all(stream: trio.abc.ReceiveStream | None, into: bytearray) -> None:
+    assert stream is not None
+    while chunk := await stream.receive_some(65536):
+        into += chunk
+
+
+async def test_hypercorn_sigterm_sends_server_restart_to_200_clients() -> None:
+    clients = 200
+    raise_open_file_limit(clients + 200)
+    logs = [ClientLog() for _ in range(clients)]
+    ready = Countdown(clients)
+    stdout, stderr = bytearray(), bytearray()
+    grace = str(HYPERCORN_GRACE)
+    flags = ("--graceful-timeout", grace, "--backlog", "1024")
+    with trio.fail_after(30):
+        async with (
+            hypercorn_server(*flags) as (proc, port),
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(read_all, proc.stdout, stdout)
+            nursery.start_soon(read_all, proc.stderr, stderr)
+            for log in logs:
+                ident = identifier_for("FeedChannel")
+                nursery.start_soon(subscribed_client, port, ident, log, ready)
+            await ready.event.wait()
+            sent = trio.current_time()
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
+            exited = trio.current_time() - sent
+
+    assert proc.returncode == 0, stderr.decode()
+    assert [log.last for log in logs] == [SERVER_RESTART] * clients
+    assert {log.close_code for log in logs} == {1000}
+    told = sorted((log.closed_at or 0) - sent for log in logs)
+    # The worker's own account, printed when its lifespan ended (which
+    # Hypercorn runs only after every connection is gone).
+    lines = [x for x in stdout.decode().splitlines() if x.startswith("SHUTDOWN-")]
+    assert len(lines) == 1, stdout.decode() + stderr.decode()
+    report = json.loads(lines[0].split(" ", 1)[1])
+    assert report["subscribed"] == report["unsubscribed"] == clients
+    assert report["connections"] == report["streams"] == report["subscribers"] == 0
+    assert report["running"] is False
+    print(
+        f"\nhypercorn --graceful-timeout {grace}, {clients} clients: server_restart "
+        f"+ close from {told[0]:.3f}s to {told[-1]:.3f}s after SIGTERM, "
+        f"process exited at {exited:.3f}s"
+    )
+    # Hypercorn keeps WebSockets open for --graceful-timeout after the
+    # signal and only then cancels them; the goodbye comes then.
+    assert told[0] >= HYPERCORN_GRACE - 0.05
+    assert exited < HYPERCORN_GRACE + 2.0
+
+
+# -- 3. a client closing its socket ends exactly its connection ------------------
+
+
+def connection_tasks() -> tuple[int, int]:
+    """(connection writers, subscription tasks) alive in this run."""
+    names = [task.name for task in all_tasks()]
+    return (
+        sum(name.endswith("Connection._writer") for name in names),
+        sum(name.endswith("Subscription.run") for name in names),
+    )
+
+
+@pytest.mark.parametrize("how", ["close_handshake", "tcp_drop"])
+async def test_serve_cable_client_close_ends_its_connection(how: str) -> None:
+    cable, hooks = counting_cable()
+    shared = identifier_for("FeedChannel", room="shared")
+    with trio.fail_after(10):
+        async with trio.open_nursery() as server:
+            port = await server.start(serve_cable, cable, "127.0.0.1", 0)
+            async with ws_client(port) as other:
+                await other.subscribe(shared)
+                async with ws_client(port) as leaving:
+                    await leaving.subscribe(shared)
+                    await leaving.subscribe(identifier_for("FeedChannel", room="own"))
+                    (gone,) = [
+                        c for c in cable.connections if len(c.subscriptions) == 2
+                    ]
+                    assert cable.hub.subscribers("feed:shared") == 2
+                    assert cable.hub.subscribers("feed:own") == 1
+                    assert connection_tasks() == (2, 3)
+                    if how == "tcp_drop":
+                        await leaving.stream.aclose()  # no WebSocket close frame
+                await wait_until(lambda: gone not in cable.connections)
+
+                assert hooks["unsubscribed own"] == hooks["unsubscribed shared"] == 1
+                assert gone.subscriptions == {}
+                assert sorted(cable.hub.streams()) == ["feed:shared"]
+                assert cable.hub.subscribers("feed:shared") == 1
+                assert cable.connections == {
+                    c for c in cable.connections if c is not gone
+                }
+                assert len(cable.connections) == 1
+                assert connection_tasks() == (1, 1)
+                # The other client's subscription still receives.
+                for n in range(3):
+                    assert cable.broadcast_nowait("feed:shared", {"n": n}) == 1
+                    frame = await other.receive_data()
+                    assert frame == {"identifier": shared, "message": {"n": n}}
+            await wait_until(lambda: not cable.connections)
+            server.cancel_scope.cancel()
+    assert hooks["unsubscribed"] == 3
+    assert cable.hub.streams() == []
+
+
+async def test_memory_client_close_ends_its_connection() -> None:
+    cable, hooks = counting_cable()
+    with trio.fail_after(5):
+        async with cable.running(), cable_test_client(cable) as other:
+            await other.subscribe("FeedChannel", room="shared")
+            async with cable_test_client(cable) as leaving:
+                await leaving.subscribe("FeedChannel", room="shared")
+                await leaving.subscribe("FeedChannel", room="own")
+                gone = leaving.connection
+                assert connection_tasks() == (2, 3)
+            # Leaving the block closed the client's end and waited for the
+            # server side to finish: no polling needed.
+            assert gone not in cable.connections
+            assert hooks["unsubscribed own"] == hooks["unsubscribed shared"] == 1
+            assert gone.subscriptions == {}
+            assert cable.hub.streams() == ["feed:shared"]
+            assert cable.hub.subscribers("feed:shared") == 1
+            assert cable.connections == {other.connection}
+            assert connection_tasks() == (1, 1)
+            for n in range(3):
+                assert cable.broadcast_nowait("feed:shared", {"n": n}) == 1
+                frame = await other.receive()
+                assert frame["message"] == {"n": n}
+    assert hooks["unsubscribed"] == 3
+    assert cable.hub.streams() == []
+    assert cable.connections == frozenset()
