@@ -45,7 +45,7 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks: server processes vs a Node load generator (see docs/benchmarks.md)."""
+    """Benchmarks: servers vs a Node load generator (docs/benchmarks.md)."""
     session.install("-e", ".[dev]")
     _node_packages(session)
     session.run("python", "tests/benchmarks/run.py", *session.posargs)

@@ -29,27 +29,29 @@ async def call_http(
 
 
 async def test_chat_members_and_form_posts() -> None:
-    async with demo.cable.running():
-        async with cable_test_client(demo.cable, query={"name": "ana"}) as ana:
-            assert (await ana.subscribe("ChatChannel", room="trio"))[
-                "type"
-            ] == "confirm_subscription"
-            assert (await ana.receive())["message"] == {"members": 1}
-            async with cable_test_client(demo.cable, query={"name": "bo"}) as bo:
-                await bo.subscribe("ChatChannel", room="trio")
-                assert (await ana.receive())["message"] == {"members": 2}
-                await bo.perform("ChatChannel", "speak", {"message": "hi"}, room="trio")
-                frame = await ana.receive_matching(lambda f: "message" in f["message"])
-                assert frame["message"] == {"user": "bo", "message": "hi"}
-            assert (await ana.receive())["message"] == {"members": 1}
-            response = await call_http(
-                "POST", "/rooms/trio/messages", b"message=from+a+form&name=cy"
-            )
-            assert response["status"] == 303
-            frame = await ana.receive()
-            assert frame["message"] == {"user": "cy (form)", "message": "from a form"}
-            rejected = await ana.subscribe("ChatChannel", room="nope")
-            assert rejected["type"] == "reject_subscription"
+    async with (
+        demo.cable.running(),
+        cable_test_client(demo.cable, query={"name": "ana"}) as ana,
+    ):
+        assert (await ana.subscribe("ChatChannel", room="trio"))[
+            "type"
+        ] == "confirm_subscription"
+        assert (await ana.receive())["message"] == {"members": 1}
+        async with cable_test_client(demo.cable, query={"name": "bo"}) as bo:
+            await bo.subscribe("ChatChannel", room="trio")
+            assert (await ana.receive())["message"] == {"members": 2}
+            await bo.perform("ChatChannel", "speak", {"message": "hi"}, room="trio")
+            frame = await ana.receive_matching(lambda f: "message" in f["message"])
+            assert frame["message"] == {"user": "bo", "message": "hi"}
+        assert (await ana.receive())["message"] == {"members": 1}
+        response = await call_http(
+            "POST", "/rooms/trio/messages", b"message=from+a+form&name=cy"
+        )
+        assert response["status"] == 303
+        frame = await ana.receive()
+        assert frame["message"] == {"user": "cy (form)", "message": "from a form"}
+        rejected = await ana.subscribe("ChatChannel", room="nope")
+        assert rejected["type"] == "reject_subscription"
 
 
 async def test_pages() -> None:

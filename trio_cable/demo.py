@@ -128,8 +128,8 @@ const identifier = JSON.stringify({channel: "ChatChannel", room});
 const proto = location.protocol === "https:" ? "wss:" : "ws:";
 let socket;
 function connect() {
-  socket = new WebSocket(`${proto}//${location.host}/cable?name=${encodeURIComponent(name)}`,
-                         ["actioncable-v1-json", "actioncable-unsupported"]);
+  const url = `${proto}//${location.host}/cable?name=${encodeURIComponent(name)}`;
+  socket = new WebSocket(url, ["actioncable-v1-json", "actioncable-unsupported"]);
   socket.onopen = () => {
     socket.send(JSON.stringify({command: "subscribe", identifier}));
   };
