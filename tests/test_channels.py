@@ -145,6 +145,35 @@ async def test_reject_discards_held_messages_and_skips_unsubscribed() -> None:
     assert log["unsubscribed"] == []
 
 
+async def test_commands_queued_behind_a_rejected_subscribe_are_answered() -> None:
+    cable, _ = make_cable()
+    gate = trio.Event()
+
+    @cable.channel
+    class SlowNo(Channel):
+        async def subscribed(self) -> None:
+            await gate.wait()
+            self.reject()
+
+        async def act(self) -> None:
+            pass  # pragma: no cover
+
+    ident = identifier_for("SlowNo")
+    async with cable_test_client(cable) as ws:
+        await ws.send_command("subscribe", ident)
+        await ws.send_command("subscribe", ident)  # the client's 500 ms retry
+        await ws.send_command("message", ident, {"action": "act"})
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+        frames = [await ws.receive() for _ in range(3)]
+    assert [f.get("type") for f in frames] == [
+        "reject_subscription",
+        "reject_subscription",
+        "error",
+    ]
+    assert frames[2]["reason"] == "not_subscribed"
+
+
 async def test_failing_subscribed_rejects_and_connection_lives_on() -> None:
     cable, _ = make_cable()
     async with cable_test_client(cable) as ws:

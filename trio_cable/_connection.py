@@ -173,6 +173,7 @@ class Subscription:
                 conn.forget(self)
                 conn.enqueue(encode_reject(self.identifier))
                 log.info("conn %s: rejected %s", conn.id, self.identifier)
+                self._answer_queued()
                 return
             await conn.cable._streams_live(self.streams)
             held, self._held = self._held or [], None
@@ -200,6 +201,17 @@ class Subscription:
             conn.forget(self)
             if confirmed:
                 await self._unsubscribed()
+
+    def _answer_queued(self) -> None:
+        """Answer commands that queued up behind a rejected subscribe."""
+        self._inbox.close()
+        for command in self._inbox.drain():
+            if isinstance(command, Subscribe):
+                self.connection.enqueue(encode_reject(self.identifier))
+            elif isinstance(command, Message):
+                self.connection.error(
+                    "not_subscribed", "the subscription was rejected", self.identifier
+                )
 
     async def _perform(self, message: Message) -> None:
         fn, is_async, takes_data = type(self.channel)._actions[message.action]

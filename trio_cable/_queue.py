@@ -53,6 +53,11 @@ class Queue(Generic[T]):
     def clear(self) -> None:
         self._items = []
 
+    def drain(self) -> list[T]:
+        """Take everything queued, without waiting."""
+        items, self._items = self._items, []
+        return items
+
     def close(self) -> None:
         """No more puts; the consumer gets what is queued, then EndOfChannel."""
         self._closed = True
