@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -15,6 +17,7 @@ from ._channel import Channel
 from ._errors import CableError
 from ._hub import Hub, Subscriber
 from ._protocol import encode_payload, encode_ping
+from ._redis import DEFAULT_PREFIX, RedisBridge
 from ._util import single_error
 
 if TYPE_CHECKING:
@@ -65,7 +68,14 @@ class Cable:
         max_subscriptions: int = 256,
         hook_timeout: float = 1.0,
         close_timeout: float = 1.0,
+        redis_url: str | None = None,
+        redis_prefix: str = DEFAULT_PREFIX,
+        redis_buffer: int = 10_000,
     ) -> None:
+        self.redis_url = redis_url
+        self.redis_prefix = redis_prefix
+        self.redis_buffer = redis_buffer
+        self.bridge: RedisBridge | None = None
         self.channels: dict[str, type[Channel]] = {}
         self.connect_hook = connect
         self.ping_interval = ping_interval
@@ -146,6 +156,8 @@ class Cable:
             raise CableError("the cable is not running") from None
 
     def _publish(self, stream: str, payload: str) -> int:
+        if self.bridge is not None:
+            self.bridge.publish(stream, payload)
         return self.hub.publish(stream, payload)
 
     # -- streams (hooks for a cross-process cable) -------------------------
@@ -158,6 +170,8 @@ class Cable:
 
     async def _streams_live(self, streams: Iterable[str]) -> None:
         """Wait until broadcasts to ``streams`` reach this process."""
+        if self.bridge is not None:
+            await self.bridge.streams_live(streams)
 
     # -- running -------------------------------------------------------------
 
@@ -185,12 +199,51 @@ class Cable:
         """
         if self._token is not None:
             raise CableError("this cable is already running")
+        url = self.redis_url or os.environ.get("TRIO_CABLE_REDIS_URL") or None
+        bridge = None
+        if url is not None:
+            bridge = RedisBridge(
+                self.hub, url, prefix=self.redis_prefix, max_buffer=self.redis_buffer
+            )
         self._token = trio.lowlevel.current_trio_token()
         try:
-            task_status.started()
-            await self._ping_forever()
+            with single_error():
+                async with trio.open_nursery() as nursery:
+                    if bridge is not None:
+                        self._attach(bridge)
+                        await nursery.start(bridge.run)
+                    task_status.started()
+                    await self._ping_forever()
         finally:
             self._token = None
+            self._detach()
+
+    def _attach(self, bridge: RedisBridge) -> None:
+        self.bridge = bridge
+        self.hub.on_first = bridge.stream_wanted
+        self.hub.on_last = bridge.stream_unwanted
+        for stream in self.hub.streams():
+            bridge.stream_wanted(stream)
+
+    def _detach(self) -> None:
+        self.bridge = None
+        self.hub.on_first = self.hub.on_last = None
+
+    def stats(self) -> dict[str, Any]:
+        """Connections, subscriptions, streams, counters (and the bridge's)."""
+        hub = self.hub.statistics()
+        stats: dict[str, Any] = {
+            "running": self.is_running,
+            "connections": len(self._connections),
+            "subscriptions": sum(len(c.subscriptions) for c in self._connections),
+            "streams": hub.streams,
+            "broadcasts": hub.broadcasts,
+            "deliveries": hub.deliveries,
+            "counters": dict(self.counters),
+        }
+        if self.bridge is not None:
+            stats["redis"] = dataclasses.asdict(self.bridge.statistics())
+        return stats
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Cable]:
@@ -239,3 +292,19 @@ class Cable:
             for conn in list(self._connections):
                 if conn.ready:
                     conn.enqueue(frame)
+
+
+class RedisCable(Cable):
+    """A :class:`Cable` whose broadcasts cross processes through Redis.
+
+    The same as ``Cable(redis_url=url, redis_prefix=prefix, ...)``; any
+    cable also turns cross-process when the ``TRIO_CABLE_REDIS_URL``
+    environment variable is set as it starts, so application code does
+    not change between the two.
+
+    Raises:
+        CableError: at start-up, if the ``redis`` package is missing.
+    """
+
+    def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, **options: Any):
+        super().__init__(redis_url=url, redis_prefix=prefix, **options)

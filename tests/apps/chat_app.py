@@ -128,6 +128,7 @@ def stats() -> dict[str, Any]:
         "events": dict(events),
         "connections": len(cable.connections),
         "streams": {name: hub.subscribers(name) for name in hub.streams()},
+        "redis": cable.stats().get("redis"),
     }
 
 

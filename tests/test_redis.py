@@ -1,0 +1,399 @@
+"""The Redis bridge against a real redis-server started per test."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from tests.redis_server import RedisServer
+from trio_cable import Cable, CableError, Channel, RedisCable, redis_broadcast
+from trio_cable.testing import TestClient, cable_test_client, identifier_for
+
+
+def make_cable(url: str, **options: Any) -> Cable:
+    cable = RedisCable(url, **options)
+
+    @cable.channel
+    class Room(Channel):
+        async def subscribed(self) -> None:
+            self.stream_from(f"room:{self.params['room']}")
+
+    return cable
+
+
+async def subscribe(ws: TestClient, room: str) -> None:
+    reply = await ws.subscribe("Room", room=room)
+    assert reply["type"] == "confirm_subscription"
+
+
+async def next_message(ws: TestClient, timeout: float = 5) -> Any:
+    with trio.fail_after(timeout):
+        return (await ws.receive())["message"]
+
+
+async def nothing_more(ws: TestClient, within: float = 0.3) -> None:
+    # asserting an absence needs a window
+    with trio.move_on_after(within):
+        extra = await ws.receive()
+        pytest.fail(f"unexpected frame {extra}")
+
+
+BRIDGE_FILE = os.path.join("trio_cable", "_redis.py")
+
+
+def redis_threads() -> list[threading.Thread]:
+    """Threads executing redis-py or bridge code right now."""
+    frames = sys._current_frames()
+    busy = []
+    for thread in threading.enumerate():
+        frame = frames.get(thread.ident or -1)
+        while frame is not None:
+            name = frame.f_code.co_filename
+            if f"{os.sep}redis{os.sep}" in name or name.endswith(BRIDGE_FILE):
+                busy.append(thread)
+                break
+            frame = frame.f_back
+    return busy
+
+
+@asynccontextmanager
+async def two_processes(url: str) -> AsyncIterator[tuple[Cable, Cable]]:
+    """Two cables with their own bridges: two processes, as Redis sees it."""
+    a, b = make_cable(url), make_cable(url)
+    async with a.running(), b.running():
+        yield a, b
+
+
+async def test_broadcasts_reach_every_subscriber_exactly_once(
+    redis_server: RedisServer,
+) -> None:
+    async with (
+        two_processes(redis_server.url) as (a, b),
+        cable_test_client(a) as a1,
+        cable_test_client(a) as a2,
+        cable_test_client(b) as b1,
+    ):
+        for ws in (a1, a2, b1):
+            await subscribe(ws, "x")
+        await a.broadcast("room:x", {"from": "a"})
+        await b.broadcast("room:x", {"from": "b"})
+        for ws in (a1, a2, b1):
+            got = [await next_message(ws), await next_message(ws)]
+            assert sorted(m["from"] for m in got) == ["a", "b"]
+        # a separate plain Python process (a script, a job)
+        script = (
+            "import sys; from trio_cable import redis_broadcast; "
+            "print(redis_broadcast(sys.argv[1], 'room:x', {'from': 'script'}))"
+        )
+        out = await trio.run_process(
+            [sys.executable, "-c", script, redis_server.url], capture_stdout=True
+        )
+        assert out.stdout.strip() == b"2"  # one bridge per process
+        for ws in (a1, a2, b1):
+            assert await next_message(ws) == {"from": "script"}
+        for ws in (a1, a2, b1):
+            await nothing_more(ws)
+        assert a.stats()["redis"]["connected"] is True
+
+
+async def test_subscribe_on_demand(redis_server: RedisServer) -> None:
+    cable = make_cable(redis_server.url)
+    async with cable.running():
+        assert redis_server.channels() == set()
+        async with cable_test_client(cable) as one, cable_test_client(cable) as two:
+            await subscribe(one, "d")
+            assert redis_server.channels() == {"trio_cable:room:d"}
+            await subscribe(two, "d")
+            await one.unsubscribe("Room", room="d")
+            await trio.testing.wait_all_tasks_blocked()
+            assert redis_server.channels() == {"trio_cable:room:d"}
+            await two.unsubscribe("Room", room="d")
+            with trio.fail_after(5):
+                while redis_server.channels():
+                    await trio.sleep(0.01)
+
+
+async def test_confirmation_means_live_across_processes(
+    redis_server: RedisServer,
+) -> None:
+    async with two_processes(redis_server.url) as (a, b), cable_test_client(a) as ws:
+        for n in range(100):
+            await subscribe(ws, f"live{n}")
+            # the moment the client sees the confirmation, another process
+            # broadcasts: it must arrive, every time
+            await b.broadcast(f"room:live{n}", {"n": n})
+            assert await next_message(ws) == {"n": n}
+
+
+async def test_redis_killed_and_restarted_mid_stream(
+    redis_server: RedisServer,
+) -> None:
+    async with (
+        two_processes(redis_server.url) as (a, b),
+        cable_test_client(a) as wa,
+        cable_test_client(b) as wb,
+    ):
+        await subscribe(wa, "k")
+        await subscribe(wb, "k")
+        await a.broadcast("room:k", {"n": 0})
+        assert await next_message(wa) == await next_message(wb) == {"n": 0}
+
+        redis_server.kill()
+        # local delivery carries on while Redis is away
+        await a.broadcast("room:k", {"n": 1})
+        assert await next_message(wa) == {"n": 1}
+        with trio.fail_after(5):
+            while a.stats()["redis"]["connected"]:
+                await trio.sleep(0.01)
+        await a.broadcast("room:k", {"n": 2})
+        assert await next_message(wa) == {"n": 2}
+        assert a.stats()["redis"]["buffered"] >= 1
+
+        redis_server.start()
+        # made during the outage: published after the reconnect
+        assert await next_message(wb, timeout=10) == {"n": 1}
+        assert await next_message(wb) == {"n": 2}
+        for cable in (a, b):
+            with trio.fail_after(10):
+                while not (
+                    cable.stats()["redis"]["connected"]
+                    and cable.stats()["redis"]["channels"] == 1
+                ):
+                    await trio.sleep(0.01)
+            assert cable.stats()["redis"]["reconnects"] == 1
+        await b.broadcast("room:k", {"n": 3})
+        assert await next_message(wa) == await next_message(wb) == {"n": 3}
+        await nothing_more(wa)
+        await nothing_more(wb)
+        assert redis_server.channels() == {"trio_cable:room:k"}
+
+
+async def test_buffer_bound_drops_oldest_and_counts(redis_server: RedisServer) -> None:
+    cable = make_cable(redis_server.url, redis_buffer=3)
+    async with cable.running():
+        redis_server.kill()
+        with trio.fail_after(5):
+            while cable.stats()["redis"]["connected"]:
+                await trio.sleep(0.01)
+        for n in range(5):
+            await cable.broadcast("room:z", {"n": n})
+        stats = cable.stats()["redis"]
+        assert stats["dropped"] == 2
+        assert stats["buffered"] == 3
+
+
+async def shutdown_time(cable: Cable, prepare: Any = None) -> float:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(cable.serve)
+        if prepare is not None:
+            await prepare()
+        start = time.monotonic()
+        nursery.cancel_scope.cancel()
+    return time.monotonic() - start
+
+
+@pytest.mark.parametrize("situation", ["normal", "redis_down", "pending_buffer"])
+async def test_shutdown_is_prompt_and_leaves_nothing(
+    redis_server: RedisServer, situation: str
+) -> None:
+    cable = make_cable(redis_server.url)
+
+    async def prepare() -> None:
+        async with cable_test_client(cable) as ws:
+            await subscribe(ws, "s")
+        with trio.fail_after(5):
+            while not redis_server.bridge_connections():
+                await trio.sleep(0.01)
+        if situation != "normal":
+            redis_server.kill()
+            with trio.fail_after(5):
+                while cable.stats()["redis"]["connected"]:
+                    await trio.sleep(0.01)
+            # let it go into backoff and retry at least once
+            await trio.sleep(0.3)
+        if situation == "pending_buffer":
+            for n in range(100):
+                await cable.broadcast("room:s", {"n": n})
+            assert cable.stats()["redis"]["buffered"] == 100
+            redis_server.start()
+            await cable.broadcast("room:s", {"n": "last"})
+
+    elapsed = await shutdown_time(cable, prepare)
+    assert elapsed < 1.0
+    assert not cable.is_running
+    if redis_server.process is None:
+        redis_server.start()
+    assert redis_server.bridge_connections() == []
+    assert redis_threads() == []
+
+
+async def test_shutdown_during_a_long_backoff(
+    redis_server: RedisServer, thread_safe_clock: trio.testing.MockClock
+) -> None:
+    cable = make_cable(redis_server.url)
+    redis_server.kill()
+
+    async def prepare() -> None:
+        # many failed attempts: the backoff has grown to its 30 s cap
+        await trio.sleep(120)
+        assert cable.stats()["redis"]["connected"] is False
+
+    start = trio.current_time()
+    await shutdown_time(cable, prepare)
+    assert trio.current_time() - start == pytest.approx(120, abs=0.1)
+    assert redis_threads() == []
+
+
+@pytest.fixture
+def thread_safe_clock() -> trio.testing.MockClock:
+    # Jump only after real idleness: the bridge waits on worker threads,
+    # which a zero-threshold autojump clock would skip past.
+    return trio.testing.MockClock(autojump_threshold=0.02)
+
+
+async def test_backoff_is_capped_exponential(
+    redis_server: RedisServer,
+    thread_safe_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import trio_cable._redis as bridge_module
+
+    attempts: list[float] = []
+    original = bridge_module._client
+
+    def counting_client(url: str, **options: Any) -> Any:
+        attempts.append(trio.current_time())
+        return original(url, **options)
+
+    monkeypatch.setattr(bridge_module, "_client", counting_client)
+    redis_server.kill()
+    cable = make_cable(redis_server.url)
+    async with cable.running():
+        await trio.sleep(300)
+    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    assert gaps[0] < 0.2
+    assert all(g <= 30.0 for g in gaps)
+    assert max(gaps) > 15  # it did grow to the cap (30 s, with jitter)
+
+
+def test_missing_redis_package_is_a_clear_startup_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)
+    cable = Cable(redis_url="redis://127.0.0.1:1/0")
+
+    async def main() -> None:
+        async with cable.running():
+            pass  # pragma: no cover
+
+    with pytest.raises(CableError, match=r"pip install 'trio-cable\[redis\]'"):
+        trio.run(main)
+
+
+async def test_environment_variable_selects_redis(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRIO_CABLE_REDIS_URL", redis_server.url)
+    cable = Cable()
+
+    @cable.channel
+    class Room(Channel):
+        async def subscribed(self) -> None:
+            self.stream_from("env")
+
+    async with cable.running(), cable_test_client(cable) as ws:
+        await ws.subscribe("Room")
+        delivered = await trio.to_thread.run_sync(
+            redis_broadcast, redis_server.url, "env", {"via": "redis"}
+        )
+        assert delivered == 1
+        assert await next_message(ws) == {"via": "redis"}
+        assert cable.stats()["redis"]["received"] == 1
+
+
+async def test_url_forms_and_prefix(redis_server: RedisServer) -> None:
+    url = f"redis://127.0.0.1:{redis_server.port}/3"
+    cable = make_cable(url, prefix="app1:")
+    async with cable.running(), cable_test_client(cable) as ws:
+        await subscribe(ws, "p")
+        assert redis_server.channels() == {"app1:room:p"}
+        # another app on the same Redis, other prefix: not delivered
+        await trio.to_thread.run_sync(
+            lambda: redis_broadcast(url, "room:p", {"app": 2}, prefix="app2:")
+        )
+        await trio.to_thread.run_sync(
+            lambda: redis_broadcast(url, "room:p", {"app": 1}, prefix="app1:")
+        )
+        assert await next_message(ws) == {"app": 1}
+        raw = redis_server.client()
+        raw.publish("app1:room:p", b"not json")
+        raw.close()
+        await nothing_more(ws)
+    ident = identifier_for("Room", room="p")
+    assert json.loads(ident)["room"] == "p"
+
+
+@pytest.mark.slow
+async def test_two_hypercorn_processes_share_broadcasts(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from tests.interop.servers import ServerProcess
+    from trio_websocket import open_websocket_url
+
+    monkeypatch.setenv("TRIO_CABLE_REDIS_URL", redis_server.url)
+    with (
+        ServerProcess("hypercorn", tmp_path) as one,
+        ServerProcess("hypercorn", tmp_path) as two,
+    ):
+        await one.wait_ready()
+        await two.wait_ready()
+        ident = identifier_for("ChatChannel", room="shared")
+        subscribe_frame = json.dumps({"command": "subscribe", "identifier": ident})
+        async with (
+            open_websocket_url(one.url, subprotocols=["actioncable-v1-json"]) as c1,
+            open_websocket_url(two.url, subprotocols=["actioncable-v1-json"]) as c2,
+        ):
+
+            async def next_data(ws: Any) -> Any:
+                with trio.fail_after(5):
+                    while True:
+                        frame = json.loads(await ws.get_message())
+                        if "message" in frame and frame.get("type") is None:
+                            return frame["message"]
+
+            for ws in (c1, c2):
+                await ws.send_message(subscribe_frame)
+                with trio.fail_after(5):
+                    while "confirm" not in await ws.get_message():
+                        pass
+            for n, server in enumerate((one, two, one)):
+                await server.broadcast("chat:shared", {"n": n})
+                assert await next_data(c1) == {"n": n}
+                assert await next_data(c2) == {"n": n}
+            # the moment a client sees its confirmation, the other process
+            # broadcasts: delivered every time
+            for n in range(20):
+                room = identifier_for("ChatChannel", room=f"fresh{n}")
+                await c1.send_message(
+                    json.dumps({"command": "subscribe", "identifier": room})
+                )
+                with trio.fail_after(5):
+                    while "confirm" not in await c1.get_message():
+                        pass
+                await two.broadcast(f"chat:fresh{n}", {"fresh": n})
+                got = await next_data(c1)
+                while got.get("welcome"):
+                    got = await next_data(c1)
+                assert got == {"fresh": n}
+            stats = await one.stats()
+            assert stats["redis"]["connected"] is True
