@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -280,7 +281,7 @@ async def test_backoff_is_capped_exponential(
     cable = make_cable(redis_server.url)
     async with cable.running():
         await trio.sleep(300)
-    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert gaps[0] < 0.2
     assert all(g <= 30.0 for g in gaps)
     assert max(gaps) > 15  # it did grow to the cap (30 s, with jitter)
@@ -347,8 +348,9 @@ async def test_url_forms_and_prefix(redis_server: RedisServer) -> None:
 async def test_two_hypercorn_processes_share_broadcasts(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
-    from tests.interop.servers import ServerProcess
     from trio_websocket import open_websocket_url
+
+    from tests.interop.servers import ServerProcess
 
     monkeypatch.setenv("TRIO_CABLE_REDIS_URL", redis_server.url)
     with (
