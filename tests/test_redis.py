@@ -399,3 +399,20 @@ async def test_two_hypercorn_processes_share_broadcasts(
                 assert got == {"fresh": n}
             stats = await one.stats()
             assert stats["redis"]["connected"] is True
+
+
+async def test_scaling_doc_examples_run(redis_server: RedisServer) -> None:
+    import re
+    from pathlib import Path
+
+    doc = Path(__file__).parent.parent / "docs" / "scaling.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.DOTALL)
+    source = "\n".join(blocks).replace("redis://127.0.0.1:6379/0", redis_server.url)
+    namespace: dict[str, Any] = {}
+    cable = make_cable(redis_server.url)
+    async with cable.running(), cable_test_client(cable) as ws:
+        await ws.subscribe("Room", room="general")
+        source = source.replace('"chat:general"', '"room:general"')
+        await trio.to_thread.run_sync(exec, source, namespace)
+        assert await next_message(ws) == {"message": "deploy done"}
+    assert isinstance(namespace["cable"], RedisCable)
