@@ -350,10 +350,9 @@ class RedisBridge:
 
     async def _listen(self, pubsub: PubSub) -> None:
         def stop() -> None:
+            # The thread polls this flag every 0.2 s; closing its socket
+            # under it instead races redis-py's own reconnect logic.
             self._stopping = True
-            connection = getattr(pubsub, "connection", None)
-            if connection is not None:
-                connection.disconnect()
 
         self._stopping = False
         await _in_thread(self._listen_thread, pubsub, stop=stop)
