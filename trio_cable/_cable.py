@@ -127,9 +127,14 @@ class Cable:
         """Send ``data`` to every subscriber of ``stream``.
 
         ``data`` is JSON-encoded once. Returns how many local subscribers
-        it was handed to; it never waits on any of them.
+        it was handed to; it never waits on any of them. With Redis, it
+        waits while the bridge's publish buffer is full and Redis is
+        connected (backpressure for bursts); the non-async variants drop
+        the oldest buffered broadcast instead.
         """
         await trio.lowlevel.checkpoint()
+        if self.bridge is not None:
+            await self.bridge.wait_for_room()
         return self.broadcast_nowait(stream, data)
 
     def broadcast_nowait(self, stream: str, data: Any) -> int:

@@ -205,6 +205,7 @@ class RedisBridge:
         self._outgoing_ready = trio.Event()
         self._subscriptions_changed = trio.Event()
         self._settled = trio.Event()  # every SUBSCRIBE sent is acknowledged
+        self._room = trio.Event()  # the publish buffer has room again
         self._token: trio.lowlevel.TrioToken | None = None
 
     # -- called by the cable (trio thread, never blocks) -------------------
@@ -221,6 +222,17 @@ class RedisBridge:
                 )
         self._outgoing.append((self.prefix + stream, payload))
         self._outgoing_ready.set()
+
+    async def wait_for_room(self) -> None:
+        """While connected, wait until the publish buffer has room.
+
+        This is the backpressure of ``await cable.broadcast()``: a burst
+        faster than Redis takes it waits instead of dropping. While Redis
+        is unreachable it returns at once (the buffer drops the oldest).
+        """
+        while self.connected and len(self._outgoing) >= self.max_buffer:
+            self._room = trio.Event()
+            await self._room.wait()
 
     def stream_wanted(self, stream: str) -> None:
         self._wanted.add(self.prefix + stream)
@@ -309,6 +321,7 @@ class RedisBridge:
     def _lost(self, exc: BaseException) -> None:
         exc = _leaves(exc)[0]
         self._after_outage = True
+        self._room.set()  # nobody waits for a Redis that is away
         if self.connected:
             log.warning("redis connection lost: %s", exc)
         else:
@@ -453,6 +466,7 @@ class RedisBridge:
                 self._outgoing.popleft()
                 for _ in range(min(self.batch_size, len(self._outgoing)))
             ]
+            self._room.set()
             for channel, payload in batch:
                 if channel in self._acked:
                     self._echo.setdefault(channel, deque()).append(payload)
