@@ -18,6 +18,21 @@ from ._redis import BridgeStatistics as BridgeStatistics
 from ._redis import redis_broadcast as redis_broadcast
 from ._request import Headers as Headers
 from ._request import Request as Request
+from .client import CableClient as CableClient
+from .client import ClientError as ClientError
+from .client import Connected as Connected
+from .client import ConnectionDenied as ConnectionDenied
+from .client import ConnectionLost as ConnectionLost
+from .client import ConnectionUnauthorized as ConnectionUnauthorized
+from .client import Disconnected as Disconnected
+from .client import Message as Message
+from .client import ServerError as ServerError
+from .client import ServerUnreachable as ServerUnreachable
+from .client import Subscription as Subscription
+from .client import SubscriptionOverflow as SubscriptionOverflow
+from .client import SubscriptionRejected as SubscriptionRejected
+from .client import SubscriptionTimeout as SubscriptionTimeout
+from .client import open_cable_client as open_cable_client
 from .server import serve_cable as serve_cable
 
 __version__ = "0.1.0"
@@ -25,17 +40,32 @@ __version__ = "0.1.0"
 __all__ = [
     "BridgeStatistics",
     "Cable",
+    "CableClient",
     "CableError",
     "Channel",
+    "ClientError",
     "ConnectHook",
+    "Connected",
     "Connection",
+    "ConnectionDenied",
+    "ConnectionLost",
     "ConnectionRejected",
+    "ConnectionUnauthorized",
+    "Disconnected",
     "Headers",
     "HubStatistics",
+    "Message",
     "ProtocolError",
     "RedisCable",
     "Request",
+    "ServerError",
+    "ServerUnreachable",
+    "Subscription",
+    "SubscriptionOverflow",
+    "SubscriptionRejected",
+    "SubscriptionTimeout",
     "Unauthorized",
+    "open_cable_client",
     "redis_broadcast",
     "serve_cable",
 ]

@@ -9,7 +9,12 @@ the duration of the ASGI lifespan.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
+import importlib.resources
+import json
 import logging
+import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -76,11 +81,23 @@ class CableApp:
     """
 
     def __init__(
-        self, cable: Cable, app: ASGIApp | None = None, *, path: str = "/cable"
+        self,
+        cable: Cable,
+        app: ASGIApp | None = None,
+        *,
+        path: str = "/cable",
+        stats_path: str | None = None,
+        client_path: str | None = "/cable.js",
     ) -> None:
         self.cable = cable
         self.app = app
         self.path = path
+        #: Opt-in: ``GET stats_path`` answers ``cable.stats()`` as JSON
+        #: (counts only, no identities; ``trio-cable stats`` reads it).
+        self.stats_path = stats_path
+        #: ``GET client_path`` serves the packaged browser client,
+        #: ``cable.js`` (``None``: not served).
+        self.client_path = client_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -88,6 +105,10 @@ class CableApp:
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
+        elif kind == "http" and scope["path"] == self.client_path:
+            await _serve_client(scope, send)
+        elif kind == "http" and scope["path"] == self.stats_path:
+            await _serve_stats(self.cable, send)
         elif self.app is not None:
             await self.app(scope, receive, send)
         elif kind == "http":
@@ -168,6 +189,55 @@ class _InnerLifespan:
             self.supported = False
             with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
                 self._from_app.send_nowait({"type": "lifespan.startup.complete"})
+
+
+@functools.cache
+def _client_source() -> bytes:
+    """The packaged ``cable.js`` (read once: it cannot change under us)."""
+    static = importlib.resources.files("trio_cable").joinpath("static")
+    return static.joinpath("cable.js").read_bytes()
+
+
+async def _serve_client(scope: Scope, send: Send) -> None:
+    """``GET /cable.js``: the browser client, so no npm is needed."""
+    if scope.get("method", "GET") not in ("GET", "HEAD"):
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 405,
+                "headers": [(b"allow", b"GET, HEAD")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
+        return
+    body = _client_source()
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'.encode()
+    status = 200
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"if-none-match" and etag in value:
+            status, body = 304, b""
+    headers = [
+        (b"content-type", b"text/javascript; charset=utf-8"),
+        (b"etag", etag),
+        (b"cache-control", b"no-cache"),  # revalidate: the etag makes it cheap
+    ]
+    if status == 200:
+        headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    head = scope.get("method") == "HEAD"
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+async def _serve_stats(cable: Cable, send: Send) -> None:
+    """``GET stats_path``: the cable's counters, for ``trio-cable stats``."""
+    body = json.dumps({"pid": os.getpid(), **cable.stats()}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _not_found(send: Send) -> None:

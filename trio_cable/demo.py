@@ -1,41 +1,83 @@
-"""The demo chat: rooms, live messages, live member counts.
+"""The demo chat: rooms, live messages, live member counts, Turbo Streams.
 
-Run it with ``hypercorn --worker-class trio trio_cable.demo:app`` and open
-http://127.0.0.1:8000. Messages posted over the cable (the page's input)
-and over a plain HTML form (``POST /rooms/<room>/messages``, which
-broadcasts from an HTTP request) appear live in every open tab of the room.
+Run it with ``nox -s demo`` (or ``hypercorn --worker-class trio
+trio_cable.demo:app``) and open http://127.0.0.1:8000. Every room page
+holds a ``<turbo-stream-channel>`` element from ``/cable.js``: the server
+broadcasts Turbo Streams (a new ``<li>``, a new member count) and the page
+applies them with no JavaScript of its own. Messages come in two ways, both
+live in every open tab of the room: over the cable (the ``speak`` action)
+and through a plain HTML form (``POST /rooms/<room>/messages``), which
+broadcasts from the HTTP request. With ``TRIO_CABLE_REDIS_URL`` set, the
+cable shares broadcasts through Redis (member counts stay per process).
 """
 
 from __future__ import annotations
 
 import html
+import itertools
 import json
-from collections import Counter
+import secrets
+from collections import Counter, deque
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
+from . import turbo
 from ._cable import Cable
 from ._channel import Channel
+from ._request import Request
 from .asgi import CableApp, Receive, Scope, Send
 
-__all__ = ["ChatChannel", "app", "cable"]
+__all__ = ["ROOMS", "ChatChannel", "app", "cable"]
 
 ROOMS = ("general", "random", "trio")
+HISTORY = 50  # messages a room page shows when it loads
+NAME_COOKIE = "demo_name"
 
 cable = Cable()
 members: Counter[str] = Counter()
+history: dict[str, deque[str]] = {room: deque(maxlen=HISTORY) for room in ROOMS}
+_message_ids = itertools.count(1)
+
+
+def clean_name(raw: str | None) -> str | None:
+    name = " ".join((raw or "").split())[:32]
+    return name or None
 
 
 @cable.connect
-async def identify(request: Any) -> str:
-    """Anyone may chat; the name comes from the page's query string."""
-    name = request.query.get("name", "").strip()[:32]
-    return name or "anonymous"
+async def identify(request: Request) -> str:
+    """Anyone may chat, under the name the page's cookie carries."""
+    return clean_name(request.cookies.get(NAME_COOKIE)) or "anonymous"
+
+
+def render_message(user: str, text: str, via: str) -> str:
+    """One message's ``<li>``: the page's first render and every live
+    update use it, so the markup has one source."""
+    number = next(_message_ids)
+    return (
+        f'<li id="message_{number}" class="message via-{via}">'
+        f"<b>{html.escape(user)}</b> {html.escape(text)}"
+        f' <small title="sent {via}">{via}</small></li>'
+    )
+
+
+def post_message(room: str, user: str, text: str, via: str) -> str | None:
+    """Store and render a message; the Turbo Stream to broadcast, or None."""
+    text = text.strip()[:500]
+    if room not in ROOMS or not text:
+        return None
+    item = render_message(user, text, via)
+    history[room].append(item)
+    return turbo.append("messages", item)
+
+
+def members_stream(room: str) -> str:
+    return turbo.update("members", str(members[room]))
 
 
 @cable.channel
 class ChatChannel(Channel):
-    """One room: its messages and how many are in it."""
+    """One room: messages in, Turbo Streams out, and who is here."""
 
     async def subscribed(self) -> None:
         room = self.params.get("room")
@@ -45,52 +87,67 @@ class ChatChannel(Channel):
         self.room = str(room)
         self.stream_from(f"chat:{self.room}")
         members[self.room] += 1
-        self.broadcast(f"chat:{self.room}", {"members": members[self.room]})
+        self.broadcast(f"chat:{self.room}", members_stream(self.room))
 
     async def unsubscribed(self) -> None:
         members[self.room] -= 1
-        self.broadcast(f"chat:{self.room}", {"members": members[self.room]})
+        self.broadcast(f"chat:{self.room}", members_stream(self.room))
 
     async def speak(self, data: dict[str, Any]) -> None:
-        text = str(data.get("message", "")).strip()[:500]
-        if text:
-            message = {"user": self.current_user, "message": text}
-            self.broadcast(f"chat:{self.room}", message)
+        stream = post_message(
+            self.room, str(self.current_user), str(data.get("message", "")), "cable"
+        )
+        if stream is not None:
+            self.broadcast(f"chat:{self.room}", stream)
 
 
 async def http_app(scope: Scope, receive: Receive, send: Send) -> None:
-    """The pages and the form endpoint (everything but /cable)."""
+    """The pages and the form endpoint (everything but /cable, /cable.js)."""
     if scope["type"] != "http":
         return
     path = scope["path"]
-    if scope["method"] == "POST" and path.startswith("/rooms/"):
-        room = path.split("/")[2]
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        form = dict(parse_qsl(body.decode()))
-        text = form.get("message", "").strip()[:500]
-        if room in ROOMS and text:
-            user = form.get("name", "").strip()[:32] or "anonymous"
-            payload = {"user": f"{user} (form)", "message": text}
-            await cable.broadcast(f"chat:{room}", payload)
-        await _respond(send, 303, b"", [(b"location", f"/?room={room}".encode())])
-        return
+    parts = path.strip("/").split("/")
+    query = dict(parse_qsl(scope.get("query_string", b"").decode()))
+    request = Request(scope)
     if path == "/":
-        query = dict(parse_qsl(scope.get("query_string", b"").decode()))
-        room = query.get("room", ROOMS[0])
-        room = room if room in ROOMS else ROOMS[0]
-        page = PAGE.replace("{{ROOM}}", html.escape(room)).replace(
-            "{{ROOM_JSON}}", json.dumps(room)
+        await _redirect(send, "/rooms/general")
+    elif len(parts) == 3 and parts[0] == "rooms" and parts[2] == "messages":
+        if scope["method"] != "POST":
+            await _respond(send, 405, b"POST only", [(b"allow", b"POST")])
+            return
+        form = dict(parse_qsl((await _read_body(receive)).decode()))
+        user = clean_name(request.cookies.get(NAME_COOKIE)) or "anonymous"
+        stream = post_message(parts[1], user, form.get("message", ""), "form")
+        if stream is not None:
+            await cable.broadcast(f"chat:{parts[1]}", stream)
+        await _redirect(send, f"/rooms/{quote(parts[1])}")
+    elif len(parts) == 2 and parts[0] == "rooms" and parts[1] in ROOMS:
+        name = clean_name(query.get("name")) or clean_name(
+            request.cookies.get(NAME_COOKIE)
         )
-        links = " ".join(f'<a href="/?room={r}">#{r}</a>' for r in ROOMS)
-        page = page.replace("{{ROOMS}}", links)
-        await _respond(send, 200, page.encode(), [(b"content-type", b"text/html")])
-        return
-    await _respond(send, 404, b"Not Found", [(b"content-type", b"text/plain")])
+        headers = []
+        if name is None or query.get("name"):
+            name = name or f"guest-{secrets.randbelow(1000):03d}"
+            cookie = f"{NAME_COOKIE}={quote(name)}; Path=/; SameSite=Lax"
+            headers.append((b"set-cookie", cookie.encode()))
+        page = render_page(parts[1], name)
+        headers.append((b"content-type", b"text/html; charset=utf-8"))
+        await _respond(send, 200, page.encode(), headers)
+    else:
+        await _respond(send, 404, b"Not Found", [(b"content-type", b"text/plain")])
+
+
+async def _read_body(receive: Receive) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        body += bytes(message.get("body", b""))
+        if not message.get("more_body") or len(body) > 65536:
+            return body
+
+
+async def _redirect(send: Send, location: str) -> None:
+    await _respond(send, 303, b"", [(b"location", location.encode())])
 
 
 async def _respond(
@@ -100,63 +157,90 @@ async def _respond(
     await send({"type": "http.response.body", "body": body})
 
 
+def render_page(room: str, name: str) -> str:
+    """A room's page, with its recent messages and member count."""
+    links = " ".join(
+        f'<a href="/rooms/{r}"{" aria-current=page" if r == room else ""}>#{r}</a>'
+        for r in ROOMS
+    )
+    values = {
+        "{{ROOM}}": html.escape(room),
+        "{{PARAMS}}": html.escape(json.dumps({"room": room})),
+        "{{NAME}}": html.escape(name),
+        "{{ROOMS}}": links,
+        "{{MEMBERS}}": str(members[room]),
+        "{{MESSAGES}}": "\n".join(history[room]),
+    }
+    page = PAGE
+    for key, value in values.items():
+        page = page.replace(key, value)
+    return page
+
+
 app = CableApp(cable, http_app)
 
 PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>trio_cable chat: #{{ROOM}}</title>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>#{{ROOM}} · trio_cable chat</title>
+<script type="module" src="/cable.js"></script>
 <style>
-body{font:16px system-ui,sans-serif;max-width:40em;margin:2em auto}
-#messages{list-style:none;padding:0;min-height:10em;border:1px solid #ccc}
-#messages li{padding:.2em .5em}
+body{font:16px/1.4 system-ui,sans-serif;max-width:42em;margin:2em auto;padding:0 1em;
+  color:#1d1d1f}
+header{display:flex;align-items:baseline;gap:1em;flex-wrap:wrap}
+h1{margin:0}
+nav a{margin-right:.6em}
+nav a[aria-current]{font-weight:bold;text-decoration:none}
+#presence{color:#555}
+#status{font-size:.85em;padding:.1em .6em;border-radius:1em;background:#f6d6a8}
+#status::after{content:"connecting…"}
+body:has(turbo-stream-channel[connected]) #status{background:#bfe8c4}
+body:has(turbo-stream-channel[connected]) #status::after{content:"live"}
+#messages{list-style:none;padding:.5em;margin:1em 0;min-height:12em;max-height:60vh;
+  overflow-y:auto;border:1px solid #ccc;border-radius:.4em}
+#messages li{padding:.25em .4em}
+#messages li:nth-child(odd){background:#f5f5f7}
+#messages small{color:#888;font-size:.75em}
+form{display:flex;gap:.5em;margin:.5em 0}
+form input[name=message]{flex:1;padding:.4em}
+footer{color:#777;font-size:.85em;margin-top:2em}
 </style></head>
 <body>
-<h1>#{{ROOM}} <small id="members">0</small> <small>here</small></h1>
+<turbo-stream-channel channel="ChatChannel" params="{{PARAMS}}"></turbo-stream-channel>
+<header>
+<h1>#{{ROOM}}</h1>
+<span id="presence"><span id="members">{{MEMBERS}}</span> here</span>
+<span id="status"></span>
+</header>
 <nav>{{ROOMS}}</nav>
-<p id="status">connecting…</p>
-<ul id="messages"></ul>
-<form id="composer"><input name="message" autocomplete="off" autofocus>
-<button>Send over the cable</button></form>
-<form method="post" action="/rooms/{{ROOM}}/messages">
-<input name="message" autocomplete="off"><input type="hidden" name="name" id="formname">
-<button>Send with an HTTP form</button></form>
+<ul id="messages">
+{{MESSAGES}}
+</ul>
+<form id="composer" autocomplete="off">
+<input name="message" placeholder="Message #{{ROOM}} as {{NAME}}" aria-label="message"
+  autofocus>
+<button>Send over the cable</button>
+</form>
+<form id="http-form" method="post" action="/rooms/{{ROOM}}/messages" autocomplete="off">
+<input name="message" placeholder="…or post a plain HTML form"
+  aria-label="form message">
+<button>Send with an HTTP form</button>
+</form>
+<footer>You are <b id="me">{{NAME}}</b> (add <code>?name=…</code> to the address
+to change that). Served by trio_cable: one WebSocket, Turbo Streams over the
+cable.</footer>
 <script type="module">
-// A minimal actioncable-v1-json client; the full one ships as /cable.js.
-const room = {{ROOM_JSON}};
-const name = localStorage.name ||= "guest" + Math.floor(Math.random() * 1000);
-document.getElementById("formname").value = name;
-const identifier = JSON.stringify({channel: "ChatChannel", room});
-const proto = location.protocol === "https:" ? "wss:" : "ws:";
-let socket;
-function connect() {
-  const url = `${proto}//${location.host}/cable?name=${encodeURIComponent(name)}`;
-  socket = new WebSocket(url, ["actioncable-v1-json", "actioncable-unsupported"]);
-  socket.onopen = () => {
-    socket.send(JSON.stringify({command: "subscribe", identifier}));
-  };
-  socket.onmessage = (event) => {
-    const frame = JSON.parse(event.data);
-    if (frame.type === "confirm_subscription") status(`connected as ${name}`);
-    else if (frame.type === "disconnect") status(`disconnected: ${frame.reason}`);
-    else if (frame.identifier === identifier && frame.message) received(frame.message);
-  };
-  socket.onclose = () => { status("reconnecting…"); setTimeout(connect, 1000); };
-}
-function status(text) { document.getElementById("status").textContent = text; }
-function received(data) {
-  if ("members" in data) document.getElementById("members").textContent = data.members;
-  if ("message" in data) {
-    const li = document.createElement("li");
-    li.textContent = `${data.user}: ${data.message}`;
-    document.getElementById("messages").append(li);
-  }
-}
+// The only script of the page: send the composer's text over the cable.
+// Everything that appears on the page arrives as a Turbo Stream.
+import "/cable.js"
+const channel = document.querySelector("turbo-stream-channel")
 document.getElementById("composer").addEventListener("submit", (event) => {
-  event.preventDefault();
-  const input = event.target.elements.message;
-  const data = JSON.stringify({action: "speak", message: input.value});
-  socket.send(JSON.stringify({command: "message", identifier, data}));
-  input.value = "";
-});
-connect();
-</script></body></html>
+  event.preventDefault()
+  const input = event.target.elements.message
+  if (input.value.trim() && channel.perform("speak", { message: input.value })) {
+    input.value = ""
+  }
+})
+</script>
+</body></html>
 """

@@ -81,7 +81,7 @@ async def sender(url: str, count: int, probes: int) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, __file__, "--role", "receiver", "--url", url]
     command += ["--count", str(count), "--probes", str(probes)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, env=env, text=True)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, env=env, text=True)  # noqa: ASYNC220 (a benchmark helper; it only starts the process)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
     cable = Cable(redis_url=url)

@@ -1,0 +1,674 @@
+// trio_cable's browser client: one WebSocket, many subscriptions, speaking
+// the Rails Action Cable protocol (actioncable-v1-json). An ES module with
+// no dependencies and no build step; types in cable.d.ts.
+//
+//   import { cable } from "/cable.js"
+//   cable.connect()
+//   const chat = cable.subscribe("ChatChannel", { room: "general" }, {
+//     connected() {}, disconnected() {}, rejected() {}, received(data) {},
+//   })
+//   chat.perform("speak", { message: "hello" })
+//
+// It also defines <turbo-stream-channel channel="..." params='{...}'>, which
+// subscribes while it is in the document and hands every Turbo Stream it
+// receives to Turbo (or, without Turbo on the page, applies it itself).
+
+export const PROTOCOLS = ["actioncable-v1-json", "actioncable-unsupported"]
+
+export const DEFAULTS = Object.freeze({
+  path: "/cable",
+  reconnectBaseDelay: 1000, // first retry after about 1 s, then 2 s, 4 s...
+  reconnectMaxDelay: 30000, // ...capped here
+  reconnectJitter: 0.2, // each delay is moved by up to ±20 %
+  reconnectAttempts: 10, // then give up (Infinity: never)
+  staleThreshold: 6000, // no frame for this long: the connection is dead
+  subscribeRetryInterval: 500, // re-send unanswered subscribes (like Rails 7)
+})
+
+const OPEN = 1
+
+/** The delay before reconnect attempt `attempt` (0-based), in ms. */
+export function backoffDelay(attempt, options = {}, random = Math.random) {
+  const base = options.reconnectBaseDelay ?? DEFAULTS.reconnectBaseDelay
+  const cap = options.reconnectMaxDelay ?? DEFAULTS.reconnectMaxDelay
+  const jitter = options.reconnectJitter ?? DEFAULTS.reconnectJitter
+  const nominal = Math.min(cap, base * 2 ** attempt)
+  return Math.max(0, Math.round(nominal * (1 + jitter * (2 * random() - 1))))
+}
+
+/** The identifier string for a channel and its params (channel first). */
+export function identifierFor(channel, params = {}) {
+  return JSON.stringify({ channel, ...params })
+}
+
+/** The default URL: the page's <meta name="action-cable-url"> (as with
+ * Rails), else `path` on the page's host; ws: or wss: to match the page. */
+export function defaultUrl(path = DEFAULTS.path) {
+  const location = globalThis.location
+  if (!location) throw new Error("cable.connect(url): no page location to default to")
+  const meta = globalThis.document?.head?.querySelector?.("meta[name='action-cable-url']")
+  return toWebSocketUrl(meta?.getAttribute("content") || path, location.href)
+}
+
+function toWebSocketUrl(url, base) {
+  const resolved = new URL(url, base ?? globalThis.location?.href)
+  if (resolved.protocol === "http:") resolved.protocol = "ws:"
+  if (resolved.protocol === "https:") resolved.protocol = "wss:"
+  return resolved.href
+}
+
+function isCallbacks(value) {
+  return (
+    value != null &&
+    typeof value === "object" &&
+    ["connected", "disconnected", "rejected", "received", "initialized"].some(
+      (name) => typeof value[name] === "function",
+    )
+  )
+}
+
+/** One subscription: a channel with params, and the callbacks it feeds. */
+export class Subscription {
+  constructor(cable, channel, params, callbacks) {
+    this.cable = cable
+    this.channel = channel
+    this.params = { ...params }
+    this.identifier = identifierFor(channel, params)
+    this.callbacks = callbacks ?? {}
+    this.confirmed = false
+    this.closed = false
+    this._wasConfirmed = false
+  }
+
+  /** Call the server action `action` with `data`; false if not sent. */
+  perform(action, data = {}) {
+    return this.cable._sendMessage(this, { ...data, action })
+  }
+
+  /** Send `data` to the channel's default action (`receive`). */
+  send(data) {
+    return this.cable._sendMessage(this, data)
+  }
+
+  /** Leave the channel; the server is told once no subscription to the
+   * same channel and params is left on this cable. */
+  unsubscribe() {
+    this.cable._remove(this)
+  }
+
+  _call(name, ...args) {
+    const callback = this.callbacks[name]
+    if (typeof callback !== "function") return undefined
+    try {
+      return callback.apply(this, args)
+    } catch (error) {
+      // One broken callback must not stop the others or the connection.
+      this.cable._report(error)
+      return undefined
+    }
+  }
+}
+
+/**
+ * A cable: one WebSocket (opened by connect()), its subscriptions, and the
+ * reconnection policy. Events: "statechange" (detail: {state, reason}).
+ */
+export class Cable extends EventTarget {
+  constructor(url, options = {}) {
+    super()
+    this.url = url
+    this.options = { ...DEFAULTS, ...options }
+    // idle: never connected; connecting; open; waiting: to reconnect;
+    // failed: gave up after reconnectAttempts (a visible tab or the browser
+    // coming online retries); closed: disconnect() or a disconnect frame with
+    // reconnect false (only connect() reopens).
+    this.state = "idle"
+    this.attempts = 0
+    this.socket = null
+    this.lastFrameAt = 0
+    this._subscriptions = new Map() // identifier -> Set<Subscription>
+    this._pending = new Set() // identifiers subscribed but not answered
+    this._welcomed = false
+    this._everOpened = false
+    this._reconnectTimer = null
+    this._staleTimer = null
+    this._retryTimer = null
+    this._listening = false
+  }
+
+  // -- public API --------------------------------------------------------------
+
+  /** Open the connection (and keep it open) at `url`, or the cable's URL,
+   * or /cable on the page's host. */
+  connect(url) {
+    if (url !== undefined) this.url = url
+    if (this.state === "connecting" || this.state === "open") return this
+    this._listen()
+    this.attempts = 0
+    this._open()
+    return this
+  }
+
+  /** Close the connection and stop reconnecting. Subscriptions are kept:
+   * connect() again subscribes them again. */
+  disconnect() {
+    this._clearReconnect()
+    this._unlisten()
+    const wasOpen = this._welcomed
+    this._closeSocket()
+    this._setState("closed", "client")
+    if (wasOpen) this._notifyDisconnected({ willAttemptReconnect: false, reason: "client" })
+    return this
+  }
+
+  /** Subscribe: subscribe(channel, params, callbacks) or
+   * subscribe(channel, callbacks). Connects the cable if it never was. */
+  subscribe(channel, params, callbacks) {
+    if (callbacks === undefined && isCallbacks(params)) [params, callbacks] = [{}, params]
+    if (typeof channel !== "string" || !channel) throw new TypeError("channel must be a name")
+    const subscription = new Subscription(this, channel, params ?? {}, callbacks)
+    const key = subscription.identifier
+    let group = this._subscriptions.get(key)
+    const first = group === undefined
+    if (first) this._subscriptions.set(key, (group = new Set()))
+    group.add(subscription)
+    subscription._call("initialized")
+    if (first) this._sendSubscribe(key)
+    else if (this._isConfirmed(group, subscription)) {
+      subscription.confirmed = true
+      subscription._call("connected", { reconnected: false })
+    }
+    if (this.state === "idle") this.connect()
+    return subscription
+  }
+
+  /** Every current subscription (a copy). */
+  get subscriptions() {
+    return [...this._subscriptions.values()].flatMap((group) => [...group])
+  }
+
+  get isConnected() {
+    return this.state === "open" && this._welcomed
+  }
+
+  // -- the socket ---------------------------------------------------------------
+
+  _resolveUrl() {
+    const url = typeof this.url === "function" ? this.url() : this.url
+    return url === undefined || url === null
+      ? defaultUrl(this.options.path)
+      : toWebSocketUrl(url, globalThis.location?.href)
+  }
+
+  _open() {
+    this._closeSocket()
+    this._setState("connecting")
+    const WebSocketClass = this.options.WebSocket ?? globalThis.WebSocket
+    let socket
+    try {
+      socket = new WebSocketClass(this._resolveUrl(), PROTOCOLS)
+    } catch (error) {
+      this._report(error)
+      this._scheduleReconnect("error")
+      return
+    }
+    this.socket = socket
+    socket.onopen = () => this._onOpen(socket)
+    socket.onmessage = (event) => this._onMessage(socket, event)
+    socket.onclose = () => this._onClose(socket)
+    socket.onerror = () => {} // a close event follows
+  }
+
+  _onOpen(socket) {
+    if (socket !== this.socket) return
+    // A server that picked no subprotocol does not speak ours: the official
+    // client gives up for good here too, rather than retrying forever.
+    if (socket.protocol === "actioncable-unsupported" || socket.protocol === "") {
+      this._giveUp("unsupported")
+      return
+    }
+    this._setState("open")
+    this._touch()
+  }
+
+  _onMessage(socket, event) {
+    if (socket !== this.socket) return
+    this._touch()
+    let frame
+    try {
+      frame = JSON.parse(event.data)
+    } catch (error) {
+      this._report(error)
+      return
+    }
+    if (frame === null || typeof frame !== "object") return
+    this._handleFrame(frame)
+  }
+
+  _handleFrame(frame) {
+    const { type, identifier } = frame
+    switch (type) {
+      case "welcome":
+        return this._onWelcome()
+      case "ping":
+        return undefined
+      case "disconnect":
+        return this._onDisconnectFrame(frame)
+      case "confirm_subscription":
+        return this._onConfirm(identifier)
+      case "reject_subscription":
+        return this._onReject(identifier)
+      default:
+        // Data frames have no type; frames of unknown types that name a
+        // subscription go to it too (protocol extensions). Error frames
+        // carry an empty identifier and so reach nobody.
+        if (typeof identifier === "string" && identifier) {
+          const data = "message" in frame ? frame.message : frame
+          for (const subscription of this._group(identifier)) subscription._call("received", data)
+        }
+        return undefined
+    }
+  }
+
+  _onWelcome() {
+    this._welcomed = true
+    const reconnected = this._everOpened
+    this._everOpened = true
+    this.attempts = 0
+    this._setState("open")
+    this.dispatchEvent(new CustomEvent("connected", { detail: { reconnected } }))
+    for (const identifier of this._subscriptions.keys()) this._sendSubscribe(identifier)
+  }
+
+  _onDisconnectFrame(frame) {
+    const reason = frame.reason ?? "remote"
+    if (frame.reconnect === false) {
+      this._giveUp(reason)
+      return
+    }
+    this._lost(reason)
+  }
+
+  _onConfirm(identifier) {
+    this._pending.delete(identifier)
+    for (const subscription of this._group(identifier)) {
+      if (subscription.confirmed) continue
+      subscription.confirmed = true
+      subscription._call("connected", { reconnected: subscription._wasConfirmed === true })
+      subscription._wasConfirmed = true
+    }
+  }
+
+  _onReject(identifier) {
+    this._pending.delete(identifier)
+    const group = this._group(identifier)
+    this._subscriptions.delete(identifier)
+    for (const subscription of group) {
+      subscription.closed = true
+      subscription._call("rejected")
+    }
+  }
+
+  _onClose(socket) {
+    if (socket !== this.socket) return
+    this.socket = null
+    this._lost("closed")
+  }
+
+  /** The connection is gone but should come back. */
+  _lost(reason) {
+    const wasWelcomed = this._welcomed
+    this._closeSocket()
+    if (this.state === "closed" || this.state === "failed") return
+    this._scheduleReconnect(reason)
+    if (wasWelcomed) this._notifyDisconnected({ willAttemptReconnect: this.state === "waiting", reason })
+  }
+
+  /** The connection is gone for good (until connect() is called again). */
+  _giveUp(reason) {
+    const wasWelcomed = this._welcomed
+    this._clearReconnect()
+    this._closeSocket()
+    this._setState("closed", reason)
+    if (wasWelcomed) this._notifyDisconnected({ willAttemptReconnect: false, reason })
+  }
+
+  _notifyDisconnected(detail) {
+    this.dispatchEvent(new CustomEvent("disconnected", { detail }))
+    for (const subscription of this.subscriptions) {
+      if (!subscription.confirmed) continue
+      subscription.confirmed = false
+      subscription._call("disconnected", detail)
+    }
+  }
+
+  _closeSocket() {
+    this._welcomed = false
+    this._pending.clear()
+    this._stopTimers()
+    const socket = this.socket
+    this.socket = null
+    if (socket) {
+      socket.onopen = socket.onmessage = socket.onclose = null
+      try {
+        socket.close()
+      } catch {
+        // already closing
+      }
+    }
+  }
+
+  // -- reconnecting -----------------------------------------------------------
+
+  _scheduleReconnect(reason) {
+    this._clearReconnect()
+    if (this.attempts >= this.options.reconnectAttempts) {
+      this._setState("failed", reason)
+      return
+    }
+    const random = this.options.random ?? Math.random
+    const delay = backoffDelay(this.attempts, this.options, random)
+    this.attempts += 1
+    this._setState("waiting", reason)
+    this._reconnectTimer = setTimeout(() => {
+      this._reconnectTimer = null
+      this._open()
+    }, delay)
+  }
+
+  _clearReconnect() {
+    if (this._reconnectTimer !== null) clearTimeout(this._reconnectTimer)
+    this._reconnectTimer = null
+  }
+
+  /** Reconnect now (a tab became visible, the browser came back online). */
+  _reconnectNow(reason) {
+    if (this.state === "open" && this._isStale()) this._lost(reason)
+    if (this.state === "waiting" || this.state === "failed") {
+      this._clearReconnect()
+      this.attempts = 0
+      this._open()
+    }
+  }
+
+  _isStale() {
+    return Date.now() - this.lastFrameAt >= this.options.staleThreshold
+  }
+
+  _touch() {
+    this.lastFrameAt = Date.now()
+    if (this._staleTimer !== null) clearTimeout(this._staleTimer)
+    this._staleTimer = setTimeout(() => {
+      this._staleTimer = null
+      // No frame, not even a ping, for too long: the socket is dead even if
+      // the browser has not noticed. Retry at once; later failures back off.
+      this._lost("stale")
+      if (this.state === "waiting") {
+        this._clearReconnect()
+        this._open()
+      }
+    }, this.options.staleThreshold)
+  }
+
+  _stopTimers() {
+    if (this._staleTimer !== null) clearTimeout(this._staleTimer)
+    if (this._retryTimer !== null) clearInterval(this._retryTimer)
+    this._staleTimer = this._retryTimer = null
+  }
+
+  _listen() {
+    if (this._listening) return
+    this._listening = true
+    this._onVisibility = () => {
+      if (globalThis.document?.visibilityState === "visible") this._reconnectNow("visible")
+    }
+    this._onOnline = () => this._reconnectNow("online")
+    globalThis.document?.addEventListener?.("visibilitychange", this._onVisibility)
+    globalThis.addEventListener?.("online", this._onOnline)
+  }
+
+  _unlisten() {
+    if (!this._listening) return
+    this._listening = false
+    globalThis.document?.removeEventListener?.("visibilitychange", this._onVisibility)
+    globalThis.removeEventListener?.("online", this._onOnline)
+  }
+
+  // -- subscriptions ----------------------------------------------------------
+
+  _group(identifier) {
+    return [...(this._subscriptions.get(identifier) ?? [])]
+  }
+
+  _isConfirmed(group, except) {
+    return [...group].some((other) => other !== except && other.confirmed)
+  }
+
+  _sendSubscribe(identifier) {
+    if (!this._welcomed) return
+    this._pending.add(identifier)
+    this._send({ command: "subscribe", identifier })
+    // Some servers drop a subscribe that races their connection setup;
+    // Rails 7's client re-sends until answered, and so do we.
+    if (this._retryTimer === null) {
+      this._retryTimer = setInterval(() => {
+        if (this._pending.size === 0) {
+          clearInterval(this._retryTimer)
+          this._retryTimer = null
+          return
+        }
+        for (const pending of this._pending) this._send({ command: "subscribe", identifier: pending })
+      }, this.options.subscribeRetryInterval)
+    }
+  }
+
+  _remove(subscription) {
+    if (subscription.closed) return
+    subscription.closed = true
+    subscription.confirmed = false
+    const key = subscription.identifier
+    const group = this._subscriptions.get(key)
+    if (!group || !group.delete(subscription)) return
+    if (group.size > 0) return
+    this._subscriptions.delete(key)
+    this._pending.delete(key)
+    if (this._welcomed) this._send({ command: "unsubscribe", identifier: key })
+  }
+
+  _sendMessage(subscription, data) {
+    if (subscription.closed || !this._welcomed) return false
+    return this._send({
+      command: "message",
+      identifier: subscription.identifier,
+      data: JSON.stringify(data),
+    })
+  }
+
+  _send(command) {
+    const socket = this.socket
+    if (!socket || socket.readyState !== OPEN) return false
+    socket.send(JSON.stringify(command))
+    return true
+  }
+
+  _setState(state, reason) {
+    if (this.state === state) return
+    this.state = state
+    this.dispatchEvent(new CustomEvent("statechange", { detail: { state, reason } }))
+  }
+
+  _report(error) {
+    const report = this.options.onError ?? ((e) => globalThis.console?.error?.("cable.js:", e))
+    report(error)
+  }
+}
+
+/** A new cable, for a second connection on one page (or a custom URL). */
+export function createCable(url, options) {
+  return new Cable(url, options)
+}
+
+/** The page's default cable (/cable on the current host). */
+export const cable = createCable()
+
+// -- Turbo Streams -------------------------------------------------------------
+
+/** Apply Turbo Stream HTML: through Turbo when the page has it, otherwise
+ * with the built-in renderer (the basic actions; morph acts as replace or
+ * update, refresh reloads the page). */
+export function renderStreamMessage(html) {
+  const turbo = globalThis.Turbo
+  if (turbo && typeof turbo.renderStreamMessage === "function") {
+    turbo.renderStreamMessage(html)
+    return
+  }
+  const template = document.createElement("template")
+  template.innerHTML = html
+  for (const stream of template.content.querySelectorAll("turbo-stream")) applyStream(stream)
+}
+
+function applyStream(stream) {
+  const action = stream.getAttribute("action")
+  const target = stream.getAttribute("target")
+  const selector = stream.getAttribute("targets")
+  const targets = target
+    ? [document.getElementById(target)].filter(Boolean)
+    : selector
+      ? [...document.querySelectorAll(selector)]
+      : []
+  const content = () => stream.querySelector("template")?.content.cloneNode(true) ?? document.createDocumentFragment()
+  if (action === "refresh") {
+    globalThis.location?.reload()
+    return
+  }
+  for (const element of targets) {
+    switch (action) {
+      case "append":
+        element.append(content())
+        break
+      case "prepend":
+        element.prepend(content())
+        break
+      case "before":
+        element.before(content())
+        break
+      case "after":
+        element.after(content())
+        break
+      case "replace":
+        element.replaceWith(content())
+        break
+      case "update":
+        element.replaceChildren(content())
+        break
+      case "remove":
+        element.remove()
+        break
+      default:
+        globalThis.console?.warn?.(`cable.js: unknown turbo-stream action ${action} (load Turbo for custom actions)`)
+    }
+  }
+}
+
+/** Subscribe to `channel` and apply every Turbo Stream it sends. */
+export function streamFrom(channel, params = {}, options = {}) {
+  const target = options.cable ?? cable
+  return target.subscribe(channel, params, {
+    received(data) {
+      if (typeof data === "string") renderStreamMessage(data)
+    },
+    ...(options.callbacks ?? {}),
+  })
+}
+
+const BaseElement = globalThis.HTMLElement ?? class {}
+
+/**
+ * <turbo-stream-channel channel="ChatChannel" params='{"room": "general"}'>:
+ * subscribed while it is in the document, unsubscribed when removed. Turbo
+ * Streams it receives go to Turbo as from any stream source (the element is
+ * registered with Turbo.connectStreamSource, like turbo-rails'
+ * <turbo-cable-stream-source>). The attribute `connected` is set while the
+ * subscription is confirmed. `signed-stream-name` is sent as the
+ * `signed_stream_name` param (for Turbo::StreamsChannel).
+ */
+export class TurboStreamChannelElement extends BaseElement {
+  static observedAttributes = ["channel", "params", "signed-stream-name"]
+
+  /** The cable elements use; set it to use another one. */
+  static cable = cable
+
+  connectedCallback() {
+    this._attachTurbo()
+    const channel = this.getAttribute("channel")
+    if (!channel) return
+    const element = this
+    this.subscription = TurboStreamChannelElement.cable.subscribe(channel, this.params, {
+      connected() {
+        element.setAttribute("connected", "")
+        element.dispatchEvent(new CustomEvent("turbo-stream-channel:connected"))
+      },
+      disconnected() {
+        element.removeAttribute("connected")
+      },
+      rejected() {
+        element.removeAttribute("connected")
+        element.dispatchEvent(new CustomEvent("turbo-stream-channel:rejected"))
+      },
+      received(data) {
+        element._received(data)
+      },
+    })
+  }
+
+  disconnectedCallback() {
+    this.subscription?.unsubscribe()
+    this.subscription = undefined
+    this.removeAttribute("connected")
+    if (this._turbo) this._turbo.disconnectStreamSource(this)
+    this._turbo = undefined
+  }
+
+  attributeChangedCallback(name, oldValue, newValue) {
+    if (oldValue === newValue || !this.subscription) return
+    this.disconnectedCallback()
+    this.connectedCallback()
+  }
+
+  get params() {
+    let params = {}
+    const raw = this.getAttribute("params")
+    if (raw) {
+      try {
+        params = JSON.parse(raw)
+      } catch (error) {
+        globalThis.console?.error?.("<turbo-stream-channel>: params is not JSON", error)
+      }
+    }
+    const signed = this.getAttribute("signed-stream-name")
+    return signed ? { ...params, signed_stream_name: signed } : params
+  }
+
+  /** perform() on the element's subscription (false if not subscribed). */
+  perform(action, data = {}) {
+    return this.subscription ? this.subscription.perform(action, data) : false
+  }
+
+  _attachTurbo() {
+    const turbo = globalThis.Turbo
+    if (this._turbo || !turbo || typeof turbo.connectStreamSource !== "function") return
+    turbo.connectStreamSource(this)
+    this._turbo = turbo
+  }
+
+  _received(data) {
+    if (typeof data !== "string") return
+    this._attachTurbo() // Turbo may have loaded after the element
+    if (this._turbo) this.dispatchEvent(new MessageEvent("message", { data }))
+    else renderStreamMessage(data)
+  }
+}
+
+if (globalThis.customElements && !globalThis.customElements.get("turbo-stream-channel")) {
+  globalThis.customElements.define("turbo-stream-channel", TurboStreamChannelElement)
+}

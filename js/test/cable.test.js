@@ -1,0 +1,363 @@
+// Unit tests for cable.js with a scripted fake WebSocket and fake timers:
+// frame handling, backoff schedule, resubscribe, stale detection.
+// Run: node --test  (from js/)
+
+import assert from "node:assert/strict"
+import { afterEach, beforeEach, describe, it, mock } from "node:test"
+
+import { backoffDelay, Cable, createCable, DEFAULTS, identifierFor } from "../cable.js"
+
+/** A WebSocket stand-in: records what the client sends, lets a test play
+ * the server. Every instance is kept in FakeSocket.all. */
+class FakeSocket {
+  static all = []
+  static get last() {
+    return FakeSocket.all.at(-1)
+  }
+
+  constructor(url, protocols) {
+    this.url = url
+    this.protocols = protocols
+    this.readyState = 0
+    this.protocol = ""
+    this.sent = []
+    this.closed = false
+    FakeSocket.all.push(this)
+  }
+
+  send(text) {
+    assert.equal(this.readyState, 1, "sent on a socket that is not open")
+    this.sent.push(JSON.parse(text))
+  }
+
+  close() {
+    this.closed = true
+    this.readyState = 3
+  }
+
+  // -- the server's side --
+  open(protocol = "actioncable-v1-json") {
+    this.readyState = 1
+    this.protocol = protocol
+    this.onopen?.({})
+  }
+
+  frame(data) {
+    this.onmessage?.({ data: JSON.stringify(data) })
+  }
+
+  welcome() {
+    this.open()
+    this.frame({ type: "welcome" })
+  }
+
+  drop() {
+    this.readyState = 3
+    this.onclose?.({ code: 1006 })
+  }
+
+  commands(name) {
+    return this.sent.filter((command) => command.command === name)
+  }
+}
+
+const URL = "ws://127.0.0.1:9/cable"
+const chatId = identifierFor("ChatChannel", { room: "general" })
+
+function newCable(options = {}) {
+  return createCable(URL, { WebSocket: FakeSocket, random: () => 0.5, ...options })
+}
+
+function recorder() {
+  const events = []
+  const callbacks = {}
+  for (const name of ["connected", "disconnected", "rejected", "received"]) {
+    callbacks[name] = (arg) => events.push([name, arg])
+  }
+  return { events, callbacks }
+}
+
+beforeEach(() => {
+  FakeSocket.all = []
+  mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"], now: 0 })
+})
+
+afterEach(() => {
+  mock.timers.reset()
+})
+
+describe("identifiers and backoff", () => {
+  it("puts the channel first and keeps the params' order", () => {
+    assert.equal(identifierFor("Chat", { room: "a", id: 1 }), '{"channel":"Chat","room":"a","id":1}')
+  })
+
+  it("doubles from 1 s up to the cap", () => {
+    const delays = [0, 1, 2, 3, 4, 5, 6, 7].map((n) => backoffDelay(n, {}, () => 0.5))
+    assert.deepEqual(delays, [1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000])
+  })
+
+  it("jitters within ±20 % by default", () => {
+    assert.equal(backoffDelay(1, {}, () => 0), 1600)
+    assert.equal(backoffDelay(1, {}, () => 1), 2400)
+    assert.equal(backoffDelay(9, { reconnectMaxDelay: 5000, reconnectJitter: 0 }, () => 0.9), 5000)
+  })
+})
+
+describe("frames", () => {
+  it("connects with the Action Cable subprotocols and subscribes after welcome", () => {
+    const cable = newCable()
+    const { events, callbacks } = recorder()
+    const chat = cable.subscribe("ChatChannel", { room: "general" }, callbacks)
+    const socket = FakeSocket.last
+    assert.equal(socket.url, URL)
+    assert.deepEqual(socket.protocols, ["actioncable-v1-json", "actioncable-unsupported"])
+    socket.open()
+    assert.deepEqual(socket.sent, [], "nothing before the welcome")
+    socket.frame({ type: "welcome" })
+    assert.deepEqual(socket.sent, [{ command: "subscribe", identifier: chatId }])
+    socket.frame({ type: "confirm_subscription", identifier: chatId })
+    socket.frame({ identifier: chatId, message: { text: "hi" } })
+    socket.frame({ type: "ping", message: 1 })
+    socket.frame({ type: "error", identifier: "", reason: "unknown_action" })
+    assert.deepEqual(events, [
+      ["connected", { reconnected: false }],
+      ["received", { text: "hi" }],
+    ])
+    assert.equal(chat.perform("speak", { message: "yo" }), true)
+    assert.equal(chat.send({ message: "plain" }), true)
+    chat.unsubscribe()
+    assert.deepEqual(socket.sent.slice(1), [
+      { command: "message", identifier: chatId, data: '{"message":"yo","action":"speak"}' },
+      { command: "message", identifier: chatId, data: '{"message":"plain"}' },
+      { command: "unsubscribe", identifier: chatId },
+    ])
+    assert.equal(chat.perform("speak"), false, "an unsubscribed subscription sends nothing")
+  })
+
+  it("takes two arguments as channel and callbacks", () => {
+    const cable = newCable()
+    const inbox = cable.subscribe("InboxChannel", { received() {} })
+    assert.equal(inbox.identifier, '{"channel":"InboxChannel"}')
+    assert.deepEqual(inbox.params, {})
+  })
+
+  it("routes by identifier and shares one subscribe per identifier", () => {
+    const cable = newCable()
+    const a = recorder()
+    const b = recorder()
+    const r = recorder()
+    const general1 = cable.subscribe("ChatChannel", { room: "general" }, a.callbacks)
+    cable.subscribe("ChatChannel", { room: "random" }, r.callbacks)
+    const socket = FakeSocket.last
+    socket.welcome()
+    socket.frame({ type: "confirm_subscription", identifier: chatId })
+    cable.subscribe("ChatChannel", { room: "general" }, b.callbacks)
+    assert.equal(socket.commands("subscribe").length, 2, "one per identifier")
+    assert.deepEqual(b.events, [["connected", { reconnected: false }]], "already confirmed")
+    socket.frame({ identifier: chatId, message: 1 })
+    assert.deepEqual(a.events.at(-1), ["received", 1])
+    assert.deepEqual(b.events.at(-1), ["received", 1])
+    assert.deepEqual(r.events, [], "the other room hears nothing")
+    general1.unsubscribe()
+    assert.equal(socket.commands("unsubscribe").length, 0, "one is still subscribed")
+    assert.equal(FakeSocket.all.length, 1, "one socket for everything")
+  })
+
+  it("calls rejected and forgets the subscription", () => {
+    const cable = newCable()
+    const { events, callbacks } = recorder()
+    const sub = cable.subscribe("Secret", callbacks)
+    FakeSocket.last.welcome()
+    FakeSocket.last.frame({ type: "reject_subscription", identifier: sub.identifier })
+    assert.deepEqual(events, [["rejected", undefined]])
+    assert.deepEqual(cable.subscriptions, [])
+  })
+
+  it("re-sends an unanswered subscribe every 500 ms", () => {
+    const cable = newCable()
+    cable.subscribe("ChatChannel", { room: "general" }, {})
+    const socket = FakeSocket.last
+    socket.welcome()
+    mock.timers.tick(1000)
+    assert.equal(socket.commands("subscribe").length, 3)
+    socket.frame({ type: "confirm_subscription", identifier: chatId })
+    mock.timers.tick(2000)
+    assert.equal(socket.commands("subscribe").length, 3)
+  })
+
+  it("keeps going when a callback throws", () => {
+    const errors = []
+    const cable = newCable({ onError: (e) => errors.push(e.message) })
+    const seen = []
+    cable.subscribe("A", { received() { throw new Error("boom") } })
+    cable.subscribe("A", { received: (data) => seen.push(data) })
+    const socket = FakeSocket.last
+    socket.welcome()
+    socket.frame({ identifier: identifierFor("A"), message: 7 })
+    assert.deepEqual(errors, ["boom"])
+    assert.deepEqual(seen, [7])
+  })
+
+  it("gives up when the server selects no subprotocol", () => {
+    const cable = newCable()
+    cable.connect()
+    FakeSocket.last.open("")
+    assert.equal(cable.state, "closed")
+    mock.timers.tick(60000)
+    assert.equal(FakeSocket.all.length, 1)
+  })
+})
+
+describe("reconnecting", () => {
+  it("backs off 1 s, 2 s, 4 s while the server is away, then resubscribes", () => {
+    const cable = newCable()
+    const { events, callbacks } = recorder()
+    cable.subscribe("ChatChannel", { room: "general" }, callbacks)
+    FakeSocket.last.welcome()
+    FakeSocket.last.frame({ type: "confirm_subscription", identifier: chatId })
+    FakeSocket.last.drop()
+    assert.deepEqual(events.at(-1), ["disconnected", { willAttemptReconnect: true, reason: "closed" }])
+    assert.equal(cable.state, "waiting")
+    const opens = []
+    for (const delay of [1000, 2000, 4000]) {
+      mock.timers.tick(delay - 1)
+      assert.equal(FakeSocket.all.length, opens.length + 1, "not yet")
+      mock.timers.tick(1)
+      opens.push(FakeSocket.all.length)
+      FakeSocket.last.drop() // refused
+    }
+    assert.deepEqual(opens, [2, 3, 4])
+    mock.timers.tick(8000)
+    const socket = FakeSocket.last
+    socket.welcome()
+    assert.deepEqual(socket.commands("subscribe"), [{ command: "subscribe", identifier: chatId }])
+    socket.frame({ type: "confirm_subscription", identifier: chatId })
+    assert.deepEqual(events.at(-1), ["connected", { reconnected: true }])
+    // A successful welcome resets the schedule.
+    socket.drop()
+    mock.timers.tick(1000)
+    assert.equal(FakeSocket.all.length, 6)
+  })
+
+  it("stops after the configured number of attempts", () => {
+    const cable = newCable({ reconnectAttempts: 2 })
+    cable.connect()
+    FakeSocket.last.drop()
+    mock.timers.tick(1000)
+    FakeSocket.last.drop()
+    mock.timers.tick(2000)
+    FakeSocket.last.drop()
+    assert.equal(cable.state, "failed")
+    mock.timers.tick(120000)
+    assert.equal(FakeSocket.all.length, 3)
+  })
+
+  it("honours disconnect frames", () => {
+    const cable = newCable()
+    const { events, callbacks } = recorder()
+    cable.subscribe("ChatChannel", { room: "general" }, callbacks)
+    FakeSocket.last.welcome()
+    FakeSocket.last.frame({ type: "confirm_subscription", identifier: chatId })
+    FakeSocket.last.frame({ type: "disconnect", reason: "server_restart", reconnect: true })
+    assert.equal(FakeSocket.all[0].closed, true)
+    mock.timers.tick(1000)
+    assert.equal(FakeSocket.all.length, 2, "reconnects")
+    FakeSocket.last.welcome()
+    FakeSocket.last.frame({ type: "confirm_subscription", identifier: chatId })
+    FakeSocket.last.frame({ type: "disconnect", reason: "unauthorized", reconnect: false })
+    assert.deepEqual(events.at(-1), ["disconnected", { willAttemptReconnect: false, reason: "unauthorized" }])
+    assert.equal(cable.state, "closed")
+    mock.timers.tick(120000)
+    assert.equal(FakeSocket.all.length, 2, "no reconnect")
+  })
+
+  it("disconnect() closes and stops reconnecting; connect() resubscribes", () => {
+    const cable = newCable()
+    cable.subscribe("ChatChannel", { room: "general" }, {})
+    FakeSocket.last.welcome()
+    cable.disconnect()
+    assert.equal(FakeSocket.last.closed, true)
+    mock.timers.tick(120000)
+    assert.equal(FakeSocket.all.length, 1)
+    cable.connect()
+    FakeSocket.last.welcome()
+    assert.deepEqual(FakeSocket.last.commands("subscribe"), [{ command: "subscribe", identifier: chatId }])
+  })
+
+  it("detects a dead connection from missing pings", () => {
+    const cable = newCable()
+    const { events, callbacks } = recorder()
+    cable.subscribe("ChatChannel", { room: "general" }, callbacks)
+    const socket = FakeSocket.last
+    socket.welcome()
+    socket.frame({ type: "confirm_subscription", identifier: chatId })
+    for (let i = 0; i < 5; i++) {
+      mock.timers.tick(3000)
+      socket.frame({ type: "ping", message: i })
+    }
+    assert.equal(FakeSocket.all.length, 1, "pings keep it alive")
+    mock.timers.tick(DEFAULTS.staleThreshold)
+    assert.equal(socket.closed, true, "the silent socket is closed")
+    assert.equal(FakeSocket.all.length, 2, "and a new one opened at once")
+    assert.deepEqual(events.at(-1), ["disconnected", { willAttemptReconnect: true, reason: "stale" }])
+    FakeSocket.last.welcome()
+    assert.equal(FakeSocket.last.commands("subscribe").length, 1)
+  })
+
+  it("reconnects at once when the tab becomes visible or the browser is online", () => {
+    const listeners = {}
+    const documentLike = {
+      visibilityState: "hidden",
+      addEventListener: (name, fn) => (listeners[name] = fn),
+      removeEventListener: () => {},
+    }
+    globalThis.document = documentLike
+    const addEventListener = globalThis.addEventListener
+    globalThis.addEventListener = (name, fn) => (listeners[name] = fn)
+    try {
+      const cable = newCable()
+      cable.connect()
+      FakeSocket.last.welcome()
+      FakeSocket.last.drop()
+      assert.equal(FakeSocket.all.length, 1)
+      documentLike.visibilityState = "visible"
+      listeners.visibilitychange()
+      assert.equal(FakeSocket.all.length, 2, "visible: retried without waiting")
+      FakeSocket.last.drop()
+      listeners.online()
+      assert.equal(FakeSocket.all.length, 3, "online: retried without waiting")
+      FakeSocket.last.welcome()
+      listeners.visibilitychange()
+      assert.equal(FakeSocket.all.length, 3, "a live connection is left alone")
+      mock.timers.tick(DEFAULTS.staleThreshold - 1)
+      cable._stopTimers() // the tab slept: its timers did not fire
+      mock.timers.tick(10)
+      listeners.visibilitychange()
+      assert.equal(FakeSocket.all.length, 4, "a stale one is replaced on wake")
+    } finally {
+      delete globalThis.document
+      globalThis.addEventListener = addEventListener
+    }
+  })
+})
+
+describe("several cables", () => {
+  it("keeps each cable's socket and subscriptions apart", () => {
+    const one = newCable()
+    const two = createCable("ws://127.0.0.1:10/cable", { WebSocket: FakeSocket })
+    assert.ok(one instanceof Cable && two instanceof Cable)
+    one.subscribe("A", {})
+    two.subscribe("B", {})
+    assert.deepEqual(
+      FakeSocket.all.map((s) => s.url),
+      [URL, "ws://127.0.0.1:10/cable"],
+    )
+  })
+
+  it("turns http URLs and functions into WebSocket URLs", () => {
+    createCable("http://127.0.0.1:11/cable", { WebSocket: FakeSocket }).connect()
+    assert.equal(FakeSocket.last.url, "ws://127.0.0.1:11/cable")
+    createCable(() => "https://example.test/cable?token=t", { WebSocket: FakeSocket }).connect()
+    assert.equal(FakeSocket.last.url, "wss://example.test/cable?token=t")
+  })
+})

@@ -1,0 +1,542 @@
+"""Every ``trio-cable`` command as a subprocess against a live server.
+
+The server is docs/cli.md's example app (its first Python block, written
+to a temporary ``myapp.py``) run by ``trio-cable serve``, so the CLI
+reference's examples run against exactly what it shows. Its ``console``
+blocks run here too, and must print what they show.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from tests.interop.servers import ServerError, ServerProcess, free_port
+from tests.redis_server import RedisServer
+from trio_cable.client import Disconnected, open_cable_client
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI_DOC = ROOT / "docs" / "cli.md"
+CLI = [sys.executable, "-m", "trio_cable"]
+ENV = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
+ENV.pop("FORCE_COLOR", None)
+ENV.pop("TRIO_CABLE_REDIS_URL", None)
+
+
+def doc_app_source() -> str:
+    match = re.search(r"```python\n(.*?)```", CLI_DOC.read_text(), re.DOTALL)
+    assert match, "docs/cli.md shows its example app first"
+    return match.group(1)
+
+
+def console_examples() -> list[tuple[str, list[str]]]:
+    """Each ``$ command`` of the ``console`` blocks, with the output shown."""
+    examples: list[tuple[str, list[str]]] = []
+    for block in re.findall(r"```console\n(.*?)```", CLI_DOC.read_text(), re.DOTALL):
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                examples.append((line[2:], []))
+            elif line.strip():
+                examples[-1][1].append(line)
+    return examples
+
+
+class CliServer(ServerProcess):
+    """``trio-cable serve myapp:app`` in ``app_dir``, readiness through the
+    app's stats endpoint."""
+
+    def __init__(self, app_dir: Path, *extra: str) -> None:
+        super().__init__("hypercorn", app_dir)
+        self.app_dir = app_dir
+        self.extra = extra
+
+    def command(self) -> list[str]:
+        port = str(self.port)
+        app_dir = str(self.app_dir)
+        return [
+            *CLI,
+            "serve",
+            "myapp:app",
+            "--port",
+            port,
+            "--app-dir",
+            app_dir,
+            *self.extra,
+        ]
+
+    @property
+    def stats_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/cable/stats"
+
+    def get_stats_sync(self) -> dict[str, Any]:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+            sock.sendall(
+                b"GET /cable/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            raw = b"".join(iter(lambda: sock.recv(65536), b""))
+        head, _, body = raw.partition(b"\r\n\r\n")
+        if b" 200 " not in head.split(b"\r\n")[0]:
+            raise ValueError(head)
+        stats: dict[str, Any] = json.loads(body)
+        return stats
+
+    async def stats(self) -> dict[str, Any]:
+        return await trio.to_thread.run_sync(self.get_stats_sync)
+
+
+@pytest.fixture(scope="module")
+def app_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cli_app")
+    (path / "myapp.py").write_text(doc_app_source())
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(app_dir: Path) -> Iterator[CliServer]:
+    with CliServer(app_dir, "--log-level", "warning") as server:
+        yield server
+
+
+@pytest.fixture
+def url(server: CliServer) -> str:
+    return server.url
+
+
+async def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 15):
+    """Run ``trio-cable ARGS`` to the end."""
+    with trio.fail_after(timeout):
+        return await trio.run_process(
+            [*CLI, *args],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=env or ENV,
+        )
+
+
+def lines(output: bytes) -> list[Any]:
+    return [json.loads(line) for line in output.decode().splitlines()]
+
+
+class Running:
+    """A CLI command running in the background, read line by line."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self._buffers: dict[str, bytearray] = {"out": bytearray(), "err": bytearray()}
+
+    async def line(self, which: str = "out") -> str:
+        stream = self.process.stdout if which == "out" else self.process.stderr
+        assert stream is not None
+        buffer = self._buffers[which]
+        while b"\n" not in buffer:
+            chunk = await stream.receive_some()
+            assert chunk, f"std{which} ended; so far: {bytes(buffer)!r}"
+            buffer += chunk
+        line, _, rest = bytes(buffer).partition(b"\n")
+        buffer[:] = rest
+        return line.decode()
+
+
+@pytest.fixture
+async def background(nursery: trio.Nursery) -> AsyncIterator[Any]:
+    started: list[trio.Process] = []
+
+    async def start(*args: str) -> Running:
+        process = await trio.lowlevel.open_process(
+            [*CLI, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=ENV,
+        )
+        started.append(process)
+        return Running(process)
+
+    yield start
+    for process in started:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                await stream.aclose()
+
+
+# -- help, version, colour -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command", ["serve", "demo", "listen", "perform", "broadcast", "stats"]
+)
+async def test_help_documents_every_command(command: str) -> None:
+    result = await cli(command, "--help")
+    assert result.returncode == 0
+    text = result.stdout.decode()
+    assert "example:\n  trio-cable " + command in text
+    assert "exit codes:" in text
+    assert "--json" in text
+
+
+async def test_main_help_and_version() -> None:
+    result = await cli("--help")
+    assert result.returncode == 0
+    for command in ("serve", "demo", "listen", "perform", "broadcast", "stats"):
+        assert command in result.stdout.decode()
+    assert (await cli("--version")).stdout.decode().startswith("trio-cable ")
+    assert (await cli()).returncode == 2  # a command is required
+
+
+async def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "trio-cable"
+    with trio.fail_after(15):
+        result = await trio.run_process(
+            [str(script), "--version"], capture_stdout=True, env=ENV
+        )
+    assert result.stdout.decode().startswith("trio-cable ")
+
+
+async def test_errors_are_one_red_line_on_a_terminal() -> None:
+    port = free_port()
+    env = {**ENV, "FORCE_COLOR": "1"}
+    del env["NO_COLOR"]
+    result = await cli("listen", f"ws://127.0.0.1:{port}/cable", "X", env=env)
+    assert result.returncode == 3
+    assert result.stderr.decode().startswith("trio-cable: \033[31merror: ")
+    assert result.stderr.decode().count("\n") == 1
+
+
+# -- the docs' console examples ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("command", "expected"), console_examples())
+async def test_cli_doc_examples(
+    server: CliServer, command: str, expected: list[str]
+) -> None:
+    args = shlex.split(command.replace("8000", str(server.port)))
+    assert args[0] == "trio-cable"
+    result = await cli(*args[1:])
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().splitlines() == expected
+
+
+# -- perform -------------------------------------------------------------------------
+
+
+async def test_perform_prints_what_comes_back(url: str) -> None:
+    result = await cli(
+        "perform", url + "?user=ana", "ChatChannel", "speak",
+        '{"message": "hi"}', "-p", "room=general", "--count", "1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert lines(result.stdout) == [{"user": "ana", "message": "hi"}]
+
+
+async def test_perform_without_count_waits_and_prints_everything(url: str) -> None:
+    start = time.monotonic()
+    result = await cli(
+        "perform", url, "ChatChannel", "whoami", "-p", "room=random", "--wait", "0.3"
+    )
+    assert result.returncode == 0
+    assert lines(result.stdout) == [{"user": "guest"}]
+    assert time.monotonic() - start >= 0.3
+
+
+async def test_perform_unknown_action_fails(url: str) -> None:
+    result = await cli("perform", url, "ChatChannel", "fly", "-p", "room=general")
+    assert result.returncode == 1
+    assert "unknown_action" in result.stderr.decode()
+
+
+async def test_perform_too_few_replies_fails(url: str) -> None:
+    result = await cli(
+        "perform", url, "ChatChannel", "whoami", "-p", "room=general",
+        "--count", "2", "--wait", "0.2",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "1 of 2 replies" in result.stderr.decode()
+
+
+@pytest.mark.parametrize("data", ["{bad", "[1, 2]"])
+async def test_perform_bad_json_is_a_usage_error(url: str, data: str) -> None:
+    result = await cli("perform", url, "ChatChannel", "speak", data)
+    assert result.returncode == 2
+    assert "JSON" in result.stderr.decode()
+    assert result.stdout == b""
+
+
+async def test_perform_rejected_and_unauthorized(url: str) -> None:
+    rejected = await cli("perform", url, "ChatChannel", "speak", "-p", "room=vip")
+    assert rejected.returncode == 1
+    assert "subscription rejected" in rejected.stderr.decode()
+    denied = await cli("perform", url + "?token=bad", "ChatChannel", "whoami")
+    assert denied.returncode == 4
+    assert "unauthorized" in denied.stderr.decode()
+
+
+async def test_json_errors_for_scripts() -> None:
+    port = free_port()
+    result = await cli("perform", f"ws://127.0.0.1:{port}/cable", "C", "a", "--json")
+    assert result.returncode == 3
+    error = json.loads(result.stderr)
+    assert error["exit_code"] == 3
+    assert "refused" in error["error"]
+
+
+# -- listen ---------------------------------------------------------------------------
+
+
+async def test_listen_prints_json_lines(url: str, background: Any) -> None:
+    with trio.fail_after(15):
+        listener = await background(
+            "listen", url, "ChatChannel", "--param", "room=general", "--count", "2"
+        )
+        assert "subscribed" in await listener.line("err")
+        for text in ("one", "two"):
+            await cli(
+                "perform", url, "ChatChannel", "speak", json.dumps({"message": text}),
+                "-p", "room=general", "--count", "1",
+            )  # fmt: skip
+        assert json.loads(await listener.line()) == {"user": "guest", "message": "one"}
+        assert json.loads(await listener.line()) == {"user": "guest", "message": "two"}
+        assert await listener.process.wait() == 0
+
+
+async def test_listen_until_interrupted(url: str, background: Any) -> None:
+    with trio.fail_after(15):
+        listener = await background("listen", url, "ChatChannel", "-p", "room=random")
+        assert "subscribed" in await listener.line("err")
+        listener.process.send_signal(signal.SIGINT)
+        assert await listener.process.wait() == 0  # its normal way to end
+        listener = await background("listen", url, "ChatChannel", "-p", "room=random")
+        assert "subscribed" in await listener.line("err")
+        listener.process.send_signal(signal.SIGTERM)
+        assert await listener.process.wait() == 0
+
+
+async def test_listen_reconnects_by_itself(
+    app_dir: Path, background: Any, tmp_path: Path
+) -> None:
+    with CliServer(app_dir, "--log-level", "warning") as server, trio.fail_after(20):
+        listener = await background(
+            "listen", server.url, "ChatChannel", "-p", "room=general", "--json"
+        )
+        assert json.loads(await listener.line())["event"] == "subscribed"
+        server.kill()
+        event = json.loads(await listener.line())
+        assert event["event"] == "disconnected"
+        server.start()
+        await server.wait_ready()
+        assert json.loads(await listener.line())["event"] == "resubscribed"
+        await cli(
+            "perform", server.url, "ChatChannel", "speak", '{"message": "back"}',
+            "-p", "room=general", "--count", "1",
+        )  # fmt: skip
+        assert json.loads(await listener.line()) == {
+            "event": "message",
+            "data": {"user": "guest", "message": "back"},
+        }
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "text"),
+    [
+        (["-p", "room=vip"], 1, "subscription rejected: "),
+        (["-p", "room=general", "-H", "X: y", "--timeout", "1"], 0, ""),
+    ],
+)
+async def test_listen_outcomes(url: str, args: list[str], code: int, text: str) -> None:
+    result = await cli("listen", url, "ChatChannel", "--count", "0", *args)
+    assert result.returncode == code
+    assert text in result.stderr.decode()
+
+
+async def test_listen_failures(url: str) -> None:
+    down = await cli("listen", f"ws://127.0.0.1:{free_port()}/cable", "ChatChannel")
+    assert down.returncode == 3
+    assert "cannot connect" in down.stderr.decode()
+    unknown = await cli("listen", url, "NoSuchChannel")
+    assert unknown.returncode == 1
+    assert "unknown_channel" in unknown.stderr.decode()
+    denied = await cli("listen", url + "?token=bad", "ChatChannel")
+    assert denied.returncode == 4
+    bad_param = await cli("listen", url, "ChatChannel", "-p", "room")
+    assert bad_param.returncode == 2
+    assert "KEY=VALUE" in bad_param.stderr.decode()
+
+
+# -- stats --------------------------------------------------------------------------
+
+
+async def test_stats(server: CliServer) -> None:
+    async with (
+        open_cable_client(server.url) as client,
+        client.subscribe("ChatChannel", room="general"),
+    ):
+        result = await cli("stats", server.stats_url, "--json")
+        human = await cli("stats", server.url)  # the cable's URL works too
+    assert result.returncode == 0
+    stats = json.loads(result.stdout)
+    assert stats["connections"] >= 1
+    assert stats["subscriptions"] >= 1
+    assert stats["streams"] >= 1
+    assert isinstance(stats["counters"], dict)
+    assert human.returncode == 0
+    assert re.search(r"^connections +\d+$", human.stdout.decode(), re.MULTILINE)
+
+
+async def test_stats_failures(server: CliServer) -> None:
+    down = await cli("stats", f"http://127.0.0.1:{free_port()}/cable/stats")
+    assert down.returncode == 3
+    assert "cannot reach" in down.stderr.decode()
+    missing = await cli("stats", f"http://127.0.0.1:{server.port}/nothing")
+    assert missing.returncode == 1
+    assert "HTTP 404" in missing.stderr.decode()
+    assert (await cli("stats", "ftp://x")).returncode == 2
+
+
+# -- broadcast ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+async def test_broadcast_through_redis(
+    app_dir: Path, redis_url: str, background: Any
+) -> None:
+    with (
+        CliServer(app_dir, "--redis", redis_url, "--log-level", "warning") as server,
+        trio.fail_after(20),
+    ):
+        listener = await background(
+            "listen", server.url, "ChatChannel", "-p", "room=general", "--count", "1"
+        )
+        assert "subscribed" in await listener.line("err")
+        result = await cli(
+            "broadcast",
+            "chat:general",
+            '{"message": "from a job"}',
+            "--redis",
+            redis_url,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "processes=1" in result.stderr.decode()
+        assert json.loads(await listener.line()) == {"message": "from a job"}
+        assert await listener.process.wait() == 0
+        as_json = await cli(
+            "broadcast",
+            "chat:random",
+            "1",
+            "--json",
+            env={**ENV, "TRIO_CABLE_REDIS_URL": redis_url},
+        )
+        assert json.loads(as_json.stdout) == {"stream": "chat:random", "processes": 0}
+
+
+async def test_broadcast_failures() -> None:
+    no_url = await cli("broadcast", "s", "{}")
+    assert no_url.returncode == 2
+    assert "no Redis URL" in no_url.stderr.decode()
+    bad_json = await cli("broadcast", "s", "{x", "--redis", "redis://127.0.0.1:1/0")
+    assert bad_json.returncode == 2
+    down = await cli(
+        "broadcast", "s", "{}", "--redis", f"redis://127.0.0.1:{free_port()}/0"
+    )
+    assert down.returncode == 3
+    assert "cannot broadcast" in down.stderr.decode()
+
+
+# -- serve and demo ------------------------------------------------------------------
+
+
+async def test_serve_options_reach_hypercorn(app_dir: Path) -> None:
+    result = await cli(
+        "serve", "myapp:app", "--host", "0.0.0.0", "--port", "9000", "-w", "3",
+        "--reload", "--redis", "redis://r:6379/1", "--graceful-timeout", "2",
+        "--print-command", "--app-dir", str(app_dir),
+    )  # fmt: skip
+    assert result.returncode == 0
+    plan = json.loads(result.stdout)
+    assert plan["command"][1:] == [
+        "-m", "hypercorn", "--worker-class", "trio", "--bind", "0.0.0.0:9000",
+        "--workers", "3", "--graceful-timeout", "2", "--log-level", "info",
+        "--reload", "myapp:app",
+    ]  # fmt: skip
+    assert plan["redis"] == "redis://r:6379/1"
+
+
+async def test_serve_unknown_module_is_a_usage_error() -> None:
+    result = await cli("serve", "no_such_module:app")
+    assert result.returncode == 2
+    assert "cannot import module 'no_such_module'" in result.stderr.decode()
+
+
+async def test_serve_sigterm_tells_clients_quickly(app_dir: Path) -> None:
+    """Default --graceful-timeout 1: clients hear server_restart within ~1 s
+    of SIGTERM (Hypercorn's own default would keep them 3 s)."""
+    with CliServer(app_dir, "--log-level", "warning") as server, trio.fail_after(15):
+        async with (
+            open_cable_client(server.url) as client,
+            client.subscribe("ChatChannel", room="general") as chat,
+        ):
+            await chat.receive_event()  # Connected
+            server._process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            start = trio.current_time()
+            event = await chat.receive_event()
+            assert event == Disconnected("server_restart", reconnecting=True)
+            assert trio.current_time() - start < 2
+
+
+async def test_serve_reload(app_dir: Path) -> None:
+    with CliServer(app_dir, "--reload", "--log-level", "warning") as server:
+        assert server.get_stats_sync()["running"]
+
+
+async def test_demo(tmp_path: Path) -> None:
+    port = free_port()
+    with (tmp_path / "demo.log").open("wb") as log:
+        process = await trio.lowlevel.open_process(
+            [*CLI, "demo", "--port", str(port), "--log-level", "warning"],
+            env=ENV,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
+    try:
+        with trio.fail_after(20):
+            while True:  # polling another process
+                if process.poll() is not None:
+                    raise ServerError((tmp_path / "demo.log").read_text())
+                try:
+                    stream = await trio.open_tcp_stream("127.0.0.1", port)
+                    break
+                except OSError:
+                    await trio.sleep(0.05)
+            async with stream:
+                await stream.send_all(b"GET /rooms/general HTTP/1.0\r\n\r\n")
+                head = await stream.receive_some()
+            assert head.startswith(b"HTTP/1.1 200")
+            async with (
+                open_cable_client(f"ws://127.0.0.1:{port}/cable") as client,
+                client.subscribe("ChatChannel", room="general"),
+            ):
+                pass
+        assert "serving app=trio_cable.demo:app" in (tmp_path / "demo.log").read_text()
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()

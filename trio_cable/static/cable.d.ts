@@ -1,0 +1,127 @@
+// Types for cable.js, trio_cable's browser client (actioncable-v1-json).
+
+export declare const PROTOCOLS: readonly ["actioncable-v1-json", "actioncable-unsupported"]
+
+export interface CableOptions {
+  /** Path used when no URL is given and the page has no
+   * <meta name="action-cable-url">. Default "/cable". */
+  path?: string
+  /** First reconnect delay in ms (then doubled each attempt). Default 1000. */
+  reconnectBaseDelay?: number
+  /** Largest reconnect delay in ms. Default 30000. */
+  reconnectMaxDelay?: number
+  /** Each delay is moved by up to ±jitter (a fraction). Default 0.2. */
+  reconnectJitter?: number
+  /** Reconnect attempts before giving up (Infinity: never). Default 10. */
+  reconnectAttempts?: number
+  /** ms without any frame (pings come every 3 s) before the connection
+   * counts as dead and is replaced. Default 6000. */
+  staleThreshold?: number
+  /** ms between re-sends of an unanswered subscribe. Default 500. */
+  subscribeRetryInterval?: number
+  /** WebSocket constructor (default: globalThis.WebSocket). */
+  WebSocket?: new (url: string, protocols: string[]) => WebSocket
+  /** Random source for the jitter (default Math.random). */
+  random?: () => number
+  /** Receives errors thrown by callbacks and unparsable frames. */
+  onError?: (error: unknown) => void
+}
+
+export declare const DEFAULTS: Readonly<Required<
+  Pick<
+    CableOptions,
+    | "path"
+    | "reconnectBaseDelay"
+    | "reconnectMaxDelay"
+    | "reconnectJitter"
+    | "reconnectAttempts"
+    | "staleThreshold"
+    | "subscribeRetryInterval"
+  >
+>>
+
+export type Params = Record<string, unknown>
+
+export interface DisconnectDetail {
+  willAttemptReconnect: boolean
+  /** "closed", "stale", "client", or the server's disconnect reason
+   * ("server_restart", "unauthorized", "too_slow"...). */
+  reason: string
+}
+
+export interface Callbacks<T = any> {
+  initialized?(this: Subscription<T>): void
+  /** The server confirmed the subscription (again after a reconnect). */
+  connected?(this: Subscription<T>, detail: { reconnected: boolean }): void
+  disconnected?(this: Subscription<T>, detail: DisconnectDetail): void
+  /** The server refused the subscription; it is forgotten. */
+  rejected?(this: Subscription<T>): void
+  received?(this: Subscription<T>, data: T): void
+}
+
+export declare class Subscription<T = any> {
+  readonly cable: Cable
+  readonly channel: string
+  readonly params: Params
+  /** JSON of {channel, ...params}: how frames find this subscription. */
+  readonly identifier: string
+  callbacks: Callbacks<T>
+  /** True while the server has confirmed it on the current connection. */
+  readonly confirmed: boolean
+  readonly closed: boolean
+  /** Call a server action; false when not sent (not connected, closed). */
+  perform(action: string, data?: Params): boolean
+  /** Send data to the default action (receive). */
+  send(data: Params): boolean
+  unsubscribe(): void
+}
+
+export type CableState = "idle" | "connecting" | "open" | "waiting" | "failed" | "closed"
+
+export declare class Cable extends EventTarget {
+  constructor(url?: string | URL | (() => string), options?: CableOptions)
+  url: string | URL | (() => string) | undefined
+  readonly options: Required<Pick<CableOptions, keyof typeof DEFAULTS>> & CableOptions
+  readonly state: CableState
+  /** Reconnect attempts since the last welcome. */
+  readonly attempts: number
+  readonly isConnected: boolean
+  readonly subscriptions: Subscription[]
+  connect(url?: string | URL | (() => string)): this
+  disconnect(): this
+  subscribe<T = any>(channel: string, callbacks?: Callbacks<T>): Subscription<T>
+  subscribe<T = any>(channel: string, params: Params, callbacks?: Callbacks<T>): Subscription<T>
+  // Events: "statechange" (detail {state, reason}), "connected" (detail
+  // {reconnected}), "disconnected" (detail DisconnectDetail).
+}
+
+export declare function createCable(url?: string | URL | (() => string), options?: CableOptions): Cable
+/** The page's default cable: /cable on the current host. */
+export declare const cable: Cable
+
+export declare function backoffDelay(attempt: number, options?: CableOptions, random?: () => number): number
+export declare function identifierFor(channel: string, params?: Params): string
+export declare function defaultUrl(path?: string): string
+
+/** Apply Turbo Stream HTML (with Turbo when loaded, else the built-in renderer). */
+export declare function renderStreamMessage(html: string): void
+/** Subscribe and apply every Turbo Stream the channel sends. */
+export declare function streamFrom(
+  channel: string,
+  params?: Params,
+  options?: { cable?: Cable; callbacks?: Omit<Callbacks<string>, "received"> },
+): Subscription<string>
+
+/** <turbo-stream-channel channel="..." params='{...}' signed-stream-name="...">. */
+export declare class TurboStreamChannelElement extends HTMLElement {
+  static cable: Cable
+  readonly subscription: Subscription<string> | undefined
+  readonly params: Params
+  perform(action: string, data?: Params): boolean
+}
+
+declare global {
+  interface HTMLElementTagNameMap {
+    "turbo-stream-channel": TurboStreamChannelElement
+  }
+}
