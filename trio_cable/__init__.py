@@ -9,8 +9,10 @@ from ._cable import ConnectHook as ConnectHook
 from ._cable import RedisCable as RedisCable
 from ._channel import Channel as Channel
 from ._connection import Connection as Connection
+from ._current import current as current
 from ._errors import CableError as CableError
 from ._errors import ConnectionRejected as ConnectionRejected
+from ._errors import HandshakeRefused as HandshakeRefused
 from ._errors import ProtocolError as ProtocolError
 from ._errors import Unauthorized as Unauthorized
 from ._hub import HubStatistics as HubStatistics
@@ -18,6 +20,12 @@ from ._redis import BridgeStatistics as BridgeStatistics
 from ._redis import redis_broadcast as redis_broadcast
 from ._request import Headers as Headers
 from ._request import Request as Request
+from .auth import InvalidSignature as InvalidSignature
+from .auth import InvalidToken as InvalidToken
+from .auth import SessionCookie as SessionCookie
+from .auth import SignedCookie as SignedCookie
+from .auth import SignedToken as SignedToken
+from .auth import TokenExpired as TokenExpired
 from .client import CableClient as CableClient
 from .client import ClientError as ClientError
 from .client import Connected as Connected
@@ -52,19 +60,27 @@ __all__ = [
     "ConnectionRejected",
     "ConnectionUnauthorized",
     "Disconnected",
+    "HandshakeRefused",
     "Headers",
     "HubStatistics",
+    "InvalidSignature",
+    "InvalidToken",
     "Message",
     "ProtocolError",
     "RedisCable",
     "Request",
     "ServerError",
     "ServerUnreachable",
+    "SessionCookie",
+    "SignedCookie",
+    "SignedToken",
     "Subscription",
     "SubscriptionOverflow",
     "SubscriptionRejected",
     "SubscriptionTimeout",
+    "TokenExpired",
     "Unauthorized",
+    "current",
     "open_cable_client",
     "redis_broadcast",
     "serve_cable",

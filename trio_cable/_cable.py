@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import logging
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
+from urllib.parse import urlsplit
 
 import trio
 
 from ._channel import Channel
 from ._errors import CableError
 from ._hub import Hub, Subscriber
-from ._protocol import encode_payload, encode_ping
+from ._protocol import Limits, encode_payload, encode_ping
 from ._redis import DEFAULT_PREFIX, RedisBridge
 from ._util import single_error
 
@@ -56,6 +58,24 @@ class Cable:
         max_subscriptions: subscriptions per connection.
         hook_timeout: how long ``unsubscribed()`` may run at disconnect.
         close_timeout: bound on the close handshake at disconnect/shutdown.
+        redis_url, redis_prefix, redis_buffer: cross-process broadcasts
+            through Redis (see docs/scaling.md).
+        allowed_origins: browser origins allowed to connect: exact origins
+            (``"https://example.com"``) or patterns
+            (``"https://*.example.com"``), or ``"*"`` for any. By default
+            only the same origin as the ``Host`` header. Handshakes without
+            an ``Origin`` header (non-browser clients) are allowed. Refused
+            handshakes get HTTP 403 before any WebSocket is accepted.
+        max_connections: open connections per process; beyond it
+            handshakes get HTTP 503.
+        max_frame_bytes: largest client frame; larger ones are refused
+            with ``frame_too_large``.
+        max_identifier_bytes: longest identifier (``identifier_too_large``).
+        max_json_depth: deepest nesting of params and data (``json_too_deep``).
+        commands_per_second, command_burst: a token bucket per connection;
+            commands beyond it are refused with ``rate_limited``.
+        max_outbox_bytes: bytes queued for one client before the slow-client
+            policy runs (besides ``max_outbox_frames``).
     """
 
     def __init__(
@@ -71,7 +91,22 @@ class Cable:
         redis_url: str | None = None,
         redis_prefix: str = DEFAULT_PREFIX,
         redis_buffer: int = 10_000,
+        allowed_origins: Sequence[str] | None = None,
+        max_connections: int = 10_000,
+        max_frame_bytes: int = 64 * 1024,
+        max_identifier_bytes: int = 1024,
+        max_json_depth: int = 16,
+        commands_per_second: float = 50.0,
+        command_burst: int = 100,
+        max_outbox_bytes: int = 4 * 1024 * 1024,
     ) -> None:
+        self.allowed_origins = allowed_origins
+        self.max_connections = max_connections
+        self.max_frame_bytes = max_frame_bytes
+        self.limits = Limits(max_identifier_bytes, max_json_depth)
+        self.commands_per_second = commands_per_second
+        self.command_burst = command_burst
+        self.max_outbox_bytes = max_outbox_bytes
         self.redis_url = redis_url
         self.redis_prefix = redis_prefix
         self.redis_buffer = redis_buffer
@@ -89,6 +124,41 @@ class Cable:
         self._connections: set[Connection] = set()
         self._token: trio.lowlevel.TrioToken | None = None
         self._drained: trio.Event | None = None
+
+    # -- handshakes ----------------------------------------------------------
+
+    def refuse_handshake(self, request: Request) -> tuple[int, str] | None:
+        """Why the handshake must be refused, as (HTTP status, reason), or None.
+
+        Every transport asks this before it accepts a WebSocket: 403 for a
+        browser origin that is not allowed, 503 when ``max_connections``
+        are open.
+        """
+        origin = request.headers.get("origin")
+        if origin is not None and not self._origin_allowed(origin, request):
+            self._count("origin_refused")
+            log.warning(
+                "refused a handshake from origin %r (not in allowed_origins)", origin
+            )
+            return 403, "origin not allowed"
+        if len(self._connections) >= self.max_connections:
+            self._count("connections_refused")
+            log.warning(
+                "refused a handshake: %d connections open", self.max_connections
+            )
+            return 503, "too many connections"
+        return None
+
+    def _origin_allowed(self, origin: str, request: Request) -> bool:
+        allowed = self.allowed_origins
+        if allowed is None:
+            host = request.headers.get("host")
+            netloc = urlsplit(origin).netloc
+            return host is not None and netloc.lower() == host.lower()
+        return any(
+            pattern == "*" or fnmatch.fnmatchcase(origin.lower(), pattern.lower())
+            for pattern in allowed
+        )
 
     # -- registration --------------------------------------------------------
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from ._channel import Channel, refusal
+from ._current import current_connection, current_user
 from ._errors import ConnectionRejected, ProtocolError
 from ._protocol import (
     Message,
@@ -280,6 +281,9 @@ class Connection:
         self._outbox: Queue[str] = Queue(cable.max_outbox_frames)
         self._drop = False  # too slow: stop sending what is queued
         self._in_flight: list[str] = []  # the batch the writer is sending
+        self._outbox_bytes = 0  # characters queued (frames are ASCII-heavy)
+        self._tokens = float(cable.command_burst)  # rate limit bucket
+        self._refilled = 0.0
         self._scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self._close: tuple[str, bool] | None = None
@@ -293,7 +297,14 @@ class Connection:
 
     def enqueue(self, frame: str) -> None:
         """Queue a frame for the writer; never blocks."""
-        if not self._outbox.put_nowait(frame) and not self._outbox.closed:
+        size = len(frame)
+        if self._outbox_bytes + size > self.cable.max_outbox_bytes:
+            if not self._outbox.closed:
+                self._too_slow()
+            return
+        if self._outbox.put_nowait(frame):
+            self._outbox_bytes += size
+        elif not self._outbox.closed:
             self._too_slow()
 
     def error(self, reason: str, message: str, identifier: str | None = None) -> None:
@@ -340,13 +351,18 @@ class Connection:
         """
         cable = self.cable
         cable._opened(self)
-        log.debug(
+        # path only: query strings and headers can carry tokens
+        log.info(
             "conn %s: open %s from %s", self.id, self.request.path, self.request.client
         )
         try:
             with self._scope:
                 if not await self._authenticate():
                     return
+                # Inherited by this connection's tasks (and their threads)
+                # only: each connection runs in a task of its own.
+                current_user.set(self.identity)
+                current_connection.set(self)
                 self.enqueue(encode_welcome())
                 self.ready = True
                 async with trio.open_nursery() as nursery:
@@ -361,10 +377,10 @@ class Connection:
                 await self._finish()
             finally:
                 cable._closed(self)
-            log.debug(
+            log.info(
                 "conn %s: closed (%s)",
                 self.id,
-                self._close[0] if self._close else "client",
+                self._close[0] if self._close else "client left",
             )
 
     async def _authenticate(self) -> bool:
@@ -403,6 +419,7 @@ class Connection:
             while True:
                 try:
                     batch = self._in_flight = await self._outbox.get_batch()
+                    self._outbox_bytes = 0  # the queue is empty now
                 except trio.EndOfChannel:
                     break
                 for frame in batch:
@@ -441,11 +458,21 @@ class Connection:
     # -- commands --------------------------------------------------------------
 
     def _handle(self, frame: str | bytes) -> None:
+        cable = self.cable
+        if not self._take_token():
+            return
+        if len(frame) > cable.max_frame_bytes:
+            cable._count("frame_too_large")
+            self.error(
+                "frame_too_large",
+                f"frames are limited to {cable.max_frame_bytes} bytes",
+            )
+            return
         if not isinstance(frame, str):
             self.error("invalid_request", "binary frames are not supported")
             return
         try:
-            command = parse_frame(frame)
+            command = parse_frame(frame, cable.limits)
         except ProtocolError as exc:
             self.error(exc.reason, exc.message, exc.identifier)
             return
@@ -455,6 +482,30 @@ class Connection:
             self._subscribe(command)
         else:
             self._unsubscribe(command)
+
+    def _take_token(self) -> bool:
+        """The per-connection token bucket for commands."""
+        cable = self.cable
+        now = trio.current_time()
+        self._tokens = min(
+            float(cable.command_burst),
+            self._tokens + (now - self._refilled) * cable.commands_per_second,
+        )
+        self._refilled = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            self._rate_limited = False
+            return True
+        cable._count("rate_limited")
+        if not self._rate_limited:  # one error frame and log line per burst
+            self._rate_limited = True
+            self.error(
+                "rate_limited",
+                f"more than {cable.commands_per_second:g} commands per second",
+            )
+        return False
+
+    _rate_limited = False
 
     def _subscribe(self, command: Subscribe) -> None:
         identifier = command.identifier

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "CableError",
     "ConnectionRejected",
+    "HandshakeRefused",
     "ProtocolError",
     "Unauthorized",
 ]
@@ -56,3 +57,13 @@ class ConnectionRejected(CableError):
 
 class Unauthorized(ConnectionRejected):
     """Refuse a connection as ``unauthorized`` (the client won't reconnect)."""
+
+
+class HandshakeRefused(CableError):
+    """The server refused the WebSocket handshake with an HTTP status
+    (403: origin not allowed, 503: too many connections)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"HTTP {status}: {reason}")
+        self.status = status
+        self.reason = reason

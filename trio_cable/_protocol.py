@@ -19,9 +19,11 @@ from typing import Any, Final, Literal
 from ._errors import ProtocolError
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "PROTOCOL",
     "SUPPORTED_PROTOCOLS",
     "Command",
+    "Limits",
     "Message",
     "Subscribe",
     "Unsubscribe",
@@ -91,15 +93,54 @@ def _decode_object(text: str | bytes, what: str, identifier: str | None) -> Any:
         ) from None
 
 
-def parse_frame(text: str | bytes) -> Command:
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size limits the parser enforces (see :class:`~trio_cable.Cable`)."""
+
+    max_identifier_bytes: int = 1024
+    max_json_depth: int = 16
+
+
+DEFAULT_LIMITS: Final = Limits()
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """Nesting depth of decoded JSON, counting no further than ``limit + 1``."""
+    depth = 0
+    level: list[Any] = [value]
+    while level and depth <= limit:
+        children: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                children.extend(item.values())
+            elif isinstance(item, list):
+                children.extend(item)
+        if not children and not any(isinstance(i, dict | list) for i in level):
+            break
+        depth += 1
+        level = children
+    return depth
+
+
+def _check_depth(value: Any, what: str, limits: Limits, identifier: str) -> None:
+    if json_depth(value, limits.max_json_depth) > limits.max_json_depth:
+        raise ProtocolError(
+            "json_too_deep",
+            f"{what} nests deeper than {limits.max_json_depth} levels",
+            identifier,
+        )
+
+
+def parse_frame(text: str | bytes, limits: Limits = DEFAULT_LIMITS) -> Command:
     """Parse one client frame into a :data:`Command`.
 
     Raises:
         ProtocolError: with ``reason`` ``invalid_json`` (not JSON, or
             ``identifier``/``data`` not JSON objects), ``unknown_command``
-            (missing or unknown ``command``), or ``invalid_request`` (fields
-            missing or of the wrong type). ``identifier`` on the error is
-            set whenever the frame named one.
+            (missing or unknown ``command``), ``invalid_request`` (fields
+            missing or of the wrong type), ``identifier_too_large`` or
+            ``json_too_deep`` (past ``limits``). ``identifier`` on the
+            error is set whenever the frame named one.
     """
     frame = _decode_object(text, "frame", None)
     if not isinstance(frame, dict):
@@ -116,7 +157,14 @@ def parse_frame(text: str | bytes) -> Command:
     if command == "unsubscribe":
         return Unsubscribe(ident)
     if command == "subscribe":
+        if len(ident) > limits.max_identifier_bytes:
+            raise ProtocolError(
+                "identifier_too_large",
+                f"identifiers are limited to {limits.max_identifier_bytes} bytes",
+                ident[:64],
+            )
         channel, params = parse_identifier(ident)
+        _check_depth(params, "identifier", limits, ident)
         return Subscribe(ident, channel, params)
     raw = frame.get("data")
     if not isinstance(raw, str):
@@ -124,6 +172,7 @@ def parse_frame(text: str | bytes) -> Command:
             "invalid_request", "data must be a JSON-encoded string", ident
         )
     data = _decode_object(raw, "data", ident)
+    _check_depth(data, "data", limits, ident)
     if not isinstance(data, dict):
         raise ProtocolError("invalid_json", "data must encode an object", ident)
     action = data.get("action", "receive")

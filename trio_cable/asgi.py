@@ -124,9 +124,14 @@ class CableApp:
             log.error("cable is not running: does the server run the ASGI lifespan?")
             await send({"type": "websocket.close", "code": 1011})
             return
+        request = Request(scope)
+        refused = self.cable.refuse_handshake(request)
+        if refused is not None:
+            await _refuse(scope, send, *refused)
+            return
         proto = select_subprotocol(scope.get("subprotocols", []))
         await send({"type": "websocket.accept", "subprotocol": proto})
-        conn = Connection(self.cable, ASGITransport(receive, send), Request(scope))
+        conn = Connection(self.cable, ASGITransport(receive, send), request)
         await conn.run()
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -249,3 +254,19 @@ async def _not_found(send: Send) -> None:
         }
     )
     await send({"type": "http.response.body", "body": b"Not Found"})
+
+
+async def _refuse(scope: Scope, send: Send, status: int, reason: str) -> None:
+    """Refuse a handshake before accepting it, with an HTTP status."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": reason.encode()})
+    else:
+        # Closing before accepting is an HTTP 403 by the ASGI spec.
+        await send({"type": "websocket.close", "code": 1008})

@@ -66,7 +66,11 @@ def request_scope(request: WebSocketRequest, ws_path: str) -> dict[str, Any]:
         "raw_path": path.encode("latin-1", "replace"),
         "query_string": query.encode("latin-1", "replace"),
         "root_path": "",
-        "headers": list(request.headers),
+        # wsproto keeps Host out of the extra headers; put it back
+        "headers": [
+            (b"host", str(request._event.host).encode("latin-1", "replace")),
+            *request.headers,
+        ],
         "client": client,
         "server": None,
         "subprotocols": list(request.proposed_subprotocols),
@@ -104,9 +108,15 @@ async def serve_cable(
         if scope["path"] != path:
             await request.reject(404)
             return
+        handshake = Request(scope)
+        refused = cable.refuse_handshake(handshake)
+        if refused is not None:
+            status, reason = refused
+            await request.reject(status, body=reason.encode())
+            return
         proto = select_subprotocol(request.proposed_subprotocols)
         ws = await request.accept(subprotocol=proto)
-        conn = Connection(cable, WebSocketTransport(ws), Request(scope))
+        conn = Connection(cable, WebSocketTransport(ws), handshake)
         served.add(conn)
         if draining is not None:
             conn.close("server_restart")

@@ -25,7 +25,7 @@ import trio
 
 from ._cable import Cable
 from ._connection import Connection
-from ._errors import ConnectionRejected
+from ._errors import ConnectionRejected, HandshakeRefused
 from ._request import Request
 from ._transport import TransportClosed
 from ._util import single_error
@@ -205,6 +205,8 @@ async def cable_test_client(
             jar[name] = value
         cookie = "; ".join(f"{m.key}={m.coded_value}" for m in jar.values())
         raw_headers.append((b"cookie", cookie.encode()))
+    if not any(name == b"host" for name, _ in raw_headers):
+        raw_headers.insert(0, (b"host", b"testserver"))
     scope = {
         "type": "websocket",
         "asgi": {"version": "3.0"},
@@ -220,9 +222,11 @@ async def cable_test_client(
     }
     to_server, server_in = trio.open_memory_channel[str | bytes](buffer)
     server_out, from_server = trio.open_memory_channel[str](buffer)
-    connection = Connection(
-        cable, MemoryTransport(server_out, server_in), Request(scope)
-    )
+    request = Request(scope)
+    refused = cable.refuse_handshake(request)
+    if refused is not None:
+        raise HandshakeRefused(*refused)
+    connection = Connection(cable, MemoryTransport(server_out, server_in), request)
     client = TestClient(connection, to_server, from_server)
     with single_error():
         async with AsyncExitStack() as stack:

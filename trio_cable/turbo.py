@@ -25,11 +25,6 @@ signed for it.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-import json
 import logging
 import os
 import secrets
@@ -38,6 +33,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._channel import Channel
+from ._signing import InvalidToken, Keys, MessageVerifier
 
 if TYPE_CHECKING:
     from ._cable import Cable
@@ -261,37 +257,24 @@ class StreamSigner:
 
     Arguments:
         secret_key: the key (keep it secret; share it between processes
-            that render pages and processes that serve the cable).
+            that render pages and processes that serve the cable), or a
+            list of keys: the first signs, any verifies (key rotation).
     """
 
-    def __init__(self, secret_key: str | bytes) -> None:
-        if not secret_key:
-            raise ValueError("the secret key must not be empty")
-        self._key = secret_key.encode() if isinstance(secret_key, str) else secret_key
-
-    def _digest(self, data: bytes) -> str:
-        return hmac.new(self._key, data, hashlib.sha256).hexdigest()
+    def __init__(self, secret_key: Keys) -> None:
+        self._verifier = MessageVerifier(secret_key)
 
     def sign(self, *streamables: object) -> str:
         """The signed name of ``stream_name(*streamables)``, for a page's
         ``signed-stream-name`` attribute."""
-        data = base64.b64encode(json.dumps(stream_name(*streamables)).encode())
-        return f"{data.decode()}--{self._digest(data)}"
+        return self._verifier.generate(stream_name(*streamables))
 
     def verify(self, signed: object) -> str | None:
         """The stream name ``signed`` carries, or ``None`` if it is not a
         name this key signed (tampered, truncated, not a string)."""
-        if not isinstance(signed, str):
-            return None
-        data, sep, digest = signed.rpartition("--")
-        if not sep or not data:
-            return None
-        expected = self._digest(data.encode("ascii", "replace"))
-        if not hmac.compare_digest(digest.encode(), expected.encode()):
-            return None
         try:
-            name = json.loads(base64.b64decode(data, validate=True))
-        except (binascii.Error, ValueError):
+            name = self._verifier.verified(signed)
+        except InvalidToken:
             return None
         return name if isinstance(name, str) else None
 
