@@ -270,6 +270,29 @@ class Connection:
     ``identity`` is what the cable's connect hook returned.
     """
 
+    # Slots: one of these per open socket, tens of thousands per process.
+    __slots__ = (
+        "_close",
+        "_drop",
+        "_in_flight",
+        "_nursery",
+        "_open",
+        "_outbox",
+        "_outbox_bytes",
+        "_rate_limited",
+        "_refilled",
+        "_scope",
+        "_tokens",
+        "_writing",
+        "cable",
+        "id",
+        "identity",
+        "ready",
+        "request",
+        "subscriptions",
+        "transport",
+    )
+
     def __init__(self, cable: Cable, transport: Transport, request: Request) -> None:
         self.id = f"{next(_ids):x}"
         self.cable = cable
@@ -284,6 +307,7 @@ class Connection:
         self._outbox_bytes = 0  # characters queued (frames are ASCII-heavy)
         self._tokens = float(cable.command_burst)  # rate limit bucket
         self._refilled = 0.0
+        self._rate_limited = False
         self._scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self._close: tuple[str, bool] | None = None
@@ -504,8 +528,6 @@ class Connection:
                 f"more than {cable.commands_per_second:g} commands per second",
             )
         return False
-
-    _rate_limited = False
 
     def _subscribe(self, command: Subscribe) -> None:
         identifier = command.identifier

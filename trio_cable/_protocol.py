@@ -44,10 +44,23 @@ PROTOCOL: Final = "actioncable-v1-json"
 #: What the official client offers; it closes for good unless we pick ours.
 SUPPORTED_PROTOCOLS: Final = (PROTOCOL,)
 
-_dumps = json.JSONEncoder(
+_dumps_utf8 = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), allow_nan=False
 ).encode
+_dumps_ascii = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _loads = json.loads
+
+
+def _dumps(value: Any) -> str:
+    text = _dumps_utf8(value)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # Lone surrogates (a client's "\ud800" escape) cannot be sent
+            # as UTF-8 and would crash the writer: escape them, as JSON allows.
+            return _dumps_ascii(value)
+    return text
 
 
 @dataclass(frozen=True, slots=True)

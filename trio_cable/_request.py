@@ -7,7 +7,7 @@ them all.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
@@ -20,40 +20,42 @@ class Headers(Mapping[str, str]):
     """Case-insensitive, read-only view of request headers.
 
     ``headers["cookie"]`` gives the first value of a repeated header;
-    :meth:`getlist` gives them all.
+    :meth:`getlist` gives them all. It decodes on lookup and keeps no copy:
+    a server holds one per open connection.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_raw",)
 
-    def __init__(self, raw: list[tuple[bytes, bytes]] | list[tuple[str, str]]):
-        items: list[tuple[str, str]] = []
-        for name, value in raw:
+    def __init__(self, raw: Sequence[tuple[bytes, bytes]] | Sequence[tuple[str, str]]):
+        self._raw = raw
+
+    def _items(self) -> Iterator[tuple[str, str]]:
+        for name, value in self._raw:
             if isinstance(name, bytes):
                 name = name.decode("latin-1")
             if isinstance(value, bytes):
                 value = value.decode("latin-1")
-            items.append((name.lower(), value))
-        self._items = items
+            yield name.lower(), value
 
     def __getitem__(self, name: str) -> str:
         key = name.lower()
-        for item, value in self._items:
+        for item, value in self._items():
             if item == key:
                 return value
         raise KeyError(name)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(dict.fromkeys(name for name, _ in self._items))
+        return iter(dict.fromkeys(name for name, _ in self._items()))
 
     def __len__(self) -> int:
-        return len({name for name, _ in self._items})
+        return len({name for name, _ in self._items()})
 
     def getlist(self, name: str) -> list[str]:
         key = name.lower()
-        return [value for item, value in self._items if item == key]
+        return [value for item, value in self._items() if item == key]
 
     def raw(self) -> list[tuple[str, str]]:
-        return list(self._items)
+        return list(self._items())
 
     def __repr__(self) -> str:
         # Header values can hold secrets (cookies, tokens): names only.
@@ -83,7 +85,7 @@ class Request:
 
     @cached_property
     def headers(self) -> Headers:
-        return Headers(list(self.scope.get("headers", [])))
+        return Headers(self.scope.get("headers", ()))
 
     @cached_property
     def query(self) -> Mapping[str, str]:
