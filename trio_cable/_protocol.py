@@ -12,6 +12,7 @@ server echoes it byte for byte and never re-serialises it.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -48,7 +49,14 @@ _dumps_utf8 = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), allow_nan=False
 ).encode
 _dumps_ascii = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-_loads = json.loads
+
+
+def _no_constants(name: str) -> Any:
+    # NaN and Infinity are not JSON; echoing them back would fail later.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_loads = functools.partial(json.loads, parse_constant=_no_constants)
 
 
 def _dumps(value: Any) -> str:

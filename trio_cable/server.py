@@ -122,6 +122,9 @@ async def serve_cable(
             conn.close("server_restart")
         try:
             await conn.run()
+        except Exception:
+            # A bug met by one connection must not stop the server.
+            log.exception("conn %s: crashed", conn.id)
         finally:
             served.discard(conn)
             if draining is not None and not served:
