@@ -1,0 +1,95 @@
+"""The trio_cable server under benchmark.
+
+``BenchChannel`` streams from ``bench``; ``BenchControl`` is run.py's
+remote control: its actions broadcast to ``bench`` from inside the server
+(each payload carries the server's ``time.time()`` in ms) and answer with a
+``done`` transmit when finished.
+
+Served two ways, each in its own process:
+
+* trio-websocket: ``python bench_app.py --port PORT`` (``serve_cable``)
+* Hypercorn: ``hypercorn --worker-class trio bench_app:app`` (``CableApp``)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from typing import Any
+
+import trio
+from bench_common import (
+    STREAM,
+    bench_payload,
+    gc_action,
+    memory_action,
+    padding,
+    raise_nofile_limit,
+)
+
+from trio_cable import Cable, Channel, serve_cable
+from trio_cable.asgi import CableApp
+
+raise_nofile_limit()
+
+cable = Cable()
+
+
+@cable.channel
+class BenchChannel(Channel):
+    async def subscribed(self) -> None:
+        self.stream_from(STREAM)
+
+
+@cable.channel
+class BenchControl(Channel):
+    async def series(self, data: dict[str, Any]) -> None:
+        """``count`` broadcasts, one every ``interval`` seconds."""
+        pad = padding(data.get("size", 100))
+        count = min(int(data["count"]), 1000)
+        start = trio.current_time()
+        for seq in range(count):
+            await trio.sleep_until(start + seq * float(data["interval"]))
+            await cable.broadcast(STREAM, bench_payload(data["phase"], seq, pad))
+        self.transmit({"done": "series", "phase": data["phase"]})
+
+    async def burst(self, data: dict[str, Any]) -> None:
+        """``count`` broadcasts as fast as the hub takes them."""
+        pad = padding(data.get("size", 100))
+        count = min(int(data["count"]), 100_000)
+        started = time.perf_counter()
+        for seq in range(count):
+            await cable.broadcast(STREAM, bench_payload(data["phase"], seq, pad))
+        enqueue_ms = (time.perf_counter() - started) * 1000.0
+        self.transmit(
+            {"done": "burst", "phase": data["phase"], "enqueue_ms": enqueue_ms}
+        )
+
+    async def gc(self, data: dict[str, Any]) -> None:
+        self.transmit(gc_action(data))
+
+    async def memory(self, data: dict[str, Any]) -> None:
+        self.transmit({"done": "memory", **memory_action(data)})
+
+
+app = CableApp(cable)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_cable, cable, args.host, args.port)
+            print("listening", flush=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(serve)
+
+
+if __name__ == "__main__":
+    main()

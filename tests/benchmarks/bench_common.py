@@ -1,0 +1,184 @@
+"""What every benchmark server shares: limits, payloads, control helpers.
+
+The servers (bench_app.py: trio_cable; bare_app.py: the transports' own
+floors) are driven by run.py through a control subscription whose actions
+are ``series`` (broadcasts at intervals, for latency), ``burst`` (as many
+as fast as possible, for throughput) and ``memory`` (tracemalloc marks,
+only when the server runs with ``BENCH_TRACEMALLOC=1``).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import resource
+import time
+import tracemalloc
+from collections import defaultdict
+from typing import Any
+
+BENCH_CHANNEL = "BenchChannel"
+CONTROL_CHANNEL = "BenchControl"
+STREAM = "bench"
+
+TRACEMALLOC = os.environ.get("BENCH_TRACEMALLOC") == "1"
+if TRACEMALLOC:
+    tracemalloc.start(12)
+
+
+class GCPauses:
+    """Collections and their pauses per generation, since the last reset."""
+
+    def __init__(self) -> None:
+        self.reset()
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def reset(self) -> dict[str, Any]:
+        previous = getattr(self, "stats", {})
+        self.stats: dict[str, Any] = {
+            str(g): {"count": 0, "total_ms": 0.0, "max_ms": 0.0} for g in range(3)
+        }
+        return previous
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        ms = (time.perf_counter() - self._started) * 1000.0
+        entry = self.stats[str(info["generation"])]
+        entry["count"] += 1
+        entry["total_ms"] += ms
+        entry["max_ms"] = max(entry["max_ms"], ms)
+
+
+gc_pauses = GCPauses()
+
+# run.py --gc: the same GC tuning for every server kind
+if os.environ.get("BENCH_GC_THRESHOLD"):
+    gc.set_threshold(*(int(x) for x in os.environ["BENCH_GC_THRESHOLD"].split(",")))
+
+
+def gc_action(data: dict[str, Any]) -> dict[str, Any]:
+    """Collect (``collect``) and/or freeze (``freeze``); return and reset
+    the GC pause statistics."""
+    if data.get("collect") or data.get("freeze"):
+        gc.collect()
+    if data.get("freeze"):
+        gc.freeze()
+    return {
+        "done": "gc",
+        "stats": gc_pauses.reset(),
+        "threshold": gc.get_threshold(),
+        "frozen": gc.get_freeze_count(),
+    }
+
+
+def raise_nofile_limit() -> int:
+    """Raise the open-file soft limit to the hard one; return it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def bench_payload(phase: str, seq: int, pad: str) -> dict[str, Any]:
+    """A broadcast: its phase, sequence and send time (ms since the epoch)."""
+    return {"p": phase, "s": seq, "t": time.time() * 1000.0, "x": pad}
+
+
+def padding(size: int) -> str:
+    return "x" * max(0, min(int(size), 65536))
+
+
+# -- memory: where per-connection bytes go ------------------------------------
+
+_mark: tracemalloc.Snapshot | None = None
+
+
+def _category(filename: str) -> str:
+    """Name the part of the stack that allocated (innermost frame's file)."""
+    f = filename.replace("\\", "/")
+    for package in ("trio_cable", "trio_websocket", "wsproto", "h11", "hypercorn"):
+        if f"/{package}/" in f:
+            return f"{package}/{f.rsplit('/', 1)[-1]}"
+    if "/trio/" in f:
+        return "trio/" + f.split("/trio/", 1)[1]
+    if "/benchmarks/" in f:
+        return "bench app"
+    return f.rsplit("/", 1)[-1]
+
+
+def _owner(traceback: tracemalloc.Traceback) -> str:
+    """The innermost library (not trio itself) on the allocating stack:
+    whose per-connection objects these are (trio tasks included)."""
+    skipped = (traceback.total_nframe or len(traceback)) - len(traceback)
+    for index in range(len(traceback) - 1, -1, -1):  # innermost first
+        category = _category(traceback[index].filename)
+        if category == "bench app":
+            # The thread's root (<module>, main() calling trio.run) owns
+            # only the tasks trio starts by itself, e.g. accept loops.
+            if skipped + index <= 1:
+                return "trio itself (listener tasks)"
+            return category
+        if category.split("/", 1)[0] in _OWNERS:
+            return category.split("/", 1)[0]
+    return "other"
+
+
+_OWNERS = {"trio_cable", "trio_websocket", "wsproto", "h11", "hypercorn"}
+
+
+def _by_category(snapshot: tracemalloc.Snapshot) -> dict[str, dict[str, int]]:
+    groups: dict[str, dict[str, int]] = {
+        "file": defaultdict(int),
+        "line": defaultdict(int),
+        "owner": defaultdict(int),
+        "owner_file": defaultdict(int),
+    }
+    for stat in snapshot.statistics("traceback"):
+        frame = stat.traceback[-1]  # tracebacks run oldest -> innermost
+        category = _category(frame.filename)
+        groups["file"][category] += stat.size
+        groups["line"][f"{category}:{frame.lineno}"] += stat.size
+        owner = _owner(stat.traceback)
+        groups["owner"][owner] += stat.size
+        groups["owner_file"][f"{owner} -> {category}"] += stat.size
+    return groups
+
+
+def memory_action(data: dict[str, Any]) -> dict[str, Any]:
+    """``mark`` before the clients connect, ``report`` once they have."""
+    global _mark
+    if not TRACEMALLOC:
+        return {"error": "run the server with BENCH_TRACEMALLOC=1"}
+    gc.collect()
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)]
+    )
+    if data.get("op") == "mark":
+        _mark = snapshot
+        return {"marked": True}
+    if _mark is None:
+        return {"error": "no mark"}
+    n = max(1, int(data.get("connections", 1)))
+    before, after = _by_category(_mark), _by_category(snapshot)
+    per_conn: dict[str, list[tuple[str, float]]] = {}
+    for key in ("file", "line", "owner", "owner_file"):
+        b, a = before[key], after[key]
+        diff = {k: (a.get(k, 0) - b.get(k, 0)) / n for k in set(a) | set(b)}
+        per_conn[key] = sorted(diff.items(), key=lambda kv: -kv[1])[:30]
+    report = {
+        "connections": n,
+        "bytes_per_connection": sum(v for _, v in per_conn["owner"]),
+        "by_file": dict(per_conn["file"]),
+        "by_owner": dict(per_conn["owner"]),
+        "by_owner_file": dict(per_conn["owner_file"]),
+        "top_lines": dict(per_conn["line"][:25]),
+    }
+    path = data.get("path")
+    if path:
+        with open(path, "w") as f:
+            json.dump(report, f, indent=1)
+    return {"reported": True, "bytes_per_connection": report["bytes_per_connection"]}
