@@ -183,3 +183,21 @@ async def test_websocket_session_through_asgi_messages() -> None:
     assert ident.replace('"', '\\"') in texts[0]
     assert "confirm_subscription" in texts[0]
     assert cable.hub.statistics().streams == 0
+
+
+async def test_tune_gc_is_opt_in_and_raises_the_threshold() -> None:
+    import gc
+
+    before = gc.get_threshold()
+    try:
+        app = CableApp(make_cable(), tune_gc=True)
+        driver = Lifespan(app)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(driver.run)
+            await driver.step("startup")
+            assert gc.get_threshold()[0] == 50_000
+            assert gc.get_freeze_count() > 0
+            await driver.step("shutdown")
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()

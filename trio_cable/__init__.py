@@ -11,6 +11,7 @@ from ._channel import Channel as Channel
 from ._connection import Connection as Connection
 from ._current import current as current
 from ._errors import CableError as CableError
+from ._gc import tune_gc as tune_gc
 from ._errors import ConnectionRejected as ConnectionRejected
 from ._errors import HandshakeRefused as HandshakeRefused
 from ._errors import ProtocolError as ProtocolError
@@ -81,6 +82,7 @@ __all__ = [
     "TokenExpired",
     "Unauthorized",
     "current",
+    "tune_gc",
     "open_cable_client",
     "redis_broadcast",
     "serve_cable",

@@ -22,6 +22,7 @@ import trio
 
 from ._cable import Cable
 from ._connection import Connection
+from ._gc import tune_gc as _tune_gc
 from ._protocol import select_subprotocol
 from ._request import Request
 from ._transport import TransportClosed
@@ -88,6 +89,7 @@ class CableApp:
         path: str = "/cable",
         stats_path: str | None = None,
         client_path: str | None = "/cable.js",
+        tune_gc: bool = False,
     ) -> None:
         self.cable = cable
         self.app = app
@@ -98,6 +100,9 @@ class CableApp:
         #: ``GET client_path`` serves the packaged browser client,
         #: ``cable.js`` (``None``: not served).
         self.client_path = client_path
+        #: Apply :func:`trio_cable.tune_gc` at lifespan startup (it changes
+        #: process-wide settings, so it is the app's choice).
+        self.tune_gc = tune_gc
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -148,6 +153,8 @@ class CableApp:
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 nursery.cancel_scope.cancel()
                 return
+            if self.tune_gc:
+                _tune_gc()
             await send({"type": "lifespan.startup.complete"})
             message = await receive()  # lifespan.shutdown
             await self.cable.shutdown()

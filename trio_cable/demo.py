@@ -177,7 +177,7 @@ def render_page(room: str, name: str) -> str:
     return page
 
 
-app = CableApp(cable, http_app)
+app = CableApp(cable, http_app, tune_gc=True)
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
