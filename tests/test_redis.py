@@ -382,6 +382,19 @@ async def test_two_hypercorn_processes_share_broadcasts(
                 await server.broadcast("chat:shared", {"n": n})
                 assert await next_data(c1) == {"n": n}
                 assert await next_data(c2) == {"n": n}
+            # a separate plain Python process (a script, a job)
+            script = (
+                "import sys; from trio_cable import redis_broadcast; "
+                "redis_broadcast(sys.argv[1], 'chat:shared', {'n': 'job'})"
+            )
+            await trio.run_process([sys.executable, "-c", script, redis_server.url])
+            assert await next_data(c1) == {"n": "job"}
+            assert await next_data(c2) == {"n": "job"}
+            # exactly once each: nothing more arrives
+            for ws in (c1, c2):
+                with trio.move_on_after(0.3):
+                    extra = await next_data(ws)
+                    pytest.fail(f"delivered twice: {extra}")
             # the moment a client sees its confirmation, the other process
             # broadcasts: delivered every time
             for n in range(20):
