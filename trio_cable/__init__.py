@@ -11,11 +11,11 @@ from ._channel import Channel as Channel
 from ._connection import Connection as Connection
 from ._current import current as current
 from ._errors import CableError as CableError
-from ._gc import tune_gc as tune_gc
 from ._errors import ConnectionRejected as ConnectionRejected
 from ._errors import HandshakeRefused as HandshakeRefused
 from ._errors import ProtocolError as ProtocolError
 from ._errors import Unauthorized as Unauthorized
+from ._gc import tune_gc as tune_gc
 from ._hub import HubStatistics as HubStatistics
 from ._redis import BridgeStatistics as BridgeStatistics
 from ._redis import redis_broadcast as redis_broadcast
@@ -82,8 +82,8 @@ __all__ = [
     "TokenExpired",
     "Unauthorized",
     "current",
-    "tune_gc",
     "open_cable_client",
     "redis_broadcast",
     "serve_cable",
+    "tune_gc",
 ]

@@ -439,6 +439,9 @@ class Connection:
 
     async def _writer(self) -> None:
         send = self.transport.send
+        # Optional: a transport that can write a whole batch at once
+        # (it stops early if _too_slow() empties the batch under it).
+        send_many = getattr(self.transport, "send_many", None)
         try:
             while True:
                 try:
@@ -446,6 +449,12 @@ class Connection:
                     self._outbox_bytes = 0  # the queue is empty now
                 except trio.EndOfChannel:
                     break
+                if send_many is not None:
+                    if not self._drop:
+                        self._writing = True
+                        await send_many(batch)
+                        self._writing = False
+                    continue
                 for frame in batch:
                     if self._drop:
                         break

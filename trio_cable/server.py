@@ -22,6 +22,7 @@ from ._connection import Connection
 from ._gc import tune_gc as _tune_gc
 from ._protocol import select_subprotocol
 from ._request import Request
+from ._serving import Served
 from ._transport import TransportClosed
 
 __all__ = ["WebSocketTransport", "serve_cable"]
@@ -122,27 +123,14 @@ async def serve_cable(
             return
         proto = select_subprotocol(request.proposed_subprotocols)
         ws = await request.accept(subprotocol=proto)
-        conn = Connection(cable, WebSocketTransport(ws), handshake)
-        served.add(conn)
-        if draining is not None:
-            conn.close("server_restart")
-        try:
-            await conn.run()
-        except Exception:
-            # A bug met by one connection must not stop the server.
-            log.exception("conn %s: crashed", conn.id)
-        finally:
-            served.discard(conn)
-            if draining is not None and not served:
-                draining.set()
+        await served.run(Connection(cable, WebSocketTransport(ws), handshake))
 
     # Cancelling trio-websocket's handlers outright would also kill its
     # reader tasks, so no close handshake could complete and every socket
     # would wait out close_timeout. So the server runs shielded, and on
     # cancellation its connections are first closed the ordinary way
     # (queued frames, ``server_restart``, close handshake, hooks).
-    served: set[Connection] = set()
-    draining: trio.Event | None = None
+    served = Served(log)
     server_scope = trio.CancelScope(shield=True)
     serve = partial(
         serve_websocket,
@@ -167,14 +155,7 @@ async def serve_cable(
                 task_status.started(bound)
                 await trio.sleep_forever()
             finally:
-                with trio.CancelScope(shield=True):
-                    draining = trio.Event()
-                    for conn in list(served):
-                        conn.close("server_restart")
-                    grace = cable.close_timeout + cable.hook_timeout
-                    if served:
-                        with trio.move_on_after(grace):
-                            await draining.wait()
+                await served.drain(cable.close_timeout + cable.hook_timeout)
                 server_scope.cancel()
     raise AssertionError("unreachable")  # pragma: no cover
 

@@ -8,7 +8,8 @@ The same :data:`cable` is served three ways:
   ``/cable`` and :func:`http_app` for everything else;
 * by trio-websocket: ``python -m tests.apps.chat_app --port P --http-port H``
   serves the cable with :func:`~trio_cable.serve_cable` on ``P`` and
-  :func:`http_app` (through Hypercorn's ``serve``) on ``H``.
+  :func:`http_app` (through Hypercorn's ``serve``) on ``H``; with
+  ``--transport direct``, by :func:`~trio_cable.direct.serve_cable_direct`.
 
 :func:`http_app` lets a test reach into a server process from outside:
 ``POST /broadcast?stream=NAME`` (JSON body) broadcasts with
@@ -47,6 +48,7 @@ from hypercorn.trio import serve
 
 from trio_cable import Cable, Channel, Request, Unauthorized, serve_cable
 from trio_cable.asgi import CableApp
+from trio_cable.direct import serve_cable_direct
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -196,15 +198,19 @@ app = CableApp(cable, http_app)
 # -- the trio-websocket server ------------------------------------------------
 
 
-async def run_server(host: str, port: int, http_port: int) -> None:
-    """Serve the cable with serve_cable and http_app beside it, until
-    SIGINT or SIGTERM (then clients get ``server_restart``)."""
+async def run_server(
+    host: str, port: int, http_port: int, transport: str = "trio-websocket"
+) -> None:
+    """Serve the cable with serve_cable (or serve_cable_direct) and
+    http_app beside it, until SIGINT or SIGTERM (then clients get
+    ``server_restart``)."""
+    serve_it = serve_cable_direct if transport == "direct" else serve_cable
     config = Config()
     config.bind = [f"{host}:{http_port}"]
     config.errorlog = logging.getLogger("hypercorn.error")  # log via the root
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            bound = await nursery.start(serve_cable, cable, host, port)
+            bound = await nursery.start(serve_it, cable, host, port)
             await nursery.start(serve, http_app, config)
             logging.getLogger("chat_app").info(
                 "cable on %d, http on %d", bound, http_port
@@ -223,9 +229,12 @@ def main(argv: list[str] | None = None) -> None:
         "--port", type=int, required=True, help="cable (WebSocket) port"
     )
     parser.add_argument("--http-port", type=int, required=True, help="http_app port")
+    parser.add_argument(
+        "--transport", choices=["trio-websocket", "direct"], default="trio-websocket"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    trio.run(run_server, args.host, args.port, args.http_port)
+    trio.run(run_server, args.host, args.port, args.http_port, args.transport)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Run ``tests/apps/chat_app.py`` as a real server in a separate process.
 
-Two kinds, both serving the same cable at ``ws://127.0.0.1:PORT/cable``:
+Three kinds, all serving the same cable at ``ws://127.0.0.1:PORT/cable``:
 
 * ``hypercorn``: the Hypercorn CLI exactly as a user runs it,
   ``python -m hypercorn --worker-class trio tests.apps.chat_app:app --bind
@@ -8,6 +8,8 @@ Two kinds, both serving the same cable at ``ws://127.0.0.1:PORT/cable``:
   chat app's HTTP side (``/broadcast``, ``/stats``) is on the same port.
 * ``serve_cable``: ``python -m tests.apps.chat_app --port PORT --http-port H``,
   the cable on trio-websocket and the HTTP side on a second port.
+* ``direct``: the same with ``--transport direct``
+  (:func:`~trio_cable.direct.serve_cable_direct`).
 
 A :class:`ServerProcess` can be SIGKILLed and started again on the same
 ports. Resource handling: :meth:`ServerProcess.stop` (also on leaving the
@@ -36,8 +38,8 @@ import trio
 ROOT: Final = Path(__file__).resolve().parents[2]
 APP_MODULE: Final = "tests.apps.chat_app"
 
-ServerKind = Literal["hypercorn", "serve_cable"]
-SERVER_KINDS: Final[tuple[ServerKind, ...]] = ("hypercorn", "serve_cable")
+ServerKind = Literal["hypercorn", "serve_cable", "direct"]
+SERVER_KINDS: Final[tuple[ServerKind, ...]] = ("hypercorn", "serve_cable", "direct")
 
 
 class ServerError(RuntimeError):
@@ -103,7 +105,7 @@ class ServerProcess:
         self.kind = kind
         self.port = free_port()
         self.http_port = self.port
-        while kind == "serve_cable" and self.http_port == self.port:
+        while kind != "hypercorn" and self.http_port == self.port:
             self.http_port = free_port()
         self.log_path = log_dir / f"{kind}-{self.port}.log"
         self.starts = 0
@@ -132,6 +134,8 @@ class ServerProcess:
                 bind,
             ]
         ports = ["--port", str(self.port), "--http-port", str(self.http_port)]
+        if self.kind == "direct":
+            ports += ["--transport", "direct"]
         return [sys.executable, "-m", APP_MODULE, *ports]
 
     # -- lifetime ----------------------------------------------------------------
@@ -215,7 +219,7 @@ class ServerProcess:
 
     def wait_ready_sync(self, timeout: float = 20.0) -> None:
         """Block until the server answers ``GET /stats`` with the cable running
-        (and, for serve_cable, its WebSocket port accepts connections)."""
+        (and, for serve_cable and direct, its WebSocket port accepts connections)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_alive()

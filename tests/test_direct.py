@@ -1,0 +1,694 @@
+"""The direct transport (:func:`trio_cable.direct.serve_cable_direct`).
+
+Over real loopback sockets: the Action Cable flows with trio-websocket's
+client (on a TCP stream the test opens and closes itself), and the
+WebSocket edges (handshake refusals, pings, close handshakes, bad
+framing, oversized messages) with a raw RFC 6455 client that sends and
+reads exactly what it is told. Then shutdown with 200 clients, and a slow
+reader beside fast ones with every frame compared byte for byte. The
+frame encoder itself is tested without an event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+import trio.lowlevel
+from trio_websocket import WebSocketConnection, wrap_client_stream
+from wsproto.frame_protocol import FrameProtocol, Opcode
+
+from trio_cable import Cable, Channel, Request, Unauthorized
+from trio_cable import direct as direct_module
+from trio_cable._protocol import encode_payload, message_prefix
+from trio_cable._wsframe import FrameCache, encode_text_frame
+from trio_cable.direct import serve_cable_direct
+from trio_cable.testing import identifier_for
+
+PROTOCOL = "actioncable-v1-json"
+SERVER_RESTART = {"type": "disconnect", "reason": "server_restart", "reconnect": True}
+ROOM = identifier_for("RoomChannel", room="a")
+
+Frame = dict[str, Any]
+CLOSED = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class RoomCable(Cable):
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.events: list[str] = []  # what the unsubscribed() hooks saw
+
+
+def room_cable(**options: Any) -> RoomCable:
+    """RoomChannel: streams ``room:<room>``, says hello before the confirm,
+    ``speak`` broadcasts, ``whoami`` transmits the connect hook's identity."""
+    cable = RoomCable(**options)
+
+    @cable.connect
+    async def authenticate(request: Request) -> str | None:
+        if request.query.get("user") == "intruder":
+            raise Unauthorized()
+        return request.query.get("user") or request.cookies.get("user")
+
+    @cable.channel
+    class RoomChannel(Channel):
+        async def subscribed(self) -> None:
+            self.stream_from(f"room:{self.params['room']}")
+            self.transmit({"hello": self.params["room"]})
+
+        async def unsubscribed(self) -> None:
+            cable.events.append(f"unsubscribed {self.params['room']}")
+
+        async def speak(self, data: dict[str, Any]) -> None:
+            self.broadcast(f"room:{self.params['room']}", {"said": data["message"]})
+
+        async def whoami(self) -> None:
+            self.transmit({"user": self.current_user})
+
+    return cable
+
+
+@asynccontextmanager
+async def served(cable: Cable, **options: Any) -> AsyncIterator[int]:
+    async with trio.open_nursery() as nursery:
+        yield await nursery.start(
+            lambda task_status: serve_cable_direct(
+                cable, "127.0.0.1", 0, task_status=task_status, **options
+            )
+        )
+        nursery.cancel_scope.cancel()
+
+
+async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
+    """Poll server-side state that has no event to wait on."""
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.01)
+
+
+# -- trio-websocket as the client ----------------------------------------------
+
+
+@asynccontextmanager
+async def ws_client(
+    port: int, resource: str = "/cable", protocols: tuple[str, ...] = (PROTOCOL,)
+) -> AsyncIterator[WebSocketConnection]:
+    """trio-websocket's client on a TCP stream we own (its own helper can
+    leave the socket open when the server closes first)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    try:
+        async with trio.open_nursery() as nursery:
+            ws = await wrap_client_stream(
+                nursery, stream, "127.0.0.1", resource, subprotocols=list(protocols)
+            )
+            try:
+                yield ws
+            finally:
+                await ws.aclose()
+    finally:
+        await stream.aclose()
+
+
+async def next_json(ws: WebSocketConnection) -> Frame:
+    """The next frame that is not a ping."""
+    while True:
+        frame: Frame = json.loads(await ws.get_message())
+        if frame.get("type") != "ping":
+            return frame
+
+
+def command(name: str, identifier: str = ROOM, **data: Any) -> str:
+    cmd: dict[str, Any] = {"command": name, "identifier": identifier}
+    if data:
+        cmd["data"] = json.dumps(data)
+    return json.dumps(cmd)
+
+
+async def subscribe(ws: WebSocketConnection, identifier: str = ROOM) -> None:
+    assert await next_json(ws) == {"type": "welcome"}
+    await ws.send_message(command("subscribe", identifier))
+    room = json.loads(identifier)["room"]
+    assert await next_json(ws) == {"identifier": identifier, "message": {"hello": room}}
+    confirm = {"identifier": identifier, "type": "confirm_subscription"}
+    assert await next_json(ws) == confirm
+
+
+# -- a raw client --------------------------------------------------------------
+
+
+class RawClient:
+    """RFC 6455 by hand on a trio socket: it reads only when asked, answers
+    the server's close frame, and keeps every frame's exact bytes."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = bytearray()
+        self.close_code: int | None = None
+
+    @classmethod
+    async def open(cls, port: int, *, receive_buffer: int | None = None) -> RawClient:
+        """A TCP connection, not yet upgraded."""
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if receive_buffer is not None:
+            # Before connect(), so the advertised TCP window stays small.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        await sock.connect(("127.0.0.1", port))
+        return cls(trio.SocketStream(sock))
+
+    @classmethod
+    async def connect(
+        cls, port: int, path: str = "/cable", **options: Any
+    ) -> RawClient:
+        client = await cls.open(port, **options)
+        head = await client.handshake(port, path)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        assert f"sec-websocket-protocol: {PROTOCOL}".encode() in head.lower()
+        return client
+
+    async def handshake(
+        self, port: int, path: str = "/cable", headers: str = ""
+    ) -> bytes:
+        """Send the upgrade request; return the response head (and, for a
+        refusal, its body after a blank line)."""
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Protocol: {PROTOCOL}\r\n{headers}\r\n"
+        )
+        await self.stream.send_all(request.encode())
+        while b"\r\n\r\n" not in self.buffer:
+            chunk = await self.stream.receive_some(4096)
+            if not chunk:
+                break
+            self.buffer += chunk
+        head, _, rest = bytes(self.buffer).partition(b"\r\n\r\n")
+        self.buffer = bytearray(rest)
+        return head
+
+    async def read_to_eof(self) -> bytes:
+        while chunk := await self.stream.receive_some(4096):
+            self.buffer += chunk
+        return bytes(self.buffer)
+
+    async def send_frame(
+        self, opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True
+    ) -> None:
+        n = len(payload)
+        first = (0x80 if fin else 0) | opcode
+        mask_bit = 0x80 if masked else 0
+        if n < 126:
+            header = bytes([first, mask_bit | n])
+        elif n < 1 << 16:
+            header = bytes([first, mask_bit | 126]) + n.to_bytes(2, "big")
+        else:
+            header = bytes([first, mask_bit | 127]) + n.to_bytes(8, "big")
+        if masked:
+            mask = os.urandom(4)
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            header += mask
+        await self.stream.send_all(header + payload)
+
+    async def send_text(self, text: str) -> None:
+        await self.send_frame(0x1, text.encode())
+
+    async def receive_raw(self) -> tuple[int, bytes] | None:
+        """(opcode, payload) of the next frame, data or control; None at EOF.
+        Answers a close frame (once) and records its code."""
+        buf = self.buffer
+        while True:
+            if len(buf) >= 2:
+                assert buf[1] & 0x80 == 0, "server frames are never masked"
+                assert buf[0] & 0x80, "the server does not fragment"
+                length, start = buf[1] & 0x7F, 2
+                if length == 126:
+                    length, start = int.from_bytes(buf[2:4], "big"), 4
+                elif length == 127:
+                    length, start = int.from_bytes(buf[2:10], "big"), 10
+                if len(buf) >= start + length:
+                    opcode, payload = buf[0] & 0x0F, bytes(buf[start : start + length])
+                    del buf[: start + length]
+                    if opcode == 0x8 and self.close_code is None:
+                        self.close_code = int.from_bytes(payload[:2], "big")
+                        with contextlib.suppress(*CLOSED):
+                            await self.send_frame(0x8, payload[:2])
+                    return opcode, payload
+            try:
+                chunk = await self.stream.receive_some(65536)
+            except trio.BrokenResourceError:  # reset by the server
+                return None
+            if not chunk:
+                return None
+            buf += chunk
+
+    async def receive(self) -> Frame | None:
+        """The next text frame (pings skipped), decoded; None once closed."""
+        while (raw := await self.receive_raw()) is not None:
+            opcode, payload = raw
+            if opcode == 0x8:
+                return None
+            if opcode == 0x1:
+                frame: Frame = json.loads(payload)
+                if frame.get("type") != "ping":
+                    return frame
+        return None
+
+    async def subscribe(self, identifier: str = ROOM) -> None:
+        await self.send_text(command("subscribe", identifier))
+        while (frame := await self.receive()) is not None:
+            if frame.get("type") == "confirm_subscription":
+                return
+        raise AssertionError("closed before the confirmation")
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+def peer(client: RawClient) -> tuple[str, int]:
+    """The client's address, as the server sees it."""
+    host, port = client.stream.socket.getsockname()[:2]
+    return (host, port)
+
+
+async def raw_connect(stack: AsyncExitStack, port: int, **options: Any) -> RawClient:
+    client = await RawClient.connect(port, **options)
+    stack.push_async_callback(client.aclose)
+    return client
+
+
+# -- the encoder, without an event loop ----------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_text_frames_parse_as_wsproto_client_frames(size: int) -> None:
+    text = "é" * (size // 2) + "x" * (size % 2)  # multi-byte UTF-8 too
+    data = encode_text_frame(text)
+    client = FrameProtocol(client=True, extensions=[])
+    client.receive_bytes(data)
+    (frame,) = list(client.received_frames())
+    assert frame.opcode is Opcode.TEXT
+    assert frame.payload == text
+    assert frame.frame_finished
+    assert frame.message_finished
+    header = len(data) - len(text.encode())
+    assert header == (2 if size < 126 else 4 if size < 65536 else 10)
+
+
+def test_frame_cache_is_by_identity() -> None:
+    cache = FrameCache(size=2)
+    a = "".join(["ab", "c"])
+    b = "".join(["a", "bc"])  # equal, but another object: encoded anew
+    assert cache.encode(a) is cache.encode(a)
+    assert cache.encode(b) == cache.encode(a)
+    assert (cache.hits, cache.misses) == (2, 2)
+    cache.encode("d")  # full: emptied first
+    assert cache.encode(a) == encode_text_frame(a)
+    assert cache.misses == 4
+
+
+# -- the Action Cable flows ----------------------------------------------------
+
+
+async def test_welcome_subscribe_actions_broadcasts() -> None:
+    cable = room_cable()
+    with trio.fail_after(10):
+        async with (
+            served(cable) as port,
+            ws_client(port, "/cable?user=ann") as ann,
+            ws_client(port, "/cable?user=bob") as bob,
+        ):
+            assert ann.subprotocol == PROTOCOL
+            await subscribe(ann)
+            await subscribe(bob)
+            await ann.send_message(command("message", action="speak", message="hi"))
+            said = {"identifier": ROOM, "message": {"said": "hi"}}
+            assert await next_json(ann) == said
+            assert await next_json(bob) == said
+            await bob.send_message(command("message", action="whoami"))
+            assert await next_json(bob) == {
+                "identifier": ROOM,
+                "message": {"user": "bob"},
+            }
+            assert await cable.broadcast("room:a", {"n": 1}) == 2
+            for ws in (ann, bob):
+                assert await next_json(ws) == {"identifier": ROOM, "message": {"n": 1}}
+            # A second subscription on the same socket, by its own identifier.
+            other = identifier_for("RoomChannel", room="b")
+            await ann.send_message(command("subscribe", other))
+            assert (await next_json(ann))["message"] == {"hello": "b"}
+            assert (await next_json(ann))["type"] == "confirm_subscription"
+            await ann.send_message(command("unsubscribe", other))
+            await wait_until(lambda: "unsubscribed b" in cable.events)
+        await wait_until(lambda: not cable.connections)
+    assert sorted(cable.events) == [
+        "unsubscribed a",
+        "unsubscribed a",
+        "unsubscribed b",
+    ]
+    assert cable.hub.streams() == []
+
+
+async def test_errors_leave_the_connection_usable() -> None:
+    cable = room_cable()
+    with trio.fail_after(10):
+        async with served(cable) as port, ws_client(port) as ws:
+            await subscribe(ws)
+            await ws.send_message("{not json")
+            error = await next_json(ws)
+            assert (error["type"], error["reason"]) == ("error", "invalid_json")
+            assert error["identifier"] == ""
+            await ws.send_message(command("message", action="_secret"))
+            assert (await next_json(ws))["reason"] == "invalid_action"
+            unknown = identifier_for("NoSuchChannel")
+            await ws.send_message(command("subscribe", unknown))
+            assert await next_json(ws) == {
+                "identifier": unknown,
+                "type": "reject_subscription",
+                "reason": "unknown_channel",
+            }
+            await ws.send_message(b'{"command":"subscribe"}')  # a binary frame
+            assert (await next_json(ws))["reason"] == "invalid_request"
+            await ws.send_message(command("message", action="speak", message="ok"))
+            assert (await next_json(ws))["message"] == {"said": "ok"}
+
+
+async def test_connect_hook_sees_the_request_and_can_refuse() -> None:
+    cable = room_cable()
+    with trio.fail_after(10):
+        async with served(cable) as port:
+            async with AsyncExitStack() as stack:
+                client = await raw_connect(stack, port)
+                assert await client.receive() == {"type": "welcome"}
+                (conn,) = cable.connections
+                assert conn.request.headers["host"] == f"127.0.0.1:{port}"
+                assert conn.request.client is not None
+                assert conn.request.client[0] == "127.0.0.1"
+            async with ws_client(port, "/cable?user=intruder") as ws:
+                assert await next_json(ws) == {
+                    "type": "disconnect",
+                    "reason": "unauthorized",
+                    "reconnect": False,
+                }
+            await wait_until(lambda: not cable.connections)
+
+
+# -- handshakes ----------------------------------------------------------------
+
+
+async def refused(port: int, path: str = "/cable", headers: str = "") -> bytes:
+    """What the server answers an upgrade request it refuses."""
+    client = await RawClient.open(port)
+    async with client.stream:
+        head = await client.handshake(port, path, headers)
+        body = await client.read_to_eof()
+    return head + b"\r\n\r\n" + body
+
+
+async def test_cross_origin_is_refused_before_the_upgrade() -> None:
+    cable = room_cable()
+    with trio.fail_after(10):
+        async with served(cable) as port:
+            answer = await refused(port, headers="Origin: https://evil.example\r\n")
+            assert answer.startswith(b"HTTP/1.1 403 ")
+            assert b"101" not in answer.split(b"\r\n")[0]
+            same = await RawClient.open(port)
+            async with same.stream:
+                head = await same.handshake(
+                    port, headers=f"Origin: http://127.0.0.1:{port}\r\n"
+                )
+                assert head.startswith(b"HTTP/1.1 101")
+    assert cable.counters["origin_refused"] == 1
+
+
+async def test_connection_cap_is_503() -> None:
+    cable = room_cable(max_connections=1)
+    with trio.fail_after(10):
+        async with served(cable) as port, AsyncExitStack() as stack:
+            await raw_connect(stack, port)
+            await wait_until(lambda: len(cable.connections) == 1)
+            assert (await refused(port)).startswith(b"HTTP/1.1 503 ")
+
+
+async def test_other_paths_are_404_and_plain_http_is_400() -> None:
+    cable = room_cable()
+    with trio.fail_after(10):
+        async with served(cable) as port:
+            assert (await refused(port, "/elsewhere")).startswith(b"HTTP/1.1 404 ")
+            client = await RawClient.open(port)
+            async with client.stream:
+                await client.stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert (await client.read_to_eof()).startswith(b"HTTP/1.1 400 ")
+    assert not cable.connections
+
+
+async def test_no_subprotocol_offered_none_selected() -> None:
+    cable = room_cable()
+    with trio.fail_after(10):
+        async with served(cable) as port, ws_client(port, protocols=()) as ws:
+            assert ws.subprotocol is None
+            assert await next_json(ws) == {"type": "welcome"}
+
+
+async def test_listeners_from_the_caller() -> None:
+    cable = room_cable()
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            reported = await nursery.start(
+                lambda task_status: serve_cable_direct(
+                    cable, None, 0, listeners=list(listeners), task_status=task_status
+                )
+            )
+            assert reported == port
+            async with ws_client(port) as ws:
+                assert await next_json(ws) == {"type": "welcome"}
+            nursery.cancel_scope.cancel()
+
+
+# -- WebSocket edges -----------------------------------------------------------
+
+
+async def test_ping_is_answered_with_pong() -> None:
+    cable = room_cable()
+    with trio.fail_after(10):
+        async with served(cable) as port, AsyncExitStack() as stack:
+            client = await raw_connect(stack, port)
+            await client.send_frame(0x9, b"are you there")
+            while (raw := await client.receive_raw()) is not None:
+                if raw[0] == 0xA:
+                    assert raw[1] == b"are you there"
+                    break
+            else:
+                raise AssertionError("no pong")
+
+
+async def test_client_close_handshake() -> None:
+    cable = room_cable()
+    with trio.fail_after(10):
+        async with served(cable) as port, AsyncExitStack() as stack:
+            client = await raw_connect(stack, port)
+            await client.subscribe()
+            await client.send_frame(0x8, (1000).to_bytes(2, "big") + b"bye")
+            while (raw := await client.receive_raw()) is not None:
+                if raw[0] == 0x8:
+                    assert raw[1][:2] == (1000).to_bytes(2, "big")
+                    break
+            assert await client.receive_raw() is None  # then the server closes TCP
+            await wait_until(lambda: not cable.connections)
+    assert cable.events == ["unsubscribed a"]
+
+
+async def test_fragmented_message_is_reassembled() -> None:
+    cable = room_cable()
+    with trio.fail_after(10):
+        async with served(cable) as port, AsyncExitStack() as stack:
+            client = await raw_connect(stack, port)
+            await client.subscribe()
+            text = command("message", action="speak", message="in pieces").encode()
+            await client.send_frame(0x1, text[:10], fin=False)
+            await client.send_frame(0x9, b"a ping in between")  # allowed there
+            await client.send_frame(0x0, text[10:30], fin=False)
+            await client.send_frame(0x0, text[30:])
+            frame = await client.receive()
+            assert frame == {"identifier": ROOM, "message": {"said": "in pieces"}}
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        pytest.param({"masked": False}, 1002, id="unmasked"),
+        pytest.param({"opcode": 0x3}, 1002, id="reserved-opcode"),
+        pytest.param({"payload": b"\xff\xfe"}, 1007, id="invalid-utf8"),
+    ],
+)
+async def test_invalid_framing_closes_only_that_socket(
+    frame: dict[str, Any], code: int
+) -> None:
+    cable = room_cable()
+    with trio.fail_after(10):
+        async with served(cable) as port, AsyncExitStack() as stack:
+            bad = await raw_connect(stack, port)
+            good = await raw_connect(stack, port)
+            await bad.subscribe()
+            await good.subscribe()
+            await bad.send_frame(
+                frame.get("opcode", 0x1),
+                frame.get("payload", b"{}"),
+                masked=frame.get("masked", True),
+            )
+            while await bad.receive() is not None:
+                pass
+            assert bad.close_code == code
+            await wait_until(lambda: len(cable.connections) == 1)
+            await cable.broadcast("room:a", {"still": "here"})
+            assert await good.receive() == {
+                "identifier": ROOM,
+                "message": {"still": "here"},
+            }
+
+
+async def test_oversized_message_is_1009() -> None:
+    cable = room_cable()
+    with trio.fail_after(10):
+        async with (
+            served(cable, max_message_size=1000) as port,
+            AsyncExitStack() as stack,
+        ):
+            client = await raw_connect(stack, port)
+            await client.subscribe()
+            await client.send_frame(0x1, b"x" * 600, fin=False)
+            await client.send_frame(0x0, b"x" * 600)
+            while await client.receive() is not None:
+                pass
+            assert client.close_code == 1009
+            await wait_until(lambda: not cable.connections)
+
+
+# -- shutdown ------------------------------------------------------------------
+
+
+def all_tasks() -> set[trio.lowlevel.Task]:
+    found: set[trio.lowlevel.Task] = set()
+    todo = [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        if task is None:
+            continue
+        found.add(task)
+        for nursery in task.child_nurseries:
+            todo.extend(nursery.child_tasks)
+    return found
+
+
+async def test_shutdown_tells_200_clients_server_restart() -> None:
+    clients = 200
+    cable = room_cable()
+    tasks_before = all_tasks()
+    last: list[Frame | None] = [None] * clients
+    codes: list[int | None] = [None] * clients
+
+    async def listen(i: int, client: RawClient) -> None:
+        while (frame := await client.receive()) is not None:
+            last[i] = frame
+        codes[i] = client.close_code
+
+    with trio.fail_after(30):
+        async with AsyncExitStack() as stack, trio.open_nursery() as listeners:
+            async with trio.open_nursery() as server:
+                port = await server.start(
+                    lambda task_status: serve_cable_direct(
+                        cable, "127.0.0.1", 0, task_status=task_status
+                    )
+                )
+                for i in range(clients):
+                    client = await raw_connect(stack, port)
+                    await client.subscribe()
+                    listeners.start_soon(listen, i, client)
+                assert cable.hub.subscribers("room:a") == clients
+                started = trio.current_time()
+                server.cancel_scope.cancel()
+            server_done = trio.current_time() - started
+    print(f"\n{clients} clients: the direct server stopped in {server_done:.3f}s")
+    assert last == [SERVER_RESTART] * clients
+    assert codes == [1000] * clients
+    assert server_done < 2.0
+    assert cable.events == ["unsubscribed a"] * clients
+    assert cable.connections == frozenset()
+    assert cable.hub.streams() == []
+    assert not cable.is_running
+    assert {t.name for t in all_tasks() - tasks_before} == set()
+
+
+# -- shared frame bytes and a slow reader --------------------------------------
+
+
+async def test_slow_reader_gets_every_frame_byte_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One client reads a few KB at a time through a 4 KB receive buffer
+    (so the server's writes to it are partial, again and again) while
+    five read fast. Frames of every header size (7-, 16- and 64-bit
+    lengths) are shared between all six; each must arrive byte for byte
+    as the protocol encodes it, in order, on every socket."""
+    caches: list[FrameCache] = []
+
+    class Recorded(FrameCache):
+        def __init__(self) -> None:
+            super().__init__()
+            caches.append(self)
+
+    monkeypatch.setattr(direct_module, "FrameCache", Recorded)
+    cable = room_cable(max_outbox_frames=100_000, max_outbox_bytes=1 << 30)
+    sizes = [10, 100, 200, 1_000, 70_000, 5, 65_000, 300]
+    payloads = [
+        encode_payload({"i": i, "pad": chr(0x61 + i % 26) * sizes[i % len(sizes)]})
+        for i in range(200)
+    ]
+    expected = [message_prefix(ROOM) + p + "}" for p in payloads]
+
+    async def read_all(client: RawClient, got: list[bytes], slow: bool) -> None:
+        while len(got) < len(expected):
+            raw = await client.receive_raw()
+            assert raw is not None
+            opcode, payload = raw
+            if opcode == 0x1 and b'"type":"ping"' not in payload:
+                got.append(payload)
+            if slow:
+                await trio.sleep(0.002)
+
+    with trio.fail_after(60):
+        async with served(cable) as port, AsyncExitStack() as stack:
+            slow = await raw_connect(stack, port, receive_buffer=4096)
+            fast = [await raw_connect(stack, port) for _ in range(5)]
+            for client in (slow, *fast):
+                await client.subscribe()
+            received: list[list[bytes]] = [[] for _ in range(6)]
+            async with trio.open_nursery() as nursery:
+                for i, client in enumerate((slow, *fast)):
+                    nursery.start_soon(read_all, client, received[i], i == 0)
+                (slow_conn,) = [
+                    c for c in cable.connections if c.request.client == peer(slow)
+                ]
+                lagged = 0  # frames queued for the slow one, at most
+                for payload in payloads:
+                    cable.hub.publish("room:a", payload)
+                    await trio.lowlevel.checkpoint()
+                    lagged = max(lagged, len(slow_conn._outbox))
+    assert lagged > 10  # it really fell behind
+    want = [e.encode() for e in expected]
+    for got in received:
+        assert got == want
+    # Each broadcast frame was encoded once, not once per socket.
+    (cache,) = caches
+    assert cache.hits >= 5 * len(payloads)
+    assert cable.counters["too_slow"] == 0

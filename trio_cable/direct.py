@@ -1,0 +1,484 @@
+"""Serve a cable straight on trio sockets: the direct transport.
+
+The server owns its sockets. wsproto (sans-I/O) parses the handshake and
+the client's frames; the frames we send are encoded here, by hand. Server
+frames are unmasked, so the bytes of a frame the hub shares between
+subscribers (one per broadcast and identifier) are encoded once and
+written to every socket as they are (see ``_wsframe``), and each batch
+the connection's writer hands over goes out in as few ``send_all`` calls
+as its size allows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import ssl
+from contextlib import AsyncExitStack
+from typing import Any, Final, NoReturn
+
+import trio
+from wsproto import ConnectionType
+from wsproto.connection import Connection as WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    RejectConnection,
+    RejectData,
+    TextMessage,
+)
+from wsproto.events import Request as WSRequest
+from wsproto.handshake import H11Handshake
+from wsproto.utilities import RemoteProtocolError
+
+from ._cable import Cable
+from ._connection import Connection
+from ._gc import tune_gc as _tune_gc
+from ._protocol import select_subprotocol
+from ._request import Request
+from ._serving import Served
+from ._transport import TransportClosed
+from ._wsframe import FrameCache
+
+__all__ = ["DirectTransport", "serve_cable_direct"]
+
+log = logging.getLogger("trio_cable.direct")
+
+#: Bytes asked of the socket per read.
+RECEIVE_SIZE: Final = 65536
+#: A batch is joined into writes of about this size: big enough that a
+#: burst costs one syscall per socket, small enough that a slow client's
+#: batch is not copied into one huge buffer.
+WRITE_CHUNK: Final = 64 * 1024
+
+_CLOSED_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class DirectTransport:
+    """An accepted WebSocket on a trio stream we own, as a cable transport.
+
+    One task reads (the connection's reader, or :meth:`close` when no
+    reader is left); writes from the writer, the reader (pongs, close
+    replies) and :meth:`close` take turns, a whole frame or batch at a
+    time. A write cut off halfway (cancelled, or the socket broke) leaves
+    the stream unusable for framing, so nothing is written after it.
+    """
+
+    __slots__ = (
+        "_broken",
+        "_busy",
+        "_ended",
+        "_ended_event",
+        "_frames",
+        "_idle",
+        "_max_message",
+        "_messages",
+        "_parts",
+        "_reading",
+        "_size",
+        "_stream",
+        "_ws",
+    )
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        ws: WSConnection,
+        frames: FrameCache,
+        max_message_size: int,
+    ) -> None:
+        self._stream = stream
+        self._ws = ws
+        self._frames = frames
+        self._max_message = max_message_size
+        self._messages: list[str | bytes] = []  # complete, not yet received
+        self._parts: list[Any] = []  # the message being reassembled
+        self._size = 0
+        self._busy = False  # a write is in progress
+        self._idle: trio.Event | None = None  # made only when writes contend
+        self._broken = False  # a write was cut off: the framing is lost
+        self._reading = False  # a task is inside receive_some()
+        self._ended = False  # nothing more will be read
+        self._ended_event: trio.Event | None = None
+
+    # -- writing ---------------------------------------------------------------
+
+    async def send(self, frame: str) -> None:
+        await self._write(self._frames.encode(frame), data_frame=True)
+
+    async def send_many(self, frames: list[str]) -> None:
+        """Write a batch of frames, joined into as few writes as fit.
+
+        ``len(frames)`` is read anew each round: the connection empties the
+        list when it gives up on a slow client, and then we stop.
+        """
+        encode = self._frames.encode
+        i = 0
+        while i < len(frames):
+            chunk: list[bytes] = []
+            size = 0
+            while i < len(frames) and size < WRITE_CHUNK:
+                data = encode(frames[i])
+                chunk.append(data)
+                size += len(data)
+                i += 1
+            data = chunk[0] if len(chunk) == 1 else b"".join(chunk)
+            await self._write(data, data_frame=True)
+
+    async def _write(self, data: bytes, *, data_frame: bool = False) -> None:
+        while self._busy:
+            if self._idle is None:
+                self._idle = trio.Event()
+            await self._idle.wait()
+        if self._broken:
+            raise TransportClosed
+        if data_frame and self._ws.state is not ConnectionState.OPEN:
+            raise TransportClosed  # no data after a close frame, either way
+        self._busy = True
+        try:
+            await self._stream.send_all(data)
+        except BaseException as exc:
+            # Cut off mid-frame, maybe: any later frame would be garbage.
+            self._broken = True
+            if isinstance(exc, _CLOSED_ERRORS):
+                raise TransportClosed from None
+            raise
+        finally:
+            self._busy = False
+            if self._idle is not None:
+                self._idle.set()
+                self._idle = None
+
+    async def _send_event(self, event: Event) -> None:
+        """A control frame (pong, close) through wsproto, which tracks state."""
+        with contextlib.suppress(TransportClosed):
+            await self._write(self._ws.send(event))
+
+    # -- reading ----------------------------------------------------------------
+
+    async def receive(self) -> str | bytes:
+        while not self._messages:
+            if self._ended:
+                raise TransportClosed
+            await self._read_some()
+        return self._messages.pop(0)
+
+    async def _read_some(self) -> None:
+        self._reading = True
+        try:
+            data = await self._stream.receive_some(RECEIVE_SIZE)
+        except _CLOSED_ERRORS:
+            data = b""
+        finally:
+            self._reading = False
+        if not data:  # gone without a close frame
+            self._end()
+            return
+        self._ws.receive_data(bytes(data))
+        for event in self._ws.events():
+            await self._on_event(event)
+            if self._ended:
+                return
+
+    async def _on_event(self, event: Event) -> None:
+        if isinstance(event, TextMessage | BytesMessage):
+            self._parts.append(event.data)
+            self._size += len(event.data)
+            if self._size > self._max_message:
+                await self._fail(1009, f"messages are limited to {self._max_message}")
+            elif event.message_finished:
+                parts, self._parts, self._size = self._parts, [], 0
+                if isinstance(event, TextMessage):
+                    self._messages.append("".join(parts))
+                else:
+                    self._messages.append(b"".join(parts))
+        elif isinstance(event, Ping):
+            if self._ws.state is ConnectionState.OPEN:
+                await self._send_event(event.response())
+        elif isinstance(event, CloseConnection):
+            state = self._ws.state
+            if state is ConnectionState.OPEN:
+                # wsproto reports a framing error as a close it did not
+                # receive (its state stays OPEN): close with its code.
+                await self._fail(event.code, event.reason or "")
+            else:
+                if state is ConnectionState.REMOTE_CLOSING:
+                    await self._send_event(event.response())
+                self._end()
+
+    async def _fail(self, code: int, reason: str) -> None:
+        log.info("closing a socket with code %d: %s", code, reason)
+        self._end()
+        if self._ws.state is ConnectionState.OPEN:
+            await self._send_event(CloseConnection(code, reason[:120]))
+
+    def _end(self) -> None:
+        self._ended = True
+        self._parts = []
+        if self._ended_event is not None:
+            self._ended_event.set()
+
+    # -- closing ------------------------------------------------------------------
+
+    async def close(self, code: int = 1000) -> None:
+        """Our close frame, the client's reply, then the socket.
+
+        Bounded by the caller's deadline; the socket is closed even if it
+        runs out or the call is cancelled.
+        """
+        try:
+            if self._ws.state is ConnectionState.OPEN and not self._broken:
+                await self._send_event(CloseConnection(code))
+            if not self._broken:
+                await self._await_close_reply()
+        finally:
+            await self.aclose()
+
+    async def _await_close_reply(self) -> None:
+        if self._reading:
+            # The connection's reader is still reading: it will see it.
+            if self._ended_event is None:
+                self._ended_event = trio.Event()
+            await self._ended_event.wait()
+            return
+        while not self._ended:
+            await self._read_some()
+
+    async def aclose(self) -> None:
+        """Close the socket now (no close handshake); idempotent."""
+        self._end()
+        await trio.aclose_forcefully(self._stream)
+
+
+# -- the handshake ----------------------------------------------------------------
+
+
+def _scope(event: WSRequest, stream: trio.abc.Stream, secure: bool) -> dict[str, Any]:
+    """An ASGI-style scope describing the handshake."""
+    path, _, query = event.target.partition("?")
+    # wsproto keeps Host out of the extra headers; put it back
+    headers = [(b"host", _latin1(event.host))]
+    headers += [(_latin1(name), _latin1(value)) for name, value in event.extra_headers]
+    return {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "scheme": "wss" if secure else "ws",
+        "path": path,
+        "raw_path": path.encode("latin-1", "replace"),
+        "query_string": query.encode("latin-1", "replace"),
+        "root_path": "",
+        "headers": headers,
+        "client": _peer(stream),
+        "server": None,
+        "subprotocols": list(event.subprotocols),
+    }
+
+
+def _latin1(text: bytes | str) -> bytes:
+    return text if isinstance(text, bytes) else text.encode("latin-1", "replace")
+
+
+def _peer(stream: trio.abc.Stream) -> tuple[str, int] | None:
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if isinstance(stream, trio.SocketStream):
+        with contextlib.suppress(OSError):
+            address = stream.socket.getpeername()
+            if isinstance(address, tuple):
+                return (str(address[0]), int(address[1]))
+    return None
+
+
+async def _read_request(
+    stream: trio.abc.Stream, handshake: H11Handshake
+) -> WSRequest | None:
+    """The client's upgrade request; None if it left or sent nonsense
+    (which is answered with wsproto's 400/426 here)."""
+    while True:
+        try:
+            data = await stream.receive_some(RECEIVE_SIZE)
+        except _CLOSED_ERRORS:
+            return None
+        if not data:
+            return None
+        try:
+            handshake.receive_data(bytes(data))
+            for event in handshake.events():
+                if isinstance(event, WSRequest):
+                    return event
+        except RemoteProtocolError as exc:
+            hint = exc.event_hint
+            if isinstance(hint, RejectConnection):
+                await _reject(stream, handshake, hint.status_code, str(exc))
+            return None
+
+
+async def _reject(
+    stream: trio.abc.Stream, handshake: H11Handshake, status: int, reason: str
+) -> None:
+    body = reason.encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", b"%d" % len(body)),
+        (b"connection", b"close"),
+    ]
+    data = handshake.send(
+        RejectConnection(status_code=status, headers=headers, has_body=True)
+    )
+    data += handshake.send(RejectData(data=body))
+    with contextlib.suppress(*_CLOSED_ERRORS):
+        await stream.send_all(data)
+
+
+class _Handler:
+    """Handshake, then the connection, for each accepted stream."""
+
+    def __init__(
+        self,
+        cable: Cable,
+        path: str,
+        *,
+        secure: bool,
+        max_message_size: int,
+        connect_timeout: float,
+    ) -> None:
+        self.cable = cable
+        self.path = path
+        self.secure = secure
+        self.max_message_size = max_message_size
+        self.connect_timeout = connect_timeout
+        self.frames = FrameCache()
+        self.served = Served(log)
+
+    async def __call__(self, stream: trio.abc.Stream) -> None:
+        try:
+            accepted = None
+            with trio.move_on_after(self.connect_timeout):
+                accepted = await self._handshake(stream)
+            if accepted is not None:
+                transport, request = accepted
+                await self.served.run(Connection(self.cable, transport, request))
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _handshake(
+        self, stream: trio.abc.Stream
+    ) -> tuple[DirectTransport, Request] | None:
+        handshake = H11Handshake(ConnectionType.SERVER)
+        event = await _read_request(stream, handshake)
+        if event is None:
+            return None
+        request = Request(_scope(event, stream, self.secure))
+        if request.path != self.path:
+            await _reject(stream, handshake, 404, "Not Found")
+            return None
+        refused = self.cable.refuse_handshake(request)
+        if refused is not None:
+            await _reject(stream, handshake, *refused)
+            return None
+        proto = select_subprotocol(event.subprotocols)
+        data = handshake.send(AcceptConnection(subprotocol=proto))
+        try:
+            await stream.send_all(data)
+        except _CLOSED_ERRORS:
+            return None
+        ws = handshake.connection
+        assert ws is not None  # made by the accept
+        transport = DirectTransport(stream, ws, self.frames, self.max_message_size)
+        return transport, request
+
+
+async def serve_cable_direct(
+    cable: Cable,
+    host: str | None,
+    port: int,
+    *,
+    path: str = "/cable",
+    ssl_context: ssl.SSLContext | None = None,
+    listeners: list[trio.abc.Listener[Any]] | None = None,
+    max_message_size: int = 1 << 20,
+    connect_timeout: float = 10.0,
+    tune_gc: bool = False,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve ``cable`` at ``ws://host:port/path`` on sockets of our own.
+
+    Never returns. The same contract as :func:`~trio_cable.serve_cable`:
+    runs the cable too (unless it is already running) and reports the
+    bound port through ``task_status`` once it accepts connections (with
+    ``listeners``, the first one's port). Handshakes to another path get
+    HTTP 404; those the cable refuses (origin, connection cap) get its
+    403/503, before any WebSocket is accepted. ``ssl_context`` serves
+    ``wss://`` (it wraps ``listeners`` too, if given).
+
+    A message over ``max_message_size`` closes its socket with code 1009;
+    invalid framing closes it with 1002 (or wsproto's more precise code).
+    ``tune_gc`` applies :func:`trio_cable.tune_gc` once listening, as
+    :func:`~trio_cable.serve_cable` does.
+
+    Cancellation: each client is sent what was already queued for it,
+    then ``disconnect`` with reason ``server_restart`` (reconnect true),
+    and its socket is closed with a close handshake, every
+    ``unsubscribed()`` running; connections still open after
+    ``close_timeout + hook_timeout`` (a client that stopped reading) are
+    then cancelled outright.
+    """
+    if listeners is None:
+        listeners = list(await trio.open_tcp_listeners(port, host=host))
+    if ssl_context is not None:
+        listeners = [
+            trio.SSLListener(listener, ssl_context, https_compatible=True)
+            for listener in listeners
+        ]
+    handler = _Handler(
+        cable,
+        path,
+        secure=ssl_context is not None,
+        max_message_size=max_message_size,
+        connect_timeout=connect_timeout,
+    )
+    # Like serve_cable: the handlers run shielded, so cancellation first
+    # closes every connection the ordinary way, and only then cuts it off.
+    server_scope = trio.CancelScope(shield=True)
+    async with AsyncExitStack() as stack:
+        if not cable.is_running:
+            await stack.enter_async_context(cable.running())
+        async with trio.open_nursery() as nursery:
+            try:
+                await nursery.start(_serve_in, server_scope, handler, listeners)
+                bound = _port_of(listeners[0])
+                log.info("serving a cable at ws://%s:%d%s (direct)", host, bound, path)
+                if tune_gc:
+                    _tune_gc()
+                task_status.started(bound)
+                await trio.sleep_forever()
+            finally:
+                await handler.served.drain(cable.close_timeout + cable.hook_timeout)
+                server_scope.cancel()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _serve_in(
+    scope: trio.CancelScope,
+    handler: _Handler,
+    listeners: list[trio.abc.Listener[Any]],
+    *,
+    task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]] = (
+        trio.TASK_STATUS_IGNORED
+    ),
+) -> None:
+    with scope:
+        await trio.serve_listeners(handler, listeners, task_status=task_status)
+
+
+def _port_of(listener: trio.abc.Listener[Any]) -> int:
+    while isinstance(listener, trio.SSLListener):
+        listener = listener.transport_listener
+    if isinstance(listener, trio.SocketListener):
+        port: int = listener.socket.getsockname()[1]
+        return port
+    return 0
