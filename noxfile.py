@@ -46,9 +46,10 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks: servers vs a Node load generator (docs/benchmarks.md)."""
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[dev]", "py-spy")
     _node_packages(session)
     session.run("python", "tests/benchmarks/run.py", *session.posargs)
+    session.run("python", "tests/benchmarks/redis_bench.py")
 
 
 @nox.session(python=PYTHON)
