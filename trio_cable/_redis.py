@@ -339,7 +339,11 @@ class RedisBridge:
 
     async def _session(self, client: Redis, ready: Callable[[], None]) -> None:
         self._session_ok = False
-        pubsub = client.pubsub()  # type: ignore[no-untyped-call]  # unannotated
+        # The subscriber has a client (and connection pool) of its own:
+        # stopping a publish or a ping must never close the socket the
+        # listener thread is reading, or redis-py reconnects it under us.
+        sub_client = _client(self.url, socket_timeout=1, health_check_interval=10)
+        pubsub = sub_client.pubsub()  # type: ignore[no-untyped-call]  # unannotated
         try:
             await _in_thread(client.ping, stop=client.connection_pool.disconnect)
             if self._was_connected:
@@ -358,6 +362,7 @@ class RedisBridge:
                 ready()
         finally:
             pubsub.close()
+            sub_client.close()
 
     _was_connected = False
 
@@ -422,7 +427,11 @@ class RedisBridge:
                 self._acked.discard(channel)
 
     async def _keep_subscriptions(self, pubsub: PubSub) -> None:
-        stop = self._disconnector(pubsub)
+        # SUBSCRIBE is one short write: let it finish (bounded by the
+        # socket timeout) rather than close the socket the listener reads.
+        def stop() -> None:
+            pass
+
         while True:
             self._subscriptions_changed = trio.Event()
             add = self._wanted - self._requested
@@ -438,15 +447,6 @@ class RedisBridge:
                 await _in_thread(pubsub.unsubscribe, *remove, stop=stop)
             if not (self._wanted ^ self._requested):
                 await self._subscriptions_changed.wait()
-
-    @staticmethod
-    def _disconnector(pubsub: PubSub) -> Callable[[], None]:
-        def stop() -> None:
-            connection = getattr(pubsub, "connection", None)
-            if connection is not None:
-                connection.disconnect()
-
-        return stop
 
     async def _publish_forever(self, client: Redis) -> None:
         def stop() -> None:
