@@ -39,6 +39,15 @@ async def test_guide_serving_example_runs(capsys: pytest.CaptureFixture[str]) ->
     assert re.match(r"ws://127\.0\.0\.1:\d+/cable", capsys.readouterr().out)
 
 
+async def test_guide_direct_transport_example_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    guide = load("guide.md")
+    with trio.fail_after(5):
+        await guide.main_direct()
+    assert re.match(r"ws://127\.0\.0\.1:\d+/cable", capsys.readouterr().out)
+
+
 async def test_guide_blocking_action_and_website() -> None:
     from trio_cable.testing import cable_test_client
 
