@@ -564,11 +564,7 @@ class Connection:
     def _message(self, command: Message) -> None:
         sub = self.subscriptions.get(command.identifier)
         if sub is None:
-            self.error(
-                "not_subscribed",
-                "no subscription with this identifier",
-                command.identifier,
-            )
+            self._not_subscribed(command.identifier)
             return
         refused = refusal(type(sub.channel), command.action)
         if refused is not None:
@@ -584,13 +580,12 @@ class Connection:
     def _unsubscribe(self, command: Unsubscribe) -> None:
         sub = self.subscriptions.pop(command.identifier, None)
         if sub is None:
-            self.error(
-                "not_subscribed",
-                "no subscription with this identifier",
-                command.identifier,
-            )
+            self._not_subscribed(command.identifier)
             return
         sub.end()
+
+    def _not_subscribed(self, identifier: str) -> None:
+        self.error("not_subscribed", "no subscription with this identifier", identifier)
 
     def forget(self, sub: Subscription) -> None:
         if self.subscriptions.get(sub.identifier) is sub:

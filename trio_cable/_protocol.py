@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from ._errors import ProtocolError
 
@@ -250,18 +250,6 @@ def encode_reject(identifier: str, reason: str | None = None) -> str:
         f'{{"identifier":{_dumps(identifier)},"type":"reject_subscription",'
         f'"reason":{_dumps(reason)}}}'
     )
-
-
-DisconnectReason = Literal[
-    "unauthorized",
-    "invalid_request",
-    "server_restart",
-    "remote",
-    "too_slow",
-    "token_expired",
-    "no_pong",
-    "idle_timeout",
-]
 
 
 def encode_disconnect(reason: str, *, reconnect: bool) -> str:

@@ -45,11 +45,6 @@ class Queue(Generic[T]):
         self._wake()
         return True
 
-    def put_anyway(self, item: T) -> None:
-        """Queue ``item`` past the bound (for one control message)."""
-        self._items.append(item)
-        self._wake()
-
     def clear(self) -> None:
         self._items = []
 

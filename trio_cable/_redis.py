@@ -36,6 +36,7 @@ import trio
 
 from ._errors import CableError
 from ._protocol import encode_payload
+from ._util import leaves
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -149,16 +150,10 @@ async def _in_thread(fn: Callable[..., T], *args: Any, stop: Callable[[], None])
     return result
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
-    return [exc]
-
-
 def _is_connection_failure(exc: BaseException) -> bool:
     redis = _import_redis()
     kinds = (_Lost, OSError, redis.RedisError)
-    return all(isinstance(leaf, kinds) for leaf in _leaves(exc))
+    return all(isinstance(leaf, kinds) for leaf in leaves(exc))
 
 
 class RedisBridge:
@@ -319,7 +314,7 @@ class RedisBridge:
             await trio.sleep(delay * random.uniform(0.5, 1.0))
 
     def _lost(self, exc: BaseException) -> None:
-        exc = _leaves(exc)[0]
+        exc = leaves(exc)[0]
         self._after_outage = True
         self._room.set()  # nobody waits for a Redis that is away
         if self.connected:
