@@ -42,7 +42,9 @@ from .client import SubscriptionOverflow as SubscriptionOverflow
 from .client import SubscriptionRejected as SubscriptionRejected
 from .client import SubscriptionTimeout as SubscriptionTimeout
 from .client import open_cable_client as open_cable_client
+from .direct import serve_cable_direct as serve_cable_direct
 from .server import serve_cable as serve_cable
+from .server import serve_cable_trio_websocket as serve_cable_trio_websocket
 
 __version__ = "0.1.0"
 
@@ -85,5 +87,7 @@ __all__ = [
     "open_cable_client",
     "redis_broadcast",
     "serve_cable",
+    "serve_cable_direct",
+    "serve_cable_trio_websocket",
     "tune_gc",
 ]

@@ -1,4 +1,10 @@
-"""Serve a cable with trio-websocket, inside your own nursery."""
+"""Serve a cable on a socket, inside your own nursery.
+
+:func:`serve_cable` picks the transport: the direct one (``trio_cable.direct``,
+the default: our own sockets, wsproto for parsing, frames encoded once per
+broadcast) or trio-websocket (:func:`serve_cable_trio_websocket`, for apps
+that already use it). Both have the same contract.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import logging
 import ssl
 from contextlib import AsyncExitStack
 from functools import partial
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import trio
 from trio_websocket import (
@@ -24,8 +30,17 @@ from ._protocol import select_subprotocol
 from ._request import Request
 from ._serving import Served
 from ._transport import TransportClosed
+from .direct import serve_cable_direct
 
-__all__ = ["WebSocketTransport", "serve_cable"]
+__all__ = [
+    "Transport",
+    "WebSocketTransport",
+    "serve_cable",
+    "serve_cable_trio_websocket",
+]
+
+#: The transports :func:`serve_cable` can use.
+Transport = Literal["direct", "trio-websocket"]
 
 log = logging.getLogger("trio_cable.server")
 
@@ -79,7 +94,7 @@ def request_scope(request: WebSocketRequest, ws_path: str) -> dict[str, Any]:
     }
 
 
-async def serve_cable(
+async def serve_cable_trio_websocket(
     cable: Cable,
     host: str | None,
     port: int,
@@ -91,7 +106,10 @@ async def serve_cable(
     tune_gc: bool = False,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    """Serve ``cable`` over WebSocket at ``ws://host:port/path``; never returns.
+    """Serve ``cable`` through trio-websocket at ``ws://host:port/path``.
+
+    Never returns. The same contract as :func:`serve_cable`, which calls
+    this for ``transport="trio-websocket"``.
 
     Runs the cable too (unless it is already running). Reports the bound
     port through ``task_status`` once it accepts connections, so
@@ -149,7 +167,12 @@ async def serve_cable(
             try:
                 server = await nursery.start(_serve_in, server_scope, serve)
                 bound = server.port
-                log.info("serving a cable at ws://%s:%d%s", host, bound, path)
+                log.info(
+                    "serving a cable at ws://%s:%d%s (trio-websocket)",
+                    host,
+                    bound,
+                    path,
+                )
                 if tune_gc:
                     _tune_gc()
                 task_status.started(bound)
@@ -168,3 +191,75 @@ async def _serve_in(
 ) -> None:
     with scope:
         await serve(task_status=task_status)
+
+
+async def serve_cable(
+    cable: Cable,
+    host: str | None,
+    port: int,
+    *,
+    transport: Transport = "direct",
+    path: str = "/cable",
+    ssl_context: ssl.SSLContext | None = None,
+    listeners: list[trio.abc.Listener[Any]] | None = None,
+    max_message_size: int = 1 << 20,
+    connect_timeout: float = 10.0,
+    tune_gc: bool = False,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve ``cable`` over WebSocket at ``ws://host:port/path``; never returns.
+
+    Runs the cable too (unless it is already running). Reports the bound
+    port through ``task_status`` once it accepts connections, so
+    ``port = await nursery.start(serve_cable, cable, "127.0.0.1", 0)``
+    works with port 0. Handshakes to any other path get HTTP 404; those
+    the cable refuses (origin, connection cap) get its 403/503.
+
+    ``transport`` is ``"direct"`` (the default: sockets of our own, each
+    broadcast's frame encoded once and written straight to every socket)
+    or ``"trio-websocket"``. ``ssl_context`` serves ``wss://``.
+    ``listeners`` (direct only) serves on listeners you opened instead of
+    ``host`` and ``port``. A message over ``max_message_size`` closes its
+    socket (code 1009).
+
+    ``tune_gc`` applies :func:`trio_cable.tune_gc` (process-wide garbage
+    collector settings that doubled throughput in the benchmarks) once the
+    server is listening.
+
+    Cancellation: each client is sent what was already queued for it,
+    then ``disconnect`` with reason ``server_restart`` (reconnect true),
+    and its socket is closed with a close handshake, every
+    ``unsubscribed()`` running; connections still open after
+    ``close_timeout + hook_timeout`` (a client that stopped reading) are
+    then cancelled outright.
+    """
+    if transport == "direct":
+        await serve_cable_direct(
+            cable,
+            host,
+            port,
+            path=path,
+            ssl_context=ssl_context,
+            listeners=listeners,
+            max_message_size=max_message_size,
+            connect_timeout=connect_timeout,
+            tune_gc=tune_gc,
+            task_status=task_status,
+        )
+    if transport != "trio-websocket":
+        raise ValueError(
+            f"transport must be 'direct' or 'trio-websocket', not {transport!r}"
+        )
+    if listeners is not None:
+        raise ValueError("listeners= is supported by the direct transport only")
+    await serve_cable_trio_websocket(
+        cable,
+        host,
+        port,
+        path=path,
+        ssl_context=ssl_context,
+        max_message_size=max_message_size,
+        connect_timeout=connect_timeout,
+        tune_gc=tune_gc,
+        task_status=task_status,
+    )
