@@ -396,13 +396,10 @@ async def test_hypercorn_sigterm_sends_server_restart_to_200_clients() -> None:
 # -- 3. a client closing its socket ends exactly its connection ------------------
 
 
-def connection_tasks() -> tuple[int, int]:
-    """(connection writers, subscription tasks) alive in this run."""
-    names = [task.name for task in all_tasks()]
-    return (
-        sum(name.endswith("Connection._writer") for name in names),
-        sum(name.endswith("Subscription.run") for name in names),
-    )
+def connection_tasks() -> int:
+    """Tasks connections started for work (writers, subscription work)
+    alive in this run: none while every connection is idle."""
+    return sum(task.name == "trio_cable.connection" for task in all_tasks())
 
 
 @pytest.mark.parametrize("how", ["close_handshake", "tcp_drop"])
@@ -422,7 +419,7 @@ async def test_serve_cable_client_close_ends_its_connection(how: str) -> None:
                     ]
                     assert cable.hub.subscribers("feed:shared") == 2
                     assert cable.hub.subscribers("feed:own") == 1
-                    assert connection_tasks() == (2, 3)
+                    assert connection_tasks() == 0
                     if how == "tcp_drop":
                         await leaving.stream.aclose()  # no WebSocket close frame
                 await wait_until(lambda: gone not in cable.connections)
@@ -435,7 +432,7 @@ async def test_serve_cable_client_close_ends_its_connection(how: str) -> None:
                     c for c in cable.connections if c is not gone
                 }
                 assert len(cable.connections) == 1
-                assert connection_tasks() == (1, 1)
+                assert connection_tasks() == 0
                 # The other client's subscription still receives.
                 for n in range(3):
                     assert cable.broadcast_nowait("feed:shared", {"n": n}) == 1
@@ -456,7 +453,8 @@ async def test_memory_client_close_ends_its_connection() -> None:
                 await leaving.subscribe("FeedChannel", room="shared")
                 await leaving.subscribe("FeedChannel", room="own")
                 gone = leaving.connection
-                assert connection_tasks() == (2, 3)
+                await trio.testing.wait_all_tasks_blocked()
+                assert connection_tasks() == 0
             # Leaving the block closed the client's end and waited for the
             # server side to finish: no polling needed.
             assert gone not in cable.connections
@@ -465,7 +463,7 @@ async def test_memory_client_close_ends_its_connection() -> None:
             assert cable.hub.streams() == ["feed:shared"]
             assert cable.hub.subscribers("feed:shared") == 1
             assert cable.connections == {other.connection}
-            assert connection_tasks() == (1, 1)
+            assert connection_tasks() == 0
             for n in range(3):
                 assert cable.broadcast_nowait("feed:shared", {"n": n}) == 1
                 frame = await other.receive()

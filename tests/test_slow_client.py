@@ -397,7 +397,7 @@ async def test_shutdown_with_a_stalled_client_is_bounded() -> None:
                     await trio.lowlevel.checkpoint()  # the writers take it
                 frames = [await reader.receive() for _ in range(100)]
                 assert [f["message"]["i"] for f in frames if f] == list(range(100))
-                assert stalled._writing  # its writer is stuck in a send
+                assert stalled._writer_on  # its writer is stuck in a send
                 assert cable.counters["too_slow"] == 0
                 clients.start_soon(read_to_the_end, reader)
                 started = trio.current_time()

@@ -1,11 +1,12 @@
 """One connection's lifetime: a nursery holding its writer and subscriptions.
 
-The task that runs :meth:`Connection.run` is the reader. Inside the
-connection's nursery live the writer (the only task that writes to the
-socket) and one task per subscription, which runs that subscription's
-commands in arrival order. Everything that reaches the client goes
-through one bounded outbound queue; nothing but the writer ever waits on
-the socket, so a slow client slows nobody else.
+The task that runs :meth:`Connection.run` is the reader; it is the only
+task an idle connection has. Work starts tasks in the connection's
+nursery and they end when it is done: a subscription's task runs its
+hooks and commands (in arrival order, so a slow action in one
+subscription never delays another), and the writer runs while frames
+wait for a socket that is not taking them. Nothing but the writer ever
+waits on the socket, so a slow client slows nobody else.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import contextlib
 import inspect
 import itertools
 import logging
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import trio
 
@@ -34,15 +35,14 @@ from ._protocol import (
     message_prefix,
     parse_frame,
 )
-from ._queue import Queue
 from ._transport import TransportClosed
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from ._cable import Cable
     from ._request import Request
-    from ._transport import Transport
+    from ._transport import DirectWrites, Transport
 
 __all__ = ["Connection", "Subscription"]
 
@@ -54,15 +54,29 @@ PENDING: Final = 0
 LIVE: Final = 1
 CLOSED: Final = 2
 
+#: One name for every task a connection starts (trio would build one each).
+_TASK_NAME: Final = "trio_cable.connection"
+
 
 class Subscription:
-    """One (channel, identifier) on one connection, with its own task."""
+    """One (channel, identifier) on one connection.
+
+    It has a task only while it has work: ``subscribed()``, queued
+    commands (run one at a time, in arrival order), or ``unsubscribed()``.
+    An idle subscription is a few objects, not a task; the connection's
+    nursery holds every task it starts.
+    """
 
     __slots__ = (
+        "_began",
         "_early",
+        "_ending",
+        "_finished",
         "_held",
         "_inbox",
+        "_running",
         "channel",
+        "confirmed",
         "connection",
         "identifier",
         "params",
@@ -86,9 +100,14 @@ class Subscription:
         self.streams: set[str] = set()
         self.state = PENDING
         self.rejected = False
+        self.confirmed = False
         self._held: list[str] | None = []
         self._early: list[str] | None = []
-        self._inbox: Queue[object] = Queue(connection.cable.max_pending_commands)
+        self._inbox: list[object] = []
+        self._running = False  # a task is working for this subscription
+        self._began = False  # subscribed() has been called
+        self._ending = False  # unsubscribed or disconnected: finish next
+        self._finished = False
         self.channel = channel_class(self)
 
     # -- called by the hub -------------------------------------------------
@@ -139,74 +158,105 @@ class Subscription:
         elif self.state == LIVE:
             self.connection.enqueue(self.prefix + payload + "}")
 
-    # -- called by the reader ----------------------------------------------
+    # -- called by the connection ------------------------------------------
+
+    def start(self) -> None:
+        """Make sure a task is working through this subscription's work."""
+        if not self._running:
+            self._running = True
+            self.connection.spawn(self.run)
 
     def push(self, command: object) -> bool:
-        """Queue a command for this subscription's task; False if full."""
-        return self._inbox.put_nowait(command) or self._inbox.closed
+        """Queue a command for this subscription; False if too many wait."""
+        if self._ending:
+            return True  # unsubscribed already: dropped, as Rails does
+        if len(self._inbox) >= self.connection.cable.max_pending_commands:
+            return False
+        self._inbox.append(command)
+        self.start()
+        return True
 
     def end(self) -> None:
-        """Stop delivery now; the task runs ``unsubscribed()`` next."""
+        """Stop delivery now; ``unsubscribed()`` runs after queued commands."""
         if self.state != CLOSED:
             self.state = CLOSED
             self.stop_all_streams()
-        self._inbox.close()  # commands already queued still run first
+        self._ending = True
+        self.start()
 
-    # -- the subscription's task (a lifetime) ------------------------------
+    # -- the subscription's work (a task while there is some) ----------------
 
     async def run(self) -> None:
-        conn = self.connection
-        confirmed = False
         try:
-            try:
-                await _call(self.channel, "subscribed")
-            except Exception:
-                log.exception(
-                    "conn %s: %s.subscribed() failed; rejecting",
-                    conn.id,
-                    self.channel.channel_name,
-                )
-                self.rejected = True
-            if self.rejected:
-                self._held = self._early = None
-                self.state = CLOSED
-                self.stop_all_streams()
-                conn.forget(self)
-                conn.enqueue(encode_reject(self.identifier))
-                log.info("conn %s: rejected %s", conn.id, self.identifier)
-                self._answer_queued()
-                return
-            await conn.cable._streams_live(self.streams)
-            held, self._held = self._held or [], None
-            early, self._early = self._early or [], None
-            if self.state == PENDING:
-                self.state = LIVE
-                for payload in held:
-                    conn.enqueue(self.prefix + payload + "}")
-                conn.enqueue(encode_confirm(self.identifier))
-                for payload in early:
-                    conn.enqueue(self.prefix + payload + "}")
-            confirmed = True
-            while True:
-                try:
-                    command = await self._inbox.get()
-                except trio.EndOfChannel:
-                    break
+            if not self._began:
+                self._began = True
+                if not await self._subscribe():
+                    return
+            inbox = self._inbox
+            while inbox:
+                command = inbox.pop(0)
                 if isinstance(command, Subscribe):
-                    conn.enqueue(encode_confirm(self.identifier))
+                    self.connection.enqueue(encode_confirm(self.identifier))
                 elif isinstance(command, Message):
                     await self._perform(command)
+        except BaseException:
+            self._ending = True  # cancelled: the connection is going away
+            raise
         finally:
+            self._running = False
+            if self._ending:
+                await self._finish()
+
+    async def _subscribe(self) -> bool:
+        """``subscribed()``, then confirm or reject; False if rejected."""
+        conn = self.connection
+        try:
+            await _call(self.channel, "subscribed")
+        except Exception:
+            log.exception(
+                "conn %s: %s.subscribed() failed; rejecting",
+                conn.id,
+                self.channel.channel_name,
+            )
+            self.rejected = True
+        if self.rejected:
+            self._held = self._early = None
+            self._finished = True
             self.state = CLOSED
             self.stop_all_streams()
             conn.forget(self)
-            if confirmed:
-                await self._unsubscribed()
+            conn.enqueue(encode_reject(self.identifier))
+            log.info("conn %s: rejected %s", conn.id, self.identifier)
+            self._answer_queued()
+            return False
+        await conn.cable._streams_live(self.streams)
+        held, self._held = self._held or [], None
+        early, self._early = self._early or [], None
+        if self.state == PENDING:
+            self.state = LIVE
+            for payload in held:
+                conn.enqueue(self.prefix + payload + "}")
+            conn.enqueue(encode_confirm(self.identifier))
+            for payload in early:
+                conn.enqueue(self.prefix + payload + "}")
+        self.confirmed = True
+        return True
+
+    async def _finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self.state = CLOSED
+        self.stop_all_streams()
+        self.connection.forget(self)
+        if self.confirmed:
+            await self._unsubscribed()
 
     def _answer_queued(self) -> None:
         """Answer commands that queued up behind a rejected subscribe."""
-        self._inbox.close()
-        for command in self._inbox.drain():
+        self._ending = True
+        commands, self._inbox = self._inbox, []
+        for command in commands:
             if isinstance(command, Subscribe):
                 self.connection.enqueue(encode_reject(self.identifier))
             elif isinstance(command, Message):
@@ -268,11 +318,24 @@ class Connection:
     """One client socket; :meth:`run` is its whole lifetime.
 
     ``identity`` is what the cable's connect hook returned.
+
+    The task running :meth:`run` is the reader; the connection's nursery
+    holds everything else, started only while there is work: a writer
+    while frames wait for the socket, a task per subscription while it
+    has commands or hooks to run. An idle connection is one task.
+
+    Frames leave in one of two ways. A transport that can write without
+    waiting (``write_nowait``, the direct transport) gets each frame at
+    once, in the caller's task: a broadcast reaches the socket with no
+    task switch, and the writer runs only while the socket is full. Any
+    other transport gets frames from a bounded outbox, which the writer
+    drains in batches.
     """
 
     # Slots: one of these per open socket, tens of thousands per process.
     __slots__ = (
         "_close",
+        "_direct",
         "_drop",
         "_in_flight",
         "_nursery",
@@ -283,6 +346,7 @@ class Connection:
         "_refilled",
         "_scope",
         "_tokens",
+        "_writer_on",
         "_writing",
         "cable",
         "id",
@@ -301,10 +365,16 @@ class Connection:
         self.identity: Any = None
         self.subscriptions: dict[str, Subscription] = {}
         self.ready = False
-        self._outbox: Queue[str] = Queue(cable.max_outbox_frames)
-        self._drop = False  # too slow: stop sending what is queued
+        #: The transport again, if it takes frames without waiting.
+        self._direct: DirectWrites | None = (
+            cast("DirectWrites", transport)
+            if hasattr(transport, "write_nowait")
+            else None
+        )
+        self._outbox: list[str] = []  # frames for the writer (other transports)
+        self._outbox_bytes = 0  # characters in _outbox (frames are ASCII-heavy)
         self._in_flight: list[str] = []  # the batch the writer is sending
-        self._outbox_bytes = 0  # characters queued (frames are ASCII-heavy)
+        self._drop = False  # too slow: stop sending what is queued
         self._tokens = float(cable.command_burst)  # rate limit bucket
         self._refilled = 0.0
         self._rate_limited = False
@@ -312,24 +382,52 @@ class Connection:
         self._nursery: trio.Nursery | None = None
         self._close: tuple[str, bool] | None = None
         self._open = True  # the transport is open
-        self._writing = False  # the writer is inside transport.send()
+        self._writer_on = False  # a writer task is running
+        self._writing = False  # the writer is inside an async send
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} {len(self.subscriptions)} subscriptions>"
 
-    # -- output --------------------------------------------------------------
+    # -- tasks -----------------------------------------------------------------
+
+    def spawn(self, fn: Callable[[], Awaitable[object]]) -> None:
+        """Start ``fn`` in this connection's nursery (if it still has one)."""
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, name=_TASK_NAME)
+
+    # -- output ----------------------------------------------------------------
 
     def enqueue(self, frame: str) -> None:
-        """Queue a frame for the writer; never blocks."""
-        size = len(frame)
-        if self._outbox_bytes + size > self.cable.max_outbox_bytes:
-            if not self._outbox.closed:
-                self._too_slow()
+        """Send a frame after those already queued; never blocks."""
+        if self._close is not None or not self._open:
+            return  # closing: nothing more but the disconnect frame
+        direct = self._direct
+        cable = self.cable
+        if direct is not None:
+            try:
+                backlog = direct.write_nowait(frame)
+            except TransportClosed:
+                self._lost()
+                return
+            if backlog:
+                if (
+                    backlog > cable.max_outbox_bytes
+                    or direct.backlog_frames > cable.max_outbox_frames
+                ):
+                    self._too_slow()
+                else:
+                    self._start_writer()
             return
-        if self._outbox.put_nowait(frame):
-            self._outbox_bytes += size
-        elif not self._outbox.closed:
+        size = len(frame)
+        if (
+            self._outbox_bytes + size > cable.max_outbox_bytes
+            or len(self._outbox) >= cable.max_outbox_frames
+        ):
             self._too_slow()
+            return
+        self._outbox.append(frame)
+        self._outbox_bytes += size
+        self._start_writer()
 
     def error(self, reason: str, message: str, identifier: str | None = None) -> None:
         """Report a protocol error to the client and the log; carry on."""
@@ -341,29 +439,84 @@ class Connection:
         if self._close is not None:
             return
         self._close = (reason, reconnect)
-        self._outbox.close()
+        self._start_writer()
+
+    def _start_writer(self) -> None:
+        if not self._writer_on and self._nursery is not None:
+            self._writer_on = True
+            self._nursery.start_soon(self._writer, name=_TASK_NAME)
+
+    def _lost(self) -> None:
+        """The socket broke under a write: end the connection."""
+        self._open = False
+        self._scope.cancel()
 
     def _too_slow(self) -> None:
         if self._close is not None:
             return
         self.cable._count("too_slow")
         log.warning(
-            "conn %s: outbound queue full (%d frames); disconnecting as too_slow",
+            "conn %s: outbound queue full (%d frames or %d bytes); "
+            "disconnecting as too_slow",
             self.id,
             self.cable.max_outbox_frames,
+            self.cable.max_outbox_bytes,
         )
-        self._close = ("too_slow", True)
         # Drop what it has not read: memory is freed now, and the writer
         # sends the disconnect frame next if the client reads at all.
         self._drop = True
-        self._outbox.clear()
+        self._outbox = []
+        self._outbox_bytes = 0
         self._in_flight.clear()  # the writer's current batch, too
-        self._outbox.close()
+        if self._direct is not None:
+            self._direct.drop_backlog()
+        self.close("too_slow")
         # If it never reads again, give up on it after close_timeout.
         deadline = trio.current_time() + self.cable.close_timeout
         self._scope.deadline = min(self._scope.deadline, deadline)
 
-    # -- the lifetime --------------------------------------------------------
+    async def _writer(self) -> None:
+        """Write until nothing waits; then, if closing, say why and close."""
+        transport = self.transport
+        try:
+            if self._direct is not None:
+                await self._direct.flush()
+            else:
+                await self._drain_outbox()
+            if self._close is not None:
+                reason, reconnect = self._close
+                self._writing = True
+                await transport.send(encode_disconnect(reason, reconnect=reconnect))
+                self._writing = False
+                with trio.move_on_after(self.cable.close_timeout):
+                    await transport.close()
+                self._open = False
+                self._scope.cancel()
+        except TransportClosed:
+            self._lost()
+        finally:
+            self._writer_on = False
+
+    async def _drain_outbox(self) -> None:
+        transport = self.transport
+        # Optional: a transport that can write a whole batch at once
+        # (it stops early if _too_slow() empties the batch under it).
+        send_many = getattr(transport, "send_many", None)
+        while self._outbox:
+            batch = self._in_flight = self._outbox
+            self._outbox = []
+            self._outbox_bytes = 0
+            self._writing = True
+            if send_many is not None:
+                await send_many(batch)
+            else:
+                for frame in batch:
+                    if self._drop:
+                        break
+                    await transport.send(frame)
+            self._writing = False
+
+    # -- the lifetime ----------------------------------------------------------
 
     async def run(self) -> None:
         """Serve this connection until the client leaves or we close it.
@@ -387,16 +540,27 @@ class Connection:
                 # only: each connection runs in a task of its own.
                 current_user.set(self.identity)
                 current_connection.set(self)
-                self.enqueue(encode_welcome())
-                self.ready = True
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
-                    nursery.start_soon(self._writer)
-                    await self._reader()
-                    # The client left: end every subscription now.
-                    nursery.cancel_scope.cancel()
+                    try:
+                        self.enqueue(encode_welcome())
+                        if self._close is not None:  # closed before it opened
+                            self._start_writer()
+                        self.ready = True
+                        await self._reader()
+                    finally:
+                        # The client left, or we are cancelled: end every
+                        # subscription now (each runs unsubscribed()).
+                        self.ready = False
+                        nursery.cancel_scope.cancel()
+                        for sub in list(self.subscriptions.values()):
+                            sub.end()
+                        # Nothing new starts from here on: the nursery
+                        # closes when these last tasks end.
+                        self._nursery = None
         finally:
             self.ready = False
+            self._nursery = None
             try:
                 await self._finish()
             finally:
@@ -436,41 +600,6 @@ class Connection:
                 self._open = False
                 return
             handle(frame)
-
-    async def _writer(self) -> None:
-        send = self.transport.send
-        # Optional: a transport that can write a whole batch at once
-        # (it stops early if _too_slow() empties the batch under it).
-        send_many = getattr(self.transport, "send_many", None)
-        try:
-            while True:
-                try:
-                    batch = self._in_flight = await self._outbox.get_batch()
-                    self._outbox_bytes = 0  # the queue is empty now
-                except trio.EndOfChannel:
-                    break
-                if send_many is not None:
-                    if not self._drop:
-                        self._writing = True
-                        await send_many(batch)
-                        self._writing = False
-                    continue
-                for frame in batch:
-                    if self._drop:
-                        break
-                    self._writing = True
-                    await send(frame)
-                    self._writing = False
-            if self._close is not None:
-                self._writing = True
-                await send(encode_disconnect(self._close[0], reconnect=self._close[1]))
-                self._writing = False
-                with trio.move_on_after(self.cable.close_timeout):
-                    await self.transport.close()
-        except TransportClosed:
-            pass
-        self._open = False
-        self._scope.cancel()
 
     async def _finish(self) -> None:
         """Tell the client why (if the socket is still open) and close it."""
@@ -558,8 +687,7 @@ class Connection:
             return
         sub = Subscription(self, identifier, channel_class, command.params)
         self.subscriptions[identifier] = sub
-        assert self._nursery is not None
-        self._nursery.start_soon(sub.run)
+        sub.start()
 
     def _message(self, command: Message) -> None:
         sub = self.subscriptions.get(command.identifier)

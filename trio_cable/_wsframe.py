@@ -40,7 +40,7 @@ class FrameCache:
 
     __slots__ = ("_bytes", "_entries", "hits", "max_bytes", "misses", "size")
 
-    def __init__(self, size: int = 1024, max_bytes: int = 8 << 20) -> None:
+    def __init__(self, size: int = 64, max_bytes: int = 1 << 20) -> None:
         self.size = size
         self.max_bytes = max_bytes
         self._entries: dict[int, tuple[str, bytes]] = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import ssl
 from contextlib import AsyncExitStack
 from typing import Any, Final, NoReturn
@@ -59,106 +60,218 @@ _CLOSED_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 class DirectTransport:
-    """An accepted WebSocket on a trio stream we own, as a cable transport.
+    """An accepted WebSocket on a socket we own, as a cable transport.
+
+    Plain TCP: the transport owns a non-blocking socket and writes each
+    frame the moment the connection hands it over (:meth:`write_nowait`),
+    in the caller's task, with one ``send()``; what the socket does not
+    take waits here, in order, until :meth:`flush` (run by the
+    connection's writer only while there is a backlog) writes it, joined
+    into as few writes as fit. A raw ``send()`` takes bytes or refuses
+    them, so a frame is never cut off by cancellation.
+
+    TLS (or any other trio stream): frames queue here and :meth:`flush`
+    writes them with ``send_all``; a write cut off halfway leaves the
+    stream unusable for framing, so nothing is written after it.
 
     One task reads (the connection's reader, or :meth:`close` when no
-    reader is left); writes from the writer, the reader (pongs, close
-    replies) and :meth:`close` take turns, a whole frame or batch at a
-    time. A write cut off halfway (cancelled, or the socket broke) leaves
-    the stream unusable for framing, so nothing is written after it.
+    reader is left).
     """
 
     __slots__ = (
         "_broken",
-        "_busy",
         "_ended",
         "_ended_event",
+        "_flushing",
         "_frames",
+        "_head_partial",
         "_idle",
         "_max_message",
         "_messages",
         "_parts",
+        "_pending",
+        "_pending_bytes",
         "_reading",
         "_size",
+        "_sock",
         "_stream",
         "_ws",
     )
 
     def __init__(
         self,
-        stream: trio.abc.Stream,
-        ws: WSConnection,
+        sock: socket.socket | None,
+        stream: trio.abc.Stream | None,
         frames: FrameCache,
         max_message_size: int,
     ) -> None:
-        self._stream = stream
-        self._ws = ws
+        self._sock = sock  # plain TCP: written and read directly
+        self._stream = stream  # otherwise (TLS)
+        self._ws: WSConnection | None = None  # set once the handshake is done
         self._frames = frames
         self._max_message = max_message_size
         self._messages: list[str | bytes] = []  # complete, not yet received
         self._parts: list[Any] = []  # the message being reassembled
         self._size = 0
-        self._busy = False  # a write is in progress
-        self._idle: trio.Event | None = None  # made only when writes contend
-        self._broken = False  # a write was cut off: the framing is lost
-        self._reading = False  # a task is inside receive_some()
+        self._pending: list[bytes] = []  # bytes the socket has not taken yet
+        self._pending_bytes = 0
+        self._head_partial = False  # _pending[0] is the rest of a cut write
+        self._flushing = False  # a flush is under way
+        self._idle: trio.Event | None = None  # made only when flushes contend
+        self._broken = False  # the socket broke, or a write was cut off
+        self._reading = False  # a task is inside _recv()
         self._ended = False  # nothing more will be read
         self._ended_event: trio.Event | None = None
 
-    # -- writing ---------------------------------------------------------------
+    # -- writing -------------------------------------------------------------
 
-    async def send(self, frame: str) -> None:
-        await self._write(self._frames.encode(frame), data_frame=True)
+    @property
+    def backlog_frames(self) -> int:
+        return len(self._pending)
 
-    async def send_many(self, frames: list[str]) -> None:
-        """Write a batch of frames, joined into as few writes as fit.
+    def write_nowait(self, frame: str) -> int:
+        ws = self._ws
+        if ws is None or ws.state is not ConnectionState.OPEN:
+            raise TransportClosed  # no data after a close frame, either way
+        return self._write_nowait(self._frames.encode(frame))
 
-        ``len(frames)`` is read anew each round: the connection empties the
-        list when it gives up on a slow client, and then we stop.
-        """
-        encode = self._frames.encode
-        i = 0
-        while i < len(frames):
-            chunk: list[bytes] = []
-            size = 0
-            while i < len(frames) and size < WRITE_CHUNK:
-                data = encode(frames[i])
-                chunk.append(data)
-                size += len(data)
-                i += 1
-            data = chunk[0] if len(chunk) == 1 else b"".join(chunk)
-            await self._write(data, data_frame=True)
-
-    async def _write(self, data: bytes, *, data_frame: bool = False) -> None:
-        while self._busy:
-            if self._idle is None:
-                self._idle = trio.Event()
-            await self._idle.wait()
+    def _write_nowait(self, data: bytes) -> int:
         if self._broken:
             raise TransportClosed
-        if data_frame and self._ws.state is not ConnectionState.OPEN:
-            raise TransportClosed  # no data after a close frame, either way
-        self._busy = True
+        sock = self._sock
+        if self._pending or self._flushing or sock is None:
+            self._pending.append(data)
+            self._pending_bytes += len(data)
+            return self._pending_bytes
         try:
-            await self._stream.send_all(data)
-        except BaseException as exc:
-            # Cut off mid-frame, maybe: any later frame would be garbage.
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
             self._broken = True
-            if isinstance(exc, _CLOSED_ERRORS):
+            raise TransportClosed from None
+        if sent == len(data):
+            return 0
+        rest = data[sent:] if sent else data
+        self._pending.append(rest)
+        self._pending_bytes = len(rest)
+        self._head_partial = sent > 0
+        return self._pending_bytes
+
+    def drop_backlog(self) -> None:
+        keep = self._pending[:1] if self._head_partial else []
+        self._pending = keep
+        self._pending_bytes = sum(len(data) for data in keep)
+
+    async def send(self, frame: str) -> None:
+        self.write_nowait(frame)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write everything queued; returns once the backlog is empty."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while self._pending:
+            if self._flushing:
+                if self._idle is None:
+                    self._idle = trio.Event()
+                await self._idle.wait()
+                continue
+            self._flushing = True
+            try:
+                if self._sock is not None:
+                    await self._flush_socket(self._sock)
+                else:
+                    await self._flush_stream()
+            finally:
+                self._flushing = False
+                if self._idle is not None:
+                    self._idle.set()
+                    self._idle = None
+        if self._broken:
+            raise TransportClosed
+
+    def _take_chunk(self) -> tuple[int, bytes]:
+        pending = self._pending
+        count, size = 0, 0
+        while count < len(pending) and size < WRITE_CHUNK:
+            size += len(pending[count])
+            count += 1
+        chunk = pending[0] if count == 1 else b"".join(pending[:count])
+        return count, chunk
+
+    async def _flush_socket(self, sock: socket.socket) -> None:
+        while self._pending:
+            try:
+                await trio.lowlevel.wait_writable(sock)
+            except trio.ClosedResourceError:
+                self._broken = True
                 raise TransportClosed from None
-            raise
-        finally:
-            self._busy = False
-            if self._idle is not None:
-                self._idle.set()
-                self._idle = None
+            count, chunk = self._take_chunk()
+            try:
+                sent = sock.send(chunk)
+            except BlockingIOError:
+                continue
+            except OSError:
+                self._broken = True
+                raise TransportClosed from None
+            del self._pending[:count]
+            self._pending_bytes -= sent
+            if sent < len(chunk):
+                self._pending.insert(0, chunk[sent:])
+                self._head_partial = True
+            else:
+                self._head_partial = False
+
+    async def _flush_stream(self) -> None:
+        assert self._stream is not None
+        while self._pending:
+            count, chunk = self._take_chunk()
+            del self._pending[:count]
+            self._pending_bytes -= len(chunk)
+            try:
+                await self._stream.send_all(chunk)
+            except BaseException as exc:
+                # Cut off mid-frame, maybe: any later frame would be garbage.
+                self._broken = True
+                if isinstance(exc, _CLOSED_ERRORS):
+                    raise TransportClosed from None
+                raise
+
+    async def _send_bytes(self, data: bytes) -> None:
+        with contextlib.suppress(TransportClosed):
+            self._write_nowait(data)
+            await self.flush()
 
     async def _send_event(self, event: Event) -> None:
         """A control frame (pong, close) through wsproto, which tracks state."""
-        with contextlib.suppress(TransportClosed):
-            await self._write(self._ws.send(event))
+        assert self._ws is not None
+        await self._send_bytes(self._ws.send(event))
 
     # -- reading ----------------------------------------------------------------
+
+    async def _recv(self) -> bytes:
+        """Bytes from the peer; b"" once it is gone."""
+        sock = self._sock
+        if sock is None:
+            assert self._stream is not None
+            try:
+                return bytes(await self._stream.receive_some(RECEIVE_SIZE))
+            except _CLOSED_ERRORS:
+                return b""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                data = sock.recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                try:
+                    await trio.lowlevel.wait_readable(sock)
+                except trio.ClosedResourceError:
+                    return b""
+                continue
+            except OSError:
+                return b""
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
 
     async def receive(self) -> str | bytes:
         while not self._messages:
@@ -170,21 +283,23 @@ class DirectTransport:
     async def _read_some(self) -> None:
         self._reading = True
         try:
-            data = await self._stream.receive_some(RECEIVE_SIZE)
-        except _CLOSED_ERRORS:
-            data = b""
+            data = await self._recv()
         finally:
             self._reading = False
         if not data:  # gone without a close frame
             self._end()
             return
-        self._ws.receive_data(bytes(data))
-        for event in self._ws.events():
+        ws = self._ws
+        assert ws is not None
+        ws.receive_data(data)
+        for event in ws.events():
             await self._on_event(event)
             if self._ended:
                 return
 
     async def _on_event(self, event: Event) -> None:
+        ws = self._ws
+        assert ws is not None
         if isinstance(event, TextMessage | BytesMessage):
             self._parts.append(event.data)
             self._size += len(event.data)
@@ -197,10 +312,10 @@ class DirectTransport:
                 else:
                     self._messages.append(b"".join(parts))
         elif isinstance(event, Ping):
-            if self._ws.state is ConnectionState.OPEN:
+            if ws.state is ConnectionState.OPEN:
                 await self._send_event(event.response())
         elif isinstance(event, CloseConnection):
-            state = self._ws.state
+            state = ws.state
             if state is ConnectionState.OPEN:
                 # wsproto reports a framing error as a close it did not
                 # receive (its state stays OPEN): close with its code.
@@ -213,6 +328,7 @@ class DirectTransport:
     async def _fail(self, code: int, reason: str) -> None:
         log.info("closing a socket with code %d: %s", code, reason)
         self._end()
+        assert self._ws is not None
         if self._ws.state is ConnectionState.OPEN:
             await self._send_event(CloseConnection(code, reason[:120]))
 
@@ -231,9 +347,11 @@ class DirectTransport:
         runs out or the call is cancelled.
         """
         try:
-            if self._ws.state is ConnectionState.OPEN and not self._broken:
+            ws = self._ws
+            open_ = ws is not None and ws.state is ConnectionState.OPEN
+            if open_ and not self._broken:
                 await self._send_event(CloseConnection(code))
-            if not self._broken:
+            if ws is not None and not self._broken:
                 await self._await_close_reply()
         finally:
             await self.aclose()
@@ -251,13 +369,25 @@ class DirectTransport:
     async def aclose(self) -> None:
         """Close the socket now (no close handshake); idempotent."""
         self._end()
-        await trio.aclose_forcefully(self._stream)
+        self._pending = []
+        self._pending_bytes = 0
+        sock = self._sock
+        if sock is not None:
+            if sock.fileno() != -1:
+                trio.lowlevel.notify_closing(sock)
+                sock.close()
+            await trio.lowlevel.checkpoint()
+        else:
+            assert self._stream is not None
+            await trio.aclose_forcefully(self._stream)
 
 
 # -- the handshake ----------------------------------------------------------------
 
 
-def _scope(event: WSRequest, stream: trio.abc.Stream, secure: bool) -> dict[str, Any]:
+def _scope(
+    event: WSRequest, client: tuple[str, int] | None, secure: bool
+) -> dict[str, Any]:
     """An ASGI-style scope describing the handshake."""
     path, _, query = event.target.partition("?")
     # wsproto keeps Host out of the extra headers; put it back
@@ -272,7 +402,7 @@ def _scope(event: WSRequest, stream: trio.abc.Stream, secure: bool) -> dict[str,
         "query_string": query.encode("latin-1", "replace"),
         "root_path": "",
         "headers": headers,
-        "client": _peer(stream),
+        "client": client,
         "server": None,
         "subprotocols": list(event.subprotocols),
     }
@@ -282,43 +412,46 @@ def _latin1(text: bytes | str) -> bytes:
     return text if isinstance(text, bytes) else text.encode("latin-1", "replace")
 
 
-def _peer(stream: trio.abc.Stream) -> tuple[str, int] | None:
-    while isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    if isinstance(stream, trio.SocketStream):
-        with contextlib.suppress(OSError):
-            address = stream.socket.getpeername()
-            if isinstance(address, tuple):
-                return (str(address[0]), int(address[1]))
+def _peer(transport: DirectTransport) -> tuple[str, int] | None:
+    if transport._sock is not None:
+        sock: Any = transport._sock
+    else:
+        stream = transport._stream
+        while isinstance(stream, trio.SSLStream):
+            stream = stream.transport_stream
+        if not isinstance(stream, trio.SocketStream):
+            return None
+        sock = stream.socket
+    with contextlib.suppress(OSError):
+        address = sock.getpeername()
+        if isinstance(address, tuple):
+            return (str(address[0]), int(address[1]))
     return None
 
 
 async def _read_request(
-    stream: trio.abc.Stream, handshake: H11Handshake
+    transport: DirectTransport, handshake: H11Handshake
 ) -> WSRequest | None:
     """The client's upgrade request; None if it left or sent nonsense
     (which is answered with wsproto's 400/426 here)."""
     while True:
-        try:
-            data = await stream.receive_some(RECEIVE_SIZE)
-        except _CLOSED_ERRORS:
-            return None
+        data = await transport._recv()
         if not data:
             return None
         try:
-            handshake.receive_data(bytes(data))
+            handshake.receive_data(data)
             for event in handshake.events():
                 if isinstance(event, WSRequest):
                     return event
         except RemoteProtocolError as exc:
             hint = exc.event_hint
             if isinstance(hint, RejectConnection):
-                await _reject(stream, handshake, hint.status_code, str(exc))
+                await _reject(transport, handshake, hint.status_code, str(exc))
             return None
 
 
 async def _reject(
-    stream: trio.abc.Stream, handshake: H11Handshake, status: int, reason: str
+    transport: DirectTransport, handshake: H11Handshake, status: int, reason: str
 ) -> None:
     body = reason.encode()
     headers = [
@@ -330,8 +463,7 @@ async def _reject(
         RejectConnection(status_code=status, headers=headers, has_body=True)
     )
     data += handshake.send(RejectData(data=body))
-    with contextlib.suppress(*_CLOSED_ERRORS):
-        await stream.send_all(data)
+    await transport._send_bytes(data)
 
 
 class _Handler:
@@ -355,41 +487,47 @@ class _Handler:
         self.served = Served(log)
 
     async def __call__(self, stream: trio.abc.Stream) -> None:
+        if isinstance(stream, trio.SocketStream):
+            # Plain TCP: take the socket itself, to write without waiting.
+            sock = socket.socket(fileno=stream.socket.detach())
+            sock.setblocking(False)
+            transport = DirectTransport(sock, None, self.frames, self.max_message_size)
+        else:
+            transport = DirectTransport(
+                None, stream, self.frames, self.max_message_size
+            )
         try:
-            accepted = None
+            request = None
             with trio.move_on_after(self.connect_timeout):
-                accepted = await self._handshake(stream)
-            if accepted is not None:
-                transport, request = accepted
+                request = await self._handshake(transport)
+            if request is not None:
                 await self.served.run(Connection(self.cable, transport, request))
         finally:
-            await trio.aclose_forcefully(stream)
+            await transport.aclose()
 
-    async def _handshake(
-        self, stream: trio.abc.Stream
-    ) -> tuple[DirectTransport, Request] | None:
+    async def _handshake(self, transport: DirectTransport) -> Request | None:
         handshake = H11Handshake(ConnectionType.SERVER)
-        event = await _read_request(stream, handshake)
+        event = await _read_request(transport, handshake)
         if event is None:
             return None
-        request = Request(_scope(event, stream, self.secure))
+        request = Request(_scope(event, _peer(transport), self.secure))
         if request.path != self.path:
-            await _reject(stream, handshake, 404, "Not Found")
+            await _reject(transport, handshake, 404, "Not Found")
             return None
         refused = self.cable.refuse_handshake(request)
         if refused is not None:
-            await _reject(stream, handshake, *refused)
+            await _reject(transport, handshake, *refused)
             return None
         proto = select_subprotocol(event.subprotocols)
         data = handshake.send(AcceptConnection(subprotocol=proto))
         try:
-            await stream.send_all(data)
-        except _CLOSED_ERRORS:
+            transport._write_nowait(data)
+            await transport.flush()
+        except TransportClosed:
             return None
-        ws = handshake.connection
-        assert ws is not None  # made by the accept
-        transport = DirectTransport(stream, ws, self.frames, self.max_message_size)
-        return transport, request
+        transport._ws = handshake.connection
+        assert transport._ws is not None  # made by the accept
+        return request
 
 
 async def serve_cable_direct(
