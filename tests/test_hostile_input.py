@@ -474,7 +474,7 @@ async def test_actions_named_after_internals_are_refused() -> None:
         # None of them ran: no hook twice, no reject, no stream left.
         assert len(hooks.subscribed) == 2
         assert hooks.unsubscribed == []
-        assert ws.connection.subscriptions[ROOM].streams == {"room"}
+        assert ws.connection.subscriptions[ROOM].streams == ["room"]
         assert cable.hub.subscribers("room") == 2
 
 

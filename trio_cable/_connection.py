@@ -97,7 +97,9 @@ class Subscription:
         self.identifier = identifier
         self.params = params
         self.prefix = message_prefix(identifier)
-        self.streams: set[str] = set()
+        # A list: a subscription has one stream or a few, and an empty
+        # list is a quarter of an empty set (one per subscription).
+        self.streams: list[str] = []
         self.state = PENDING
         self.rejected = False
         self.confirmed = False
@@ -137,12 +139,12 @@ class Subscription:
             raise TypeError(f"stream names are strings, not {type(stream).__name__}")
         if self.state == CLOSED or stream in self.streams:
             return
-        self.streams.add(stream)
+        self.streams.append(stream)
         self.connection.cable._stream_added(stream, self)
 
     def stop_stream_from(self, stream: str) -> None:
         if stream in self.streams:
-            self.streams.discard(stream)
+            self.streams.remove(stream)
             self.connection.cable._stream_removed(stream, self)
 
     def stop_all_streams(self) -> None:
@@ -378,7 +380,9 @@ class Connection:
         self._tokens = float(cable.command_burst)  # rate limit bucket
         self._refilled = 0.0
         self._rate_limited = False
-        self._scope = trio.CancelScope()
+        # The nursery's own scope, once run() opens it: cancelling it ends
+        # the connection (no second scope per connection).
+        self._scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._close: tuple[str, bool] | None = None
         self._open = True  # the transport is open
@@ -449,7 +453,8 @@ class Connection:
     def _lost(self) -> None:
         """The socket broke under a write: end the connection."""
         self._open = False
-        self._scope.cancel()
+        if self._scope is not None:
+            self._scope.cancel()
 
     def _too_slow(self) -> None:
         if self._close is not None:
@@ -473,7 +478,8 @@ class Connection:
         self.close("too_slow")
         # If it never reads again, give up on it after close_timeout.
         deadline = trio.current_time() + self.cable.close_timeout
-        self._scope.deadline = min(self._scope.deadline, deadline)
+        if self._scope is not None:
+            self._scope.deadline = min(self._scope.deadline, deadline)
 
     async def _writer(self) -> None:
         """Write until nothing waits; then, if closing, say why and close."""
@@ -490,8 +496,7 @@ class Connection:
                 self._writing = False
                 with trio.move_on_after(self.cable.close_timeout):
                     await transport.close()
-                self._open = False
-                self._scope.cancel()
+                self._lost()
         except TransportClosed:
             self._lost()
         finally:
@@ -533,31 +538,40 @@ class Connection:
             "conn %s: open %s from %s", self.id, self.request.path, self.request.client
         )
         try:
-            with self._scope:
+            async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
                 if not await self._authenticate():
                     return
                 # Inherited by this connection's tasks (and their threads)
                 # only: each connection runs in a task of its own.
                 current_user.set(self.identity)
                 current_connection.set(self)
-                async with trio.open_nursery() as nursery:
-                    self._nursery = nursery
-                    try:
-                        self.enqueue(encode_welcome())
-                        if self._close is not None:  # closed before it opened
-                            self._start_writer()
-                        self.ready = True
-                        await self._reader()
-                    finally:
-                        # The client left, or we are cancelled: end every
-                        # subscription now (each runs unsubscribed()).
-                        self.ready = False
-                        nursery.cancel_scope.cancel()
-                        for sub in list(self.subscriptions.values()):
-                            sub.end()
-                        # Nothing new starts from here on: the nursery
-                        # closes when these last tasks end.
-                        self._nursery = None
+                self._nursery = nursery
+                try:
+                    self.enqueue(encode_welcome())
+                    if self._close is not None:  # closed before it opened
+                        self._start_writer()
+                    self.ready = True
+                    # The reader, inline (a frame less per connection).
+                    receive = self.transport.receive
+                    handle = self._handle
+                    while True:
+                        try:
+                            frame = await receive()
+                        except TransportClosed:
+                            self._open = False
+                            break
+                        handle(frame)
+                finally:
+                    # The client left, or we are cancelled: end every
+                    # subscription now (each runs unsubscribed()).
+                    self.ready = False
+                    nursery.cancel_scope.cancel()
+                    for sub in list(self.subscriptions.values()):
+                        sub.end()
+                    # Nothing new starts from here on: the nursery
+                    # closes when these last tasks end.
+                    self._nursery = None
         finally:
             self.ready = False
             self._nursery = None
@@ -589,17 +603,6 @@ class Connection:
             self._close = ("server_error", True)
             return False
         return True
-
-    async def _reader(self) -> None:
-        receive = self.transport.receive
-        handle = self._handle
-        while True:
-            try:
-                frame = await receive()
-            except TransportClosed:
-                self._open = False
-                return
-            handle(frame)
 
     async def _finish(self) -> None:
         """Tell the client why (if the socket is still open) and close it."""

@@ -16,7 +16,8 @@ __all__ = ["Served"]
 class Served:
     """The connections one server runs, and its graceful shutdown.
 
-    A server runs each connection with :meth:`run`; on shutdown it calls
+    A server runs each connection between :meth:`add` and :meth:`discard`
+    (logging a crash with :meth:`crashed`); on shutdown it calls
     :meth:`drain` before cancelling its handlers, so every client gets
     what was queued, then ``server_restart``, then a close handshake.
     """
@@ -31,20 +32,21 @@ class Served:
     def __len__(self) -> int:
         return len(self._conns)
 
-    async def run(self, conn: Connection) -> None:
-        """Run ``conn`` to its end; a crash is logged, not raised."""
+    def add(self, conn: Connection) -> None:
+        """Count ``conn`` in; a server calls this just before ``conn.run()``
+        (not wrapping it in a coroutine of ours saves a frame per socket)."""
         self._conns.add(conn)
         if self._draining is not None:  # accepted while shutting down
             conn.close("server_restart")
-        try:
-            await conn.run()
-        except Exception:
-            # A bug met by one connection must not stop the server.
-            self._log.exception("conn %s: crashed", conn.id)
-        finally:
-            self._conns.discard(conn)
-            if self._draining is not None and not self._conns:
-                self._draining.set()
+
+    def crashed(self, conn: Connection) -> None:
+        # A bug met by one connection must not stop the server.
+        self._log.exception("conn %s: crashed", conn.id)
+
+    def discard(self, conn: Connection) -> None:
+        self._conns.discard(conn)
+        if self._draining is not None and not self._conns:
+            self._draining.set()
 
     async def drain(self, grace: float) -> None:
         """Close every connection with ``server_restart`` and wait, shielded,

@@ -501,7 +501,14 @@ class _Handler:
             with trio.move_on_after(self.connect_timeout):
                 request = await self._handshake(transport)
             if request is not None:
-                await self.served.run(Connection(self.cable, transport, request))
+                conn = Connection(self.cable, transport, request)
+                self.served.add(conn)
+                try:
+                    await conn.run()
+                except Exception:
+                    self.served.crashed(conn)
+                finally:
+                    self.served.discard(conn)
         finally:
             await transport.aclose()
 

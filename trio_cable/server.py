@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, overload
 
 import trio
 from trio_websocket import (
@@ -73,8 +74,6 @@ class WebSocketTransport:
 def request_scope(request: WebSocketRequest, ws_path: str) -> dict[str, Any]:
     """An ASGI-style scope describing a trio-websocket handshake."""
     path, _, query = request.path.partition("?")
-    remote = request.remote
-    client = None if isinstance(remote, str) else (str(remote.address), remote.port)
     return {
         "type": "websocket",
         "asgi": {"version": "3.0"},
@@ -83,15 +82,76 @@ def request_scope(request: WebSocketRequest, ws_path: str) -> dict[str, Any]:
         "raw_path": path.encode("latin-1", "replace"),
         "query_string": query.encode("latin-1", "replace"),
         "root_path": "",
-        # wsproto keeps Host out of the extra headers; put it back
-        "headers": [
-            (b"host", str(request._event.host).encode("latin-1", "replace")),
-            *request.headers,
-        ],
-        "client": client,
+        "headers": list(_HeaderView(request)),
+        "client": _client(request),
         "server": None,
         "subprotocols": list(request.proposed_subprotocols),
     }
+
+
+class _LazyScope(Mapping[str, Any]):
+    """:func:`request_scope`, built only if something asks for more than
+    the path or the client: a server holds one per open connection, and
+    trio-websocket keeps the handshake's headers anyway."""
+
+    __slots__ = ("_request", "_scope")
+
+    def __init__(self, request: WebSocketRequest) -> None:
+        self._request = request
+        self._scope: dict[str, Any] | None = None
+
+    def _full(self) -> dict[str, Any]:
+        if self._scope is None:
+            self._scope = request_scope(self._request, "")
+        return self._scope
+
+    def __getitem__(self, key: str) -> Any:
+        if self._scope is None:
+            if key == "path":
+                return self._request.path.partition("?")[0]
+            if key == "client":
+                return _client(self._request)
+            if key == "headers":
+                return _HeaderView(self._request)
+        return self._full()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._full())
+
+    def __len__(self) -> int:
+        return len(self._full())
+
+
+class _HeaderView(Sequence[tuple[bytes, bytes]]):
+    """The handshake's headers, Host first, without copying them."""
+
+    __slots__ = ("_request",)
+
+    def __init__(self, request: WebSocketRequest) -> None:
+        self._request = request
+
+    def _host(self) -> tuple[bytes, bytes]:
+        # wsproto keeps Host out of the extra headers; put it back
+        return (b"host", str(self._request._event.host).encode("latin-1", "replace"))
+
+    def __len__(self) -> int:
+        return 1 + len(self._request.headers)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[bytes, bytes]: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[tuple[bytes, bytes]]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        return [self._host(), *self._request.headers][index]
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        yield self._host()
+        yield from self._request.headers
+
+
+def _client(request: WebSocketRequest) -> tuple[str, int] | None:
+    remote = request.remote
+    return None if isinstance(remote, str) else (str(remote.address), remote.port)
 
 
 async def serve_cable_trio_websocket(
@@ -129,11 +189,10 @@ async def serve_cable_trio_websocket(
     """
 
     async def handler(request: WebSocketRequest) -> None:
-        scope = request_scope(request, path)
-        if scope["path"] != path:
+        handshake = Request(_LazyScope(request))
+        if handshake.path != path:
             await request.reject(404)
             return
-        handshake = Request(scope)
         refused = cable.refuse_handshake(handshake)
         if refused is not None:
             status, reason = refused
@@ -141,7 +200,14 @@ async def serve_cable_trio_websocket(
             return
         proto = select_subprotocol(request.proposed_subprotocols)
         ws = await request.accept(subprotocol=proto)
-        await served.run(Connection(cable, WebSocketTransport(ws), handshake))
+        conn = Connection(cable, WebSocketTransport(ws), handshake)
+        served.add(conn)
+        try:
+            await conn.run()
+        except Exception:
+            served.crashed(conn)
+        finally:
+            served.discard(conn)
 
     # Cancelling trio-websocket's handlers outright would also kill its
     # reader tasks, so no close handshake could complete and every socket
