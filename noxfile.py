@@ -45,9 +45,20 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks: servers vs a Node load generator (docs/benchmarks.md)."""
+    """Benchmarks: every transport and a Node ws reference side by side
+    (docs/benchmarks.md); arguments go to run.py, e.g. ``-- --quick``."""
     session.install("-e", ".[dev]", "py-spy")
-    _node_packages(session)
+    if shutil.which("npm") is None:
+        session.error("the benchmark needs node and npm")
+    session.run(
+        "npm",
+        "ci",
+        "--no-audit",
+        "--no-fund",
+        "--prefix",
+        "tests/benchmarks/node-ref",
+        external=True,
+    )
     session.run("python", "tests/benchmarks/run.py", *session.posargs)
     session.run("python", "tests/benchmarks/redis_bench.py")
 

@@ -8,6 +8,7 @@ blocks run here too, and must print what they show.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -58,10 +59,11 @@ class CliServer(ServerProcess):
     """``trio-cable serve myapp:app`` in ``app_dir``, readiness through the
     app's stats endpoint."""
 
-    def __init__(self, app_dir: Path, *extra: str) -> None:
+    def __init__(self, app_dir: Path, *extra: str, target: str = "myapp:app") -> None:
         super().__init__("hypercorn", app_dir)
         self.app_dir = app_dir
         self.extra = extra
+        self.target = target
 
     def command(self) -> list[str]:
         port = str(self.port)
@@ -69,7 +71,7 @@ class CliServer(ServerProcess):
         return [
             *CLI,
             "serve",
-            "myapp:app",
+            self.target,
             "--port",
             port,
             "--app-dir",
@@ -97,16 +99,36 @@ class CliServer(ServerProcess):
         return await trio.to_thread.run_sync(self.get_stats_sync)
 
 
+#: Beside myapp.py: a CableApp wrapping an HTTP app, a plain ASGI app, a
+#: module that fails to import.
+WEBSITE = """
+from myapp import cable
+from trio_cable.asgi import CableApp
+
+
+async def pages(scope, receive, send):
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"a page"})
+
+
+app = CableApp(cable, pages)
+"""
+
+
 @pytest.fixture(scope="module")
 def app_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("cli_app")
     (path / "myapp.py").write_text(doc_app_source())
+    (path / "website.py").write_text(WEBSITE)
+    (path / "broken.py").write_text("import no_such_dependency\n")
     return path
 
 
 @pytest.fixture(scope="module")
 def server(app_dir: Path) -> Iterator[CliServer]:
-    with CliServer(app_dir, "--log-level", "warning") as server:
+    server = CliServer(app_dir, "--log-level", "warning")
+    with server:
         yield server
 
 
@@ -115,7 +137,9 @@ def url(server: CliServer) -> str:
     return server.url
 
 
-async def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 15):
+async def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 15
+) -> subprocess.CompletedProcess[bytes]:
     """Run ``trio-cable ARGS`` to the end."""
     with trio.fail_after(timeout):
         return await trio.run_process(
@@ -471,6 +495,7 @@ async def test_serve_options_reach_hypercorn(app_dir: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0
     plan = json.loads(result.stdout)
+    assert plan["transport"] == "hypercorn"
     assert plan["command"][1:] == [
         "-m", "hypercorn", "--worker-class", "trio", "--bind", "0.0.0.0:9000",
         "--workers", "3", "--graceful-timeout", "2", "--log-level", "info",
@@ -540,3 +565,245 @@ async def test_demo(tmp_path: Path) -> None:
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
+
+
+# -- serve: choosing the transport -----------------------------------------------
+
+
+async def plan(app_dir: Path, target: str, *args: str) -> Any:
+    """What ``serve TARGET ARGS`` would run (``--print-command``)."""
+    result = await cli(
+        "serve", target, "--app-dir", str(app_dir), "--print-command", *args
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("target", "args", "transport"),
+    [
+        ("myapp:cable", [], "direct"),
+        ("myapp:CableApp(cable)", [], "direct"),  # ATTR is evaluated, as Hypercorn does
+        ("myapp:cable", ["--transport", "trio-websocket"], "trio-websocket"),
+        ("myapp:app", [], "hypercorn"),  # its stats endpoint is HTTP
+        ("website:app", [], "hypercorn"),  # wraps an HTTP app
+        ("website:pages", [], "hypercorn"),  # any ASGI app
+        ("myapp:cable", ["-w", "2"], "hypercorn"),
+        ("myapp:cable", ["--reload"], "hypercorn"),
+    ],
+)
+async def test_serve_auto_picks_the_transport(
+    app_dir: Path, target: str, args: list[str], transport: str
+) -> None:
+    assert (await plan(app_dir, target, *args))["transport"] == transport
+
+
+async def test_serve_plan_of_the_direct_transport(app_dir: Path) -> None:
+    result = await plan(
+        app_dir, "myapp:cable", "--host", "::1", "--port", "9000",
+        "--redis", "redis://r:6379/1",
+    )  # fmt: skip
+    assert result == {
+        "transport": "direct",
+        "app": "myapp:cable",
+        "url": "ws://[::1]:9000/cable",
+        "redis": "redis://r:6379/1",
+    }
+
+
+async def test_serve_wraps_a_bare_cable_for_hypercorn(app_dir: Path) -> None:
+    result = await plan(app_dir, "myapp:cable", "--transport", "hypercorn")
+    app = result["command"][-1]
+    assert app == "myapp:__import__('trio_cable.asgi').asgi.CableApp(cable)"
+
+
+@pytest.mark.parametrize(
+    ("target", "args", "text"),
+    [
+        ("myapp:app", ["--transport", "direct"], "serves HTTP (stats_path="),
+        ("website:app", ["--transport", "direct"], "wraps an HTTP app"),
+        ("website:pages", ["--transport", "trio-websocket"], "is an ASGI app"),
+        ("myapp:cable", ["--transport", "direct", "-w", "2"], "--workers 2 needs"),
+        ("myapp:cable", ["--transport", "direct", "--reload"], "--reload needs"),
+        ("myapp:cable", ["--log-level", "chatty"], "unknown --log-level"),
+        ("myapp:ChatChannel", [], "is a Channel: serve the Cable it is registered"),
+        ("myapp:__name__", [], "is a str, not a trio_cable.Cable"),
+        ("myapp:nothing", [], "cannot load 'myapp:nothing': NameError"),
+        ("broken:app", [], "cannot import module 'broken': ModuleNotFoundError"),
+    ],
+)
+async def test_serve_usage_errors(
+    app_dir: Path, target: str, args: list[str], text: str
+) -> None:
+    result = await cli("serve", target, "--app-dir", str(app_dir), *args)
+    assert result.returncode == 2
+    error = result.stderr.decode()
+    assert text in error
+    assert error.count("\n") == 1
+    if "--transport" in args and "hypercorn" not in args:
+        assert "--transport hypercorn" in error
+
+
+# -- serve: the direct and trio-websocket transports, in this process ------------
+
+
+async def serving(
+    background: Any, app_dir: Path, target: str, *args: str
+) -> tuple[Running, dict[str, Any]]:
+    """``serve TARGET`` on a port of its choosing, and its serving event."""
+    server = await background(
+        "serve", target, "--port", "0", "--app-dir", str(app_dir),
+        "--log-level", "warning", "--json", *args,
+    )  # fmt: skip
+    event = json.loads(await server.line())
+    assert event["event"] == "serving"
+    return server, event
+
+
+def cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "transport"),
+    [([], "direct"), (["--transport", "trio-websocket"], "trio-websocket")],
+)
+async def test_serve_a_cable_in_this_process(
+    app_dir: Path, background: Any, args: list[str], transport: str
+) -> None:
+    with trio.fail_after(15):
+        server, event = await serving(background, app_dir, "myapp:cable", *args)
+        assert event["transport"] == transport
+        assert re.fullmatch(r"ws://127\.0\.0\.1:\d+/cable", event["url"])
+        # still trio-cable itself, not an exec'd Hypercorn
+        assert cmdline(server.process.pid)[1:4] == ["-m", "trio_cable", "serve"]
+        async with (
+            open_cable_client(event["url"] + "?user=ana") as client,
+            client.subscribe("ChatChannel", room="general") as chat,
+        ):
+            result = await cli(
+                "perform", event["url"], "ChatChannel", "speak",
+                '{"message": "hi"}', "-p", "room=general", "--count", "1",
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr.decode()
+            message = await chat.receive()
+            assert message == {"user": "guest", "message": "hi"}
+
+
+async def test_serve_a_cable_app_at_its_path(tmp_path: Path, background: Any) -> None:
+    (tmp_path / "elsewhere.py").write_text(
+        doc_app_source() + '\nother = CableApp(cable, path="/ws")\n'
+    )
+    with trio.fail_after(15):
+        _, event = await serving(background, tmp_path, "elsewhere:other")
+        assert event["transport"] == "direct"
+        assert event["url"].endswith("/ws")
+        async with (
+            open_cable_client(event["url"]) as client,
+            client.subscribe("ChatChannel", room="random") as chat,
+        ):
+            await chat.perform("whoami")
+            assert await chat.receive() == {"user": "guest"}
+
+
+@pytest.mark.parametrize(
+    ("transport", "signum"),
+    [("direct", signal.SIGTERM), ("trio-websocket", signal.SIGINT)],
+)
+async def test_serve_in_this_process_stops_on_a_signal(
+    app_dir: Path, background: Any, transport: str, signum: signal.Signals
+) -> None:
+    with trio.fail_after(15):
+        server, event = await serving(
+            background, app_dir, "myapp:cable", "--transport", transport
+        )
+        async with (
+            open_cable_client(event["url"]) as client,
+            client.subscribe("ChatChannel", room="general") as chat,
+        ):
+            await chat.receive_event()  # Connected
+            server.process.send_signal(signum)
+            with trio.fail_after(3):  # at once, not after a graceful timeout
+                ended = await chat.receive_event()
+                assert ended == Disconnected("server_restart", reconnecting=True)
+                stopping = json.loads(await server.line())
+                assert stopping == {"event": "stopping", "signal": signum.name}
+                assert await server.process.wait() == 0
+
+
+async def test_serve_direct_with_redis(
+    app_dir: Path, background: Any, redis_url: str
+) -> None:
+    """--redis reaches the cable: a broadcast through Redis from another
+    process is delivered to the direct transport's client."""
+    with trio.fail_after(20):
+        _, event = await serving(
+            background, app_dir, "myapp:cable", "--redis", redis_url
+        )
+        assert event["redis"] == redis_url
+        async with (
+            open_cable_client(event["url"]) as client,
+            client.subscribe("ChatChannel", room="general") as chat,
+        ):
+            result = await cli(
+                "broadcast", "chat:general", '{"message": "via redis"}',
+                "--redis", redis_url,
+            )  # fmt: skip
+            assert "processes=1" in result.stderr.decode()
+            assert await chat.receive() == {"message": "via redis"}
+
+
+async def test_serve_cannot_listen(app_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = await cli(
+            "serve", "myapp:cable", "--port", port, "--app-dir", str(app_dir)
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr.decode()
+
+
+# -- serve: Hypercorn ------------------------------------------------------------------
+
+
+async def test_an_app_with_http_routes_runs_under_hypercorn(server: CliServer) -> None:
+    """The module's server: ``serve myapp:app``, no --transport."""
+    assert server._process is not None
+    assert cmdline(server._process.pid)[1:3] == ["-m", "hypercorn"]
+    assert (await server.stats())["running"]  # HTTP on the cable's port
+    async with (
+        open_cable_client(server.url) as client,
+        client.subscribe("ChatChannel", room="general"),
+    ):
+        pass
+
+
+class CableUnderHypercorn(CliServer):
+    """``serve myapp:cable --transport hypercorn``: no stats endpoint, so
+    ready once its port accepts connections."""
+
+    def wait_ready_sync(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            with contextlib.suppress(OSError):
+                self._accepts_sync()
+                return
+            time.sleep(0.05)  # polling another process
+        raise ServerError(f"{self} not ready after {timeout}s\n{self.log_tail()}")
+
+
+async def test_serve_a_bare_cable_under_hypercorn(app_dir: Path) -> None:
+    extra = ("--transport", "hypercorn", "--log-level", "warning")
+    with (
+        CableUnderHypercorn(app_dir, *extra, target="myapp:cable") as server,
+        trio.fail_after(15),
+    ):
+        async with (
+            open_cable_client(server.url) as client,
+            client.subscribe("ChatChannel", room="general") as chat,
+        ):
+            await chat.perform("whoami")
+            assert await chat.receive() == {"user": "guest"}

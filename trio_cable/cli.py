@@ -8,20 +8,26 @@ with ``--json``. Exit codes: see :data:`EXIT_CODES`.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
 import signal
 import sys
+import traceback
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from importlib.util import find_spec
-from typing import Any, NoReturn, TextIO
+from typing import Any, Literal, NoReturn, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
+from ._cable import Cable
+from ._channel import Channel
 from ._util import single_error
 from .client import (
     ClientError,
@@ -45,8 +51,9 @@ OK, FAILED, USAGE, UNREACHABLE, DENIED, INTERRUPTED = 0, 1, 2, 3, 4, 130
 EXIT_CODES = {
     OK: "success",
     FAILED: "the server said no: subscription rejected or unanswered, an error "
-    "frame, an HTTP error",
-    USAGE: "bad arguments: unknown option, invalid JSON, unimportable app",
+    "frame, an HTTP error; serve: cannot listen",
+    USAGE: "bad arguments: unknown option, invalid JSON, unimportable app or "
+    "one the transport cannot serve",
     UNREACHABLE: "cannot reach the server",
     DENIED: "the server refused the connection (unauthorized)",
     INTERRUPTED: "interrupted (Ctrl-C) before finishing",
@@ -141,9 +148,122 @@ def header(text: str) -> tuple[str, str]:
 
 # -- serve / demo -------------------------------------------------------------
 
+#: ``--transport`` choices; ``auto`` picks one of the others.
+TRANSPORTS = ("auto", "direct", "trio-websocket", "hypercorn")
+Chosen = Literal["direct", "trio-websocket", "hypercorn"]
 
-def hypercorn_command(args: argparse.Namespace) -> list[str]:
-    """The Hypercorn command line ``serve`` runs."""
+
+@dataclass
+class Target:
+    """What ``serve``'s ``MODULE:ATTR`` names, and how it may be served."""
+
+    spec: str
+    module: str
+    expr: str
+    value: Any
+    #: The cable to serve in this process (``None``: an ASGI app only).
+    cable: Cable | None = None
+    path: str = "/cable"
+    tune_gc: bool = False
+    #: Why it needs an HTTP server (``None``: WebSocket alone will do).
+    needs_http: str | None = None
+
+
+def load_target(spec: str, app_dir: str) -> Target:
+    """Import ``MODULE:ATTR`` (ATTR evaluated in the module, as Hypercorn
+    does, so ``module:make_app()`` works; default ``app``)."""
+    from .asgi import CableApp
+
+    module_name, _, expr = spec.partition(":")
+    expr = expr or "app"
+    sys.path.insert(0, os.path.abspath(app_dir))
+    try:
+        found = find_spec(module_name) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise CommandError(f"cannot import module {module_name!r}", USAGE)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise CommandError(
+            f"cannot import module {module_name!r}: {_describe(exc)}", USAGE
+        ) from None
+    try:
+        value = eval(expr, vars(module))  # the user's own command line
+    except Exception as exc:
+        raise CommandError(f"cannot load {spec!r}: {_describe(exc)}", USAGE) from None
+    target = Target(spec, module_name, expr, value)
+    if isinstance(value, Cable):
+        target.cable = value
+    elif isinstance(value, CableApp):
+        target.cable, target.path = value.cable, value.path
+        target.tune_gc = value.tune_gc
+        if value.app is not None:
+            target.needs_http = "wraps an HTTP app"
+        elif value.stats_path is not None:
+            target.needs_http = f"serves HTTP (stats_path={value.stats_path!r})"
+    elif isinstance(value, type) and issubclass(value, Channel):
+        raise CommandError(
+            f"{spec} is a Channel: serve the Cable it is registered with", USAGE
+        )
+    elif callable(value):
+        target.needs_http = "is an ASGI app, not a trio_cable.Cable or CableApp"
+    else:
+        kind = type(value).__name__
+        raise CommandError(
+            f"{spec} is a {kind}, not a trio_cable.Cable, a CableApp or an ASGI app",
+            USAGE,
+        )
+    return target
+
+
+def _describe(exc: BaseException) -> str:
+    where = ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames and frames[-1].filename != "<string>":  # not in ATTR itself
+        where = f" ({os.path.basename(frames[-1].filename)}, line {frames[-1].lineno})"
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def choose_transport(args: argparse.Namespace, target: Target) -> Chosen:
+    """``--transport``, with ``auto`` resolved; usage errors for what the
+    chosen transport cannot do."""
+    single = args.workers == 1 and not args.reload
+    if args.transport == "auto":
+        direct = target.cable is not None and target.needs_http is None
+        return "direct" if direct and single else "hypercorn"
+    if args.transport == "hypercorn":
+        return "hypercorn"
+    name: Chosen = args.transport
+    if target.needs_http is not None:
+        hint = "" if target.cable is None else f", or serve {target.spec}.cable"
+        raise CommandError(
+            f"{target.spec} {target.needs_http}, and the {name} transport speaks "
+            f"only WebSocket: use --transport hypercorn (or auto){hint}",
+            USAGE,
+        )
+    if not single:
+        option = "--reload" if args.reload else f"--workers {args.workers}"
+        raise CommandError(
+            f"{option} needs --transport hypercorn: the {name} transport serves "
+            "from this one process",
+            USAGE,
+        )
+    return name
+
+
+def hypercorn_app(target: Target) -> str:
+    """Hypercorn's ``MODULE:APP`` for ``target``: a bare cable is wrapped
+    in a CableApp (Hypercorn evaluates APP in the module)."""
+    if isinstance(target.value, Cable):
+        wrapped = f"__import__('trio_cable.asgi').asgi.CableApp({target.expr})"
+        return f"{target.module}:{wrapped}"
+    return target.spec
+
+
+def hypercorn_command(args: argparse.Namespace, app: str) -> list[str]:
+    """The Hypercorn command line ``serve`` runs for ``app``."""
     command = [
         sys.executable,
         "-m",
@@ -161,31 +281,94 @@ def hypercorn_command(args: argparse.Namespace) -> list[str]:
     ]
     if args.reload:
         command.append("--reload")
-    return [*command, args.app]
+    return [*command, app]
+
+
+def _ws_url(host: str, port: int, path: str) -> str:
+    return f"ws://{f'[{host}]' if ':' in host else host}:{port}{path}"
 
 
 def serve(args: argparse.Namespace, output: Output) -> int:
-    module = args.app.partition(":")[0]
-    app_dir = os.path.abspath(args.app_dir)
-    sys.path.insert(0, app_dir)
+    if args.redis:  # before the app is imported: it may read it at import
+        os.environ["TRIO_CABLE_REDIS_URL"] = args.redis
+    target = load_target(args.app, args.app_dir)
+    transport = choose_transport(args, target)
+    if transport == "hypercorn":
+        return _exec_hypercorn(args, output, target)
+    assert target.cable is not None  # choose_transport saw to it
+    if args.print_command:
+        output.data(
+            {
+                "transport": transport,
+                "app": args.app,
+                "url": _ws_url(args.host, args.port, target.path),
+                "redis": args.redis,
+            }
+        )
+        return OK
     try:
-        found = find_spec(module) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
-        raise CommandError(f"cannot import module {module!r}", USAGE)
+        level = logging.getLevelNamesMapping()[args.log_level.upper()]
+    except KeyError:
+        raise CommandError(f"unknown --log-level {args.log_level!r}", USAGE) from None
+    logging.getLogger().setLevel(level)
+    return trio.run(_serve_here, target, transport, args, output)
+
+
+async def _serve_here(
+    target: Target,
+    transport: Literal["direct", "trio-websocket"],
+    args: argparse.Namespace,
+    output: Output,
+) -> int:
+    """Serve the cable in this process until SIGTERM or SIGINT, then shut
+    down as serve_cable does when cancelled (clients get server_restart)."""
+    from .server import serve_cable
+
+    assert target.cable is not None
+    serve = partial(
+        serve_cable,
+        target.cable,
+        args.host,
+        args.port,
+        transport=transport,
+        path=target.path,
+        tune_gc=target.tune_gc,
+    )
+    stop = (signal.SIGTERM, signal.SIGINT)
+    with trio.open_signal_receiver(*stop) as signals, single_error():
+        async with trio.open_nursery() as nursery:
+            try:
+                port = await nursery.start(serve)
+            except OSError as exc:
+                where = f"{args.host}:{args.port}"
+                raise CommandError(f"cannot listen on {where}: {exc}") from None
+            output.event(
+                "serving",
+                app=args.app,
+                transport=transport,
+                url=_ws_url(args.host, port, target.path),
+                redis=args.redis,
+            )
+            async for signum in signals:
+                output.event("stopping", signal=signal.Signals(signum).name)
+                break
+            nursery.cancel_scope.cancel()
+    return OK
+
+
+def _exec_hypercorn(args: argparse.Namespace, output: Output, target: Target) -> int:
     env = dict(os.environ)
+    app_dir = os.path.abspath(args.app_dir)
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = app_dir + (os.pathsep + path if path else "")
-    if args.redis:
-        env["TRIO_CABLE_REDIS_URL"] = args.redis
-    command = hypercorn_command(args)
+    command = hypercorn_command(args, hypercorn_app(target))
     if args.print_command:
-        output.data({"command": command, "redis": args.redis})
+        output.data({"transport": "hypercorn", "command": command, "redis": args.redis})
         return OK
     output.event(
         "serving",
         app=args.app,
+        transport="hypercorn",
         url=f"http://{args.host}:{args.port}/",
         workers=args.workers,
         redis=args.redis,
@@ -197,7 +380,8 @@ def serve(args: argparse.Namespace, output: Output) -> int:
 
 
 def demo(args: argparse.Namespace, output: Output) -> int:
-    args.app = "trio_cable.demo:app"
+    # Its pages are HTTP: Hypercorn serves them beside the cable.
+    args.app, args.transport = "trio_cable.demo:app", "hypercorn"
     return serve(args, output)
 
 
@@ -406,7 +590,11 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="default: 8000")
     parser.add_argument(
-        "-w", "--workers", type=int, default=1, help="worker processes (default: 1)"
+        "-w",
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (default: 1; more than one: Hypercorn)",
     )
     parser.add_argument(
         "--redis",
@@ -414,19 +602,20 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         help="share broadcasts between workers/servers (sets TRIO_CABLE_REDIS_URL)",
     )
     parser.add_argument(
-        "--reload", action="store_true", help="restart when code changes (dev)"
+        "--reload",
+        action="store_true",
+        help="restart when code changes (development; Hypercorn)",
     )
     parser.add_argument(
         "--graceful-timeout",
         type=int,
         default=1,
         metavar="SECONDS",
-        help="on SIGTERM/SIGINT, wait this long before clients get "
-        "server_restart (whole seconds; default: 1)",
+        help="Hypercorn: on SIGTERM/SIGINT, wait this long before clients get "
+        "server_restart (whole seconds; default: 1). The direct and "
+        "trio-websocket transports tell them at once",
     )
-    parser.add_argument(
-        "--log-level", default="info", help="Hypercorn's log level (default: info)"
-    )
+    parser.add_argument("--log-level", default="info", help="log level (default: info)")
     parser.add_argument(
         "--app-dir",
         default=".",
@@ -436,7 +625,8 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--print-command",
         action="store_true",
-        help="print the Hypercorn command as JSON instead of running it",
+        help="print what would run (the Hypercorn command, or the transport "
+        "and URL) as JSON instead of running it",
     )
 
 
@@ -471,10 +661,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = _subparser(
         commands,
         "serve",
-        "Run an ASGI app under Hypercorn's trio worker.",
-        "trio-cable serve myapp:app --port 8000 --redis redis://localhost:6379/0",
+        "Serve a Cable or CableApp (direct WebSocket transport), or an ASGI "
+        "app with HTTP routes (Hypercorn's trio worker).",
+        "trio-cable serve myapp:cable --port 8000 --redis redis://localhost:6379/0",
     )
-    p.add_argument("app", metavar="MODULE:APP", help="e.g. myapp:app")
+    p.add_argument(
+        "app",
+        metavar="MODULE:ATTR",
+        help="a trio_cable.Cable, a trio_cable.asgi.CableApp or any ASGI app, "
+        "e.g. myapp:cable (ATTR defaults to app)",
+    )
+    p.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default="auto",
+        help="auto (default): direct for a Cable, or a CableApp without HTTP "
+        "routes, in one process; otherwise hypercorn",
+    )
     _add_serve_options(p)
     p.set_defaults(run=serve)
 

@@ -9,6 +9,9 @@ the same load generator and driver to work.
 
 * trio-websocket: ``python bare_app.py --port PORT`` (``send_message``)
 * Hypercorn: ``hypercorn --worker-class trio bare_app:app`` (``websocket.send``)
+
+``BENCH_TUNE_GC=1`` applies ``trio_cable.tune_gc()`` at import, the
+setting the cable servers get from ``tune_gc=True``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
@@ -32,7 +36,11 @@ from bench_common import (
 )
 from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 
+from trio_cable import tune_gc
+
 raise_nofile_limit()
+if os.environ.get("BENCH_TUNE_GC") == "1":
+    tune_gc()
 
 PROTOCOL = "actioncable-v1-json"
 OUTBOX = 1024  # frames queued per connection, as trio_cable's default
@@ -119,7 +127,9 @@ class BareServer:
     async def _action(self, data: dict[str, Any], reply: Callable[[Any], None]) -> None:
         action, phase = data["action"], data.get("phase")
         pad = padding(data.get("size", 100))
-        if action == "series":
+        if action == "echo":
+            reply(data)
+        elif action == "series":
             start = trio.current_time()
             for seq in range(min(int(data["count"]), 1000)):
                 await trio.sleep_until(start + seq * float(data["interval"]))

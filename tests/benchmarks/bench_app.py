@@ -1,21 +1,29 @@
 """The trio_cable server under benchmark.
 
-``BenchChannel`` streams from ``bench``; ``BenchControl`` is run.py's
-remote control: its actions broadcast to ``bench`` from inside the server
-(each payload carries the server's ``time.time()`` in ms) and answer with a
-``done`` transmit when finished.
+``BenchChannel`` streams from ``bench`` and answers its ``echo`` action
+with the data it was sent; ``BenchControl`` is run.py's remote control: its
+actions broadcast to ``bench`` from inside the server (each payload carries
+the server's ``time.time()`` in ms) and answer with a ``done`` transmit
+when finished.
 
-Served two ways, each in its own process:
+Served three ways, each in its own process:
 
-* trio-websocket: ``python bench_app.py --port PORT`` (``serve_cable``)
+* direct: ``python bench_app.py --port PORT`` (``serve_cable``, the default
+  transport)
+* trio-websocket: ``python bench_app.py --port PORT --transport trio-websocket``
 * Hypercorn: ``hypercorn --worker-class trio bench_app:app`` (``CableApp``)
+
+``BENCH_TUNE_GC=1`` applies ``trio_cable.tune_gc`` (``tune_gc=True``), and
+``TRIO_CABLE_REDIS_URL`` makes the cable cross-process (run.py's Redis row).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import time
+from functools import partial
 from typing import Any
 
 import trio
@@ -33,13 +41,20 @@ from trio_cable.asgi import CableApp
 
 raise_nofile_limit()
 
-cable = Cable()
+TUNE_GC = os.environ.get("BENCH_TUNE_GC") == "1"
+
+# The benchmark holds up to 10,000 subscribers plus the driver's socket.
+cable = Cable(max_connections=50_000)
 
 
 @cable.channel
 class BenchChannel(Channel):
     async def subscribed(self) -> None:
         self.stream_from(STREAM)
+
+    async def echo(self, data: dict[str, Any]) -> None:
+        """The round trip: the client's data straight back."""
+        self.transmit(data)
 
 
 @cable.channel
@@ -73,19 +88,31 @@ class BenchControl(Channel):
         self.transmit({"done": "memory", **memory_action(data)})
 
 
-app = CableApp(cable)
+app = CableApp(cable, tune_gc=TUNE_GC)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--transport", choices=("direct", "trio-websocket"), default="direct"
+    )
     args = parser.parse_args()
 
     async def serve() -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve_cable, cable, args.host, args.port)
-            print("listening", flush=True)
+            await nursery.start(
+                partial(
+                    serve_cable,
+                    cable,
+                    args.host,
+                    args.port,
+                    transport=args.transport,
+                    tune_gc=TUNE_GC,
+                )
+            )
+            print(f"listening ({args.transport})", flush=True)
 
     with contextlib.suppress(KeyboardInterrupt):
         trio.run(serve)

@@ -1,4 +1,4 @@
-"""The benchmark's processes: servers, load generators, the control socket.
+"""The benchmark's processes: servers, load generators, Redis, the control socket.
 
 Every process started here is stopped by its context manager (terminate,
 then kill after 5 s), whatever happens inside.
@@ -24,21 +24,45 @@ import trio_websocket
 from bench_common import CONTROL_CHANNEL
 
 HERE = Path(__file__).resolve().parent
+NODE_REF = HERE / "node-ref"
 PROTOCOL = "actioncable-v1-json"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-SERVERS = (
-    "cable-trio-websocket",
-    "cable-hypercorn",
-    "bare-trio-websocket",
-    "bare-hypercorn",
-)
+REDIS_KIND = "cable-direct-redis"  # run.py's cross-process case
+# every server kind, in the order of the report's rows
+LABELS = {
+    "cable-direct": "trio_cable / direct (default)",
+    "cable-trio-websocket": "trio_cable / trio-websocket",
+    "cable-hypercorn": "trio_cable / Hypercorn",
+    "node-ws": "Node ws reference",
+    "bare-trio-websocket": "bare trio-websocket loop",
+    "bare-hypercorn": "bare Hypercorn loop",
+    REDIS_KIND: "trio_cable / direct, two processes through Redis",
+}
+SERVERS = tuple(kind for kind in LABELS if kind != REDIS_KIND)
+# run.py's default: every trio_cable transport and the Node ceiling
+DEFAULT_SERVERS = ("cable-direct", "cable-trio-websocket", "cable-hypercorn", "node-ws")
 
 
 def server_command(kind: str, port: int) -> list[str]:
+    if kind == "node-ws":
+        return [
+            node_binary(),
+            "--expose-gc",  # so the driver's "gc" action can collect first
+            str(NODE_REF / "server.mjs"),
+            "--port",
+            str(port),
+        ]
     module = "bench_app" if kind.startswith("cable-") else "bare_app"
-    if kind.endswith("-trio-websocket"):
-        return [sys.executable, str(HERE / f"{module}.py"), "--port", str(port)]
+    if kind in ("cable-direct", "cable-trio-websocket"):
+        transport = kind.removeprefix("cable-")
+        return [
+            sys.executable,
+            str(HERE / "bench_app.py"),
+            *("--port", str(port), "--transport", transport),
+        ]
+    if kind == "bare-trio-websocket":
+        return [sys.executable, str(HERE / "bare_app.py"), "--port", str(port)]
     # --workers 0: serve in this very process (no supervisor), so its PID
     # is the one measured; a large backlog so connection bursts are not
     # dropped and retried (trio-websocket's listener gets the kernel max).
@@ -59,6 +83,26 @@ def server_command(kind: str, port: int) -> list[str]:
 
 
 # -- processes -------------------------------------------------------------------
+
+
+def node_binary() -> str:
+    node = shutil.which("node")
+    if node is None:
+        raise SystemExit("node is needed for the load generator")
+    return node
+
+
+def ensure_node_ref() -> None:
+    """``npm ci`` in node-ref/ unless its ``ws`` is installed: the load
+    generator and the Node reference server both use it."""
+    if (NODE_REF / "node_modules" / "ws" / "package.json").exists():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SystemExit("npm is needed to install node-ref's ws package")
+    subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_REF, check=True, timeout=300
+    )
 
 
 def free_port() -> int:
@@ -179,6 +223,48 @@ async def wait_listening(proc: trio.Process, port: int, log_path: Path) -> None:
     )
 
 
+@asynccontextmanager
+async def redis_process(log_dir: Path) -> AsyncIterator[str]:
+    """A redis-server of our own on a free loopback port; yields its URL."""
+    redis = shutil.which("redis-server")
+    if redis is None:
+        raise SystemExit("redis-server is needed for the cross-process case")
+    port = free_port()
+    data_dir = log_dir / f"redis-{port}"
+    data_dir.mkdir()
+    with open(log_dir / f"redis-{port}.log", "wb") as log:  # noqa: ASYNC230
+        proc = await trio.lowlevel.open_process(
+            [
+                redis,
+                *("--port", str(port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", str(data_dir)),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        await wait_redis(proc, port)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        await stop_process(proc)
+
+
+async def wait_redis(proc: trio.Process, port: int) -> None:
+    with trio.move_on_after(10):
+        while proc.returncode is None:
+            try:
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+            except OSError:
+                await trio.sleep(0.05)
+                continue
+            async with stream:
+                await stream.send_all(b"PING\r\n")
+                if (await stream.receive_some(64)).startswith(b"+PONG"):
+                    return
+            await trio.sleep(0.05)  # still loading
+    raise RuntimeError(f"redis-server did not answer on port {port}")
+
+
 class LoadGen:
     """One loadgen.mjs process, spoken to in newline-delimited JSON."""
 
@@ -216,12 +302,9 @@ class LoadGen:
 
 @asynccontextmanager
 async def loadgen_process(log_dir: Path, index: int) -> AsyncIterator[LoadGen]:
-    node = shutil.which("node")
-    if node is None:
-        raise SystemExit("node is needed for the load generator")
     with open(log_dir / f"loadgen-{index}.log", "ab") as log:  # noqa: ASYNC230
         proc = await trio.lowlevel.open_process(
-            [node, str(HERE / "loadgen.mjs")],
+            [node_binary(), str(HERE / "loadgen.mjs")],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,

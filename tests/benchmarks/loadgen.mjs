@@ -10,9 +10,13 @@
 //       subscribe each to BenchChannel, wait for the confirmation
 //   {"cmd":"measure","phase":"p1","expect":50000,"timeout_ms":30000,"latencies":true}
 //       count data frames of that phase until `expect` arrived or the time cap
+//   {"cmd":"echo","sockets":100,"rounds":5,"timeout_ms":20000}
+//       on that many sockets at once, perform BenchChannel's `echo` action
+//       `rounds` times one after the other (each waits for the last reply);
+//       every reply's round-trip time in ms
 //   {"cmd":"close"}   close every socket, then exit
 // Events (stdout), one JSON object a line:
-//   ready; connected {...}; armed {phase}; measured {...}; closed
+//   ready; connected {...}; armed {phase}; measured {...}; echoed {...}; closed
 // Data frames carry {"p": phase, "s": seq, "t": server time.time() in ms}:
 // both ends read the same machine clock, so arrival - t is the latency.
 
@@ -20,7 +24,8 @@ import { createRequire } from "node:module";
 import { createInterface } from "node:readline";
 import { performance } from "node:perf_hooks";
 
-const require = createRequire(new URL("../../js/package.json", import.meta.url));
+// the `ws` package of the Node reference server (node-ref/package.json)
+const require = createRequire(new URL("./node-ref/package.json", import.meta.url));
 const { WebSocket } = require("ws");
 
 const PROTOCOL = "actioncable-v1-json";
@@ -43,8 +48,9 @@ function quantiles(values) {
 const sockets = [];
 const counters = { closed: 0, errors: 0, disconnectFrames: 0, pings: 0 };
 let phase = null; // the measurement under way, or null
+let echo = null; // the echo round under way, or null
 
-function onFrame(data) {
+function onFrame(ws, data) {
   const arrival = now();
   let frame;
   try {
@@ -61,7 +67,12 @@ function onFrame(data) {
     counters.disconnectFrames += 1;
     return;
   }
-  if (phase === null || message === undefined || frame.identifier !== IDENTIFIER) return;
+  if (message === undefined || frame.identifier !== IDENTIFIER) return;
+  if (message.action === "echo") {
+    onEcho(ws, message, arrival);
+    return;
+  }
+  if (phase === null) return;
   if (message.p !== phase.name) return;
   phase.received += 1;
   if (message.t < phase.minSent) phase.minSent = message.t;
@@ -95,7 +106,7 @@ function openOne(url, timeoutMs) {
     }, timeoutMs);
     ws.on("message", (data) => {
       if (confirmed) {
-        onFrame(data);
+        onFrame(ws, data);
         return;
       }
       const frame = JSON.parse(data);
@@ -205,6 +216,57 @@ function finishPhase() {
   });
 }
 
+function sendEcho(ws, round) {
+  const data = JSON.stringify({ action: "echo", r: round, t: now() });
+  ws.send(JSON.stringify({ command: "message", identifier: IDENTIFIER, data }));
+}
+
+function onEcho(ws, message, arrival) {
+  const e = echo;
+  if (e === null || !e.left.has(ws)) return;
+  e.rtts.push(Math.round((arrival - message.t) * 1000) / 1000);
+  const left = e.left.get(ws) - 1;
+  if (left > 0) {
+    e.left.set(ws, left);
+    sendEcho(ws, e.rounds - left);
+  } else {
+    e.left.delete(ws);
+    if (e.left.size === 0) finishEcho();
+  }
+}
+
+function startEcho({ sockets: k, rounds, timeout_ms: timeoutMs }) {
+  const chosen = sockets.filter((ws) => ws.readyState === WebSocket.OPEN).slice(0, k);
+  echo = {
+    rounds,
+    expect: chosen.length * rounds,
+    left: new Map(chosen.map((ws) => [ws, rounds])),
+    rtts: [],
+    started: now(),
+    cpu: process.cpuUsage(),
+    timer: null,
+  };
+  echo.timer = setTimeout(finishEcho, timeoutMs);
+  if (chosen.length === 0) finishEcho();
+  for (const ws of chosen) sendEcho(ws, 0);
+}
+
+function finishEcho() {
+  const e = echo;
+  if (e === null) return;
+  echo = null;
+  clearTimeout(e.timer);
+  const cpu = process.cpuUsage(e.cpu);
+  emit({
+    event: "echoed",
+    expect: e.expect,
+    received: e.rtts.length,
+    rtts: e.rtts,
+    cpu_ms: (cpu.user + cpu.system) / 1000,
+    wall_ms: now() - e.started,
+  });
+}
+
 function closeAll() {
   for (const ws of sockets) ws.terminate();
   emit({ event: "closed" });
@@ -220,6 +282,7 @@ lines.on("line", (line) => {
   const command = JSON.parse(line);
   if (command.cmd === "connect") connect(command);
   else if (command.cmd === "measure") measure(command);
+  else if (command.cmd === "echo") startEcho(command);
   else if (command.cmd === "close") closeAll();
   else emit({ event: "error", error: `unknown command ${command.cmd}` });
 });
