@@ -1,5 +1,6 @@
 """The churn soak: thousands of short client lifetimes against a live
-server (``serve_cable``), with broadcasts flowing, for 60 seconds.
+server (``serve_cable``, on its default direct transport), with
+broadcasts flowing, for 60 seconds.
 
 2,000 clients each loop for the whole run: connect, subscribe, perform an
 action and wait for its answer, stay 0.5-6 s (receiving their room's
@@ -33,6 +34,7 @@ import trio
 
 from tests.test_fuzz import (
     ROOM,
+    FrameCaches,
     WsClient,
     cmd,
     fuzz_cable,
@@ -163,32 +165,36 @@ async def churn(cable: Cable, port: int, seconds: float) -> dict[str, Any]:
     return {"stats": stats, "broadcasts": broadcasts, "peak": peak, "seconds": seconds}
 
 
-async def quiesce(cable: Cable, idle: int) -> tuple[int, tracemalloc.Snapshot]:
+async def quiesce(
+    cable: Cable, idle: int, caches: FrameCaches
+) -> tuple[int, tracemalloc.Snapshot]:
     """Task count and traced memory once every client has gone."""
     tasks = await settle(cable, idle)
     # trio drops the deadlines of exited cancel scopes lazily, when they
     # pass: let the longest server timeout (connect_timeout, 10 s) pass so
     # those scopes are not counted.
     await trio.sleep(10.5)
-    return tasks, traced()
+    return tasks, traced(caches)
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("open_files")
-async def test_churn_soak() -> None:
+async def test_churn_soak(monkeypatch: pytest.MonkeyPatch) -> None:
     """A short warm-up churn at the same concurrency first: tables sized
     for the peak (trio's run queue, the connection sets) stay that size,
     which is not growth. Then the soak; memory is compared between the two
-    quiet points."""
+    quiet points. On the direct transport (the default) only: a soak on
+    each transport would double the suite's longest test."""
+    caches = FrameCaches(monkeypatch)
     cable = fuzz_cable(ping_interval=3.0)  # default limits
     tracemalloc.start(1)
     try:
         async with served(cable, connect_timeout=10.0) as port:
             idle = task_count()
             await churn(cable, port, WARM_UP)
-            tasks_before, memory_before = await quiesce(cable, idle)
+            tasks_before, memory_before = await quiesce(cable, idle, caches)
             run = await churn(cable, port, SECONDS)
-            tasks_after, memory_after = await quiesce(cable, idle)
+            tasks_after, memory_after = await quiesce(cable, idle, caches)
             hub = cable.hub.statistics()
     finally:
         tracemalloc.stop()

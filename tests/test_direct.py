@@ -11,13 +11,11 @@ frame encoder itself is tested without an event loop.
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import json
-import os
-import socket
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import Any
 
 import pytest
@@ -26,11 +24,14 @@ import trio.lowlevel
 from trio_websocket import WebSocketConnection, wrap_client_stream
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
-from trio_cable import Cable, Channel, Request, Unauthorized
+from tests.rawclient import RawClient, raw_connect
+from tests.transports import Transport
+from trio_cable import Cable, Channel, Request, Unauthorized, serve_cable
 from trio_cable import direct as direct_module
+from trio_cable._connection import Connection
 from trio_cable._protocol import encode_payload, message_prefix
 from trio_cable._wsframe import FrameCache, encode_text_frame
-from trio_cable.direct import serve_cable_direct
+from trio_cable.direct import DirectTransport, serve_cable_direct
 from trio_cable.testing import identifier_for
 
 PROTOCOL = "actioncable-v1-json"
@@ -38,7 +39,6 @@ SERVER_RESTART = {"type": "disconnect", "reason": "server_restart", "reconnect":
 ROOM = identifier_for("RoomChannel", room="a")
 
 Frame = dict[str, Any]
-CLOSED = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 class RoomCable(Cable):
@@ -77,12 +77,15 @@ def room_cable(**options: Any) -> RoomCable:
 
 
 @asynccontextmanager
-async def served(cable: Cable, **options: Any) -> AsyncIterator[int]:
+async def served(
+    cable: Cable, transport: Transport = "direct", **options: Any
+) -> AsyncIterator[int]:
     async with trio.open_nursery() as nursery:
         yield await nursery.start(
-            lambda task_status: serve_cable_direct(
-                cable, "127.0.0.1", 0, task_status=task_status, **options
-            )
+            partial(serve_cable, transport=transport, **options),
+            cable,
+            "127.0.0.1",
+            0,
         )
         nursery.cancel_scope.cancel()
 
@@ -141,148 +144,14 @@ async def subscribe(ws: WebSocketConnection, identifier: str = ROOM) -> None:
     assert await next_json(ws) == confirm
 
 
-# -- a raw client --------------------------------------------------------------
-
-
-class RawClient:
-    """RFC 6455 by hand on a trio socket: it reads only when asked, answers
-    the server's close frame, and keeps every frame's exact bytes."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.buffer = bytearray()
-        self.close_code: int | None = None
-
-    @classmethod
-    async def open(cls, port: int, *, receive_buffer: int | None = None) -> RawClient:
-        """A TCP connection, not yet upgraded."""
-        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if receive_buffer is not None:
-            # Before connect(), so the advertised TCP window stays small.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-        await sock.connect(("127.0.0.1", port))
-        return cls(trio.SocketStream(sock))
-
-    @classmethod
-    async def connect(
-        cls, port: int, path: str = "/cable", **options: Any
-    ) -> RawClient:
-        client = await cls.open(port, **options)
-        head = await client.handshake(port, path)
-        assert head.startswith(b"HTTP/1.1 101"), head
-        assert f"sec-websocket-protocol: {PROTOCOL}".encode() in head.lower()
-        return client
-
-    async def handshake(
-        self, port: int, path: str = "/cable", headers: str = ""
-    ) -> bytes:
-        """Send the upgrade request; return the response head (and, for a
-        refusal, its body after a blank line)."""
-        key = base64.b64encode(os.urandom(16)).decode()
-        request = (
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Sec-WebSocket-Protocol: {PROTOCOL}\r\n{headers}\r\n"
-        )
-        await self.stream.send_all(request.encode())
-        while b"\r\n\r\n" not in self.buffer:
-            chunk = await self.stream.receive_some(4096)
-            if not chunk:
-                break
-            self.buffer += chunk
-        head, _, rest = bytes(self.buffer).partition(b"\r\n\r\n")
-        self.buffer = bytearray(rest)
-        return head
-
-    async def read_to_eof(self) -> bytes:
-        while chunk := await self.stream.receive_some(4096):
-            self.buffer += chunk
-        return bytes(self.buffer)
-
-    async def send_frame(
-        self, opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True
-    ) -> None:
-        n = len(payload)
-        first = (0x80 if fin else 0) | opcode
-        mask_bit = 0x80 if masked else 0
-        if n < 126:
-            header = bytes([first, mask_bit | n])
-        elif n < 1 << 16:
-            header = bytes([first, mask_bit | 126]) + n.to_bytes(2, "big")
-        else:
-            header = bytes([first, mask_bit | 127]) + n.to_bytes(8, "big")
-        if masked:
-            mask = os.urandom(4)
-            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-            header += mask
-        await self.stream.send_all(header + payload)
-
-    async def send_text(self, text: str) -> None:
-        await self.send_frame(0x1, text.encode())
-
-    async def receive_raw(self) -> tuple[int, bytes] | None:
-        """(opcode, payload) of the next frame, data or control; None at EOF.
-        Answers a close frame (once) and records its code."""
-        buf = self.buffer
-        while True:
-            if len(buf) >= 2:
-                assert buf[1] & 0x80 == 0, "server frames are never masked"
-                assert buf[0] & 0x80, "the server does not fragment"
-                length, start = buf[1] & 0x7F, 2
-                if length == 126:
-                    length, start = int.from_bytes(buf[2:4], "big"), 4
-                elif length == 127:
-                    length, start = int.from_bytes(buf[2:10], "big"), 10
-                if len(buf) >= start + length:
-                    opcode, payload = buf[0] & 0x0F, bytes(buf[start : start + length])
-                    del buf[: start + length]
-                    if opcode == 0x8 and self.close_code is None:
-                        self.close_code = int.from_bytes(payload[:2], "big")
-                        with contextlib.suppress(*CLOSED):
-                            await self.send_frame(0x8, payload[:2])
-                    return opcode, payload
-            try:
-                chunk = await self.stream.receive_some(65536)
-            except trio.BrokenResourceError:  # reset by the server
-                return None
-            if not chunk:
-                return None
-            buf += chunk
-
-    async def receive(self) -> Frame | None:
-        """The next text frame (pings skipped), decoded; None once closed."""
-        while (raw := await self.receive_raw()) is not None:
-            opcode, payload = raw
-            if opcode == 0x8:
-                return None
-            if opcode == 0x1:
-                frame: Frame = json.loads(payload)
-                if frame.get("type") != "ping":
-                    return frame
-        return None
-
-    async def subscribe(self, identifier: str = ROOM) -> None:
-        await self.send_text(command("subscribe", identifier))
-        while (frame := await self.receive()) is not None:
-            if frame.get("type") == "confirm_subscription":
-                return
-        raise AssertionError("closed before the confirmation")
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
+# -- a raw client (tests/rawclient.py) ----------------------------------------
 
 
 def peer(client: RawClient) -> tuple[str, int]:
     """The client's address, as the server sees it."""
+    assert isinstance(client.stream, trio.SocketStream)
     host, port = client.stream.socket.getsockname()[:2]
     return (host, port)
-
-
-async def raw_connect(stack: AsyncExitStack, port: int, **options: Any) -> RawClient:
-    client = await RawClient.connect(port, **options)
-    stack.push_async_callback(client.aclose)
-    return client
 
 
 # -- the encoder, without an event loop ----------------------------------------
@@ -497,7 +366,7 @@ async def test_client_close_handshake() -> None:
     with trio.fail_after(10):
         async with served(cable) as port, AsyncExitStack() as stack:
             client = await raw_connect(stack, port)
-            await client.subscribe()
+            await client.subscribe(ROOM)
             await client.send_frame(0x8, (1000).to_bytes(2, "big") + b"bye")
             while (raw := await client.receive_raw()) is not None:
                 if raw[0] == 0x8:
@@ -513,7 +382,7 @@ async def test_fragmented_message_is_reassembled() -> None:
     with trio.fail_after(10):
         async with served(cable) as port, AsyncExitStack() as stack:
             client = await raw_connect(stack, port)
-            await client.subscribe()
+            await client.subscribe(ROOM)
             text = command("message", action="speak", message="in pieces").encode()
             await client.send_frame(0x1, text[:10], fin=False)
             await client.send_frame(0x9, b"a ping in between")  # allowed there
@@ -539,8 +408,8 @@ async def test_invalid_framing_closes_only_that_socket(
         async with served(cable) as port, AsyncExitStack() as stack:
             bad = await raw_connect(stack, port)
             good = await raw_connect(stack, port)
-            await bad.subscribe()
-            await good.subscribe()
+            await bad.subscribe(ROOM)
+            await good.subscribe(ROOM)
             await bad.send_frame(
                 frame.get("opcode", 0x1),
                 frame.get("payload", b"{}"),
@@ -565,7 +434,7 @@ async def test_oversized_message_is_1009() -> None:
             AsyncExitStack() as stack,
         ):
             client = await raw_connect(stack, port)
-            await client.subscribe()
+            await client.subscribe(ROOM)
             await client.send_frame(0x1, b"x" * 600, fin=False)
             await client.send_frame(0x0, b"x" * 600)
             while await client.receive() is not None:
@@ -612,7 +481,7 @@ async def test_shutdown_tells_200_clients_server_restart() -> None:
                 )
                 for i in range(clients):
                     client = await raw_connect(stack, port)
-                    await client.subscribe()
+                    await client.subscribe(ROOM)
                     listeners.start_soon(listen, i, client)
                 assert cable.hub.subscribers("room:a") == clients
                 started = trio.current_time()
@@ -632,14 +501,24 @@ async def test_shutdown_tells_200_clients_server_restart() -> None:
 # -- shared frame bytes and a slow reader --------------------------------------
 
 
+def queued(conn: Connection) -> int:
+    """Frames waiting for a connection's socket, whichever transport."""
+    direct = conn.transport
+    if isinstance(direct, DirectTransport):
+        return direct.backlog_frames
+    return len(conn._outbox)
+
+
 async def test_slow_reader_gets_every_frame_byte_exact(
-    monkeypatch: pytest.MonkeyPatch,
+    transport: Transport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One client reads a few KB at a time through a 4 KB receive buffer
-    (so the server's writes to it are partial, again and again) while
-    five read fast. Frames of every header size (7-, 16- and 64-bit
-    lengths) are shared between all six; each must arrive byte for byte
-    as the protocol encodes it, in order, on every socket."""
+    """One client reads through a 4 KB receive buffer and naps after
+    every frame, so the server's writes to it are cut short by the kernel
+    again and again (counted below), while five read fast. Frames of
+    every header size (7-, 16- and 64-bit lengths) are shared between all
+    six; every byte of every frame, header and payload, must arrive
+    exactly as RFC 6455 encodes it, in order, on every socket. On both
+    transports; on the direct one each frame is also encoded only once."""
     caches: list[FrameCache] = []
 
     class Recorded(FrameCache):
@@ -648,47 +527,74 @@ async def test_slow_reader_gets_every_frame_byte_exact(
             caches.append(self)
 
     monkeypatch.setattr(direct_module, "FrameCache", Recorded)
+    partial_writes: Counter[tuple[str, int]] = Counter()  # by peer address
+    with trio.socket.socket() as probe:
+        socket_type = type(probe)  # trio's one concrete socket class
+    send = socket_type.send
+
+    async def counting_send(sock: Any, data: Any, *args: Any) -> int:
+        sent: int = await send(sock, data, *args)
+        if sent < len(data):
+            partial_writes[sock.getpeername()[:2]] += 1
+        return sent
+
+    monkeypatch.setattr(socket_type, "send", counting_send)
     cable = room_cable(max_outbox_frames=100_000, max_outbox_bytes=1 << 30)
-    sizes = [10, 100, 200, 1_000, 70_000, 5, 65_000, 300]
+    sizes = [10, 100, 200, 1_000, 70_000, 5, 65_000, 300, 125, 126, 65_535, 65_536]
     payloads = [
         encode_payload({"i": i, "pad": chr(0x61 + i % 26) * sizes[i % len(sizes)]})
-        for i in range(200)
+        for i in range(240)
     ]
     expected = [message_prefix(ROOM) + p + "}" for p in payloads]
+    want = [encode_text_frame(text) for text in expected]  # header + payload
+    headers = {len(w) - len(t.encode()) for w, t in zip(want, expected, strict=True)}
+    assert headers == {2, 4, 10}
 
     async def read_all(client: RawClient, got: list[bytes], slow: bool) -> None:
-        while len(got) < len(expected):
-            raw = await client.receive_raw()
-            assert raw is not None
-            opcode, payload = raw
-            if opcode == 0x1 and b'"type":"ping"' not in payload:
-                got.append(payload)
+        while len(got) < len(want):
+            wire = await client.receive_wire()
+            assert wire is not None
+            opcode, payload, frame = wire
+            if opcode == 0x1 and not payload.startswith(b'{"type":"ping"'):
+                got.append(frame)
             if slow:
                 await trio.sleep(0.002)
 
     with trio.fail_after(60):
-        async with served(cable) as port, AsyncExitStack() as stack:
+        async with (
+            served(cable, transport=transport) as port,
+            AsyncExitStack() as stack,
+        ):
             slow = await raw_connect(stack, port, receive_buffer=4096)
+            slow_peer = peer(slow)
             fast = [await raw_connect(stack, port) for _ in range(5)]
             for client in (slow, *fast):
-                await client.subscribe()
+                await client.subscribe(ROOM)
             received: list[list[bytes]] = [[] for _ in range(6)]
             async with trio.open_nursery() as nursery:
                 for i, client in enumerate((slow, *fast)):
                     nursery.start_soon(read_all, client, received[i], i == 0)
                 (slow_conn,) = [
-                    c for c in cable.connections if c.request.client == peer(slow)
+                    c for c in cable.connections if c.request.client == slow_peer
                 ]
                 lagged = 0  # frames queued for the slow one, at most
                 for payload in payloads:
                     cable.hub.publish("room:a", payload)
                     await trio.lowlevel.checkpoint()
-                    lagged = max(lagged, slow_conn.transport.backlog_frames)
+                    lagged = max(lagged, queued(slow_conn))
+    print(
+        f"\n{transport}: {len(want)} frames, {sum(map(len, want))} bytes to each "
+        f"of 6 readers; the slow one lagged by up to {lagged} frames and took "
+        f"{partial_writes[slow_peer]} partial writes"
+    )
     assert lagged > 10  # it really fell behind
-    want = [e.encode() for e in expected]
+    assert partial_writes[slow_peer] > 10  # and its writes were cut short
     for got in received:
-        assert got == want
-    # Each broadcast frame was encoded once, not once per socket.
-    (cache,) = caches
-    assert cache.hits >= 5 * len(payloads)
+        assert len(got) == len(want)
+        for n, (frame, wanted) in enumerate(zip(got, want, strict=True)):
+            assert frame == wanted, f"frame {n} differs"
     assert cable.counters["too_slow"] == 0
+    if transport == "direct":
+        # Each broadcast frame was encoded once, not once per socket.
+        (cache,) = caches
+        assert cache.hits >= 5 * len(payloads)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from functools import partial
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
+from tests.transports import Transport
 from trio_cable import (
     Cable,
     Channel,
@@ -114,11 +116,13 @@ async def handshake_status(port: int, headers: dict[str, str]) -> int:
 
 
 async def test_cross_origin_refused_with_403_before_upgrade_over_sockets(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, transport: Transport
 ) -> None:
     cable = make_cable()
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(serve_cable, cable, "127.0.0.1", 0)
+        port = await nursery.start(
+            partial(serve_cable, transport=transport), cable, "127.0.0.1", 0
+        )
         assert await handshake_status(port, {"Origin": "https://evil.example"}) == 403
         assert cable.counters["origin_refused"] == 1
         # same origin and no origin are upgraded
@@ -143,10 +147,12 @@ async def test_connection_limit_refuses_with_503_and_neighbours_carry_on() -> No
     assert cable.counters["connections_refused"] == 1
 
 
-async def test_connection_limit_over_sockets() -> None:
+async def test_connection_limit_over_sockets(transport: Transport) -> None:
     cable = make_cable(max_connections=1)
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(serve_cable, cable, "127.0.0.1", 0)
+        port = await nursery.start(
+            partial(serve_cable, transport=transport), cable, "127.0.0.1", 0
+        )
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
             # a first client holds the only slot...

@@ -1,15 +1,20 @@
 """Cancellation and shutdown over real sockets.
 
-* ``serve_cable`` (trio-websocket) with 500 subscribed clients: cancelling
-  the server ends every connection quickly, every client is told
-  ``server_restart`` before its socket closes, every ``unsubscribed()``
-  runs, and no task or thread is left running our code.
+* ``serve_cable`` with 500 subscribed clients, on each socket transport:
+  cancelling the server ends every connection quickly, every client is
+  told ``server_restart`` before its socket closes, every
+  ``unsubscribed()`` runs, and no task or thread is left running our code.
+* The direct transport (the default) at 5,000 subscribed clients: 500 of
+  them leave first (a close handshake, or a dropped TCP connection), which
+  ends exactly their connections; then cancelling the server keeps every
+  guarantee above, within a stated bound.
 * Real Hypercorn (``--worker-class trio``) with 200 subscribed clients:
   SIGTERM ends the process within a bound and every client is told
   ``server_restart``.
 * A client closing its socket ends exactly its connection's nursery (its
   hooks run, its streams and connection are gone) while another client
-  carries on, with serve_cable and with the in-memory test client.
+  carries on, with serve_cable (each transport) and with the in-memory
+  test client.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ import threading
 import traceback
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +42,8 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
 import trio_cable
+from tests.rawclient import RawClient
+from tests.transports import Transport
 from trio_cable import Cable, Channel, serve_cable
 from trio_cable.testing import cable_test_client, identifier_for
 
@@ -234,7 +242,7 @@ class Countdown:
 # -- 1. serve_cable: 500 clients, then cancel the server ------------------------
 
 
-async def test_serve_cable_shutdown_500_clients() -> None:
+async def test_serve_cable_shutdown_500_clients(transport: Transport) -> None:
     clients = 500
     raise_open_file_limit(2 * clients + 200)  # both ends live in this process
     cable, hooks = counting_cable(ping_interval=1.0)
@@ -246,7 +254,9 @@ async def test_serve_cable_shutdown_500_clients() -> None:
     with trio.fail_after(30):
         async with trio.open_nursery() as client_nursery:
             async with trio.open_nursery() as server_nursery:
-                port = await server_nursery.start(serve_cable, cable, "127.0.0.1", 0)
+                port = await server_nursery.start(
+                    partial(serve_cable, transport=transport), cable, "127.0.0.1", 0
+                )
                 for i, log in enumerate(logs):
                     # One in ten ends in a worker thread (see counting_cable).
                     channel = "ThreadedFeedChannel" if i % 10 == 0 else "FeedChannel"
@@ -281,11 +291,169 @@ async def test_serve_cable_shutdown_500_clients() -> None:
     assert threads_running_our_code(threads_before) == []
     idle_workers = len(set(threading.enumerate()) - threads_before)
     print(
-        f"\n500 clients: server stopped {server_done:.3f}s after cancel, "
+        f"\n{transport}, 500 clients: server stopped {server_done:.3f}s after cancel, "
         f"last client closed at {last_close:.3f}s, all clients done "
         f"{clients_done:.3f}s; {idle_workers} idle trio worker threads cached"
     )
     assert server_done < 2.0
+
+
+# -- 1b. the direct transport: 5,000 clients, some leave, then cancel -----------
+
+#: Clients of the 5,000-connection test that leave before the shutdown.
+LEAVERS = 500
+#: The shutdown bound at 5,000 connections. serve_cable's contract is a
+#: graceful close for close_timeout + hook_timeout (2 s by default), then a
+#: forced one; the rest is room for a busy 2-core machine and for the
+#: clients, which share the server's process.
+SHUTDOWN_BOUND_5000 = 5.0
+
+
+async def test_direct_5000_clients_leave_and_shutdown() -> None:
+    """5,000 subscribed clients on the direct transport, on raw sockets
+    (a hand-written RFC 6455 client: one socket and no task each while
+    idle). 500 leave first, half with a close handshake, half by dropping
+    TCP: exactly their connections end, with their hooks, streams and
+    tasks. A broadcast then reaches each of the other 4,500, and
+    cancelling the server tells every one ``server_restart`` (after that
+    broadcast) with a clean close, runs every ``unsubscribed()``, and
+    leaves no stream, connection, task or thread behind, within
+    ``SHUTDOWN_BOUND_5000`` seconds."""
+    clients = 5_000
+    rooms = 10
+    raise_open_file_limit(2 * clients + 500)  # both ends live in this process
+    cable, hooks = counting_cable()
+    tasks_before = all_tasks()
+    threads_before = set(threading.enumerate())
+    idents = [
+        # One in ten ends in a worker thread (see counting_cable).
+        identifier_for(
+            "ThreadedFeedChannel" if i % 10 == 0 else "FeedChannel",
+            room=f"r{i % rooms}",
+        )
+        for i in range(clients)
+    ]
+    conns: list[RawClient | None] = [None] * clients
+    frames: list[list[Frame]] = [[] for _ in range(clients)]
+    close_codes: list[int | None] = [None] * clients
+    answers: list[int | None] = [None] * LEAVERS
+
+    async def open_one(i: int, port: int, gate: trio.Semaphore) -> None:
+        async with gate:
+            client = await RawClient.connect(port)
+            conns[i] = client
+            await client.subscribe(idents[i])
+
+    async def leave(i: int, client: RawClient) -> None:
+        if i % 2:
+            answers[i] = await client.close_handshake()
+        await client.aclose()  # for the others: no WebSocket close at all
+
+    async def listen(i: int, client: RawClient) -> None:
+        while (frame := await client.receive()) is not None:
+            frames[i].append(frame)
+        close_codes[i] = client.close_code
+
+    with trio.fail_after(120):
+        async with AsyncExitStack() as stack, trio.open_nursery() as listeners:
+            async with trio.open_nursery() as server:
+                port = await server.start(serve_cable, cable, "127.0.0.1", 0)
+                opened = trio.current_time()
+                try:
+                    async with trio.open_nursery() as nursery:
+                        gate = trio.Semaphore(200)  # handshakes in flight
+                        for i in range(clients):
+                            nursery.start_soon(open_one, i, port, gate)
+                finally:
+                    for client in conns:
+                        if client is not None:
+                            stack.push_async_callback(client.aclose)
+                opened = trio.current_time() - opened
+                all_open = [c for c in conns if c is not None]
+                assert len(all_open) == clients
+                assert hooks["subscribed"] == clients
+                assert len(cable.connections) == clients
+                assert cable.hub.statistics().subscribers == clients
+                assert connection_tasks() == (clients, clients)
+
+                # 500 leave; exactly their connections end.
+                staying = {peer_of(c) for c in all_open[LEAVERS:]}
+                async with trio.open_nursery() as nursery:
+                    for i, client in enumerate(all_open[:LEAVERS]):
+                        nursery.start_soon(leave, i, client)
+                await wait_until(
+                    lambda: len(cable.connections) == clients - LEAVERS, timeout=30
+                )
+                assert answers[1::2] == [1000] * (LEAVERS // 2)  # answered
+                assert {c.request.client for c in cable.connections} == staying
+                assert hooks["unsubscribed"] == LEAVERS
+                assert cable.hub.statistics().subscribers == clients - LEAVERS
+                assert sorted(cable.hub.streams()) == [
+                    f"feed:r{k}" for k in range(rooms)
+                ]
+                assert connection_tasks() == (clients - LEAVERS, clients - LEAVERS)
+
+                # The others still receive, and then hear the server go.
+                for i in range(LEAVERS, clients):
+                    listeners.start_soon(listen, i, conns[i])
+                delivered = [
+                    cable.broadcast_nowait(f"feed:r{k}", {"room": k})
+                    for k in range(rooms)
+                ]
+                assert sum(delivered) == clients - LEAVERS
+                started = trio.current_time()
+                server.cancel_scope.cancel()
+            server_done = trio.current_time() - started
+        clients_done = trio.current_time() - started
+
+    print(
+        f"\ndirect, {clients} clients: all connected and subscribed in "
+        f"{opened:.2f}s; {LEAVERS} left; server stopped {server_done:.3f}s "
+        f"after cancel (bound {SHUTDOWN_BOUND_5000}s), all clients closed at "
+        f"{clients_done:.3f}s; unsubscribed() ran {hooks['unsubscribed']} times"
+    )
+    # Every guarantee at once, so that a failure shows all that broke.
+    stayed = range(LEAVERS, clients)
+    told = [
+        frames[i]
+        == [{"identifier": idents[i], "message": {"room": i % rooms}}, SERVER_RESTART]
+        for i in stayed
+    ]
+    outcome = {
+        "broadcast, then server_restart": sum(told),
+        "closed with 1000": sum(close_codes[i] == 1000 for i in stayed),
+        "unsubscribed() ran": hooks["unsubscribed"],
+        "unsubscribed() ran per room": {
+            hooks[f"unsubscribed r{k}"] for k in range(rooms)
+        },
+        "streams": cable.hub.streams(),
+        "subscribers": cable.hub.statistics().subscribers,
+        "connections": len(cable.connections),
+        "cable running": cable.is_running,
+        "tasks left": {t.name for t in all_tasks() - tasks_before},
+        "threads left": threads_running_our_code(threads_before),
+        "stopped within the bound": server_done < SHUTDOWN_BOUND_5000,
+    }
+    assert outcome == {
+        "broadcast, then server_restart": clients - LEAVERS,
+        "closed with 1000": clients - LEAVERS,
+        "unsubscribed() ran": clients,
+        "unsubscribed() ran per room": {clients // rooms},
+        "streams": [],
+        "subscribers": 0,
+        "connections": 0,
+        "cable running": False,
+        "tasks left": set(),
+        "threads left": [],
+        "stopped within the bound": True,
+    }
+
+
+def peer_of(client: RawClient) -> tuple[str, int]:
+    """The client's address, as the server sees it."""
+    assert isinstance(client.stream, trio.SocketStream)
+    host, port = client.stream.socket.getsockname()[:2]
+    return (host, port)
 
 
 # -- 2. real Hypercorn: 200 clients, then SIGTERM --------------------------------
@@ -403,12 +571,16 @@ def connection_tasks() -> int:
 
 
 @pytest.mark.parametrize("how", ["close_handshake", "tcp_drop"])
-async def test_serve_cable_client_close_ends_its_connection(how: str) -> None:
+async def test_serve_cable_client_close_ends_its_connection(
+    how: str, transport: Transport
+) -> None:
     cable, hooks = counting_cable()
     shared = identifier_for("FeedChannel", room="shared")
     with trio.fail_after(10):
         async with trio.open_nursery() as server:
-            port = await server.start(serve_cable, cable, "127.0.0.1", 0)
+            port = await server.start(
+                partial(serve_cable, transport=transport), cable, "127.0.0.1", 0
+            )
             async with ws_client(port) as other:
                 await other.subscribe(shared)
                 async with ws_client(port) as leaving:

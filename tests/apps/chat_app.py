@@ -6,10 +6,11 @@ The same :data:`cable` is served three ways:
 * by real Hypercorn: ``python -m hypercorn --worker-class trio
   tests.apps.chat_app:app --bind 127.0.0.1:PORT`` serves the cable at
   ``/cable`` and :func:`http_app` for everything else;
-* by trio-websocket: ``python -m tests.apps.chat_app --port P --http-port H``
-  serves the cable with :func:`~trio_cable.serve_cable` on ``P`` and
-  :func:`http_app` (through Hypercorn's ``serve``) on ``H``; with
-  ``--transport direct``, by :func:`~trio_cable.direct.serve_cable_direct`.
+* by :func:`~trio_cable.serve_cable`: ``python -m tests.apps.chat_app
+  --transport T --port P --http-port H`` serves the cable on ``P`` with
+  the socket transport ``T`` (``direct``, the default, or
+  ``trio-websocket``) and :func:`http_app` (through Hypercorn's ``serve``)
+  on ``H``.
 
 :func:`http_app` lets a test reach into a server process from outside:
 ``POST /broadcast?stream=NAME`` (JSON body) broadcasts with
@@ -39,6 +40,7 @@ import os
 import signal
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -46,9 +48,9 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from tests.transports import TRANSPORTS, Transport
 from trio_cable import Cable, Channel, Request, Unauthorized, serve_cable
 from trio_cable.asgi import CableApp
-from trio_cable.direct import serve_cable_direct
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -195,16 +197,16 @@ async def _respond(send: Send, status: int, payload: Any) -> None:
 app = CableApp(cable, http_app)
 
 
-# -- the trio-websocket server ------------------------------------------------
+# -- serve_cable ----------------------------------------------------------------
 
 
 async def run_server(
-    host: str, port: int, http_port: int, transport: str = "trio-websocket"
+    host: str, port: int, http_port: int, transport: Transport = "direct"
 ) -> None:
-    """Serve the cable with serve_cable (or serve_cable_direct) and
-    http_app beside it, until SIGINT or SIGTERM (then clients get
+    """Serve the cable with serve_cable on ``transport`` and http_app
+    beside it, until SIGINT or SIGTERM (then clients get
     ``server_restart``)."""
-    serve_it = serve_cable_direct if transport == "direct" else serve_cable
+    serve_it = partial(serve_cable, transport=transport)
     config = Config()
     config.bind = [f"{host}:{http_port}"]
     config.errorlog = logging.getLogger("hypercorn.error")  # log via the root
@@ -229,9 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         "--port", type=int, required=True, help="cable (WebSocket) port"
     )
     parser.add_argument("--http-port", type=int, required=True, help="http_app port")
-    parser.add_argument(
-        "--transport", choices=["trio-websocket", "direct"], default="trio-websocket"
-    )
+    parser.add_argument("--transport", choices=TRANSPORTS, default="direct")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     trio.run(run_server, args.host, args.port, args.http_port, args.transport)

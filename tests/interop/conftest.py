@@ -33,7 +33,8 @@ def _session_server(
 
 @pytest.fixture
 def cable_server(_session_server: ServerProcess) -> ServerProcess:
-    """A running chat_app server (Hypercorn or serve_cable), shared by tests."""
+    """A running chat_app server (Hypercorn, or serve_cable on one of its
+    transports), shared by tests."""
     if not _session_server.alive():
         pytest.fail(f"{_session_server} died earlier\n{_session_server.log_tail()}")
     return _session_server

@@ -6,10 +6,10 @@ Three kinds, all serving the same cable at ``ws://127.0.0.1:PORT/cable``:
   ``python -m hypercorn --worker-class trio tests.apps.chat_app:app --bind
   127.0.0.1:PORT`` (a supervisor process plus one spawned worker); the
   chat app's HTTP side (``/broadcast``, ``/stats``) is on the same port.
-* ``serve_cable``: ``python -m tests.apps.chat_app --port PORT --http-port H``,
-  the cable on trio-websocket and the HTTP side on a second port.
-* ``direct``: the same with ``--transport direct``
-  (:func:`~trio_cable.direct.serve_cable_direct`).
+* ``direct``: ``python -m tests.apps.chat_app --transport direct --port PORT
+  --http-port H``, the cable on :func:`~trio_cable.serve_cable`'s direct
+  transport (its default) and the HTTP side on a second port.
+* ``trio-websocket``: the same with ``--transport trio-websocket``.
 
 A :class:`ServerProcess` can be SIGKILLed and started again on the same
 ports. Resource handling: :meth:`ServerProcess.stop` (also on leaving the
@@ -38,8 +38,10 @@ import trio
 ROOT: Final = Path(__file__).resolve().parents[2]
 APP_MODULE: Final = "tests.apps.chat_app"
 
-ServerKind = Literal["hypercorn", "serve_cable", "direct"]
-SERVER_KINDS: Final[tuple[ServerKind, ...]] = ("hypercorn", "serve_cable", "direct")
+ServerKind = Literal["hypercorn", "direct", "trio-websocket"]
+SERVER_KINDS: Final[tuple[ServerKind, ...]] = ("hypercorn", "direct", "trio-websocket")
+#: The kinds that run chat_app's own serve_cable, one per socket transport.
+SERVE_CABLE_KINDS: Final[tuple[ServerKind, ...]] = ("direct", "trio-websocket")
 
 
 class ServerError(RuntimeError):
@@ -134,9 +136,7 @@ class ServerProcess:
                 bind,
             ]
         ports = ["--port", str(self.port), "--http-port", str(self.http_port)]
-        if self.kind == "direct":
-            ports += ["--transport", "direct"]
-        return [sys.executable, "-m", APP_MODULE, *ports]
+        return [sys.executable, "-m", APP_MODULE, "--transport", self.kind, *ports]
 
     # -- lifetime ----------------------------------------------------------------
 
@@ -219,7 +219,7 @@ class ServerProcess:
 
     def wait_ready_sync(self, timeout: float = 20.0) -> None:
         """Block until the server answers ``GET /stats`` with the cable running
-        (and, for serve_cable and direct, its WebSocket port accepts connections)."""
+        (and, for the serve_cable kinds, its WebSocket port accepts connections)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_alive()

@@ -1,8 +1,9 @@
 """The real ``@rails/actioncable`` client against real server processes.
 
-Every test runs against both server kinds (see ``servers.py``): Hypercorn
-serving ``tests.apps.chat_app:app`` and the trio-websocket ``serve_cable``
-variant. The client runs in Node through ``ac_driver.mjs``; with
+Every test runs against each server kind (see ``servers.py``): Hypercorn
+serving ``tests.apps.chat_app:app``, and ``serve_cable`` on each of its
+socket transports (``direct``, the default, and ``trio-websocket``).
+The client runs in Node through ``ac_driver.mjs``; with
 ``"trace": true`` the driver also reports every frame the client receives,
 which lets a test see what the server sent even where the client's
 callbacks (rightly) stay silent.
