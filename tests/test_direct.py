@@ -582,6 +582,10 @@ async def test_slow_reader_gets_every_frame_byte_exact(
                     cable.hub.publish("room:a", payload)
                     await trio.lowlevel.checkpoint()
                     lagged = max(lagged, queued(slow_conn))
+                    sock = slow_conn.transport
+                    if isinstance(sock, DirectTransport) and sock._head_partial:
+                        # its own non-blocking socket: the send() was cut short
+                        partial_writes[slow_peer] += 1
     print(
         f"\n{transport}: {len(want)} frames, {sum(map(len, want))} bytes to each "
         f"of 6 readers; the slow one lagged by up to {lagged} frames and took "
