@@ -207,19 +207,6 @@ async def test_wss_subscribe_broadcast_and_clean_shutdown(
     assert {t.name for t in all_tasks() - tasks_before} == set()
 
 
-@pytest.mark.parametrize(
-    "transport",
-    [
-        "direct",
-        pytest.param(
-            "trio-websocket",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="trio_cable/server.py's request_scope() always says 'ws'",
-            ),
-        ),
-    ],
-)
 async def test_wss_request_scope_says_wss(
     transport: Transport,
     server_context: ssl.SSLContext,

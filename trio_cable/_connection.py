@@ -15,6 +15,7 @@ import contextlib
 import inspect
 import itertools
 import logging
+import math
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import trio
@@ -289,18 +290,27 @@ class Subscription:
 
     async def _unsubscribed(self) -> None:
         # Shielded so a disconnect or shutdown still runs the hook, but
-        # bounded so a stuck hook cannot hold shutdown up.
+        # bounded so a stuck hook cannot hold shutdown up: hook_timeout
+        # once it runs. A plain-def hook may first wait for a worker
+        # thread (when thousands of connections end at once); that wait
+        # is bounded by close_timeout, not counted against the hook.
+        cable = self.connection.cable
         with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + self.connection.cable.hook_timeout
+            scope.deadline = (
+                trio.current_time() + cable.close_timeout + cable.hook_timeout
+            )
             try:
-                await _call(self.channel, "unsubscribed")
+                timed_out = await _call(
+                    self.channel, "unsubscribed", cable.hook_timeout
+                )
             except Exception:
+                timed_out = False
                 log.exception(
                     "conn %s: unsubscribed() of %s failed",
                     self.connection.id,
                     self.identifier,
                 )
-        if scope.cancelled_caught:
+        if timed_out or scope.cancelled_caught:
             log.warning(
                 "conn %s: unsubscribed() of %s timed out",
                 self.connection.id,
@@ -308,12 +318,23 @@ class Subscription:
             )
 
 
-async def _call(channel: Channel, hook: str) -> None:
+#: Worker threads for hooks are counted by trio's default limiter, taken
+#: before the hook's own time starts (see _call); this one only passes.
+_TAKEN: Final = trio.CapacityLimiter(1 << 30)
+
+
+async def _call(channel: Channel, hook: str, limit: float | None = None) -> bool:
+    """Run a hook (``async def`` here, plain ``def`` in a worker thread);
+    True if it ran out of ``limit`` seconds and was cancelled."""
     fn = getattr(type(channel), hook)
     if inspect.iscoroutinefunction(fn):
-        await fn(channel)
-    else:
-        await trio.to_thread.run_sync(fn, channel)
+        with trio.move_on_after(math.inf if limit is None else limit) as scope:
+            await fn(channel)
+        return scope.cancelled_caught
+    async with trio.to_thread.current_default_thread_limiter():
+        with trio.move_on_after(math.inf if limit is None else limit) as scope:
+            await trio.to_thread.run_sync(fn, channel, limiter=_TAKEN)
+    return scope.cancelled_caught
 
 
 class Connection:
@@ -348,6 +369,7 @@ class Connection:
         "_refilled",
         "_scope",
         "_tokens",
+        "_told",
         "_writer_on",
         "_writing",
         "cable",
@@ -388,6 +410,7 @@ class Connection:
         self._open = True  # the transport is open
         self._writer_on = False  # a writer task is running
         self._writing = False  # the writer is inside an async send
+        self._told = False  # disconnect and close frame written (direct)
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} {len(self.subscriptions)} subscriptions>"
@@ -443,6 +466,29 @@ class Connection:
         if self._close is not None:
             return
         self._close = (reason, reconnect)
+        direct = self._direct
+        if (
+            direct is not None
+            and self._nursery is not None
+            and not self._writer_on
+            and not direct.backlog_frames
+        ):
+            # Nothing waits for the socket: say why and start the close
+            # handshake now, with no task; the reader sees the reply.
+            try:
+                direct.write_nowait(encode_disconnect(reason, reconnect=reconnect))
+                backlog = direct.close_nowait()
+            except TransportClosed:
+                self._lost()
+                return
+            self._told = True
+            # A client that never answers is cut off after close_timeout.
+            if self._scope is not None:
+                deadline = trio.current_time() + self.cable.close_timeout
+                self._scope.deadline = min(self._scope.deadline, deadline)
+            if backlog:
+                self._start_writer()
+            return
         self._start_writer()
 
     def _start_writer(self) -> None:
@@ -489,7 +535,7 @@ class Connection:
                 await self._direct.flush()
             else:
                 await self._drain_outbox()
-            if self._close is not None:
+            if self._close is not None and not self._told:
                 reason, reconnect = self._close
                 self._writing = True
                 await transport.send(encode_disconnect(reason, reconnect=reconnect))
@@ -609,6 +655,10 @@ class Connection:
         if not self._open:
             return
         self._open = False
+        if self._told and self._direct is not None:
+            # Said, and the close handshake has had its time.
+            await self._direct.aclose()
+            return
         reason, reconnect = self._close or ("server_restart", True)
         if not self._writing:  # never after a write cut off mid-frame
             with trio.CancelScope(shield=True) as scope:

@@ -44,5 +44,11 @@ class DirectWrites(Transport, Protocol):
     async def flush(self) -> None:
         """Wait until everything queued is written."""
 
+    def close_nowait(self, code: int = 1000) -> int:
+        """Queue our close frame (if still open); return the bytes waiting."""
+
+    async def aclose(self) -> None:
+        """Close the socket now, without a close handshake."""
+
     def drop_backlog(self) -> None:
         """Forget queued frames (keeping the rest of one already half sent)."""

@@ -158,6 +158,12 @@ class DirectTransport:
         self._head_partial = sent > 0
         return self._pending_bytes
 
+    def close_nowait(self, code: int = 1000) -> int:
+        ws = self._ws
+        if ws is None or ws.state is not ConnectionState.OPEN:
+            return self._pending_bytes
+        return self._write_nowait(ws.send(CloseConnection(code)))
+
     def drop_backlog(self) -> None:
         keep = self._pending[:1] if self._head_partial else []
         self._pending = keep

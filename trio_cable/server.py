@@ -71,13 +71,13 @@ class WebSocketTransport:
         await self.ws.aclose(code)
 
 
-def request_scope(request: WebSocketRequest, ws_path: str) -> dict[str, Any]:
+def request_scope(request: WebSocketRequest, secure: bool = False) -> dict[str, Any]:
     """An ASGI-style scope describing a trio-websocket handshake."""
     path, _, query = request.path.partition("?")
     return {
         "type": "websocket",
         "asgi": {"version": "3.0"},
-        "scheme": "ws",
+        "scheme": "wss" if secure else "ws",
         "path": path,
         "raw_path": path.encode("latin-1", "replace"),
         "query_string": query.encode("latin-1", "replace"),
@@ -94,15 +94,16 @@ class _LazyScope(Mapping[str, Any]):
     the path or the client: a server holds one per open connection, and
     trio-websocket keeps the handshake's headers anyway."""
 
-    __slots__ = ("_request", "_scope")
+    __slots__ = ("_request", "_scope", "_secure")
 
-    def __init__(self, request: WebSocketRequest) -> None:
+    def __init__(self, request: WebSocketRequest, secure: bool) -> None:
         self._request = request
+        self._secure = secure
         self._scope: dict[str, Any] | None = None
 
     def _full(self) -> dict[str, Any]:
         if self._scope is None:
-            self._scope = request_scope(self._request, "")
+            self._scope = request_scope(self._request, self._secure)
         return self._scope
 
     def __getitem__(self, key: str) -> Any:
@@ -189,7 +190,7 @@ async def serve_cable_trio_websocket(
     """
 
     async def handler(request: WebSocketRequest) -> None:
-        handshake = Request(_LazyScope(request))
+        handshake = Request(_LazyScope(request, ssl_context is not None))
         if handshake.path != path:
             await request.reject(404)
             return
