@@ -598,6 +598,13 @@ async def test_serve_auto_picks_the_transport(
     assert (await plan(app_dir, target, *args))["transport"] == transport
 
 
+async def test_serve_tune_gc_is_opt_in(app_dir: Path) -> None:
+    assert (await plan(app_dir, "myapp:cable"))["tune_gc"] is False
+    assert (await plan(app_dir, "myapp:cable", "--tune-gc"))["tune_gc"] is True
+    tuned = "myapp:CableApp(cable, tune_gc=True)"
+    assert (await plan(app_dir, tuned))["tune_gc"] is True
+
+
 async def test_serve_plan_of_the_direct_transport(app_dir: Path) -> None:
     result = await plan(
         app_dir, "myapp:cable", "--host", "::1", "--port", "9000",

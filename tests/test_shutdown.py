@@ -569,7 +569,7 @@ async def test_hypercorn_sigterm_sends_server_restart_to_200_clients() -> None:
 
 def handler_tasks() -> int:
     """Connection handlers (one task per accepted socket) alive in this run."""
-    return sum(task.name.endswith("._run_handler") for task in all_tasks())
+    return sum(task.name == "trio_cable.direct.connection" for task in all_tasks())
 
 
 def connection_tasks() -> int:

@@ -328,7 +328,10 @@ async def _call(channel: Channel, hook: str, limit: float | None = None) -> bool
     True if it ran out of ``limit`` seconds and was cancelled."""
     fn = getattr(type(channel), hook)
     if inspect.iscoroutinefunction(fn):
-        with trio.move_on_after(math.inf if limit is None else limit) as scope:
+        if limit is None:
+            await fn(channel)
+            return False
+        with trio.move_on_after(limit) as scope:
             await fn(channel)
         return scope.cancelled_caught
     async with trio.to_thread.current_default_thread_limiter():

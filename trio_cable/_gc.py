@@ -18,8 +18,9 @@ def tune_gc(threshold: int = 50_000, *, freeze: bool = True) -> None:
     moves everything allocated so far (modules, the app, the channels)
     out of the collector's sight for good.
 
-    It changes process-wide settings: ``serve_cable`` calls it unless told
-    not to; an ASGI app opts in with ``CableApp(..., tune_gc=True)``.
+    It changes process-wide settings, so it is opt-in:
+    ``serve_cable(..., tune_gc=True)``, ``CableApp(..., tune_gc=True)`` or
+    ``trio-cable serve --tune-gc``; the demo uses it.
     """
     if freeze:
         gc.collect()

@@ -303,6 +303,7 @@ def serve(args: argparse.Namespace, output: Output) -> int:
                 "app": args.app,
                 "url": _ws_url(args.host, args.port, target.path),
                 "redis": args.redis,
+                "tune_gc": target.tune_gc or args.tune_gc,
             }
         )
         return OK
@@ -332,7 +333,7 @@ async def _serve_here(
         args.port,
         transport=transport,
         path=target.path,
-        tune_gc=target.tune_gc,
+        tune_gc=target.tune_gc or args.tune_gc,
     )
     stop = (signal.SIGTERM, signal.SIGINT)
     with trio.open_signal_receiver(*stop) as signals, single_error():
@@ -616,6 +617,12 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         "trio-websocket transports tell them at once",
     )
     parser.add_argument("--log-level", default="info", help="log level (default: info)")
+    parser.add_argument(
+        "--tune-gc",
+        action="store_true",
+        help="direct and trio-websocket: apply trio_cable.tune_gc() once "
+        "listening (a CableApp's own tune_gc=True also does)",
+    )
     parser.add_argument(
         "--app-dir",
         default=".",

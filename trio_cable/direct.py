@@ -12,7 +12,9 @@ as its size allows.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
 import socket
 import ssl
 from contextlib import AsyncExitStack
@@ -57,6 +59,19 @@ RECEIVE_SIZE: Final = 65536
 WRITE_CHUNK: Final = 64 * 1024
 
 _CLOSED_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+#: Connections accepted per wake-up of the listening socket, at most.
+ACCEPT_BATCH: Final = 128
+#: accept() errors that mean "out of descriptors or memory": wait, retry.
+_ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+)
+#: accept() errors about one connection that already went away.
+_IGNORABLE_ACCEPT_ERRNOS: Final = frozenset(
+    {errno.ECONNABORTED, errno.EPERM, errno.EPROTO}
+)
+#: The name of every connection's task (trio would format one per task).
+_CONN_TASK: Final = "trio_cable.direct.connection"
 
 
 class DirectTransport:
@@ -487,21 +502,26 @@ class _Handler:
         self.cable = cable
         self.path = path
         self.secure = secure
-        self.max_message_size = max_message_size
+        self.max_message = max_message_size
         self.connect_timeout = connect_timeout
         self.frames = FrameCache()
         self.served = Served(log)
 
     async def __call__(self, stream: trio.abc.Stream) -> None:
+        """A stream from a listener other than a plain TCP one (TLS)."""
         if isinstance(stream, trio.SocketStream):
-            # Plain TCP: take the socket itself, to write without waiting.
+            # Plain TCP after all: take the socket itself.
             sock = socket.socket(fileno=stream.socket.detach())
             sock.setblocking(False)
-            transport = DirectTransport(sock, None, self.frames, self.max_message_size)
-        else:
-            transport = DirectTransport(
-                None, stream, self.frames, self.max_message_size
-            )
+            await self.serve_socket(sock)
+            return
+        await self._serve(DirectTransport(None, stream, self.frames, self.max_message))
+
+    async def serve_socket(self, sock: socket.socket) -> None:
+        """An accepted non-blocking socket, written and read directly."""
+        await self._serve(DirectTransport(sock, None, self.frames, self.max_message))
+
+    async def _serve(self, transport: DirectTransport) -> None:
         try:
             request = None
             with trio.move_on_after(self.connect_timeout):
@@ -622,8 +642,79 @@ async def _serve_in(
         trio.TASK_STATUS_IGNORED
     ),
 ) -> None:
+    """Accept on every listener; each connection is a task in one nursery.
+
+    A plain TCP listener is served by :func:`_accept_sockets` (stdlib
+    sockets straight from ``accept()``); any other (TLS) by trio's own
+    ``accept()``. Listeners are closed at the end, as
+    ``trio.serve_listeners`` does.
+    """
     with scope:
-        await trio.serve_listeners(handler, listeners, task_status=task_status)
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                if type(listener) is trio.SocketListener:
+                    nursery.start_soon(_accept_sockets, listener, handler, nursery)
+                else:
+                    nursery.start_soon(_accept_streams, listener, handler, nursery)
+            task_status.started(listeners)
+
+
+async def _accept_sockets(
+    listener: trio.SocketListener, handler: _Handler, nursery: trio.Nursery
+) -> None:
+    """Accept stdlib sockets in batches, with no trio stream per socket
+    (the direct transport writes to the socket itself)."""
+    async with listener:
+        # A second descriptor for the listening socket, owned here, so the
+        # accepted sockets come back as stdlib sockets.
+        lsock = socket.socket(fileno=os.dup(listener.socket.fileno()))
+        lsock.setblocking(False)
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(lsock)
+                for _ in range(ACCEPT_BATCH):
+                    try:
+                        sock, _address = lsock.accept()
+                    except BlockingIOError:
+                        break
+                    except OSError as exc:
+                        if exc.errno in _IGNORABLE_ACCEPT_ERRNOS:
+                            continue
+                        if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                            raise
+                        log.error("accept failed (%s); retrying in 0.1 s", exc)
+                        await trio.sleep(0.1)
+                        break
+                    sock.setblocking(False)
+                    if sock.family != socket.AF_UNIX:
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    nursery.start_soon(handler.serve_socket, sock, name=_CONN_TASK)
+        finally:
+            trio.lowlevel.notify_closing(lsock)
+            lsock.close()
+
+
+async def _accept_streams(
+    listener: trio.abc.Listener[Any], handler: _Handler, nursery: trio.Nursery
+) -> None:
+    async with listener:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                log.error("accept failed (%s); retrying in 0.1 s", exc)
+                await trio.sleep(0.1)
+                continue
+            nursery.start_soon(_serve_stream, handler, stream, name=_CONN_TASK)
+
+
+async def _serve_stream(handler: _Handler, stream: trio.abc.Stream) -> None:
+    try:
+        await handler(stream)
+    finally:
+        await trio.aclose_forcefully(stream)
 
 
 def _port_of(listener: trio.abc.Listener[Any]) -> int:
