@@ -615,6 +615,7 @@ async def test_serve_plan_of_the_direct_transport(app_dir: Path) -> None:
         "app": "myapp:cable",
         "url": "ws://[::1]:9000/cable",
         "redis": "redis://r:6379/1",
+        "tune_gc": False,
     }
 
 

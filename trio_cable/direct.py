@@ -687,11 +687,23 @@ async def _accept_sockets(
                         break
                     sock.setblocking(False)
                     if sock.family != socket.AF_UNIX:
-                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        _tcp_options(sock)
                     nursery.start_soon(handler.serve_socket, sock, name=_CONN_TASK)
         finally:
             trio.lowlevel.notify_closing(lsock)
             lsock.close()
+
+
+def _tcp_options(sock: socket.socket) -> None:
+    """What trio's SocketStream sets: no Nagle delay, and (where there is
+    such an option) at most 16 KiB unsent in the kernel, so a client that
+    stops reading fills its socket soon and meets the slow-client policy
+    instead of hiding megabytes in kernel buffers."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if hasattr(socket, "TCP_NOTSENT_LOWAT"):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 1 << 14)
 
 
 async def _accept_streams(
