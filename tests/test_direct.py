@@ -25,6 +25,7 @@ from trio_websocket import WebSocketConnection, wrap_client_stream
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from tests.rawclient import RawClient, raw_connect
+from tests.tasks import all_tasks
 from tests.transports import Transport
 from trio_cable import Cable, Channel, Request, Unauthorized, serve_cable
 from trio_cable import direct as direct_module
@@ -444,19 +445,6 @@ async def test_oversized_message_is_1009() -> None:
 
 
 # -- shutdown ------------------------------------------------------------------
-
-
-def all_tasks() -> set[trio.lowlevel.Task]:
-    found: set[trio.lowlevel.Task] = set()
-    todo = [trio.lowlevel.current_root_task()]
-    while todo:
-        task = todo.pop()
-        if task is None:
-            continue
-        found.add(task)
-        for nursery in task.child_nurseries:
-            todo.extend(nursery.child_tasks)
-    return found
 
 
 async def test_shutdown_tells_200_clients_server_restart() -> None:

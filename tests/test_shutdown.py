@@ -43,6 +43,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_st
 
 import trio_cable
 from tests.rawclient import RawClient
+from tests.tasks import all_tasks
 from tests.transports import Transport
 from trio_cable import Cable, Channel, serve_cable
 from trio_cable.testing import cable_test_client, identifier_for
@@ -97,20 +98,6 @@ def raise_open_file_limit(needed: int) -> None:
         if hard != resource.RLIM_INFINITY and hard < needed:
             pytest.skip(f"needs {needed} open files, the hard limit is {hard}")
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-
-
-def all_tasks() -> set[trio.lowlevel.Task]:
-    """Every task in this trio run, walking down from the root task."""
-    found: set[trio.lowlevel.Task] = set()
-    todo = [trio.lowlevel.current_root_task()]
-    while todo:
-        task = todo.pop()
-        if task is None:
-            continue
-        found.add(task)
-        for nursery in task.child_nurseries:
-            todo.extend(nursery.child_tasks)
-    return found
 
 
 def threads_running_our_code(before: set[threading.Thread]) -> list[str]:

@@ -25,6 +25,7 @@ import trio
 import trustme
 
 from tests.rawclient import RawClient
+from tests.tasks import all_tasks
 from tests.transports import Transport
 from trio_cable import Cable, Channel, serve_cable
 from trio_cable.client import Connected, Disconnected, open_cable_client
@@ -85,19 +86,6 @@ def room_cable() -> RoomCable:
             self.broadcast(f"room:{self.params['room']}", {"said": data["message"]})
 
     return cable
-
-
-def all_tasks() -> set[trio.lowlevel.Task]:
-    found: set[trio.lowlevel.Task] = set()
-    todo = [trio.lowlevel.current_root_task()]
-    while todo:
-        task = todo.pop()
-        if task is None:
-            continue
-        found.add(task)
-        for nursery in task.child_nurseries:
-            todo.extend(nursery.child_tasks)
-    return found
 
 
 @asynccontextmanager

@@ -169,24 +169,9 @@ async def serve_cable_trio_websocket(
 ) -> NoReturn:
     """Serve ``cable`` through trio-websocket at ``ws://host:port/path``.
 
-    Never returns. The same contract as :func:`serve_cable`, which calls
-    this for ``transport="trio-websocket"``.
-
-    Runs the cable too (unless it is already running). Reports the bound
-    port through ``task_status`` once it accepts connections, so
-    ``port = await nursery.start(serve_cable, cable, "127.0.0.1", 0)``
-    works with port 0. Handshakes to any other path get HTTP 404.
-
-    ``tune_gc`` applies :func:`trio_cable.tune_gc` (process-wide garbage
-    collector settings that doubled throughput in the benchmarks) once the
-    server is listening.
-
-    Cancellation: each client is sent what was already queued for it,
-    then ``disconnect`` with reason ``server_restart`` (reconnect true),
-    and its socket is closed with a close handshake, every
-    ``unsubscribed()`` running; connections still open after
-    ``close_timeout + hook_timeout`` (a client that stopped reading) are
-    then cancelled outright.
+    Never returns. The same contract and options as :func:`serve_cable`
+    (which calls this for ``transport="trio-websocket"``), but no
+    ``listeners``.
     """
 
     async def handler(request: WebSocketRequest) -> None:
