@@ -48,6 +48,15 @@ async def test_guide_direct_transport_example_runs(
     assert re.match(r"ws://127\.0\.0\.1:\d+/cable", capsys.readouterr().out)
 
 
+async def test_guide_trio_websocket_example_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    guide = load("guide.md")
+    with trio.fail_after(10):
+        await guide.main_trio_websocket()
+    assert "(trio-websocket)" in capsys.readouterr().out
+
+
 async def test_guide_blocking_action_and_website() -> None:
     from trio_cable.testing import cable_test_client
 

@@ -363,7 +363,6 @@ class Connection:
         "_close",
         "_direct",
         "_drop",
-        "_in_flight",
         "_nursery",
         "_open",
         "_outbox",
@@ -400,7 +399,6 @@ class Connection:
         )
         self._outbox: list[str] = []  # frames for the writer (other transports)
         self._outbox_bytes = 0  # characters in _outbox (frames are ASCII-heavy)
-        self._in_flight: list[str] = []  # the batch the writer is sending
         self._drop = False  # too slow: stop sending what is queued
         self._tokens = float(cable.command_burst)  # rate limit bucket
         self._refilled = 0.0
@@ -521,7 +519,6 @@ class Connection:
         self._drop = True
         self._outbox = []
         self._outbox_bytes = 0
-        self._in_flight.clear()  # the writer's current batch, too
         if self._direct is not None:
             self._direct.drop_backlog()
         self.close("too_slow")
@@ -553,21 +550,14 @@ class Connection:
 
     async def _drain_outbox(self) -> None:
         transport = self.transport
-        # Optional: a transport that can write a whole batch at once
-        # (it stops early if _too_slow() empties the batch under it).
-        send_many = getattr(transport, "send_many", None)
         while self._outbox:
-            batch = self._in_flight = self._outbox
-            self._outbox = []
+            batch, self._outbox = self._outbox, []
             self._outbox_bytes = 0
             self._writing = True
-            if send_many is not None:
-                await send_many(batch)
-            else:
-                for frame in batch:
-                    if self._drop:
-                        break
-                    await transport.send(frame)
+            for frame in batch:
+                if self._drop:  # too slow: the rest of the batch goes too
+                    break
+                await transport.send(frame)
             self._writing = False
 
     # -- the lifetime ----------------------------------------------------------

@@ -4,9 +4,9 @@ The server owns its sockets. wsproto (sans-I/O) parses the handshake and
 the client's frames; the frames we send are encoded here, by hand. Server
 frames are unmasked, so the bytes of a frame the hub shares between
 subscribers (one per broadcast and identifier) are encoded once and
-written to every socket as they are (see ``_wsframe``), and each batch
-the connection's writer hands over goes out in as few ``send_all`` calls
-as its size allows.
+written to every socket as they are (see ``_wsframe``): straight from the
+broadcasting task on plain TCP, and only what a socket refuses waits for
+the connection's writer, which joins it into as few writes as fit.
 """
 
 from __future__ import annotations
