@@ -31,6 +31,13 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """The long soaks the default suite leaves out (``pytest -m soak``)."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", "-m", "soak", "-s", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")

@@ -24,8 +24,8 @@ import trio.lowlevel
 from trio_websocket import WebSocketConnection, wrap_client_stream
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
+from tests.helpers import all_tasks, wait_until
 from tests.rawclient import RawClient, raw_connect
-from tests.tasks import all_tasks
 from tests.transports import Transport
 from trio_cable import Cable, Channel, Request, Unauthorized, serve_cable
 from trio_cable import direct as direct_module
@@ -89,13 +89,6 @@ async def served(
             0,
         )
         nursery.cancel_scope.cancel()
-
-
-async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
-    """Poll server-side state that has no event to wait on."""
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.01)
 
 
 # -- trio-websocket as the client ----------------------------------------------

@@ -42,8 +42,8 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
 import trio_cable
+from tests.helpers import all_tasks, wait_until
 from tests.rawclient import RawClient
-from tests.tasks import all_tasks
 from tests.transports import Transport
 from trio_cable import Cable, Channel, serve_cable
 from trio_cable.testing import cable_test_client, identifier_for
@@ -123,13 +123,6 @@ def threads_running_our_code(before: set[threading.Thread]) -> list[str]:
         if ours or (thread not in before and not idle_worker):
             busy.append(f"{thread.name}: {ours or stack[-1]}")
     return busy
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``predicate``: for server-side state with no event to wait on."""
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.005)
 
 
 @asynccontextmanager
@@ -289,11 +282,18 @@ async def test_serve_cable_shutdown_500_clients(transport: Transport) -> None:
 
 #: Clients of the 5,000-connection test that leave before the shutdown.
 LEAVERS = 500
-#: The shutdown bound at 5,000 connections. serve_cable's contract is a
-#: graceful close for close_timeout + hook_timeout (2 s by default), then a
-#: forced one; the rest is room for a busy 2-core machine and for the
-#: clients, which share the server's process.
-SHUTDOWN_BOUND_5000 = 5.0
+#: The 5,000 clients share the server's process and its two cores: on a
+#: loaded machine their close replies come back seconds late, and a
+#: subscription's unsubscribed() starts only then. With the default grace
+#: (close_timeout + hook_timeout, 2 s) the plain-def hooks still waiting
+#: for a worker thread were cut off (4,590 of 5,000 ran): late, not stuck.
+#: So this test gives the grace a margin; the promptness of the default
+#: bound with a client that never answers is
+#: test_slow_client.py::test_shutdown_with_a_stalled_client_is_bounded's.
+CLOSE_TIMEOUT_5000 = 5.0
+HOOK_TIMEOUT_5000 = 5.0
+#: The shutdown bound at 5,000 connections: the grace, then a forced end.
+SHUTDOWN_BOUND_5000 = CLOSE_TIMEOUT_5000 + HOOK_TIMEOUT_5000 + 5.0
 
 
 async def test_direct_5000_clients_leave_and_shutdown() -> None:
@@ -309,7 +309,9 @@ async def test_direct_5000_clients_leave_and_shutdown() -> None:
     clients = 5_000
     rooms = 10
     raise_open_file_limit(2 * clients + 500)  # both ends live in this process
-    cable, hooks = counting_cable()
+    cable, hooks = counting_cable(
+        close_timeout=CLOSE_TIMEOUT_5000, hook_timeout=HOOK_TIMEOUT_5000
+    )
     tasks_before = all_tasks()
     threads_before = set(threading.enumerate())
     idents = [

@@ -32,6 +32,7 @@ import trio
 import trio.lowlevel
 import trio.testing
 
+from tests.helpers import wait_until
 from tests.transports import Transport
 from trio_cable import Cable, Channel, serve_cable
 from trio_cable._connection import Connection
@@ -267,13 +268,6 @@ async def connect(
     stack.push_async_callback(client.aclose)
     await client.subscribe()
     return client
-
-
-async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
-    """Poll server-side state that has no event to wait on."""
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.01)
 
 
 # -- over real sockets -------------------------------------------------------------

@@ -24,8 +24,8 @@ import pytest
 import trio
 import trustme
 
+from tests.helpers import all_tasks
 from tests.rawclient import RawClient
-from tests.tasks import all_tasks
 from tests.transports import Transport
 from trio_cable import Cable, Channel, serve_cable
 from trio_cable.client import Connected, Disconnected, open_cable_client

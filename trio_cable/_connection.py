@@ -295,6 +295,7 @@ class Subscription:
         # thread (when thousands of connections end at once); that wait
         # is bounded by close_timeout, not counted against the hook.
         cable = self.connection.cable
+        timed_out = False  # stays False if the deadline passes first
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = (
                 trio.current_time() + cable.close_timeout + cable.hook_timeout
@@ -304,7 +305,6 @@ class Subscription:
                     self.channel, "unsubscribed", cable.hook_timeout
                 )
             except Exception:
-                timed_out = False
                 log.exception(
                     "conn %s: unsubscribed() of %s failed",
                     self.connection.id,
