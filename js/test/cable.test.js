@@ -1,11 +1,12 @@
-// Unit tests for cable.js with a scripted fake WebSocket and fake timers:
-// frame handling, backoff schedule, resubscribe, stale detection.
-// Run: node --test  (from js/)
+// Unit tests for the browser client, trio_cable/static/cable.js (its only
+// copy), with a scripted fake WebSocket and fake timers: frame handling,
+// backoff schedule, resubscribe, stale detection.
+// Run: npm test  (from js/; or npm test --prefix js)
 
 import assert from "node:assert/strict"
 import { afterEach, beforeEach, describe, it, mock } from "node:test"
 
-import { backoffDelay, Cable, createCable, DEFAULTS, identifierFor } from "../cable.js"
+import { backoffDelay, Cable, createCable, DEFAULTS, identifierFor } from "../../trio_cable/static/cable.js"
 
 /** A WebSocket stand-in: records what the client sends, lets a test play
  * the server. Every instance is kept in FakeSocket.all. */

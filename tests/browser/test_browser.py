@@ -2,7 +2,7 @@
 
 The server is ``tests/browser/browser_app.py``: the demo chat unchanged plus
 test pages. Pages load the client the way users do, ``/cable.js`` from the
-server (the packaged copy). A screenshot of the demo is saved to
+server (``trio_cable/static/cable.js``). A screenshot of the demo is saved to
 ``tests/browser/artifacts/demo.png``.
 """
 

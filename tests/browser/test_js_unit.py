@@ -1,6 +1,7 @@
-"""The JavaScript client's unit tests (``node --test`` in js/), run by pytest
-so that ``nox -s tests`` covers them: frames, backoff, resubscribe, stale
-connections, with a fake WebSocket and fake timers."""
+"""The JavaScript client's unit tests (``js/test/``, ``node --test`` in js/,
+on ``trio_cable/static/cable.js``), run by pytest so that ``nox -s tests``
+covers them: frames, backoff, resubscribe, stale connections, with a fake
+WebSocket and fake timers."""
 
 from __future__ import annotations
 
