@@ -53,7 +53,8 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks: every transport and a Node ws reference side by side
-    (docs/benchmarks.md); arguments go to run.py, e.g. ``-- --quick``."""
+    (docs/benchmarks.md); arguments go to run.py, e.g. ``-- --quick``.
+    Raw results land in benchmarks/results/, which git ignores."""
     session.install("-e", ".[dev]", "py-spy")
     if shutil.which("npm") is None:
         session.error("the benchmark needs node and npm")
@@ -63,11 +64,11 @@ def bench(session: nox.Session) -> None:
         "--no-audit",
         "--no-fund",
         "--prefix",
-        "tests/benchmarks/node-ref",
+        "benchmarks/node-ref",
         external=True,
     )
-    session.run("python", "tests/benchmarks/run.py", *session.posargs)
-    session.run("python", "tests/benchmarks/redis_bench.py")
+    session.run("python", "benchmarks/run.py", *session.posargs)
+    session.run("python", "benchmarks/redis_bench.py")
 
 
 @nox.session(python=PYTHON)

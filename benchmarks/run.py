@@ -25,10 +25,12 @@ one, the broadcasts made in the other (``--redis-connections``).
 the CPU goes) and diffs tracemalloc snapshots around connecting the clients
 (where the memory goes). See docs/benchmarks.md.
 
-Usage: ``python tests/benchmarks/run.py [--quick] [--connections 1000,5000,10000]
+Usage: ``python benchmarks/run.py [--quick] [--connections 1000,5000,10000]
 [--servers KIND,...] [--tune-gc] [--profile]``. Every loop is bounded in count
 and time, the whole run by ``--budget`` (cases past it are skipped); every
-process started here is killed at the end.
+process started here is killed at the end. The JSON results go to
+``benchmarks/results/`` (not committed: they describe one machine on one day;
+docs/benchmarks.md is the record).
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ from typing import Any
 import trio
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+ROOT = HERE.parent
+# ignored by git: raw results describe one machine (docs/benchmarks.md is the record)
+RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 
 import report  # noqa: E402
@@ -234,9 +238,9 @@ def default_output(cfg: argparse.Namespace) -> Path:
         name = f"profile-{counts}.json"
     else:
         name = f"results{tuned}.json"
-    if cfg.quick:
-        return Path(tempfile.gettempdir()) / f"trio-cable-bench-{name}"
-    return HERE / name
+    if cfg.quick:  # a sanity run never overwrites a full one
+        name = f"quick-{name}"
+    return RESULTS / name
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -248,6 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     ensure_node_ref()
     cfg.log_dir = Path(tempfile.mkdtemp(prefix="trio-cable-bench-"))
     cfg.output = cfg.output or default_output(cfg)
+    cfg.output.parent.mkdir(parents=True, exist_ok=True)
     print(f"logs in {cfg.log_dir}", flush=True)
     started = time.monotonic()
     doc: dict[str, Any] = {

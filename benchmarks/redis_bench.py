@@ -9,7 +9,7 @@ has one local subscriber, and publishes from this process's cable:
   time, delivered in the other process (the Redis hop) and to a local
   subscriber here (the in-process baseline).
 
-Run: ``python tests/benchmarks/redis_bench.py [--count 50000]``.
+Run: ``python benchmarks/redis_bench.py [--count 50000]``.
 """
 
 from __future__ import annotations
@@ -20,16 +20,18 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import trio
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.redis_server import RedisServer  # noqa: E402
+from harness import redis_process  # noqa: E402
+
 from trio_cable import Cable  # noqa: E402
 
 
@@ -125,13 +127,15 @@ def main() -> None:
     if args.role == "receiver":
         trio.run(receiver, args.url, args.count, args.probes)
         return
-    server = RedisServer()
-    server.start()
-    try:
-        result = trio.run(sender, server.url, args.count, args.probes)
-    finally:
-        server.close()
+    result = trio.run(bench, args.count, args.probes)
     print(json.dumps(result, indent=2))
+
+
+async def bench(count: int, probes: int) -> dict[str, Any]:
+    """The sender's run against a redis-server of our own (run.py's)."""
+    with tempfile.TemporaryDirectory(prefix="trio-cable-redis-") as data:
+        async with redis_process(Path(data)) as url:
+            return await sender(url, count, probes)
 
 
 if __name__ == "__main__":

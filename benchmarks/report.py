@@ -17,7 +17,6 @@ from harness import LABELS
 from profiles import profile_markdown
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 
 # -- the machine ------------------------------------------------------------------
 
