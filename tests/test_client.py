@@ -134,16 +134,18 @@ def _tasks() -> Iterator[trio.lowlevel.Task]:
 
 
 def client_tasks() -> list[str]:
-    """Tasks that belong to a client: its own, and trio-websocket readers of
-    client-side connections."""
+    """Tasks that belong to a client: any coroutine of the trio_cable.client
+    package (function or method), and trio-websocket readers of client-side
+    connections."""
     found = []
     for task in _tasks():
         coro: Any = task.coro
         frame = getattr(coro, "cr_frame", None)
         if frame is None:
             continue
+        module = frame.f_globals.get("__name__", "")
         owner = frame.f_locals.get("self")
-        if isinstance(owner, CableClient) or (
+        if module.startswith("trio_cable.client") or (
             isinstance(owner, trio_websocket.WebSocketConnection) and owner.is_client
         ):
             found.append(task.name)
