@@ -560,6 +560,33 @@ async def test_wait_for_server_and_give_up_after() -> None:
     assert 0.3 <= trio.current_time() - start < 1.5
 
 
+async def test_give_up_after_counts_from_the_loss(nursery: trio.Nursery) -> None:
+    """give_up_after is how long the client has been disconnected, not how
+    long ago it started: a connection that lived longer than that and then
+    dropped is reconnected."""
+    second = trio.Event()
+
+    async def script(ws: trio_websocket.WebSocketConnection, n: int) -> None:
+        await ws.send_message('{"type":"welcome"}')
+        if n == 1:
+            for _ in range(5):  # alive for 0.5 s, longer than give_up_after
+                await trio.sleep(0.1)
+                await ws.send_message('{"type":"ping","message":0}')
+            await ws.aclose()
+        else:
+            second.set()
+            await drain(ws)
+
+    url = await scripted_server(nursery, script)
+    with trio.fail_after(5):
+        async with open_cable_client(
+            url, give_up_after=0.3, reconnect_delay=0.01
+        ) as client:
+            await second.wait()
+            await client.wait_connected()
+            assert client.reconnects == 1
+
+
 def test_backoff_is_capped_exponential_with_jitter() -> None:
     assert [backoff_delay(n, 0.5, 10, lambda: 0.0) for n in range(7)] == [
         0.5,

@@ -30,7 +30,6 @@ async def run_session(conn: ClientConnection) -> None:
     stream = await _connect(conn)
     if stream is None:
         return
-    welcomed = False
     try:
         with single_error():
             # conn_nursery holds trio-websocket's reader task
@@ -41,7 +40,7 @@ async def run_session(conn: ClientConnection) -> None:
                         ws = await handshake(
                             conn_nursery, stream, conn.target, conn.headers, options
                         )
-                        welcomed = await _serve(conn, ws)
+                        await _serve(conn, ws)
                 finally:
                     if ws is not None:
                         await _close(ws, options)
@@ -49,7 +48,7 @@ async def run_session(conn: ClientConnection) -> None:
     except trio_websocket.ConnectionRejected as exc:
         raise map_rejection(exc, conn.url) from None
     except SessionEnded as ended:
-        ended.welcomed = welcomed
+        ended.welcomed = conn.ws is not None  # set by the welcome, until now
         conn.disconnected(ended.reason, reconnecting=options.reconnect)
         raise
     except ClientError:
@@ -67,8 +66,9 @@ async def _connect(conn: ClientConnection) -> Stream | None:
     return stream
 
 
-async def _serve(conn: ClientConnection, ws: WebSocketConnection) -> bool:
-    """Read frames until the connection ends; the re-sender beside."""
+async def _serve(conn: ClientConnection, ws: WebSocketConnection) -> None:
+    """Read frames until the connection ends (by raising); the re-sender
+    beside."""
     welcomed = False
     options = conn.options
     async with trio.open_nursery() as nursery:
