@@ -607,6 +607,21 @@ def test_identifiers_are_what_the_official_client_sends() -> None:
     )
 
 
+def test_client_names_live_under_trio_cable_client() -> None:
+    """The top level is the server's API: no client class shares it (the
+    server has its own Subscription; Message and Connected would be
+    ambiguous)."""
+    import trio_cable
+    import trio_cable.client
+
+    for name in trio_cable.client.__all__:
+        assert hasattr(trio_cable.client, name), name
+        assert not hasattr(trio_cable, name), name
+    for error in (ClientError, ConnectionDenied, SubscriptionRejected):
+        assert issubclass(error, trio_cable.CableError)
+        assert error.__module__ == "trio_cable._errors"
+
+
 def test_bad_urls_are_refused_early() -> None:
     with pytest.raises(ValueError, match="ws://"):
         CableClient("http://example.com/cable")
