@@ -134,16 +134,18 @@ def _tasks() -> Iterator[trio.lowlevel.Task]:
 
 
 def client_tasks() -> list[str]:
-    """Tasks that belong to a client: its own, and trio-websocket readers of
-    client-side connections."""
+    """Tasks that belong to a client: any coroutine of the trio_cable.client
+    package (function or method), and trio-websocket readers of client-side
+    connections."""
     found = []
     for task in _tasks():
         coro: Any = task.coro
         frame = getattr(coro, "cr_frame", None)
         if frame is None:
             continue
+        module = frame.f_globals.get("__name__", "")
         owner = frame.f_locals.get("self")
-        if isinstance(owner, CableClient) or (
+        if module.startswith("trio_cable.client") or (
             isinstance(owner, trio_websocket.WebSocketConnection) and owner.is_client
         ):
             found.append(task.name)
@@ -558,6 +560,33 @@ async def test_wait_for_server_and_give_up_after() -> None:
     assert 0.3 <= trio.current_time() - start < 1.5
 
 
+async def test_give_up_after_counts_from_the_loss(nursery: trio.Nursery) -> None:
+    """give_up_after is how long the client has been disconnected, not how
+    long ago it started: a connection that lived longer than that and then
+    dropped is reconnected."""
+    second = trio.Event()
+
+    async def script(ws: trio_websocket.WebSocketConnection, n: int) -> None:
+        await ws.send_message('{"type":"welcome"}')
+        if n == 1:
+            for _ in range(5):  # alive for 0.5 s, longer than give_up_after
+                await trio.sleep(0.1)
+                await ws.send_message('{"type":"ping","message":0}')
+            await ws.aclose()
+        else:
+            second.set()
+            await drain(ws)
+
+    url = await scripted_server(nursery, script)
+    with trio.fail_after(5):
+        async with open_cable_client(
+            url, give_up_after=0.3, reconnect_delay=0.01
+        ) as client:
+            await second.wait()
+            await client.wait_connected()
+            assert client.reconnects == 1
+
+
 def test_backoff_is_capped_exponential_with_jitter() -> None:
     assert [backoff_delay(n, 0.5, 10, lambda: 0.0) for n in range(7)] == [
         0.5,
@@ -576,6 +605,21 @@ def test_identifiers_are_what_the_official_client_sends() -> None:
     assert make_identifier("Chat", {"room": "é", "n": 1}) == (
         '{"channel":"Chat","room":"é","n":1}'
     )
+
+
+def test_client_names_live_under_trio_cable_client() -> None:
+    """The top level is the server's API: no client class shares it (the
+    server has its own Subscription; Message and Connected would be
+    ambiguous)."""
+    import trio_cable
+    import trio_cable.client
+
+    for name in trio_cable.client.__all__:
+        assert hasattr(trio_cable.client, name), name
+        assert not hasattr(trio_cable, name), name
+    for error in (ClientError, ConnectionDenied, SubscriptionRejected):
+        assert issubclass(error, trio_cable.CableError)
+        assert error.__module__ == "trio_cable._errors"
 
 
 def test_bad_urls_are_refused_early() -> None:

@@ -2,6 +2,9 @@
 
 Channels on the server, streams to broadcast to, one multiplexed
 WebSocket per client, speaking the Rails Action Cable protocol.
+
+This namespace is the server's API; the Python client is
+:mod:`trio_cable.client`.
 """
 
 from ._cable import Cable as Cable
@@ -27,21 +30,6 @@ from .auth import SessionCookie as SessionCookie
 from .auth import SignedCookie as SignedCookie
 from .auth import SignedToken as SignedToken
 from .auth import TokenExpired as TokenExpired
-from .client import CableClient as CableClient
-from .client import ClientError as ClientError
-from .client import Connected as Connected
-from .client import ConnectionDenied as ConnectionDenied
-from .client import ConnectionLost as ConnectionLost
-from .client import ConnectionUnauthorized as ConnectionUnauthorized
-from .client import Disconnected as Disconnected
-from .client import Message as Message
-from .client import ServerError as ServerError
-from .client import ServerUnreachable as ServerUnreachable
-from .client import Subscription as Subscription
-from .client import SubscriptionOverflow as SubscriptionOverflow
-from .client import SubscriptionRejected as SubscriptionRejected
-from .client import SubscriptionTimeout as SubscriptionTimeout
-from .client import open_cable_client as open_cable_client
 from .direct import serve_cable_direct as serve_cable_direct
 from .server import serve_cable as serve_cable
 from .server import serve_cable_trio_websocket as serve_cable_trio_websocket
@@ -51,40 +39,25 @@ __version__ = "0.1.0"
 __all__ = [
     "BridgeStatistics",
     "Cable",
-    "CableClient",
     "CableError",
     "Channel",
-    "ClientError",
     "ConnectHook",
-    "Connected",
     "Connection",
-    "ConnectionDenied",
-    "ConnectionLost",
     "ConnectionRejected",
-    "ConnectionUnauthorized",
-    "Disconnected",
     "HandshakeRefused",
     "Headers",
     "HubStatistics",
     "InvalidSignature",
     "InvalidToken",
-    "Message",
     "ProtocolError",
     "RedisCable",
     "Request",
-    "ServerError",
-    "ServerUnreachable",
     "SessionCookie",
     "SignedCookie",
     "SignedToken",
-    "Subscription",
-    "SubscriptionOverflow",
-    "SubscriptionRejected",
-    "SubscriptionTimeout",
     "TokenExpired",
     "Unauthorized",
     "current",
-    "open_cable_client",
     "redis_broadcast",
     "serve_cable",
     "serve_cable_direct",

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 __all__ = [
     "CableError",
+    "ClientError",
+    "ConnectionDenied",
+    "ConnectionLost",
     "ConnectionRejected",
+    "ConnectionUnauthorized",
     "HandshakeRefused",
     "ProtocolError",
+    "ServerUnreachable",
+    "SubscriptionOverflow",
+    "SubscriptionRejected",
+    "SubscriptionTimeout",
     "Unauthorized",
 ]
 
@@ -67,3 +75,77 @@ class HandshakeRefused(CableError):
         super().__init__(f"HTTP {status}: {reason}")
         self.status = status
         self.reason = reason
+
+
+# -- the client's (re-exported by trio_cable.client) ----------------------------
+
+
+class ClientError(CableError):
+    """Base class of the errors the client raises."""
+
+
+class ServerUnreachable(ClientError):
+    """No connection could be made (refused, timed out, a 5xx answer), on
+    the first attempt or, when reconnecting, for longer than
+    ``give_up_after``."""
+
+
+class ConnectionDenied(ClientError):
+    """The server refused this client and asked it not to come back: a
+    ``disconnect`` frame with ``reconnect: false``, an HTTP 4xx answer to
+    the handshake, or no Action Cable subprotocol selected.
+
+    ``reason`` is the frame's reason (or ``http_<status>``); ``status`` the
+    HTTP status when the handshake was refused.
+    """
+
+    def __init__(self, reason: str, message: str, *, status: int | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+
+
+class ConnectionUnauthorized(ConnectionDenied):
+    """The server refused the connection as ``unauthorized`` (a connect hook
+    raised :class:`trio_cable.Unauthorized`, Rails'
+    ``reject_unauthorized_connection``) or answered HTTP 401/403."""
+
+
+class ConnectionLost(ClientError):
+    """The connection dropped and the client was told not to reconnect
+    (``reconnect=False``). ``reason`` says why (``server_restart``,
+    ``stale``, ``closed``...)."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"connection lost: {reason}")
+        self.reason = reason
+
+
+class SubscriptionRejected(ClientError):
+    """The server answered ``reject_subscription``. ``reason`` is the frame's
+    reason when the server gives one (trio_cable: ``unknown_channel``)."""
+
+    def __init__(self, identifier: str, reason: str | None = None):
+        detail = f" ({reason})" if reason else ""
+        super().__init__(f"subscription rejected{detail}: {identifier}")
+        self.identifier = identifier
+        self.reason = reason
+
+
+class SubscriptionTimeout(ClientError):
+    """No confirmation or rejection within ``subscribe_timeout``. Rails
+    stays silent on unknown channels, so this is how those end."""
+
+    def __init__(self, identifier: str, timeout: float):
+        super().__init__(f"no answer to subscribe within {timeout:g}s: {identifier}")
+        self.identifier = identifier
+
+
+class SubscriptionOverflow(ClientError):
+    """With ``overflow="error"``: the consumer fell behind and ``dropped``
+    messages were discarded. Raised once; the subscription goes on."""
+
+    def __init__(self, identifier: str, dropped: int):
+        super().__init__(f"{dropped} message(s) dropped: {identifier}")
+        self.identifier = identifier
+        self.dropped = dropped

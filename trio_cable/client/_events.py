@@ -1,0 +1,45 @@
+"""What a subscription's consumer sees besides its data: the events of
+:meth:`~trio_cable.client.Subscription.events`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ClientEvent", "Connected", "Disconnected", "Message", "ServerError"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """Data the server sent to the subscription (transmit or broadcast)."""
+
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The subscription is confirmed; ``reconnected`` after a reconnect
+    (messages sent while it was disconnected are lost)."""
+
+    reconnected: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """The connection was lost; ``reconnecting`` says whether the client
+    will reconnect and subscribe again."""
+
+    reason: str
+    reconnecting: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ServerError:
+    """An error frame about this subscription (trio_cable's extension: e.g.
+    ``unknown_action`` after a bad :meth:`Subscription.perform`)."""
+
+    reason: str
+    message: str
+
+
+ClientEvent = Message | Connected | Disconnected | ServerError

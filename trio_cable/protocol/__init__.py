@@ -1,0 +1,1 @@
+"""The Action Cable protocol, sans I/O: no trio, no sockets, no clock."""
