@@ -181,7 +181,9 @@ async def test_failing_subscribed_rejects_and_connection_lives_on() -> None:
         assert (await subscribe(ws, "a"))["type"] == "confirm_subscription"
 
 
-async def test_duplicate_subscribe_confirms_again_without_second_subscription() -> None:
+async def test_duplicate_subscribe_confirms_again_without_second_subscription(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     cable, log = make_cable()
     async with cable_test_client(cable) as ws:
         for _ in range(3):
@@ -192,6 +194,8 @@ async def test_duplicate_subscribe_confirms_again_without_second_subscription() 
         assert cable.hub.subscribers("room:a") == 1
         await ws.perform("RoomChannel", "speak", {"text": "once"}, room="a")
         assert (await ws.receive())["message"] == {"said": "once"}
+        # On the mock clock the window opens only once every task is
+        # blocked: a second delivery, however late, would be in it.
         with trio.move_on_after(0.2):
             extra = await ws.receive()
             pytest.fail(f"broadcast delivered twice: {extra}")
@@ -553,7 +557,9 @@ async def test_limits_on_subscriptions_and_pending_commands() -> None:
         await ws.receive_matching(lambda f: f.get("message") == {"said": "ok"})
 
 
-async def test_a_client_that_stops_reading_is_disconnected_not_waited_on() -> None:
+async def test_a_client_that_stops_reading_is_disconnected_not_waited_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     cable, _ = make_cable(max_outbox_frames=8)
     async with (
         cable_test_client(cable) as good,
@@ -562,8 +568,11 @@ async def test_a_client_that_stops_reading_is_disconnected_not_waited_on() -> No
         await subscribe(good)
         await subscribe(stalled)
         for n in range(100):
-            # never blocks, whatever the stalled client does
-            with trio.fail_after(1):
+            # never blocks, whatever the stalled client does: on the mock
+            # clock, time passes only if every task waits, and the 0.5 s
+            # ends before the stalled client's close_timeout (1 s) could
+            # release a broadcast that waited on it
+            with trio.fail_after(0.5):
                 await cable.broadcast("room:a", {"n": n})
             got = await good.receive_matching(lambda f: "n" in f.get("message", {}))
             assert got["message"] == {"n": n}

@@ -523,7 +523,9 @@ async def test_serve_sigterm_tells_clients_quickly(app_dir: Path) -> None:
             start = trio.current_time()
             event = await chat.receive_event()
             assert event == Disconnected("server_restart", reconnecting=True)
-            assert trio.current_time() - start < 2
+            # bound: the 1 s grace, then the goodbye, with margin for a
+            # loaded 2-core machine; still below Hypercorn's own 3 s
+            assert trio.current_time() - start < 2.75
 
 
 async def test_serve_reload(app_dir: Path) -> None:

@@ -442,7 +442,10 @@ async def test_oversized_message_is_1009() -> None:
 
 async def test_shutdown_tells_200_clients_server_restart() -> None:
     clients = 200
-    cable = room_cable()
+    # A grace long enough that clients answering late on a loaded 2-core
+    # machine (they share this process) are not cut off; the bound below
+    # stays under close_timeout, so waiting out a close still fails.
+    cable = room_cable(close_timeout=5.0, hook_timeout=5.0)
     tasks_before = all_tasks()
     last: list[Frame | None] = [None] * clients
     codes: list[int | None] = [None] * clients
@@ -471,7 +474,8 @@ async def test_shutdown_tells_200_clients_server_restart() -> None:
     print(f"\n{clients} clients: the direct server stopped in {server_done:.3f}s")
     assert last == [SERVER_RESTART] * clients
     assert codes == [1000] * clients
-    assert server_done < 2.0
+    # bound: every client answered, none was waited out (close_timeout)
+    assert server_done < cable.close_timeout
     assert cable.events == ["unsubscribed a"] * clients
     assert cable.connections == frozenset()
     assert cable.hub.streams() == []

@@ -11,6 +11,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests.helpers import LOSS_BOUND, wait_until
 from tests.transports import Transport
 from trio_cable import (
     Cable,
@@ -48,13 +49,13 @@ def make_cable(**options: Any) -> Cable:
 
 
 async def error(ws: TestClient) -> dict[str, Any]:
-    with trio.fail_after(5):
+    with trio.fail_after(LOSS_BOUND):
         return await ws.receive_matching(lambda f: f.get("type") == "error")
 
 
 async def still_works(ws: TestClient, n: int = 7) -> None:
     await ws.perform("Room", "echo", {"n": n})
-    with trio.fail_after(5):
+    with trio.fail_after(LOSS_BOUND):
         frame = await ws.receive_matching(lambda f: "echo" in f.get("message", {}))
     assert frame["message"] == {"echo": n}
 
@@ -108,7 +109,7 @@ async def handshake_status(port: int, headers: dict[str, str]) -> int:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
         await stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode())
-        with trio.fail_after(5):
+        with trio.fail_after(LOSS_BOUND):
             head = b""
             while b"\r\n" not in head:
                 head += await stream.receive_some()
@@ -162,9 +163,7 @@ async def test_connection_limit_over_sockets(transport: Transport) -> None:
                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                 b"Sec-WebSocket-Version: 13\r\n\r\n"
             )
-            with trio.fail_after(5):
-                while not cable.connections:
-                    await trio.sleep(0.01)
+            await wait_until(lambda: cable.connections)
             # ...so the next handshake is refused before any upgrade
             assert await handshake_status(port, {}) == 503
         nursery.cancel_scope.cancel()

@@ -225,7 +225,13 @@ class Countdown:
 async def test_serve_cable_shutdown_500_clients(transport: Transport) -> None:
     clients = 500
     raise_open_file_limit(2 * clients + 200)  # both ends live in this process
-    cable, hooks = counting_cable(ping_interval=1.0)
+    # The clients share this process: on a loaded 2-core machine their
+    # close replies come late (see CLOSE_TIMEOUT_5000), so the grace gets a
+    # margin; the bound below stays under close_timeout, so a shutdown
+    # that waits a close out still fails.
+    cable, hooks = counting_cable(
+        ping_interval=1.0, close_timeout=5.0, hook_timeout=5.0
+    )
     tasks_before = all_tasks()
     threads_before = set(threading.enumerate())
     logs = [ClientLog() for _ in range(clients)]
@@ -275,7 +281,8 @@ async def test_serve_cable_shutdown_500_clients(transport: Transport) -> None:
         f"last client closed at {last_close:.3f}s, all clients done "
         f"{clients_done:.3f}s; {idle_workers} idle trio worker threads cached"
     )
-    assert server_done < 2.0
+    # bound: every client answered, none was waited out (close_timeout)
+    assert server_done < cable.close_timeout
 
 
 # -- 1b. the direct transport: 5,000 clients, some leave, then cancel -----------
@@ -550,7 +557,10 @@ async def test_hypercorn_sigterm_sends_server_restart_to_200_clients() -> None:
     # Hypercorn keeps WebSockets open for --graceful-timeout after the
     # signal and only then cancels them; the goodbye comes then.
     assert told[0] >= HYPERCORN_GRACE - 0.05
-    assert exited < HYPERCORN_GRACE + 2.0
+    # bound: the grace, then the worker's drain and the interpreter's exit
+    # (2.4 s in all seen with a CPU hog beside), still below the 3 s
+    # grace plus exit a wrong --graceful-timeout would give
+    assert exited < HYPERCORN_GRACE + 3.0
 
 
 # -- 3. a client closing its socket ends exactly its connection ------------------

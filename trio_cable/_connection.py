@@ -653,14 +653,14 @@ class Connection:
             await self._direct.aclose()
             return
         reason, reconnect = self._close or ("server_restart", True)
-        if not self._writing:  # never after a write cut off mid-frame
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + self.cable.close_timeout
+        # One close_timeout for the goodbye and the close together: a client
+        # that stopped reading would otherwise hold each up in turn.
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self.cable.close_timeout
+            if not self._writing:  # never after a write cut off mid-frame
                 with contextlib.suppress(TransportClosed):
                     frame = encode_disconnect(reason, reconnect=reconnect)
                     await self.transport.send(frame)
-        with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + self.cable.close_timeout
             await self.transport.close()
 
     # -- commands --------------------------------------------------------------

@@ -151,7 +151,10 @@ class _HeaderView(Sequence[tuple[bytes, bytes]]):
 
 
 def _client(request: WebSocketRequest) -> tuple[str, int] | None:
-    remote = request.remote
+    try:
+        remote = request.remote
+    except OSError:  # ENOTCONN: the peer left before we asked who it was
+        return None
     return None if isinstance(remote, str) else (str(remote.address), remote.port)
 
 

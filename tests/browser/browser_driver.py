@@ -110,7 +110,7 @@ class Browser:
     async def evaluate(self, page: str, js: str) -> Any:
         return await self.call("evaluate", page=page, js=js)
 
-    async def wait_for(self, page: str, js: str, timeout: float = 5.0) -> None:
+    async def wait_for(self, page: str, js: str, timeout: float = 15.0) -> None:
         """Wait until the JavaScript expression ``js`` is truthy in ``page``."""
         await self.call(
             "waitFor", page=page, js=js, timeout=timeout * 1000, deadline=timeout + 5

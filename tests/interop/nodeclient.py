@@ -86,7 +86,7 @@ class NodeClient:
         line = json.dumps(command, separators=(",", ":")) + "\n"
         await self._stdin.send_all(line.encode())
 
-    async def expect(self, match: Match, timeout: float = 5.0) -> Event:
+    async def expect(self, match: Match, timeout: float = 15.0) -> Event:
         """Return (and consume) the first event that matches.
 
         *match* is a predicate or a dict whose items must all be equal to the
@@ -118,7 +118,7 @@ class NodeClient:
                     return
                 await self._read_more()
 
-    async def wait_exited(self, timeout: float = 5.0) -> int:
+    async def wait_exited(self, timeout: float = 15.0) -> int:
         """Wait for the driver to exit (e.g. after ``{"cmd": "exit"}``)."""
         with trio.fail_after(timeout):
             return await self._process.wait()

@@ -297,7 +297,7 @@ class ServerProcess:
         return delivered
 
     async def wait_for_event_count(
-        self, key: str, count: int, timeout: float = 5.0
+        self, key: str, count: int, timeout: float = 15.0
     ) -> None:
         """Wait until the chat app counted ``key`` (e.g. ``"unsubscribed
         <identifier>"``) ``count`` times."""
