@@ -64,3 +64,8 @@ __all__ = [
     "serve_cable_trio_websocket",
     "tune_gc",
 ]
+
+from ._util import fixup_module_metadata as _fixup_module_metadata
+
+_fixup_module_metadata(__name__, globals())
+del _fixup_module_metadata

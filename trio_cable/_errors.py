@@ -10,11 +10,14 @@ __all__ = [
     "ConnectionRejected",
     "ConnectionUnauthorized",
     "HandshakeRefused",
+    "InvalidSignature",
+    "InvalidToken",
     "ProtocolError",
     "ServerUnreachable",
     "SubscriptionOverflow",
     "SubscriptionRejected",
     "SubscriptionTimeout",
+    "TokenExpired",
     "Unauthorized",
 ]
 
@@ -149,3 +152,24 @@ class SubscriptionOverflow(ClientError):
         super().__init__(f"{dropped} message(s) dropped: {identifier}")
         self.identifier = identifier
         self.dropped = dropped
+
+
+class InvalidToken(CableError):
+    """A signed token or cookie was refused. ``reason`` is the disconnect
+    reason a connect hook refuses the connection with.
+
+    Messages never quote the token: tokens are secrets.
+    """
+
+    reason: str = "unauthorized"
+
+
+class InvalidSignature(InvalidToken):
+    """Not a message these keys signed for this purpose: forged, tampered,
+    truncated, garbage, or signed for another purpose."""
+
+
+class TokenExpired(InvalidToken):
+    """A genuine message whose expiry has passed."""
+
+    reason = "token_expired"

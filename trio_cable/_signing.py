@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from ._errors import CableError
+from ._errors import InvalidSignature, InvalidToken, TokenExpired
 
 __all__ = [
     "InvalidSignature",
@@ -36,27 +36,6 @@ __all__ = [
 Keys = str | bytes | Sequence[str | bytes]
 
 Clock = Callable[[], float]
-
-
-class InvalidToken(CableError):
-    """A signed token or cookie was refused. ``reason`` is the disconnect
-    reason a connect hook refuses the connection with.
-
-    Messages never quote the token: tokens are secrets.
-    """
-
-    reason: str = "unauthorized"
-
-
-class InvalidSignature(InvalidToken):
-    """Not a message these keys signed for this purpose: forged, tampered,
-    truncated, garbage, or signed for another purpose."""
-
-
-class TokenExpired(InvalidToken):
-    """A genuine message whose expiry has passed."""
-
-    reason = "token_expired"
 
 
 def _key_list(keys: Keys) -> tuple[bytes, ...]:

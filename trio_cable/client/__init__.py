@@ -68,3 +68,8 @@ __all__ = [
     "make_identifier",
     "open_cable_client",
 ]
+
+from .._util import fixup_module_metadata as _fixup_module_metadata
+
+_fixup_module_metadata(__name__, globals())
+del _fixup_module_metadata
