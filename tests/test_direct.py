@@ -30,9 +30,9 @@ from tests.transports import Transport
 from trio_cable import Cable, Channel, Request, Unauthorized, serve_cable
 from trio_cable import direct as direct_module
 from trio_cable._connection import Connection
-from trio_cable._protocol import encode_payload, message_prefix
-from trio_cable._wsframe import FrameCache, encode_text_frame
 from trio_cable.direct import DirectTransport, serve_cable_direct
+from trio_cable.protocol.codec import encode_payload, message_prefix
+from trio_cable.protocol.wsframe import FrameCache, encode_text_frame
 from trio_cable.testing import identifier_for
 
 PROTOCOL = "actioncable-v1-json"

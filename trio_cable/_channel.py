@@ -7,9 +7,12 @@ from collections.abc import Callable, Mapping
 from types import FunctionType
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .protocol.server import ChannelRules
+
 if TYPE_CHECKING:
-    from ._connection import Connection, Subscription
+    from ._connection import Connection
     from ._request import Request
+    from ._subscription import Subscription
 
 __all__ = ["Channel"]
 
@@ -160,15 +163,16 @@ def _collect_actions(
     return actions
 
 
-def refusal(cls: type[Channel], action: str) -> tuple[str, str] | None:
-    """Why ``action`` may not run on ``cls`` (reason, message), or None."""
-    if action.startswith("_"):
-        return "invalid_action", f"{action!r} is private"
-    if action in RESERVED:
-        return "invalid_action", f"{action!r} is not an action"
-    if action not in cls._actions:
-        return "unknown_action", f"{cls.channel_name} has no action {action!r}"
-    return None
+def rules_for(cls: type[Channel]) -> ChannelRules:
+    """What the protocol needs to know to refuse actions ``cls`` lacks."""
+    return ChannelRules(cls.channel_name, cls._actions, RESERVED, cls)
+
+
+def action_for(
+    cls: type[Channel], action: str
+) -> tuple[Callable[..., Any], bool, bool]:
+    """(function, is_async, takes_data) of an action the protocol let through."""
+    return cls._actions[action]
 
 
 Channel.channel_name = "Channel"

@@ -15,35 +15,31 @@ import contextlib
 import inspect
 import itertools
 import logging
-import math
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 import trio
 
-from ._channel import Channel, refusal
+from ._channel import Channel
 from ._current import current_connection, current_user
-from ._errors import ConnectionRejected, ProtocolError
-from ._protocol import (
-    Message,
-    Subscribe,
-    Unsubscribe,
-    encode_confirm,
-    encode_disconnect,
-    encode_error,
-    encode_payload,
-    encode_reject,
-    encode_welcome,
-    message_prefix,
-    parse_frame,
-)
+from ._errors import ConnectionRejected
+from ._subscription import Subscription
 from ._transport import TransportClosed
+from .protocol.dialects import ACTIONCABLE_V1_JSON
+from .protocol.server import (
+    CommandQueued,
+    ServerProtocol,
+    SubscriptionRequested,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterable
 
-    from ._cable import Cable
+    from ._hub import Subscriber
+    from ._options import CableOptions
     from ._request import Request
     from ._transport import DirectWrites, Transport
+    from .protocol.dialects import Dialect
+    from .protocol.server import ChannelRules
 
 __all__ = ["Connection", "Subscription"]
 
@@ -51,293 +47,35 @@ log = logging.getLogger("trio_cable.connection")
 
 _ids = itertools.count(1)
 
-PENDING: Final = 0
-LIVE: Final = 1
-CLOSED: Final = 2
-
 #: One name for every task a connection starts (trio would build one each).
 _TASK_NAME: Final = "trio_cable.connection"
 
 
-class Subscription:
-    """One (channel, identifier) on one connection.
+class ConnectionHost(Protocol):
+    """What a connection needs of its cable (a :class:`~trio_cable.Cable`)."""
 
-    It has a task only while it has work: ``subscribed()``, queued
-    commands (run one at a time, in arrival order), or ``unsubscribed()``.
-    An idle subscription is a few objects, not a task; the connection's
-    nursery holds every task it starts.
-    """
+    options: CableOptions
+    connect_hook: Callable[[Request], Any] | None
 
-    __slots__ = (
-        "_began",
-        "_early",
-        "_ending",
-        "_finished",
-        "_held",
-        "_inbox",
-        "_running",
-        "channel",
-        "confirmed",
-        "connection",
-        "identifier",
-        "params",
-        "prefix",
-        "rejected",
-        "state",
-        "streams",
-    )
+    def channel_rules(self, name: str) -> ChannelRules | None:
+        """The rules of the channel clients subscribe to as ``name``;
+        its ``source`` is the channel class."""
+        ...
 
-    def __init__(
-        self,
-        connection: Connection,
-        identifier: str,
-        channel_class: type[Channel],
-        params: dict[str, Any],
-    ) -> None:
-        self.connection = connection
-        self.identifier = identifier
-        self.params = params
-        self.prefix = message_prefix(identifier)
-        # A list: a subscription has one stream or a few, and an empty
-        # list is a quarter of an empty set (one per subscription).
-        self.streams: list[str] = []
-        self.state = PENDING
-        self.rejected = False
-        self.confirmed = False
-        self._held: list[str] | None = []
-        self._early: list[str] | None = []
-        self._inbox: list[object] = []
-        self._running = False  # a task is working for this subscription
-        self._began = False  # subscribed() has been called
-        self._ending = False  # unsubscribed or disconnected: finish next
-        self._finished = False
-        self.channel = channel_class(self)
+    def register(self, conn: Connection) -> None: ...
 
-    # -- called by the hub -------------------------------------------------
+    def unregister(self, conn: Connection) -> None: ...
 
-    def deliver(self, payload: str, frames: dict[str, str]) -> None:
-        if self.state != LIVE:
-            if self.state == PENDING and self._early is not None:
-                # A broadcast while subscribed() runs: after the confirmation.
-                self._early.append(payload)
-            return
-        frame = frames.get(self.identifier)
-        if frame is None:
-            frame = frames[self.identifier] = self.prefix + payload + "}"
-        self.connection.enqueue(frame)
+    def count(self, name: str) -> None: ...
 
-    # -- called by the channel (in the trio thread) ------------------------
+    def stream_added(self, stream: str, subscriber: Subscriber) -> None: ...
 
-    def call_soon(self, fn: Callable[..., None], *args: Any) -> None:
-        if trio.lowlevel.in_trio_run():
-            fn(*args)
-        else:
-            # A plain-def hook or action running in its worker thread.
-            trio.from_thread.run_sync(fn, *args)
+    def stream_removed(self, stream: str, subscriber: Subscriber) -> None: ...
 
-    def stream_from(self, stream: str) -> None:
-        if not isinstance(stream, str):
-            raise TypeError(f"stream names are strings, not {type(stream).__name__}")
-        if self.state == CLOSED or stream in self.streams:
-            return
-        self.streams.append(stream)
-        self.connection.cable._stream_added(stream, self)
+    async def streams_live(self, streams: Iterable[str]) -> None:
+        """Wait until broadcasts to ``streams`` reach this process."""
 
-    def stop_stream_from(self, stream: str) -> None:
-        if stream in self.streams:
-            self.streams.remove(stream)
-            self.connection.cable._stream_removed(stream, self)
-
-    def stop_all_streams(self) -> None:
-        cable = self.connection.cable
-        for stream in self.streams:
-            cable._stream_removed(stream, self)
-        self.streams.clear()
-
-    def transmit(self, data: Any) -> None:
-        payload = encode_payload(data)
-        if self._held is not None:
-            self._held.append(payload)
-        elif self.state == LIVE:
-            self.connection.enqueue(self.prefix + payload + "}")
-
-    # -- called by the connection ------------------------------------------
-
-    def start(self) -> None:
-        """Make sure a task is working through this subscription's work."""
-        if not self._running:
-            self._running = True
-            self.connection.spawn(self.run)
-
-    def push(self, command: object) -> bool:
-        """Queue a command for this subscription; False if too many wait."""
-        if self._ending:
-            return True  # unsubscribed already: dropped, as Rails does
-        if len(self._inbox) >= self.connection.cable.max_pending_commands:
-            return False
-        self._inbox.append(command)
-        self.start()
-        return True
-
-    def end(self) -> None:
-        """Stop delivery now; ``unsubscribed()`` runs after queued commands."""
-        if self.state != CLOSED:
-            self.state = CLOSED
-            self.stop_all_streams()
-        self._ending = True
-        self.start()
-
-    # -- the subscription's work (a task while there is some) ----------------
-
-    async def run(self) -> None:
-        try:
-            if not self._began:
-                self._began = True
-                if not await self._subscribe():
-                    return
-            inbox = self._inbox
-            while inbox:
-                command = inbox.pop(0)
-                if isinstance(command, Subscribe):
-                    self.connection.enqueue(encode_confirm(self.identifier))
-                elif isinstance(command, Message):
-                    await self._perform(command)
-        except BaseException:
-            self._ending = True  # cancelled: the connection is going away
-            raise
-        finally:
-            self._running = False
-            if self._ending:
-                await self._finish()
-
-    async def _subscribe(self) -> bool:
-        """``subscribed()``, then confirm or reject; False if rejected."""
-        conn = self.connection
-        try:
-            await _call(self.channel, "subscribed")
-        except Exception:
-            log.exception(
-                "conn %s: %s.subscribed() failed; rejecting",
-                conn.id,
-                self.channel.channel_name,
-            )
-            self.rejected = True
-        if self.rejected:
-            self._held = self._early = None
-            self._finished = True
-            self.state = CLOSED
-            self.stop_all_streams()
-            conn.forget(self)
-            conn.enqueue(encode_reject(self.identifier))
-            log.info("conn %s: rejected %s", conn.id, self.identifier)
-            self._answer_queued()
-            return False
-        await conn.cable._streams_live(self.streams)
-        held, self._held = self._held or [], None
-        early, self._early = self._early or [], None
-        if self.state == PENDING:
-            self.state = LIVE
-            for payload in held:
-                conn.enqueue(self.prefix + payload + "}")
-            conn.enqueue(encode_confirm(self.identifier))
-            for payload in early:
-                conn.enqueue(self.prefix + payload + "}")
-        self.confirmed = True
-        return True
-
-    async def _finish(self) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        self.state = CLOSED
-        self.stop_all_streams()
-        self.connection.forget(self)
-        if self.confirmed:
-            await self._unsubscribed()
-
-    def _answer_queued(self) -> None:
-        """Answer commands that queued up behind a rejected subscribe."""
-        self._ending = True
-        commands, self._inbox = self._inbox, []
-        for command in commands:
-            if isinstance(command, Subscribe):
-                self.connection.enqueue(encode_reject(self.identifier))
-            elif isinstance(command, Message):
-                self.connection.error(
-                    "not_subscribed", "the subscription was rejected", self.identifier
-                )
-
-    async def _perform(self, message: Message) -> None:
-        fn, is_async, takes_data = type(self.channel)._actions[message.action]
-        args = (self.channel, message.data) if takes_data else (self.channel,)
-        try:
-            if is_async:
-                await fn(*args)
-            else:
-                await trio.to_thread.run_sync(fn, *args)
-        except Exception:
-            log.exception(
-                "conn %s: action %r of %s failed",
-                self.connection.id,
-                message.action,
-                self.identifier,
-            )
-            self.connection.error(
-                "server_error",
-                f"action {message.action!r} failed",
-                self.identifier,
-            )
-
-    async def _unsubscribed(self) -> None:
-        # Shielded so a disconnect or shutdown still runs the hook, but
-        # bounded so a stuck hook cannot hold shutdown up: hook_timeout
-        # once it runs. A plain-def hook may first wait for a worker
-        # thread (when thousands of connections end at once); that wait
-        # is bounded by close_timeout, not counted against the hook.
-        cable = self.connection.cable
-        timed_out = False  # stays False if the deadline passes first
-        with trio.CancelScope(shield=True) as scope:
-            scope.deadline = (
-                trio.current_time() + cable.close_timeout + cable.hook_timeout
-            )
-            try:
-                timed_out = await _call(
-                    self.channel, "unsubscribed", cable.hook_timeout
-                )
-            except Exception:
-                log.exception(
-                    "conn %s: unsubscribed() of %s failed",
-                    self.connection.id,
-                    self.identifier,
-                )
-        if timed_out or scope.cancelled_caught:
-            log.warning(
-                "conn %s: unsubscribed() of %s timed out",
-                self.connection.id,
-                self.identifier,
-            )
-
-
-#: Worker threads for hooks are counted by trio's default limiter, taken
-#: before the hook's own time starts (see _call); this one only passes.
-_TAKEN: Final = trio.CapacityLimiter(1 << 30)
-
-
-async def _call(channel: Channel, hook: str, limit: float | None = None) -> bool:
-    """Run a hook (``async def`` here, plain ``def`` in a worker thread);
-    True if it ran out of ``limit`` seconds and was cancelled."""
-    fn = getattr(type(channel), hook)
-    if inspect.iscoroutinefunction(fn):
-        if limit is None:
-            await fn(channel)
-            return False
-        with trio.move_on_after(limit) as scope:
-            await fn(channel)
-        return scope.cancelled_caught
-    async with trio.to_thread.current_default_thread_limiter():
-        with trio.move_on_after(math.inf if limit is None else limit) as scope:
-            await trio.to_thread.run_sync(fn, channel, limiter=_TAKEN)
-    return scope.cancelled_caught
+    def broadcast_sync(self, stream: str, data: Any) -> int: ...
 
 
 class Connection:
@@ -367,25 +105,33 @@ class Connection:
         "_open",
         "_outbox",
         "_outbox_bytes",
-        "_rate_limited",
-        "_refilled",
         "_scope",
-        "_tokens",
         "_told",
         "_writer_on",
         "_writing",
         "cable",
+        "host",
         "id",
         "identity",
+        "options",
+        "protocol",
         "ready",
         "request",
         "subscriptions",
         "transport",
     )
 
-    def __init__(self, cable: Cable, transport: Transport, request: Request) -> None:
+    def __init__(
+        self,
+        cable: ConnectionHost,
+        transport: Transport,
+        request: Request,
+        dialect: Dialect = ACTIONCABLE_V1_JSON,
+    ) -> None:
         self.id = f"{next(_ids):x}"
-        self.cable = cable
+        #: The cable, seen as what a connection needs of it.
+        self.cable = self.host = cable
+        self.options = cable.options
         self.transport = transport
         self.request = request
         self.identity: Any = None
@@ -400,9 +146,15 @@ class Connection:
         self._outbox: list[str] = []  # frames for the writer (other transports)
         self._outbox_bytes = 0  # characters in _outbox (frames are ASCII-heavy)
         self._drop = False  # too slow: stop sending what is queued
-        self._tokens = float(cable.command_burst)  # rate limit bucket
-        self._refilled = 0.0
-        self._rate_limited = False
+        self.protocol = ServerProtocol(
+            dialect,
+            cable.options.protocol,
+            send=self.enqueue,
+            resolve=cable.channel_rules,
+            count=cable.count,
+            id=self.id,
+            now=trio.current_time(),
+        )
         # The nursery's own scope, once run() opens it: cancelling it ends
         # the connection (no second scope per connection).
         self._scope: trio.CancelScope | None = None
@@ -430,7 +182,6 @@ class Connection:
         if self._close is not None or not self._open:
             return  # closing: nothing more but the disconnect frame
         direct = self._direct
-        cable = self.cable
         if direct is not None:
             try:
                 backlog = direct.write_nowait(frame)
@@ -439,8 +190,8 @@ class Connection:
                 return
             if backlog:
                 if (
-                    backlog > cable.max_outbox_bytes
-                    or direct.backlog_frames > cable.max_outbox_frames
+                    backlog > self.options.max_outbox_bytes
+                    or direct.backlog_frames > self.options.max_outbox_frames
                 ):
                     self._too_slow()
                 else:
@@ -448,8 +199,8 @@ class Connection:
             return
         size = len(frame)
         if (
-            self._outbox_bytes + size > cable.max_outbox_bytes
-            or len(self._outbox) >= cable.max_outbox_frames
+            self._outbox_bytes + size > self.options.max_outbox_bytes
+            or len(self._outbox) >= self.options.max_outbox_frames
         ):
             self._too_slow()
             return
@@ -459,8 +210,7 @@ class Connection:
 
     def error(self, reason: str, message: str, identifier: str | None = None) -> None:
         """Report a protocol error to the client and the log; carry on."""
-        log.info("conn %s: %s: %s", self.id, reason, message)
-        self.enqueue(encode_error(reason, message, identifier))
+        self.protocol.error(reason, message, identifier)
 
     def close(self, reason: str = "remote", *, reconnect: bool = True) -> None:
         """Send ``disconnect`` after what is queued, then close the socket."""
@@ -477,7 +227,9 @@ class Connection:
             # Nothing waits for the socket: say why and start the close
             # handshake now, with no task; the reader sees the reply.
             try:
-                direct.write_nowait(encode_disconnect(reason, reconnect=reconnect))
+                direct.write_nowait(
+                    self.protocol.dialect.disconnect(reason, reconnect=reconnect)
+                )
                 backlog = direct.close_nowait()
             except TransportClosed:
                 self._lost()
@@ -485,7 +237,7 @@ class Connection:
             self._told = True
             # A client that never answers is cut off after close_timeout.
             if self._scope is not None:
-                deadline = trio.current_time() + self.cable.close_timeout
+                deadline = trio.current_time() + self.options.close_timeout
                 self._scope.deadline = min(self._scope.deadline, deadline)
             if backlog:
                 self._start_writer()
@@ -506,13 +258,13 @@ class Connection:
     def _too_slow(self) -> None:
         if self._close is not None:
             return
-        self.cable._count("too_slow")
+        self.host.count("too_slow")
         log.warning(
             "conn %s: outbound queue full (%d frames or %d bytes); "
             "disconnecting as too_slow",
             self.id,
-            self.cable.max_outbox_frames,
-            self.cable.max_outbox_bytes,
+            self.options.max_outbox_frames,
+            self.options.max_outbox_bytes,
         )
         # Drop what it has not read: memory is freed now, and the writer
         # sends the disconnect frame next if the client reads at all.
@@ -523,7 +275,7 @@ class Connection:
             self._direct.drop_backlog()
         self.close("too_slow")
         # If it never reads again, give up on it after close_timeout.
-        deadline = trio.current_time() + self.cable.close_timeout
+        deadline = trio.current_time() + self.options.close_timeout
         if self._scope is not None:
             self._scope.deadline = min(self._scope.deadline, deadline)
 
@@ -538,9 +290,11 @@ class Connection:
             if self._close is not None and not self._told:
                 reason, reconnect = self._close
                 self._writing = True
-                await transport.send(encode_disconnect(reason, reconnect=reconnect))
+                await transport.send(
+                    self.protocol.dialect.disconnect(reason, reconnect=reconnect)
+                )
                 self._writing = False
-                with trio.move_on_after(self.cable.close_timeout):
+                with trio.move_on_after(self.options.close_timeout):
                     await transport.close()
                 self._lost()
         except TransportClosed:
@@ -571,7 +325,7 @@ class Connection:
         cable's ``close_timeout``.
         """
         cable = self.cable
-        cable._opened(self)
+        cable.register(self)
         # path only: query strings and headers can carry tokens
         log.info(
             "conn %s: open %s from %s", self.id, self.request.path, self.request.client
@@ -587,7 +341,7 @@ class Connection:
                 current_connection.set(self)
                 self._nursery = nursery
                 try:
-                    self.enqueue(encode_welcome())
+                    self.protocol.welcome()
                     if self._close is not None:  # closed before it opened
                         self._start_writer()
                     self.ready = True
@@ -617,7 +371,7 @@ class Connection:
             try:
                 await self._finish()
             finally:
-                cable._closed(self)
+                cable.unregister(self)
             log.info(
                 "conn %s: closed (%s)",
                 self.id,
@@ -655,112 +409,39 @@ class Connection:
         reason, reconnect = self._close or ("server_restart", True)
         if not self._writing:  # never after a write cut off mid-frame
             with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + self.cable.close_timeout
+                scope.deadline = trio.current_time() + self.options.close_timeout
                 with contextlib.suppress(TransportClosed):
-                    frame = encode_disconnect(reason, reconnect=reconnect)
+                    frame = self.protocol.dialect.disconnect(
+                        reason, reconnect=reconnect
+                    )
                     await self.transport.send(frame)
         with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + self.cable.close_timeout
+            scope.deadline = trio.current_time() + self.options.close_timeout
             await self.transport.close()
 
     # -- commands --------------------------------------------------------------
 
     def _handle(self, frame: str | bytes) -> None:
-        cable = self.cable
-        if not self._take_token():
+        """One client frame: the protocol answers it, and here is only the
+        work it makes for the channel layer."""
+        event = self.protocol.receive(frame, trio.current_time())
+        if event is None:
             return
-        if len(frame) > cable.max_frame_bytes:
-            cable._count("frame_too_large")
-            self.error(
-                "frame_too_large",
-                f"frames are limited to {cable.max_frame_bytes} bytes",
-            )
-            return
-        if not isinstance(frame, str):
-            self.error("invalid_request", "binary frames are not supported")
-            return
-        try:
-            command = parse_frame(frame, cable.limits)
-        except ProtocolError as exc:
-            self.error(exc.reason, exc.message, exc.identifier)
-            return
-        if isinstance(command, Message):
-            self._message(command)
-        elif isinstance(command, Subscribe):
-            self._subscribe(command)
+        record = event.subscription
+        if isinstance(event, CommandQueued):
+            self.subscriptions[record.identifier].start()
+        elif isinstance(event, SubscriptionRequested):
+            rules = record.rules
+            channel_class = cast("type[Channel]", rules.source)
+            sub = Subscription(self, record, channel_class, event.params)
+            self.subscriptions[record.identifier] = sub
+            sub.start()
         else:
-            self._unsubscribe(command)
-
-    def _take_token(self) -> bool:
-        """The per-connection token bucket for commands."""
-        cable = self.cable
-        now = trio.current_time()
-        self._tokens = min(
-            float(cable.command_burst),
-            self._tokens + (now - self._refilled) * cable.commands_per_second,
-        )
-        self._refilled = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            self._rate_limited = False
-            return True
-        cable._count("rate_limited")
-        if not self._rate_limited:  # one error frame and log line per burst
-            self._rate_limited = True
-            self.error(
-                "rate_limited",
-                f"more than {cable.commands_per_second:g} commands per second",
-            )
-        return False
-
-    def _subscribe(self, command: Subscribe) -> None:
-        identifier = command.identifier
-        existing = self.subscriptions.get(identifier)
-        if existing is not None:
-            # The official client re-sends subscribe until it is answered:
-            # answer again, in order, without a second subscription.
-            existing.push(command)
-            return
-        channel_class = self.cable.channels.get(command.channel)
-        if channel_class is None:
-            log.info("conn %s: unknown channel %r", self.id, command.channel)
-            self.enqueue(encode_reject(identifier, "unknown_channel"))
-            return
-        limit = self.cable.max_subscriptions
-        if len(self.subscriptions) >= limit:
-            log.info("conn %s: subscription limit (%d) reached", self.id, limit)
-            self.enqueue(encode_reject(identifier, "too_many_subscriptions"))
-            return
-        sub = Subscription(self, identifier, channel_class, command.params)
-        self.subscriptions[identifier] = sub
-        sub.start()
-
-    def _message(self, command: Message) -> None:
-        sub = self.subscriptions.get(command.identifier)
-        if sub is None:
-            self._not_subscribed(command.identifier)
-            return
-        refused = refusal(type(sub.channel), command.action)
-        if refused is not None:
-            self.error(refused[0], refused[1], command.identifier)
-            return
-        if not sub.push(command):
-            self.error(
-                "too_many_commands",
-                f"more than {self.cable.max_pending_commands} commands pending",
-                command.identifier,
-            )
-
-    def _unsubscribe(self, command: Unsubscribe) -> None:
-        sub = self.subscriptions.pop(command.identifier, None)
-        if sub is None:
-            self._not_subscribed(command.identifier)
-            return
-        sub.end()
-
-    def _not_subscribed(self, identifier: str) -> None:
-        self.error("not_subscribed", "no subscription with this identifier", identifier)
+            ended = self.subscriptions.pop(record.identifier, None)
+            if ended is not None:
+                ended.end()
 
     def forget(self, sub: Subscription) -> None:
+        self.protocol.forget(sub.record)
         if self.subscriptions.get(sub.identifier) is sub:
             del self.subscriptions[sub.identifier]

@@ -23,9 +23,9 @@ import trio
 from ._cable import Cable
 from ._connection import Connection
 from ._gc import tune_gc as _tune_gc
-from ._protocol import select_subprotocol
 from ._request import Request
 from ._transport import TransportClosed
+from .protocol.codec import select_subprotocol
 
 __all__ = ["ASGIApp", "CableApp"]
 

@@ -41,11 +41,11 @@ from wsproto.utilities import RemoteProtocolError
 from ._cable import Cable
 from ._connection import Connection
 from ._gc import tune_gc as _tune_gc
-from ._protocol import select_subprotocol
 from ._request import Request
 from ._serving import Served
 from ._transport import TransportClosed
-from ._wsframe import FrameCache
+from .protocol.codec import select_subprotocol
+from .protocol.wsframe import FrameCache
 
 __all__ = ["DirectTransport", "serve_cable_direct"]
 

@@ -27,11 +27,11 @@ from trio_websocket import (
 from ._cable import Cable
 from ._connection import Connection
 from ._gc import tune_gc as _tune_gc
-from ._protocol import select_subprotocol
 from ._request import Request
 from ._serving import Served
 from ._transport import TransportClosed
 from .direct import serve_cable_direct
+from .protocol.codec import select_subprotocol
 
 __all__ = [
     "Transport",

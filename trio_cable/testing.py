@@ -263,8 +263,8 @@ def capture_broadcasts(cable: Cable, stream: str) -> Iterator[list[Any]]:
             captured.append(json.loads(payload))
 
     capture = _Capture()
-    cable._stream_added(stream, capture)
+    cable.stream_added(stream, capture)
     try:
         yield captured
     finally:
-        cable._stream_removed(stream, capture)
+        cable.stream_removed(stream, capture)
