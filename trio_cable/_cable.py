@@ -20,6 +20,7 @@ from ._errors import CableError
 from ._hub import Hub, Subscriber
 from ._options import DEFAULT_REDIS_PREFIX, CableOptions
 from ._redis import RedisBridge
+from ._registry import ConnectionSet
 from ._util import single_error
 from .protocol.codec import encode_payload, encode_ping
 
@@ -100,9 +101,8 @@ class Cable:
         self.connect_hook = connect
         self.hub = Hub()
         self.counters: Counter[str] = Counter()
-        self._connections: set[Connection] = set()
+        self._connections: ConnectionSet[Connection] = ConnectionSet()
         self._token: trio.lowlevel.TrioToken | None = None
-        self._drained: trio.Event | None = None
 
     # Read-only views of the options most code reads.
     @property
@@ -351,14 +351,9 @@ class Cable:
     ) -> None:
         """Close every connection (``disconnect`` frame first) and wait for
         them to end, for at most ``close_timeout`` plus ``hook_timeout``."""
-        self._drained = drained = trio.Event()
-        for conn in list(self._connections):
-            conn.close(reason, reconnect=reconnect)
-        if not self._connections:
-            drained.set()
-        with trio.move_on_after(self.options.drain_timeout):
-            await drained.wait()
-        self._drained = None
+        await self._connections.drain(
+            self.options.drain_timeout, reason, reconnect=reconnect
+        )
 
     def register(self, conn: Connection) -> None:
         """Count ``conn`` as open (it calls this as it starts)."""
@@ -367,8 +362,6 @@ class Cable:
     def unregister(self, conn: Connection) -> None:
         """``conn`` has ended."""
         self._connections.discard(conn)
-        if not self._connections and self._drained is not None:
-            self._drained.set()
 
     async def _ping_forever(self) -> NoReturn:
         # One timer for every connection: no task per connection just to

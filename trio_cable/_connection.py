@@ -21,9 +21,8 @@ import trio
 
 from ._channel import Channel
 from ._current import current_connection, current_user
-from ._errors import ConnectionRejected
+from ._errors import ConnectionRejected, TransportClosed
 from ._subscription import Subscription
-from ._transport import TransportClosed
 from .protocol.dialects import ACTIONCABLE_V1_JSON
 from .protocol.server import (
     CommandQueued,
@@ -37,9 +36,9 @@ if TYPE_CHECKING:
     from ._hub import Subscriber
     from ._options import CableOptions
     from ._request import Request
-    from ._transport import DirectWrites, Transport
     from .protocol.dialects import Dialect
     from .protocol.server import ChannelRules
+    from .transports.base import Transport
 
 __all__ = ["Connection", "Subscription"]
 
@@ -88,27 +87,22 @@ class Connection:
     while frames wait for the socket, a task per subscription while it
     has commands or hooks to run. An idle connection is one task.
 
-    Frames leave in one of two ways. A transport that can write without
-    waiting (``write_nowait``, the direct transport) gets each frame at
-    once, in the caller's task: a broadcast reaches the socket with no
-    task switch, and the writer runs only while the socket is full. Any
-    other transport gets frames from a bounded outbox, which the writer
-    drains in batches.
+    Frames leave one way: the transport takes each at once, in the
+    caller's task (``write_nowait``), so a broadcast on the direct
+    transport reaches the socket with no task switch; the writer runs
+    only while frames wait (``flush``). What waits is bounded: past
+    ``max_outbox_frames`` or ``max_outbox_bytes`` the client is too slow.
     """
 
     # Slots: one of these per open socket, tens of thousands per process.
     __slots__ = (
         "_close",
-        "_direct",
-        "_drop",
         "_nursery",
         "_open",
-        "_outbox",
-        "_outbox_bytes",
+        "_said",
         "_scope",
         "_told",
         "_writer_on",
-        "_writing",
         "cable",
         "host",
         "id",
@@ -137,15 +131,6 @@ class Connection:
         self.identity: Any = None
         self.subscriptions: dict[str, Subscription] = {}
         self.ready = False
-        #: The transport again, if it takes frames without waiting.
-        self._direct: DirectWrites | None = (
-            cast("DirectWrites", transport)
-            if hasattr(transport, "write_nowait")
-            else None
-        )
-        self._outbox: list[str] = []  # frames for the writer (other transports)
-        self._outbox_bytes = 0  # characters in _outbox (frames are ASCII-heavy)
-        self._drop = False  # too slow: stop sending what is queued
         self.protocol = ServerProtocol(
             dialect,
             cable.options.protocol,
@@ -162,8 +147,8 @@ class Connection:
         self._close: tuple[str, bool] | None = None
         self._open = True  # the transport is open
         self._writer_on = False  # a writer task is running
-        self._writing = False  # the writer is inside an async send
-        self._told = False  # disconnect and close frame written (direct)
+        self._said = False  # the disconnect frame was handed to the transport
+        self._told = False  # ...and our close frame after it
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} {len(self.subscriptions)} subscriptions>"
@@ -181,32 +166,21 @@ class Connection:
         """Send a frame after those already queued; never blocks."""
         if self._close is not None or not self._open:
             return  # closing: nothing more but the disconnect frame
-        direct = self._direct
-        if direct is not None:
-            try:
-                backlog = direct.write_nowait(frame)
-            except TransportClosed:
-                self._lost()
-                return
-            if backlog:
-                if (
-                    backlog > self.options.max_outbox_bytes
-                    or direct.backlog_frames > self.options.max_outbox_frames
-                ):
-                    self._too_slow()
-                else:
-                    self._start_writer()
+        transport = self.transport
+        try:
+            backlog = transport.write_nowait(frame)
+        except TransportClosed:
+            self._lost()
             return
-        size = len(frame)
-        if (
-            self._outbox_bytes + size > self.options.max_outbox_bytes
-            or len(self._outbox) >= self.options.max_outbox_frames
-        ):
-            self._too_slow()
-            return
-        self._outbox.append(frame)
-        self._outbox_bytes += size
-        self._start_writer()
+        if backlog:
+            options = self.options
+            if (
+                backlog > options.max_outbox_bytes
+                or transport.backlog_frames > options.max_outbox_frames
+            ):
+                self._too_slow()
+            else:
+                self._start_writer()
 
     def error(self, reason: str, message: str, identifier: str | None = None) -> None:
         """Report a protocol error to the client and the log; carry on."""
@@ -217,32 +191,39 @@ class Connection:
         if self._close is not None:
             return
         self._close = (reason, reconnect)
-        direct = self._direct
+        transport = self.transport
         if (
-            direct is not None
-            and self._nursery is not None
+            self._nursery is not None
             and not self._writer_on
-            and not direct.backlog_frames
+            and not transport.backlog_frames
         ):
             # Nothing waits for the socket: say why and start the close
             # handshake now, with no task; the reader sees the reply.
             try:
-                direct.write_nowait(
-                    self.protocol.dialect.disconnect(reason, reconnect=reconnect)
-                )
-                backlog = direct.close_nowait()
+                self._say_why()
+                backlog = transport.close_nowait()
             except TransportClosed:
                 self._lost()
                 return
             self._told = True
             # A client that never answers is cut off after close_timeout.
-            if self._scope is not None:
-                deadline = trio.current_time() + self.options.close_timeout
-                self._scope.deadline = min(self._scope.deadline, deadline)
+            self._cut_off_after_close_timeout()
             if backlog:
                 self._start_writer()
             return
         self._start_writer()
+
+    def _say_why(self) -> None:
+        reason, reconnect = self._close or ("server_restart", True)
+        self._said = True
+        self.transport.write_nowait(
+            self.protocol.dialect.disconnect(reason, reconnect=reconnect)
+        )
+
+    def _cut_off_after_close_timeout(self) -> None:
+        if self._scope is not None:
+            deadline = trio.current_time() + self.options.close_timeout
+            self._scope.deadline = min(self._scope.deadline, deadline)
 
     def _start_writer(self) -> None:
         if not self._writer_on and self._nursery is not None:
@@ -258,42 +239,30 @@ class Connection:
     def _too_slow(self) -> None:
         if self._close is not None:
             return
+        options = self.options
         self.host.count("too_slow")
         log.warning(
             "conn %s: outbound queue full (%d frames or %d bytes); "
             "disconnecting as too_slow",
             self.id,
-            self.options.max_outbox_frames,
-            self.options.max_outbox_bytes,
+            options.max_outbox_frames,
+            options.max_outbox_bytes,
         )
         # Drop what it has not read: memory is freed now, and the writer
         # sends the disconnect frame next if the client reads at all.
-        self._drop = True
-        self._outbox = []
-        self._outbox_bytes = 0
-        if self._direct is not None:
-            self._direct.drop_backlog()
+        self.transport.drop_backlog()
         self.close("too_slow")
         # If it never reads again, give up on it after close_timeout.
-        deadline = trio.current_time() + self.options.close_timeout
-        if self._scope is not None:
-            self._scope.deadline = min(self._scope.deadline, deadline)
+        self._cut_off_after_close_timeout()
 
     async def _writer(self) -> None:
         """Write until nothing waits; then, if closing, say why and close."""
         transport = self.transport
         try:
-            if self._direct is not None:
-                await self._direct.flush()
-            else:
-                await self._drain_outbox()
+            await transport.flush()
             if self._close is not None and not self._told:
-                reason, reconnect = self._close
-                self._writing = True
-                await transport.send(
-                    self.protocol.dialect.disconnect(reason, reconnect=reconnect)
-                )
-                self._writing = False
+                self._say_why()
+                await transport.flush()
                 with trio.move_on_after(self.options.close_timeout):
                     await transport.close()
                 self._lost()
@@ -301,18 +270,6 @@ class Connection:
             self._lost()
         finally:
             self._writer_on = False
-
-    async def _drain_outbox(self) -> None:
-        transport = self.transport
-        while self._outbox:
-            batch, self._outbox = self._outbox, []
-            self._outbox_bytes = 0
-            self._writing = True
-            for frame in batch:
-                if self._drop:  # too slow: the rest of the batch goes too
-                    break
-                await transport.send(frame)
-            self._writing = False
 
     # -- the lifetime ----------------------------------------------------------
 
@@ -402,22 +359,20 @@ class Connection:
         if not self._open:
             return
         self._open = False
-        if self._told and self._direct is not None:
+        transport = self.transport
+        if self._told:
             # Said, and the close handshake has had its time.
-            await self._direct.aclose()
+            await transport.aclose()
             return
-        reason, reconnect = self._close or ("server_restart", True)
-        if not self._writing:  # never after a write cut off mid-frame
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + self.options.close_timeout
-                with contextlib.suppress(TransportClosed):
-                    frame = self.protocol.dialect.disconnect(
-                        reason, reconnect=reconnect
-                    )
-                    await self.transport.send(frame)
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + self.options.close_timeout
-            await self.transport.close()
+            if not self._said:  # never twice, nor after a write cut off
+                with contextlib.suppress(TransportClosed):
+                    self._say_why()
+                    await transport.flush()
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self.options.close_timeout
+            await transport.close()
 
     # -- commands --------------------------------------------------------------
 

@@ -7,12 +7,18 @@ __all__ = [
     "ConnectionRejected",
     "HandshakeRefused",
     "ProtocolError",
+    "TransportClosed",
     "Unauthorized",
 ]
 
 
 class CableError(Exception):
     """Base class of every error trio_cable raises."""
+
+
+class TransportClosed(CableError):
+    """The peer closed the socket (or it broke); every transport maps its
+    socket's errors to this one."""
 
 
 class ProtocolError(CableError):
