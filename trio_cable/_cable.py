@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -15,6 +14,7 @@ from urllib.parse import urlsplit
 
 import trio
 
+from ._broker import IN_PROCESS, Broker, open_broker
 from ._channel import Channel, rules_for
 from ._errors import CableError
 from ._hub import Hub, Subscriber
@@ -96,7 +96,8 @@ class Cable:
             options = dataclasses.replace(options, **kwargs)
         #: Every option, frozen (the keyword arguments above).
         self.options = options
-        self.bridge: RedisBridge | None = None
+        #: Carries broadcasts to other processes while the cable runs.
+        self.broker: Broker = IN_PROCESS
         self.channels: dict[str, type[Channel]] = {}
         self.connect_hook = connect
         self.hub = Hub()
@@ -204,8 +205,7 @@ class Cable:
         the oldest buffered broadcast instead.
         """
         await trio.lowlevel.checkpoint()
-        if self.bridge is not None:
-            await self.bridge.wait_for_room()
+        await self.broker.wait_for_room()
         return self.broadcast_nowait(stream, data)
 
     def broadcast_nowait(self, stream: str, data: Any) -> int:
@@ -232,8 +232,7 @@ class Cable:
             raise CableError("the cable is not running") from None
 
     def _publish(self, stream: str, payload: str) -> int:
-        if self.bridge is not None:
-            self.bridge.publish(stream, payload)
+        self.broker.publish(stream, payload)
         return self.hub.publish(stream, payload)
 
     # -- streams (hooks for a cross-process cable) -------------------------
@@ -251,8 +250,7 @@ class Cable:
 
     async def streams_live(self, streams: Iterable[str]) -> None:
         """Wait until broadcasts to ``streams`` reach this process."""
-        if self.bridge is not None:
-            await self.bridge.streams_live(streams)
+        await self.broker.streams_live(streams)
 
     # -- running -------------------------------------------------------------
 
@@ -281,38 +279,31 @@ class Cable:
         """
         if self._token is not None:
             raise CableError("this cable is already running")
-        url = self.options.redis_url or os.environ.get("TRIO_CABLE_REDIS_URL") or None
-        bridge = None
-        if url is not None:
-            bridge = RedisBridge(
-                self.hub,
-                url,
-                prefix=self.options.redis_prefix,
-                max_buffer=self.options.redis_buffer,
-            )
+        broker = open_broker(self.hub, self.options)
         self._token = trio.lowlevel.current_trio_token()
         try:
             with single_error():
                 async with trio.open_nursery() as nursery:
-                    if bridge is not None:
-                        self._attach(bridge)
-                        await nursery.start(bridge.run)
+                    self._attach(broker)
+                    await nursery.start(broker.run)
                     task_status.started()
                     await self._ping_forever()
         finally:
             self._token = None
-            self._detach()
+            self._attach(IN_PROCESS)
 
-    def _attach(self, bridge: RedisBridge) -> None:
-        self.bridge = bridge
-        self.hub.on_first = bridge.stream_wanted
-        self.hub.on_last = bridge.stream_unwanted
+    def _attach(self, broker: Broker) -> None:
+        self.broker = broker
+        self.hub.on_first = broker.stream_wanted
+        self.hub.on_last = broker.stream_unwanted
         for stream in self.hub.streams():
-            bridge.stream_wanted(stream)
+            broker.stream_wanted(stream)
 
-    def _detach(self) -> None:
-        self.bridge = None
-        self.hub.on_first = self.hub.on_last = None
+    @property
+    def bridge(self) -> RedisBridge | None:
+        """The Redis bridge, while a cross-process cable runs."""
+        broker = self.broker
+        return broker if isinstance(broker, RedisBridge) else None
 
     def stats(self) -> dict[str, Any]:
         """Connections, subscriptions, streams, counters (and the bridge's)."""
@@ -326,8 +317,9 @@ class Cable:
             "deliveries": hub.deliveries,
             "counters": dict(self.counters),
         }
-        if self.bridge is not None:
-            stats["redis"] = dataclasses.asdict(self.bridge.statistics())
+        broker = self.broker.statistics()
+        if broker is not None:
+            stats["redis"] = dataclasses.asdict(broker)
         return stats
 
     @asynccontextmanager
