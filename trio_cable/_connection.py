@@ -15,11 +15,10 @@ import contextlib
 import inspect
 import itertools
 import logging
-from typing import TYPE_CHECKING, Any, Final, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import trio
 
-from ._channel import Channel
 from ._current import current_connection, current_user
 from ._errors import ConnectionRejected, TransportClosed
 from ._subscription import Subscription
@@ -386,9 +385,7 @@ class Connection:
         if isinstance(event, CommandQueued):
             self.subscriptions[record.identifier].start()
         elif isinstance(event, SubscriptionRequested):
-            rules = record.rules
-            channel_class = cast("type[Channel]", rules.source)
-            sub = Subscription(self, record, channel_class, event.params)
+            sub = Subscription(self, record, event.params)
             self.subscriptions[record.identifier] = sub
             sub.start()
         else:

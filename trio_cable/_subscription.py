@@ -12,23 +12,46 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 import trio
 
-from ._channel import Channel, action_for
+from ._channel import Channel, ConnectionView, action_for
 from .protocol.codec import encode_payload
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable, Iterable
 
-    from ._connection import Connection
+    from ._hub import Subscriber
+    from ._options import CableOptions
     from .protocol.codec import Message
     from .protocol.server import ServerSubscription
 
 __all__ = ["Subscription"]
 
 log = logging.getLogger("trio_cable.connection")
+
+
+class StreamHost(Protocol):
+    """What a subscription needs of its cable."""
+
+    @property
+    def options(self) -> CableOptions: ...
+    def stream_added(self, stream: str, subscriber: Subscriber) -> None: ...
+    def stream_removed(self, stream: str, subscriber: Subscriber) -> None: ...
+    async def streams_live(self, streams: Iterable[str]) -> None: ...
+
+
+class SubscriptionOwner(ConnectionView, Protocol):
+    """What a subscription needs of its connection."""
+
+    @property
+    def host(self) -> StreamHost: ...
+    def spawn(self, fn: Callable[[], Awaitable[object]]) -> None: ...
+    def forget(self, sub: Subscription) -> None: ...
+    def error(
+        self, reason: str, message: str, identifier: str | None = None
+    ) -> None: ...
 
 
 class Subscription:
@@ -57,9 +80,8 @@ class Subscription:
 
     def __init__(
         self,
-        connection: Connection,
+        connection: SubscriptionOwner,
         record: ServerSubscription,
-        channel_class: type[Channel],
         params: dict[str, Any],
     ) -> None:
         self.connection = connection
@@ -75,7 +97,8 @@ class Subscription:
         self._began = False  # subscribed() has been called
         self._ending = False  # unsubscribed or disconnected: finish next
         self._finished = False
-        self.channel = channel_class(self)
+        # The resolver (the cable) put the channel class in the rules.
+        self.channel = cast("type[Channel]", record.rules.source)(self)
 
     # -- called by the channel (in the trio thread) ------------------------
 

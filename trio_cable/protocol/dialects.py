@@ -11,8 +11,20 @@ from __future__ import annotations
 
 from typing import Final, Protocol
 
-from . import codec
-from .codec import DEFAULT_LIMITS, Command, Limits
+from .codec import (
+    DEFAULT_LIMITS,
+    PROTOCOL,
+    Command,
+    Limits,
+    encode_confirm,
+    encode_disconnect,
+    encode_error,
+    encode_ping,
+    encode_reject,
+    encode_welcome,
+    message_prefix,
+    parse_frame,
+)
 
 __all__ = [
     "DIALECTS",
@@ -60,31 +72,31 @@ class ActionCableV1JSON:
 
     @property
     def subprotocol(self) -> str:
-        return codec.PROTOCOL
+        return PROTOCOL
 
     def parse(self, text: str, limits: Limits = DEFAULT_LIMITS) -> Command:
-        return codec.parse_frame(text, limits)
+        return parse_frame(text, limits)
 
     def welcome(self) -> str:
-        return codec.encode_welcome()
+        return encode_welcome()
 
     def ping(self, timestamp: int) -> str:
-        return codec.encode_ping(timestamp)
+        return encode_ping(timestamp)
 
     def confirm(self, identifier: str) -> str:
-        return codec.encode_confirm(identifier)
+        return encode_confirm(identifier)
 
     def reject(self, identifier: str, reason: str | None = None) -> str:
-        return codec.encode_reject(identifier, reason)
+        return encode_reject(identifier, reason)
 
     def disconnect(self, reason: str, *, reconnect: bool) -> str:
-        return codec.encode_disconnect(reason, reconnect=reconnect)
+        return encode_disconnect(reason, reconnect=reconnect)
 
     def error(self, reason: str, message: str, identifier: str | None = None) -> str:
-        return codec.encode_error(reason, message, identifier)
+        return encode_error(reason, message, identifier)
 
     def message_prefix(self, identifier: str) -> str:
-        return codec.message_prefix(identifier)
+        return message_prefix(identifier)
 
 
 ACTIONCABLE_V1_JSON: Final = ActionCableV1JSON()
