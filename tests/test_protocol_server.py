@@ -41,9 +41,14 @@ class Wire:
             ACTIONCABLE_V1_JSON,
             ProtocolSettings(**settings),
             send=self.sent.append,
-            resolve=lambda name: RULES if name == "Room" else None,
-            count=self.counts.append,
+            host=self,
         )
+
+    def channel_rules(self, name: str) -> ChannelRules | None:
+        return RULES if name == "Room" else None
+
+    def count(self, name: str) -> None:
+        self.counts.append(name)
 
     def frames(self) -> list[dict[str, Any]]:
         out = [json.loads(frame) for frame in self.sent]

@@ -110,7 +110,6 @@ class Connection:
         "protocol",
         "ready",
         "request",
-        "subscriptions",
         "transport",
     )
 
@@ -128,14 +127,12 @@ class Connection:
         self.transport = transport
         self.request = request
         self.identity: Any = None
-        self.subscriptions: dict[str, Subscription] = {}
         self.ready = False
         self.protocol = ServerProtocol(
             dialect,
             cable.options.protocol,
             send=self.enqueue,
-            resolve=cable.channel_rules,
-            count=cable.count,
+            host=cable,
             id=self.id,
             now=trio.current_time(),
         )
@@ -148,6 +145,15 @@ class Connection:
         self._writer_on = False  # a writer task is running
         self._said = False  # the disconnect frame was handed to the transport
         self._told = False  # ...and our close frame after it
+
+    @property
+    def subscriptions(self) -> dict[str, Subscription]:
+        """The subscriptions open on this connection, by identifier."""
+        # Built on demand: the protocol's map is the one kept per socket.
+        return {
+            identifier: record.owner
+            for identifier, record in self.protocol.subscriptions.items()
+        }
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} {len(self.subscriptions)} subscriptions>"
@@ -316,8 +322,8 @@ class Connection:
                     # subscription now (each runs unsubscribed()).
                     self.ready = False
                     nursery.cancel_scope.cancel()
-                    for sub in list(self.subscriptions.values()):
-                        sub.end()
+                    for record in list(self.protocol.subscriptions.values()):
+                        record.owner.end()
                     # Nothing new starts from here on: the nursery
                     # closes when these last tasks end.
                     self._nursery = None
@@ -383,17 +389,12 @@ class Connection:
             return
         record = event.subscription
         if isinstance(event, CommandQueued):
-            self.subscriptions[record.identifier].start()
+            record.owner.start()
         elif isinstance(event, SubscriptionRequested):
-            sub = Subscription(self, record, event.params)
-            self.subscriptions[record.identifier] = sub
+            record.owner = sub = Subscription(self, record, event.params)
             sub.start()
         else:
-            ended = self.subscriptions.pop(record.identifier, None)
-            if ended is not None:
-                ended.end()
+            record.owner.end()
 
     def forget(self, sub: Subscription) -> None:
         self.protocol.forget(sub.record)
-        if self.subscriptions.get(sub.identifier) is sub:
-            del self.subscriptions[sub.identifier]

@@ -57,6 +57,9 @@ async def serve_connection(
             return
         subprotocol, dialect = choose_dialect(request.subprotocols)
         transport = await handshake.accept(subprotocol)
+    # Nothing of the handshake is kept for the connection's lifetime (the
+    # direct one holds an HTTP parser): one per open socket adds up.
+    del handshake
     if transport is None or request is None:
         return
     conn = Connection(cable, transport, request, dialect)

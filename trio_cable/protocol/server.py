@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from .._errors import ProtocolError
 from .codec import DEFAULT_LIMITS, Limits, Message, Subscribe, Unsubscribe
@@ -36,6 +36,7 @@ __all__ = [
     "ChannelRules",
     "CommandQueued",
     "Event",
+    "ProtocolHost",
     "ProtocolSettings",
     "ServerProtocol",
     "ServerSubscription",
@@ -90,6 +91,18 @@ def refusal(rules: ChannelRules, action: str) -> tuple[str, str] | None:
     return None
 
 
+class ProtocolHost(Protocol):
+    """What a connection's protocol asks of the server it belongs to."""
+
+    def channel_rules(self, name: str) -> ChannelRules | None:
+        """The rules of the channel subscribed to as ``name`` (None: none)."""
+        ...
+
+    def count(self, name: str) -> None:
+        """Count a refusal worth counting (``rate_limited``,
+        ``frame_too_large``)."""
+
+
 # -- events for the channel layer ------------------------------------------------
 
 
@@ -137,6 +150,7 @@ class ServerSubscription:
         "_send",
         "channel",
         "identifier",
+        "owner",
         "prefix",
         "rules",
         "state",
@@ -152,9 +166,13 @@ class ServerSubscription:
         self.rules = rules
         self.prefix = protocol.dialect.message_prefix(identifier)
         self.state: str = PENDING
+        #: The channel layer's object for this subscription (its runner).
+        self.owner: Any = None
         self._held: list[str] | None = []
         self._early: list[str] | None = []
-        self._inbox: list[Subscribe | Message] = []
+        # Made with the first queued command: most subscriptions never
+        # have one waiting, and a list per subscription adds up.
+        self._inbox: list[Subscribe | Message] | None = None
 
     def __repr__(self) -> str:
         return f"<ServerSubscription {self.identifier} {self.state}>"
@@ -166,7 +184,7 @@ class ServerSubscription:
 
     @property
     def pending_commands(self) -> int:
-        return len(self._inbox)
+        return len(self._inbox or ())
 
     def deliver(self, payload: str, frames: dict[str, str]) -> None:
         """A broadcast's encoded ``payload``; ``frames`` caches the frames
@@ -213,7 +231,7 @@ class ServerSubscription:
         protocol.forget(self)
         self._send(protocol.dialect.reject(self.identifier))
         log.info("conn %s: rejected %s", protocol.id, self.identifier)
-        commands, self._inbox = self._inbox, []
+        commands, self._inbox = self._inbox or [], None
         for command in commands:
             if isinstance(command, Subscribe):
                 self._send(protocol.dialect.reject(self.identifier))
@@ -240,9 +258,12 @@ class ServerSubscription:
         return None
 
     def _push(self, command: Subscribe | Message) -> bool:
-        if len(self._inbox) >= self._protocol.settings.max_pending_commands:
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = []
+        elif len(inbox) >= self._protocol.settings.max_pending_commands:
             return False
-        self._inbox.append(command)
+        inbox.append(command)
         return True
 
 
@@ -253,9 +274,8 @@ class ServerProtocol:
         dialect: the wire dialect chosen for this connection.
         settings: its limits.
         send: takes each encoded server frame; must not block.
-        resolve: the rules of a channel by name (None: no such channel).
-        count: called with a counter name for every refusal worth counting
-            (``rate_limited``, ``frame_too_large``).
+        host: the channels' rules and the counters (see
+            :class:`ProtocolHost`).
         id: the connection id, for log lines.
     """
 
@@ -265,8 +285,8 @@ class ServerProtocol:
         "_tokens",
         "count",
         "dialect",
+        "host",
         "id",
-        "resolve",
         "send",
         "settings",
         "subscriptions",
@@ -278,16 +298,14 @@ class ServerProtocol:
         settings: ProtocolSettings,
         *,
         send: Callable[[str], None],
-        resolve: Callable[[str], ChannelRules | None],
-        count: Callable[[str], None] | None = None,
+        host: ProtocolHost,
         id: str = "-",
         now: float = 0.0,
     ) -> None:
         self.dialect = dialect
         self.settings = settings
         self.send = send
-        self.resolve = resolve
-        self.count = count if count is not None else _ignore
+        self.host = host
         self.id = id
         self.subscriptions: dict[str, ServerSubscription] = {}
         self._tokens = float(settings.command_burst)
@@ -315,7 +333,7 @@ class ServerProtocol:
         if not self._take_token(now):
             return None
         if len(frame) > settings.max_frame_bytes:
-            self.count("frame_too_large")
+            self.host.count("frame_too_large")
             self.error(
                 "frame_too_large",
                 f"frames are limited to {settings.max_frame_bytes} bytes",
@@ -347,7 +365,7 @@ class ServerProtocol:
             self._tokens -= 1.0
             self._rate_limited = False
             return True
-        self.count("rate_limited")
+        self.host.count("rate_limited")
         if not self._rate_limited:  # one error frame and log line per burst
             self._rate_limited = True
             self.error(
@@ -363,7 +381,7 @@ class ServerProtocol:
             # The official client re-sends subscribe until it is answered:
             # answer again, in order, without a second subscription.
             return CommandQueued(existing) if existing._push(command) else None
-        rules = self.resolve(command.channel)
+        rules = self.host.channel_rules(command.channel)
         if rules is None:
             log.info("conn %s: unknown channel %r", self.id, command.channel)
             self.send(self.dialect.reject(identifier, "unknown_channel"))
@@ -407,7 +425,3 @@ class ServerProtocol:
 
     def _not_subscribed(self, identifier: str) -> None:
         self.error("not_subscribed", "no subscription with this identifier", identifier)
-
-
-def _ignore(name: str) -> None:
-    pass
