@@ -48,7 +48,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
             "trio_cable/_cable.py",
             "deliver (trio_cable",
             "enqueue (trio_cable",
-            "trio_cable/_protocol.py",
+            "trio_cable/protocol/codec.py",
             "trio_cable/_queue.py",
         ),
     ),

@@ -578,7 +578,7 @@ async def test_a_client_that_stops_reading_is_disconnected_not_waited_on(
             assert got["message"] == {"n": n}
         assert cable.counters["too_slow"] == 1
         # its queue was dropped at once: memory stays bounded
-        assert len(stalled.connection._outbox) == 0
+        assert stalled.connection.transport.backlog_frames == 0
         # when it reads again it learns why, and may reconnect
         frames = await drain(stalled)
         assert len(frames) < 8

@@ -9,8 +9,8 @@ import json
 import math
 from pathlib import Path
 
-from trio_cable import _protocol as codec
 from trio_cable.protocol import client as client_protocol
+from trio_cable.protocol import codec
 from trio_cable.protocol.client import (
     OFFERED_SUBPROTOCOLS,
     ClientProtocol,

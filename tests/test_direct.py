@@ -28,12 +28,12 @@ from tests.helpers import all_tasks, wait_until
 from tests.rawclient import RawClient, raw_connect
 from tests.transports import Transport
 from trio_cable import Cable, Channel, Request, Unauthorized, serve_cable
-from trio_cable import direct as direct_module
 from trio_cable._connection import Connection
-from trio_cable._protocol import encode_payload, message_prefix
-from trio_cable._wsframe import FrameCache, encode_text_frame
 from trio_cable.direct import DirectTransport, serve_cable_direct
+from trio_cable.protocol.codec import encode_payload, message_prefix
+from trio_cable.protocol.wsframe import FrameCache, encode_text_frame
 from trio_cable.testing import identifier_for
+from trio_cable.transports import direct_server as direct_module
 
 PROTOCOL = "actioncable-v1-json"
 SERVER_RESTART = {"type": "disconnect", "reason": "server_restart", "reconnect": True}
@@ -488,10 +488,7 @@ async def test_shutdown_tells_200_clients_server_restart() -> None:
 
 def queued(conn: Connection) -> int:
     """Frames waiting for a connection's socket, whichever transport."""
-    direct = conn.transport
-    if isinstance(direct, DirectTransport):
-        return direct.backlog_frames
-    return len(conn._outbox)
+    return conn.transport.backlog_frames
 
 
 async def test_slow_reader_gets_every_frame_byte_exact(

@@ -102,7 +102,10 @@ def test_errors_are_one_family() -> None:
         module = public(module_name)
         for name in module.__all__:
             obj = getattr(module, name)
-            if inspect.isclass(obj) and issubclass(obj, BaseException):
-                if not issubclass(obj, trio_cable.CableError):
-                    strays.append(f"{module_name}.{name}")
+            if (
+                inspect.isclass(obj)
+                and issubclass(obj, BaseException)
+                and not issubclass(obj, trio_cable.CableError)
+            ):
+                strays.append(f"{module_name}.{name}")
     assert strays == []

@@ -40,13 +40,13 @@ ABSENT = object()  # "no about key" in expected errors
 @pytest.fixture(autouse=True)
 def utf8_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Refuse, like a real WebSocket, server frames that are not UTF-8."""
-    original = MemoryTransport.send
+    original = MemoryTransport.write_nowait
 
-    async def send(self: MemoryTransport, frame: str) -> None:
+    def write_nowait(self: MemoryTransport, frame: str) -> int:
         frame.encode("utf-8")
-        await original(self, frame)
+        return original(self, frame)
 
-    monkeypatch.setattr(MemoryTransport, "send", send)
+    monkeypatch.setattr(MemoryTransport, "write_nowait", write_nowait)
 
 
 class Hooks:

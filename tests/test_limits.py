@@ -246,7 +246,7 @@ async def test_outbox_byte_limit_runs_the_slow_client_policy() -> None:
             await cable.broadcast("room", {"big": big})
             await good.receive()
         assert cable.counters["too_slow"] == 1
-        assert stalled.connection._outbox_bytes <= 10_000
+        assert stalled.connection.transport.backlog_bytes <= 10_000
 
 
 # -- current.user ------------------------------------------------------------------

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from trio_cable import ProtocolError
-from trio_cable._protocol import (
+from trio_cable.protocol.codec import (
     Message,
     Subscribe,
     Unsubscribe,

@@ -4,7 +4,7 @@ parses into a command or raises :class:`~trio_cable.ProtocolError`.
 Inputs are arbitrary text and bytes, arbitrary JSON, and valid frames
 mutated (bytes flipped, cut, inserted; fields swapped for other JSON
 types; huge numbers, deep nesting, invalid UTF-8, lone surrogates). For
-every input the parser either returns a :data:`~trio_cable._protocol.Command`
+every input the parser either returns a :data:`~trio_cable.protocol.codec.Command`
 whose identifier is the exact string the frame carried, or raises
 ``ProtocolError`` with a known reason; and whatever the server would
 answer (the confirmation or the error frame) can go on the wire as UTF-8.
@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trio_cable import ProtocolError
-from trio_cable._protocol import (
+from trio_cable.protocol.codec import (
     DEFAULT_LIMITS,
     Limits,
     Message,

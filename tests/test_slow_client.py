@@ -237,7 +237,7 @@ async def storm(
                 await progress.wait()
             cable.broadcast_nowait(STREAM, {"i": i, "t": time.monotonic(), "pad": PAD})
             if watch is not None:
-                queued = len(watch._outbox)  # frames waiting for its writer
+                queued = watch.transport.backlog_frames  # frames waiting for its writer
                 result.max_stalled_queue = max(result.max_stalled_queue, queued)
                 if result.too_slow_at is None and cable.counters["too_slow"]:
                     result.too_slow_at = i

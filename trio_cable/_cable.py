@@ -5,26 +5,29 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import logging
-import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 from urllib.parse import urlsplit
 
 import trio
 
-from ._channel import Channel
+from ._broker import IN_PROCESS, Broker, open_broker
+from ._channel import Channel, rules_for
 from ._errors import CableError
 from ._hub import Hub, Subscriber
-from ._protocol import Limits, encode_payload, encode_ping
-from ._redis import DEFAULT_PREFIX, RedisBridge
+from ._options import DEFAULT_REDIS_PREFIX, CableOptions
+from ._redis import RedisBridge
+from ._registry import ConnectionSet
 from ._util import single_error
+from .protocol.codec import encode_payload, encode_ping
 
 if TYPE_CHECKING:
     from ._connection import Connection
     from ._request import Request
+    from .protocol.server import ChannelRules
 
 __all__ = ["Cable", "ConnectHook"]
 
@@ -48,6 +51,8 @@ class Cable:
     Arguments:
         connect: the connect hook (see :data:`ConnectHook`); also settable
             with the :meth:`connect` decorator.
+        options: a :class:`CableOptions` holding the options below (any
+            keyword argument given besides overrides its field).
         ping_interval: seconds between ``ping`` frames (3, like Rails;
             the official client calls a connection stale after 6).
         max_outbox_frames: frames queued for one client before it counts
@@ -82,48 +87,44 @@ class Cable:
         self,
         *,
         connect: ConnectHook | None = None,
-        ping_interval: float = 3.0,
-        max_outbox_frames: int = 1024,
-        max_pending_commands: int = 64,
-        max_subscriptions: int = 256,
-        hook_timeout: float = 1.0,
-        close_timeout: float = 1.0,
-        redis_url: str | None = None,
-        redis_prefix: str = DEFAULT_PREFIX,
-        redis_buffer: int = 10_000,
-        allowed_origins: Sequence[str] | None = None,
-        max_connections: int = 10_000,
-        max_frame_bytes: int = 64 * 1024,
-        max_identifier_bytes: int = 1024,
-        max_json_depth: int = 16,
-        commands_per_second: float = 50.0,
-        command_burst: int = 100,
-        max_outbox_bytes: int = 4 * 1024 * 1024,
+        options: CableOptions | None = None,
+        **kwargs: Any,
     ) -> None:
-        self.allowed_origins = allowed_origins
-        self.max_connections = max_connections
-        self.max_frame_bytes = max_frame_bytes
-        self.limits = Limits(max_identifier_bytes, max_json_depth)
-        self.commands_per_second = commands_per_second
-        self.command_burst = command_burst
-        self.max_outbox_bytes = max_outbox_bytes
-        self.redis_url = redis_url
-        self.redis_prefix = redis_prefix
-        self.redis_buffer = redis_buffer
-        self.bridge: RedisBridge | None = None
+        if options is None:
+            options = CableOptions(**kwargs)
+        elif kwargs:
+            options = dataclasses.replace(options, **kwargs)
+        #: Every option, frozen (the keyword arguments above).
+        self.options = options
+        #: Carries broadcasts to other processes while the cable runs.
+        self.broker: Broker = IN_PROCESS
         self.channels: dict[str, type[Channel]] = {}
         self.connect_hook = connect
-        self.ping_interval = ping_interval
-        self.max_outbox_frames = max_outbox_frames
-        self.max_pending_commands = max_pending_commands
-        self.max_subscriptions = max_subscriptions
-        self.hook_timeout = hook_timeout
-        self.close_timeout = close_timeout
         self.hub = Hub()
         self.counters: Counter[str] = Counter()
-        self._connections: set[Connection] = set()
+        self._connections: ConnectionSet[Connection] = ConnectionSet()
         self._token: trio.lowlevel.TrioToken | None = None
-        self._drained: trio.Event | None = None
+
+    # Read-only views of the options most code reads.
+    @property
+    def ping_interval(self) -> float:
+        return self.options.ping_interval
+
+    @property
+    def close_timeout(self) -> float:
+        return self.options.close_timeout
+
+    @property
+    def hook_timeout(self) -> float:
+        return self.options.hook_timeout
+
+    @property
+    def commands_per_second(self) -> float:
+        return self.options.commands_per_second
+
+    @property
+    def command_burst(self) -> int:
+        return self.options.command_burst
 
     # -- handshakes ----------------------------------------------------------
 
@@ -136,21 +137,22 @@ class Cable:
         """
         origin = request.headers.get("origin")
         if origin is not None and not self._origin_allowed(origin, request):
-            self._count("origin_refused")
+            self.count("origin_refused")
             log.warning(
                 "refused a handshake from origin %r (not in allowed_origins)", origin
             )
             return 403, "origin not allowed"
-        if len(self._connections) >= self.max_connections:
-            self._count("connections_refused")
+        if len(self._connections) >= self.options.max_connections:
+            self.count("connections_refused")
             log.warning(
-                "refused a handshake: %d connections open", self.max_connections
+                "refused a handshake: %d connections open",
+                self.options.max_connections,
             )
             return 503, "too many connections"
         return None
 
     def _origin_allowed(self, origin: str, request: Request) -> bool:
-        allowed = self.allowed_origins
+        allowed = self.options.allowed_origins
         if allowed is None:
             host = request.headers.get("host")
             netloc = urlsplit(origin).netloc
@@ -203,8 +205,7 @@ class Cable:
         the oldest buffered broadcast instead.
         """
         await trio.lowlevel.checkpoint()
-        if self.bridge is not None:
-            await self.bridge.wait_for_room()
+        await self.broker.wait_for_room()
         return self.broadcast_nowait(stream, data)
 
     def broadcast_nowait(self, stream: str, data: Any) -> int:
@@ -231,22 +232,25 @@ class Cable:
             raise CableError("the cable is not running") from None
 
     def _publish(self, stream: str, payload: str) -> int:
-        if self.bridge is not None:
-            self.bridge.publish(stream, payload)
+        self.broker.publish(stream, payload)
         return self.hub.publish(stream, payload)
 
     # -- streams (hooks for a cross-process cable) -------------------------
 
-    def _stream_added(self, stream: str, sub: Subscriber) -> None:
+    def channel_rules(self, name: str) -> ChannelRules | None:
+        """The protocol's view of the channel registered as ``name``."""
+        cls = self.channels.get(name)
+        return None if cls is None else rules_for(cls)
+
+    def stream_added(self, stream: str, sub: Subscriber) -> None:
         self.hub.add(stream, sub)
 
-    def _stream_removed(self, stream: str, sub: Subscriber) -> None:
+    def stream_removed(self, stream: str, sub: Subscriber) -> None:
         self.hub.remove(stream, sub)
 
-    async def _streams_live(self, streams: Iterable[str]) -> None:
+    async def streams_live(self, streams: Iterable[str]) -> None:
         """Wait until broadcasts to ``streams`` reach this process."""
-        if self.bridge is not None:
-            await self.bridge.streams_live(streams)
+        await self.broker.streams_live(streams)
 
     # -- running -------------------------------------------------------------
 
@@ -259,7 +263,8 @@ class Cable:
         """The open connections."""
         return frozenset(self._connections)
 
-    def _count(self, name: str) -> None:
+    def count(self, name: str) -> None:
+        """Add one to the counter ``name`` (see :meth:`stats`)."""
         self.counters[name] += 1
 
     async def serve(
@@ -274,35 +279,31 @@ class Cable:
         """
         if self._token is not None:
             raise CableError("this cable is already running")
-        url = self.redis_url or os.environ.get("TRIO_CABLE_REDIS_URL") or None
-        bridge = None
-        if url is not None:
-            bridge = RedisBridge(
-                self.hub, url, prefix=self.redis_prefix, max_buffer=self.redis_buffer
-            )
+        broker = open_broker(self.hub, self.options)
         self._token = trio.lowlevel.current_trio_token()
         try:
             with single_error():
                 async with trio.open_nursery() as nursery:
-                    if bridge is not None:
-                        self._attach(bridge)
-                        await nursery.start(bridge.run)
+                    self._attach(broker)
+                    await nursery.start(broker.run)
                     task_status.started()
                     await self._ping_forever()
         finally:
             self._token = None
-            self._detach()
+            self._attach(IN_PROCESS)
 
-    def _attach(self, bridge: RedisBridge) -> None:
-        self.bridge = bridge
-        self.hub.on_first = bridge.stream_wanted
-        self.hub.on_last = bridge.stream_unwanted
+    def _attach(self, broker: Broker) -> None:
+        self.broker = broker
+        self.hub.on_first = broker.stream_wanted
+        self.hub.on_last = broker.stream_unwanted
         for stream in self.hub.streams():
-            bridge.stream_wanted(stream)
+            broker.stream_wanted(stream)
 
-    def _detach(self) -> None:
-        self.bridge = None
-        self.hub.on_first = self.hub.on_last = None
+    @property
+    def bridge(self) -> RedisBridge | None:
+        """The Redis bridge, while a cross-process cable runs."""
+        broker = self.broker
+        return broker if isinstance(broker, RedisBridge) else None
 
     def stats(self) -> dict[str, Any]:
         """Connections, subscriptions, streams, counters (and the bridge's)."""
@@ -316,8 +317,9 @@ class Cable:
             "deliveries": hub.deliveries,
             "counters": dict(self.counters),
         }
-        if self.bridge is not None:
-            stats["redis"] = dataclasses.asdict(self.bridge.statistics())
+        broker = self.broker.statistics()
+        if broker is not None:
+            stats["redis"] = dataclasses.asdict(broker)
         return stats
 
     @asynccontextmanager
@@ -341,28 +343,23 @@ class Cable:
     ) -> None:
         """Close every connection (``disconnect`` frame first) and wait for
         them to end, for at most ``close_timeout`` plus ``hook_timeout``."""
-        self._drained = drained = trio.Event()
-        for conn in list(self._connections):
-            conn.close(reason, reconnect=reconnect)
-        if not self._connections:
-            drained.set()
-        with trio.move_on_after(self.close_timeout + self.hook_timeout):
-            await drained.wait()
-        self._drained = None
+        await self._connections.drain(
+            self.options.drain_timeout, reason, reconnect=reconnect
+        )
 
-    def _opened(self, conn: Connection) -> None:
+    def register(self, conn: Connection) -> None:
+        """Count ``conn`` as open (it calls this as it starts)."""
         self._connections.add(conn)
 
-    def _closed(self, conn: Connection) -> None:
+    def unregister(self, conn: Connection) -> None:
+        """``conn`` has ended."""
         self._connections.discard(conn)
-        if not self._connections and self._drained is not None:
-            self._drained.set()
 
     async def _ping_forever(self) -> NoReturn:
         # One timer for every connection: no task per connection just to
         # ping, and pings still flow when actions are slow.
         while True:
-            await trio.sleep(self.ping_interval)
+            await trio.sleep(self.options.ping_interval)
             frame = encode_ping(int(time.time()))
             for conn in list(self._connections):
                 if conn.ready:
@@ -381,5 +378,5 @@ class RedisCable(Cable):
         CableError: at start-up, if the ``redis`` package is missing.
     """
 
-    def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, **options: Any):
+    def __init__(self, url: str, *, prefix: str = DEFAULT_REDIS_PREFIX, **options: Any):
         super().__init__(redis_url=url, redis_prefix=prefix, **options)

@@ -5,13 +5,53 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from types import FunctionType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from .protocol.server import ChannelRules
 
 if TYPE_CHECKING:
-    from ._connection import Connection, Subscription
     from ._request import Request
 
-__all__ = ["Channel"]
+__all__ = ["Channel", "ConnectionView", "SubscriptionView"]
+
+
+class BroadcastHost(Protocol):
+    def broadcast_sync(self, stream: str, data: Any) -> int: ...
+
+
+class ConnectionView(Protocol):
+    """A connection as channel code sees it (a :class:`~trio_cable.Connection`)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def identity(self) -> Any: ...
+    @property
+    def request(self) -> Request: ...
+    @property
+    def cable(self) -> BroadcastHost: ...
+    def close(self, reason: str = "remote", *, reconnect: bool = True) -> None: ...
+
+
+class SubscriptionView(Protocol):
+    """What a channel instance needs of the subscription it serves."""
+
+    rejected: bool
+
+    @property
+    def identifier(self) -> str: ...
+    @property
+    def params(self) -> Mapping[str, Any]: ...
+    @property
+    def connection(self) -> ConnectionView: ...
+    @property
+    def streams(self) -> list[str]: ...
+    def call_soon(self, fn: Callable[..., None], *args: Any) -> None: ...
+    def stream_from(self, stream: str) -> None: ...
+    def stop_stream_from(self, stream: str) -> None: ...
+    def stop_all_streams(self) -> None: ...
+    def transmit(self, data: Any) -> None: ...
+
 
 #: Lifecycle hooks: called by the server, never by a client.
 LIFECYCLE = frozenset({"subscribed", "unsubscribed"})
@@ -46,7 +86,7 @@ class Channel:
             cls.channel_name = cls.__name__
         cls._actions = _collect_actions(cls)
 
-    def __init__(self, subscription: Subscription) -> None:
+    def __init__(self, subscription: SubscriptionView) -> None:
         self._subscription = subscription
 
     # -- who and what ------------------------------------------------------
@@ -62,7 +102,7 @@ class Channel:
         return self._subscription.identifier
 
     @property
-    def connection(self) -> Connection:
+    def connection(self) -> ConnectionView:
         """The connection this subscription lives on."""
         return self._subscription.connection
 
@@ -160,15 +200,16 @@ def _collect_actions(
     return actions
 
 
-def refusal(cls: type[Channel], action: str) -> tuple[str, str] | None:
-    """Why ``action`` may not run on ``cls`` (reason, message), or None."""
-    if action.startswith("_"):
-        return "invalid_action", f"{action!r} is private"
-    if action in RESERVED:
-        return "invalid_action", f"{action!r} is not an action"
-    if action not in cls._actions:
-        return "unknown_action", f"{cls.channel_name} has no action {action!r}"
-    return None
+def rules_for(cls: type[Channel]) -> ChannelRules:
+    """What the protocol needs to know to refuse actions ``cls`` lacks."""
+    return ChannelRules(cls.channel_name, cls._actions, RESERVED, cls)
+
+
+def action_for(
+    cls: type[Channel], action: str
+) -> tuple[Callable[..., Any], bool, bool]:
+    """(function, is_async, takes_data) of an action the protocol let through."""
+    return cls._actions[action]
 
 
 Channel.channel_name = "Channel"

@@ -12,12 +12,12 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._connection import Connection
+    from ._channel import ConnectionView
 
 __all__ = ["current"]
 
 current_user: ContextVar[Any] = ContextVar("trio_cable.current.user", default=None)
-current_connection: ContextVar[Connection | None] = ContextVar(
+current_connection: ContextVar[ConnectionView | None] = ContextVar(
     "trio_cable.current.connection", default=None
 )
 
@@ -34,7 +34,7 @@ class _Current:
         return current_user.get()
 
     @property
-    def connection(self) -> Connection | None:
+    def connection(self) -> ConnectionView | None:
         """The connection being served, or ``None`` outside one."""
         return current_connection.get()
 

@@ -18,12 +18,18 @@ __all__ = [
     "SubscriptionRejected",
     "SubscriptionTimeout",
     "TokenExpired",
+    "TransportClosed",
     "Unauthorized",
 ]
 
 
 class CableError(Exception):
     """Base class of every error trio_cable raises."""
+
+
+class TransportClosed(CableError):
+    """The peer closed the socket (or it broke); every transport maps its
+    socket's errors to this one."""
 
 
 class ProtocolError(CableError):

@@ -35,8 +35,8 @@ import outcome
 import trio
 
 from ._errors import CableError
-from ._protocol import encode_payload
 from ._util import leaves
+from .protocol.codec import encode_payload
 
 if TYPE_CHECKING:
     from redis import Redis

@@ -15,62 +15,27 @@ import importlib.resources
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import trio
 
 from ._cable import Cable
-from ._connection import Connection
 from ._gc import tune_gc as _tune_gc
-from ._protocol import select_subprotocol
-from ._request import Request
-from ._transport import TransportClosed
+from ._serving import serve_connection
+from .transports.asgi import (
+    ASGIHandshake,
+    ASGITransport,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
 
-__all__ = ["ASGIApp", "CableApp"]
+__all__ = ["ASGIApp", "ASGITransport", "CableApp", "Receive", "Scope", "Send"]
 
 log = logging.getLogger("trio_cable.asgi")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-class ASGITransport:
-    """An accepted ASGI WebSocket as a cable transport."""
-
-    __slots__ = ("_closed", "_receive", "_send")
-
-    def __init__(self, receive: Receive, send: Send) -> None:
-        self._receive = receive
-        self._send = send
-        self._closed = False
-
-    async def send(self, frame: str) -> None:
-        if self._closed:
-            raise TransportClosed
-        try:
-            await self._send({"type": "websocket.send", "text": frame})
-        except OSError:  # Hypercorn reports a vanished peer as OSError
-            self._closed = True
-            raise TransportClosed from None
-
-    async def receive(self) -> str | bytes:
-        message = await self._receive()
-        if message["type"] == "websocket.receive":
-            text = message.get("text")
-            return text if text is not None else message.get("bytes") or b""
-        self._closed = True
-        raise TransportClosed
-
-    async def close(self, code: int = 1000) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        with contextlib.suppress(OSError):
-            await self._send({"type": "websocket.close", "code": code})
 
 
 class CableApp:
@@ -129,15 +94,7 @@ class CableApp:
             log.error("cable is not running: does the server run the ASGI lifespan?")
             await send({"type": "websocket.close", "code": 1011})
             return
-        request = Request(scope)
-        refused = self.cable.refuse_handshake(request)
-        if refused is not None:
-            await _refuse(scope, send, *refused)
-            return
-        proto = select_subprotocol(scope.get("subprotocols", []))
-        await send({"type": "websocket.accept", "subprotocol": proto})
-        conn = Connection(self.cable, ASGITransport(receive, send), request)
-        await conn.run()
+        await serve_connection(self.cable, ASGIHandshake(scope, receive, send))
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
@@ -261,19 +218,3 @@ async def _not_found(send: Send) -> None:
         }
     )
     await send({"type": "http.response.body", "body": b"Not Found"})
-
-
-async def _refuse(scope: Scope, send: Send, status: int, reason: str) -> None:
-    """Refuse a handshake before accepting it, with an HTTP status."""
-    if "websocket.http.response" in scope.get("extensions", {}):
-        await send(
-            {
-                "type": "websocket.http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-            }
-        )
-        await send({"type": "websocket.http.response.body", "body": reason.encode()})
-    else:
-        # Closing before accepting is an HTTP 403 by the ASGI spec.
-        await send({"type": "websocket.close", "code": 1008})

@@ -10,32 +10,29 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
-from typing import Any, Literal, NoReturn, overload
+from typing import Any, Literal, NoReturn
 
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    WebSocketConnection,
-    WebSocketRequest,
-    WebSocketServer,
-    serve_websocket,
-)
+from trio_websocket import WebSocketRequest, WebSocketServer, serve_websocket
 
 from ._cable import Cable
 from ._connection import Connection
 from ._gc import tune_gc as _tune_gc
-from ._protocol import select_subprotocol
-from ._request import Request
-from ._serving import Served
-from ._transport import TransportClosed
+from ._registry import ConnectionSet
+from ._serving import serve_connection
 from .direct import serve_cable_direct
+from .transports.trio_websocket import (
+    WebSocketHandshake,
+    WebSocketTransport,
+    request_scope,
+)
 
 __all__ = [
     "Transport",
     "WebSocketTransport",
+    "request_scope",
     "serve_cable",
     "serve_cable_trio_websocket",
 ]
@@ -44,118 +41,6 @@ __all__ = [
 Transport = Literal["direct", "trio-websocket"]
 
 log = logging.getLogger("trio_cable.server")
-
-
-class WebSocketTransport:
-    """A trio-websocket connection as a cable transport."""
-
-    __slots__ = ("ws",)
-
-    def __init__(self, ws: WebSocketConnection) -> None:
-        self.ws = ws
-
-    async def send(self, frame: str) -> None:
-        try:
-            await self.ws.send_message(frame)
-        except ConnectionClosed:
-            raise TransportClosed from None
-
-    async def receive(self) -> str | bytes:
-        try:
-            return await self.ws.get_message()
-        except ConnectionClosed:
-            raise TransportClosed from None
-
-    async def close(self, code: int = 1000) -> None:
-        # aclose() closes the TCP stream in its finally, even if cancelled.
-        await self.ws.aclose(code)
-
-
-def request_scope(request: WebSocketRequest, secure: bool = False) -> dict[str, Any]:
-    """An ASGI-style scope describing a trio-websocket handshake."""
-    path, _, query = request.path.partition("?")
-    return {
-        "type": "websocket",
-        "asgi": {"version": "3.0"},
-        "scheme": "wss" if secure else "ws",
-        "path": path,
-        "raw_path": path.encode("latin-1", "replace"),
-        "query_string": query.encode("latin-1", "replace"),
-        "root_path": "",
-        "headers": list(_HeaderView(request)),
-        "client": _client(request),
-        "server": None,
-        "subprotocols": list(request.proposed_subprotocols),
-    }
-
-
-class _LazyScope(Mapping[str, Any]):
-    """:func:`request_scope`, built only if something asks for more than
-    the path or the client: a server holds one per open connection, and
-    trio-websocket keeps the handshake's headers anyway."""
-
-    __slots__ = ("_request", "_scope", "_secure")
-
-    def __init__(self, request: WebSocketRequest, secure: bool) -> None:
-        self._request = request
-        self._secure = secure
-        self._scope: dict[str, Any] | None = None
-
-    def _full(self) -> dict[str, Any]:
-        if self._scope is None:
-            self._scope = request_scope(self._request, self._secure)
-        return self._scope
-
-    def __getitem__(self, key: str) -> Any:
-        if self._scope is None:
-            if key == "path":
-                return self._request.path.partition("?")[0]
-            if key == "client":
-                return _client(self._request)
-            if key == "headers":
-                return _HeaderView(self._request)
-        return self._full()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._full())
-
-    def __len__(self) -> int:
-        return len(self._full())
-
-
-class _HeaderView(Sequence[tuple[bytes, bytes]]):
-    """The handshake's headers, Host first, without copying them."""
-
-    __slots__ = ("_request",)
-
-    def __init__(self, request: WebSocketRequest) -> None:
-        self._request = request
-
-    def _host(self) -> tuple[bytes, bytes]:
-        # wsproto keeps Host out of the extra headers; put it back
-        return (b"host", str(self._request._event.host).encode("latin-1", "replace"))
-
-    def __len__(self) -> int:
-        return 1 + len(self._request.headers)
-
-    @overload
-    def __getitem__(self, index: int) -> tuple[bytes, bytes]: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[tuple[bytes, bytes]]: ...
-    def __getitem__(self, index: int | slice) -> Any:
-        return [self._host(), *self._request.headers][index]
-
-    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
-        yield self._host()
-        yield from self._request.headers
-
-
-def _client(request: WebSocketRequest) -> tuple[str, int] | None:
-    try:
-        remote = request.remote
-    except OSError:  # ENOTCONN: the peer left before we asked who it was
-        return None
-    return None if isinstance(remote, str) else (str(remote.address), remote.port)
 
 
 async def serve_cable_trio_websocket(
@@ -178,32 +63,15 @@ async def serve_cable_trio_websocket(
     """
 
     async def handler(request: WebSocketRequest) -> None:
-        handshake = Request(_LazyScope(request, ssl_context is not None))
-        if handshake.path != path:
-            await request.reject(404)
-            return
-        refused = cable.refuse_handshake(handshake)
-        if refused is not None:
-            status, reason = refused
-            await request.reject(status, body=reason.encode())
-            return
-        proto = select_subprotocol(request.proposed_subprotocols)
-        ws = await request.accept(subprotocol=proto)
-        conn = Connection(cable, WebSocketTransport(ws), handshake)
-        served.add(conn)
-        try:
-            await conn.run()
-        except Exception:
-            served.crashed(conn)
-        finally:
-            served.discard(conn)
+        handshake = WebSocketHandshake(request, secure=ssl_context is not None)
+        await serve_connection(cable, handshake, path=path, connections=served)
 
     # Cancelling trio-websocket's handlers outright would also kill its
     # reader tasks, so no close handshake could complete and every socket
     # would wait out close_timeout. So the server runs shielded, and on
     # cancellation its connections are first closed the ordinary way
     # (queued frames, ``server_restart``, close handshake, hooks).
-    served = Served(log)
+    served: ConnectionSet[Connection] = ConnectionSet()
     server_scope = trio.CancelScope(shield=True)
     serve = partial(
         serve_websocket,
@@ -233,7 +101,7 @@ async def serve_cable_trio_websocket(
                 task_status.started(bound)
                 await trio.sleep_forever()
             finally:
-                await served.drain(cable.close_timeout + cable.hook_timeout)
+                await served.drain(cable.options.drain_timeout, shield=True)
                 server_scope.cancel()
     raise AssertionError("unreachable")  # pragma: no cover
 

@@ -25,10 +25,12 @@ import trio
 
 from ._cable import Cable
 from ._connection import Connection
-from ._errors import ConnectionRejected, HandshakeRefused
+from ._errors import ConnectionRejected
 from ._request import Request
-from ._transport import TransportClosed
+from ._serving import serve_connection
 from ._util import single_error
+from .transports.memory import MemoryHandshake, MemoryTransport
+from .transports.scope import websocket_scope
 
 __all__ = [
     "MemoryTransport",
@@ -39,35 +41,6 @@ __all__ = [
 ]
 
 Frame = dict[str, Any]
-
-
-class MemoryTransport:
-    """The server's side of an in-memory WebSocket."""
-
-    __slots__ = ("_incoming", "_outgoing")
-
-    def __init__(
-        self,
-        outgoing: trio.MemorySendChannel[str],
-        incoming: trio.MemoryReceiveChannel[str | bytes],
-    ) -> None:
-        self._outgoing = outgoing
-        self._incoming = incoming
-
-    async def send(self, frame: str) -> None:
-        try:
-            await self._outgoing.send(frame)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise TransportClosed from None
-
-    async def receive(self) -> str | bytes:
-        try:
-            return await self._incoming.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise TransportClosed from None
-
-    async def close(self, code: int = 1000) -> None:
-        await self._outgoing.aclose()
 
 
 def identifier_for(channel: str, **params: Any) -> str:
@@ -207,33 +180,24 @@ async def cable_test_client(
         raw_headers.append((b"cookie", cookie.encode()))
     if not any(name == b"host" for name, _ in raw_headers):
         raw_headers.insert(0, (b"host", b"testserver"))
-    scope = {
-        "type": "websocket",
-        "asgi": {"version": "3.0"},
-        "scheme": "ws",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": urlencode(query or {}).encode(),
-        "root_path": "",
-        "headers": raw_headers,
-        "client": ("127.0.0.1", 0),
-        "server": ("testserver", 80),
-        "subprotocols": ["actioncable-v1-json", "actioncable-unsupported"],
-    }
+    target = path + (f"?{urlencode(query)}" if query else "")
+    scope = websocket_scope(
+        target,
+        raw_headers,
+        client=("127.0.0.1", 0),
+        subprotocols=["actioncable-v1-json", "actioncable-unsupported"],
+        server=("testserver", 80),
+    )
     to_server, server_in = trio.open_memory_channel[str | bytes](buffer)
     server_out, from_server = trio.open_memory_channel[str](buffer)
-    request = Request(scope)
-    refused = cable.refuse_handshake(request)
-    if refused is not None:
-        raise HandshakeRefused(*refused)
-    connection = Connection(cable, MemoryTransport(server_out, server_in), request)
-    client = TestClient(connection, to_server, from_server)
+    handshake = MemoryHandshake(Request(scope), server_out, server_in)
     with single_error():
         async with AsyncExitStack() as stack:
             if not cable.is_running:
                 await stack.enter_async_context(cable.running())
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(connection.run)
+                connection = await nursery.start(serve_connection, cable, handshake)
+                client = TestClient(connection, to_server, from_server)
                 first = await client.receive()
                 if first.get("type") == "disconnect":
                     raise ConnectionRejected(
@@ -263,8 +227,8 @@ def capture_broadcasts(cable: Cable, stream: str) -> Iterator[list[Any]]:
             captured.append(json.loads(payload))
 
     capture = _Capture()
-    cable._stream_added(stream, capture)
+    cable.stream_added(stream, capture)
     try:
         yield captured
     finally:
-        cable._stream_removed(stream, capture)
+        cable.stream_removed(stream, capture)

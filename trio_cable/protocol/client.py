@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .._protocol import PROTOCOL, encode_payload
+from .codec import PROTOCOL, encode_payload
 
 __all__ = [
     "OFFERED_SUBPROTOCOLS",
@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 #: What the client offers, as the official client does; anything but
-#: :data:`~trio_cable._protocol.PROTOCOL` selected means "not Action Cable".
+#: :data:`~trio_cable.protocol.codec.PROTOCOL` selected means "not Action Cable".
 OFFERED_SUBPROTOCOLS: Final = (PROTOCOL, "actioncable-unsupported")
 
 

@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ._errors import ProtocolError
+from .._errors import ProtocolError
 
 __all__ = [
     "DEFAULT_LIMITS",

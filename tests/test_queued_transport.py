@@ -1,0 +1,92 @@
+"""The transport contract of sockets that send by waiting (QueuedTransport).
+
+trio-websocket, ASGI and the in-memory transport get ``write_nowait``
+from it; the slow-client policy reads its backlog after every write.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from trio_cable.transports import QueuedTransport, TransportClosed
+
+
+class Socket:
+    """A MessageSocket whose sends wait until the test lets them through."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.gate = trio.Event()
+        self.closed_with: int | None = None
+        self.incoming_send, self.incoming = trio.open_memory_channel[str](10)
+
+    async def send(self, frame: str) -> None:
+        await self.gate.wait()
+        self.sent.append(frame)
+
+    async def receive(self) -> str | bytes:
+        try:
+            return await self.incoming.receive()
+        except trio.EndOfChannel:
+            raise TransportClosed from None
+
+    async def close(self, code: int = 1000) -> None:
+        self.closed_with = code
+        await trio.lowlevel.checkpoint()
+
+
+async def test_frames_wait_in_order_and_the_backlog_is_counted() -> None:
+    socket = Socket()
+    transport = QueuedTransport(socket)
+    assert transport.write_nowait("ab") == 2
+    assert transport.write_nowait("cde") == 5
+    assert (transport.backlog_frames, transport.backlog_bytes) == (2, 5)
+    socket.gate.set()
+    await transport.flush()
+    assert socket.sent == ["ab", "cde"]
+    assert (transport.backlog_frames, transport.backlog_bytes) == (0, 0)
+
+
+async def test_drop_backlog_forgets_what_waits() -> None:
+    transport = QueuedTransport(Socket())
+    transport.write_nowait("a")
+    transport.drop_backlog()
+    assert (transport.backlog_frames, transport.backlog_bytes) == (0, 0)
+
+
+async def test_close_nowait_closes_after_the_backlog_and_ends_receive() -> None:
+    socket = Socket()
+    transport = QueuedTransport(socket)
+    transport.write_nowait("bye")
+    assert transport.close_nowait(1001) > 0
+    with pytest.raises(TransportClosed):
+        transport.write_nowait("late")
+    async with trio.open_nursery() as nursery:
+        ended = trio.Event()
+
+        async def reader() -> None:
+            with pytest.raises(TransportClosed):
+                await transport.receive()
+            ended.set()
+
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        socket.gate.set()
+        await transport.flush()
+        await ended.wait()
+    assert socket.sent == ["bye"]
+    assert socket.closed_with == 1001
+
+
+async def test_a_send_cut_off_breaks_the_transport() -> None:
+    socket = Socket()
+    transport = QueuedTransport(socket)
+    transport.write_nowait("half")
+    with trio.move_on_after(0.01):
+        await transport.flush()  # the socket never takes it: cut off
+    with pytest.raises(TransportClosed):
+        transport.write_nowait("next")
+    await transport.close()
+    assert socket.closed_with == 1000

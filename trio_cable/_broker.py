@@ -1,0 +1,96 @@
+"""The broker seam: where broadcasts go beyond this process.
+
+The hub delivers every broadcast to this process's subscribers; a
+:class:`Broker` carries it to the other processes and brings theirs in.
+:class:`InProcessBroker` is the broker of a single process (it has nothing
+to carry); :class:`~trio_cable._redis.RedisBridge` carries them through
+Redis. The cable talks to whichever it runs with the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Final, Protocol
+
+import trio
+
+from ._redis import BridgeStatistics, RedisBridge
+
+if TYPE_CHECKING:
+    from ._hub import Hub
+    from ._options import CableOptions
+
+__all__ = ["IN_PROCESS", "Broker", "InProcessBroker", "open_broker"]
+
+
+class Broker(Protocol):
+    """What a cable needs of its cross-process transport of broadcasts."""
+
+    def publish(self, stream: str, payload: str) -> None:
+        """Carry a local broadcast to the other processes; never blocks."""
+
+    async def wait_for_room(self) -> None:
+        """Backpressure for ``await cable.broadcast()``: wait while the
+        broker's buffer is full."""
+
+    def stream_wanted(self, stream: str) -> None:
+        """This process gained its first subscriber to ``stream``."""
+
+    def stream_unwanted(self, stream: str) -> None:
+        """This process lost its last subscriber to ``stream``."""
+
+    async def streams_live(self, streams: Iterable[str]) -> None:
+        """Wait until broadcasts to ``streams`` from anywhere reach us."""
+
+    def statistics(self) -> BridgeStatistics | None:
+        """Its health and counters, or None if it has none."""
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The broker's background work, in the cable's nursery."""
+
+
+class InProcessBroker:
+    """The broker of a cable alone in its process: the hub does it all."""
+
+    __slots__ = ()
+
+    def publish(self, stream: str, payload: str) -> None:
+        pass
+
+    async def wait_for_room(self) -> None:
+        pass
+
+    def stream_wanted(self, stream: str) -> None:
+        pass
+
+    def stream_unwanted(self, stream: str) -> None:
+        pass
+
+    async def streams_live(self, streams: Iterable[str]) -> None:
+        pass
+
+    def statistics(self) -> None:
+        return None
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+
+
+IN_PROCESS: Final = InProcessBroker()
+
+
+def open_broker(hub: Hub, options: CableOptions) -> Broker:
+    """The broker a cable with ``options`` runs with: Redis if it has a
+    ``redis_url`` (or the ``TRIO_CABLE_REDIS_URL`` environment variable
+    is set as it starts), else in-process."""
+    url = options.redis_url or os.environ.get("TRIO_CABLE_REDIS_URL") or None
+    if url is None:
+        return IN_PROCESS
+    return RedisBridge(
+        hub, url, prefix=options.redis_prefix, max_buffer=options.redis_buffer
+    )

@@ -1,0 +1,95 @@
+"""The ASGI transport: a WebSocket an ASGI server (Hypercorn) hands us."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from .._errors import TransportClosed
+from .._request import Request
+from .queued import QueuedTransport
+
+__all__ = ["ASGIHandshake", "ASGITransport", "Message", "Receive", "Scope", "Send"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class _ASGISocket:
+    __slots__ = ("_closed", "_receive", "_send")
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        self._closed = False
+
+    async def send(self, frame: str) -> None:
+        if self._closed:
+            raise TransportClosed
+        try:
+            await self._send({"type": "websocket.send", "text": frame})
+        except OSError:  # Hypercorn reports a vanished peer as OSError
+            self._closed = True
+            raise TransportClosed from None
+
+    async def receive(self) -> str | bytes:
+        message = await self._receive()
+        if message["type"] == "websocket.receive":
+            text = message.get("text")
+            return text if text is not None else message.get("bytes") or b""
+        self._closed = True
+        raise TransportClosed
+
+    async def close(self, code: int = 1000) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError):
+            await self._send({"type": "websocket.close", "code": code})
+
+
+class ASGITransport(QueuedTransport):
+    """An accepted ASGI WebSocket as a cable transport."""
+
+    __slots__ = ()
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        super().__init__(_ASGISocket(receive, send))
+
+
+class ASGIHandshake:
+    """A ``websocket.connect`` not yet answered."""
+
+    __slots__ = ("_receive", "_scope", "_send")
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._scope = scope
+        self._receive = receive
+        self._send = send
+
+    async def request(self) -> Request:
+        return Request(self._scope)
+
+    async def refuse(self, status: int, reason: str) -> None:
+        send = self._send
+        if "websocket.http.response" in self._scope.get("extensions", {}):
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": status,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                }
+            )
+            await send(
+                {"type": "websocket.http.response.body", "body": reason.encode()}
+            )
+        else:
+            # Closing before accepting is an HTTP 403 by the ASGI spec.
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def accept(self, subprotocol: str | None) -> ASGITransport:
+        await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
+        return ASGITransport(self._receive, self._send)

@@ -1,0 +1,99 @@
+"""The one contract every transport implements, and what serving needs.
+
+A :class:`Transport` is one accepted WebSocket seen as text frames: the
+connection hands it each encoded frame with :meth:`~Transport.write_nowait`
+(never waiting) and runs :meth:`~Transport.flush` in a writer task only
+while frames wait. A socket that can only send by waiting implements the
+smaller :class:`MessageSocket` and gets the contract from
+:class:`~trio_cable.transports.queued.QueuedTransport`. A
+:class:`Handshake` is a WebSocket not yet accepted: the serving path
+reads its request and accepts or refuses it.
+
+Every error of a socket is mapped here to
+:class:`~trio_cable.TransportClosed` (or passed on as a bug).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from .._errors import TransportClosed
+
+if TYPE_CHECKING:
+    from .._request import Request
+
+__all__ = ["Handshake", "MessageSocket", "Transport", "TransportClosed"]
+
+
+class Transport(Protocol):
+    """One accepted WebSocket, as encoded text frames in and out."""
+
+    @property
+    def backlog_frames(self) -> int:
+        """Frames (or the rest of one) waiting for the socket."""
+        ...
+
+    @property
+    def backlog_bytes(self) -> int:
+        """Their size (bytes, or characters for a queued transport)."""
+        ...
+
+    def write_nowait(self, frame: str) -> int:
+        """Write ``frame`` now, or as much as the socket takes, and queue
+        the rest; return the size now waiting (0: all written). Never
+        waits. Raises :class:`TransportClosed` if the socket is gone."""
+        ...
+
+    async def flush(self) -> None:
+        """Wait until everything queued is written (our close frame too,
+        after :meth:`close_nowait`). Raises :class:`TransportClosed`."""
+
+    def close_nowait(self, code: int = 1000) -> int:
+        """Queue our close frame after the backlog (if still open); return
+        the size waiting (then :meth:`flush` sends it)."""
+        ...
+
+    def drop_backlog(self) -> None:
+        """Forget queued frames (keeping the rest of one half sent)."""
+
+    async def receive(self) -> str | bytes:
+        """The next frame from the peer; :class:`TransportClosed` at the end
+        (also once our close handshake is over)."""
+        ...
+
+    async def close(self, code: int = 1000) -> None:
+        """The close handshake, then the socket; idempotent; bounded by the
+        caller's deadline (the socket is closed even if cancelled)."""
+
+    async def aclose(self) -> None:
+        """Close the socket now, without a close handshake; idempotent."""
+
+
+class MessageSocket(Protocol):
+    """A WebSocket that can only send by waiting (trio-websocket, ASGI,
+    in-memory); each method raises :class:`TransportClosed` once it is
+    gone."""
+
+    async def send(self, frame: str) -> None: ...
+
+    async def receive(self) -> str | bytes: ...
+
+    async def close(self, code: int = 1000) -> None:
+        """Close (with a handshake where there is one); idempotent; the
+        socket is closed even if cancelled."""
+
+
+class Handshake(Protocol):
+    """A WebSocket handshake not yet answered."""
+
+    async def request(self) -> Request | None:
+        """The handshake request (path, headers, subprotocols, client,
+        scheme); None if the client left or sent nonsense (answered here)."""
+        ...
+
+    async def refuse(self, status: int, reason: str) -> None:
+        """Refuse with an HTTP status, before any WebSocket exists."""
+
+    async def accept(self, subprotocol: str | None) -> Transport | None:
+        """Accept, selecting ``subprotocol``; None if the client left."""
+        ...

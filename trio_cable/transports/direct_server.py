@@ -1,0 +1,185 @@
+"""Accepting direct-transport connections on trio listeners.
+
+:class:`DirectAcceptor` turns every accepted socket (or TLS stream) into a
+:class:`~trio_cable.transports.direct.DirectHandshake` and hands it to the
+serving path; :func:`accept_forever` runs the accept loops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import trio
+
+from ..protocol.wsframe import FrameCache
+from .direct import DirectHandshake, DirectTransport
+
+__all__ = ["DirectAcceptor", "accept_forever", "port_of"]
+
+log = logging.getLogger("trio_cable.direct")
+
+#: Connections accepted per wake-up of the listening socket, at most.
+ACCEPT_BATCH: Final = 128
+#: accept() errors that mean "out of descriptors or memory": wait, retry.
+_ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+)
+#: accept() errors about one connection that already went away.
+_IGNORABLE_ACCEPT_ERRNOS: Final = frozenset(
+    {errno.ECONNABORTED, errno.EPERM, errno.EPROTO}
+)
+#: The name of every connection's task (trio would format one per task).
+_CONN_TASK: Final = "trio_cable.direct.connection"
+
+
+class DirectAcceptor:
+    """Makes each accepted stream a direct transport and hands its
+    handshake to ``handle`` (the serving path); the socket is closed when
+    ``handle`` returns. One frame cache serves every connection."""
+
+    def __init__(
+        self,
+        handle: Callable[[DirectHandshake], Awaitable[None]],
+        *,
+        secure: bool,
+        max_message_size: int,
+    ) -> None:
+        self.handle = handle
+        self.secure = secure
+        self.max_message = max_message_size
+        self.frames = FrameCache()
+
+    async def serve_stream(self, stream: trio.abc.Stream) -> None:
+        """A stream from a listener other than a plain TCP one (TLS)."""
+        if isinstance(stream, trio.SocketStream):
+            # Plain TCP after all: take the socket itself.
+            sock = socket.socket(fileno=stream.socket.detach())
+            sock.setblocking(False)
+            await self.serve_socket(sock)
+            return
+        await self._serve(DirectTransport(None, stream, self.frames, self.max_message))
+
+    async def serve_socket(self, sock: socket.socket) -> None:
+        """An accepted non-blocking socket, written and read directly."""
+        # Inline, not through a helper: one coroutine frame less per socket.
+        transport = DirectTransport(sock, None, self.frames, self.max_message)
+        try:
+            await self.handle(DirectHandshake(transport, secure=self.secure))
+        finally:
+            await transport.aclose()
+
+    async def _serve(self, transport: DirectTransport) -> None:
+        try:
+            await self.handle(DirectHandshake(transport, secure=self.secure))
+        finally:
+            await transport.aclose()
+
+
+async def accept_forever(
+    acceptor: DirectAcceptor,
+    listeners: list[trio.abc.Listener[Any]],
+    *,
+    task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]] = (
+        trio.TASK_STATUS_IGNORED
+    ),
+) -> None:
+    """Accept on every listener; each connection is a task in one nursery.
+
+    A plain TCP listener is served by :func:`_accept_sockets` (stdlib
+    sockets straight from ``accept()``); any other (TLS) by trio's own
+    ``accept()``. Listeners are closed at the end, as
+    ``trio.serve_listeners`` does.
+    """
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            if type(listener) is trio.SocketListener:
+                nursery.start_soon(_accept_sockets, listener, acceptor, nursery)
+            else:
+                nursery.start_soon(_accept_streams, listener, acceptor, nursery)
+        task_status.started(listeners)
+
+
+async def _accept_sockets(
+    listener: trio.SocketListener, acceptor: DirectAcceptor, nursery: trio.Nursery
+) -> None:
+    """Accept stdlib sockets in batches, with no trio stream per socket
+    (the direct transport writes to the socket itself)."""
+    async with listener:
+        # A second descriptor for the listening socket, owned here, so the
+        # accepted sockets come back as stdlib sockets.
+        lsock = socket.socket(fileno=os.dup(listener.socket.fileno()))
+        lsock.setblocking(False)
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(lsock)
+                for _ in range(ACCEPT_BATCH):
+                    try:
+                        sock, _address = lsock.accept()
+                    except BlockingIOError:
+                        break
+                    except OSError as exc:
+                        if exc.errno in _IGNORABLE_ACCEPT_ERRNOS:
+                            continue
+                        if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                            raise
+                        log.error("accept failed (%s); retrying in 0.1 s", exc)
+                        await trio.sleep(0.1)
+                        break
+                    sock.setblocking(False)
+                    if sock.family != socket.AF_UNIX:
+                        _tcp_options(sock)
+                    nursery.start_soon(acceptor.serve_socket, sock, name=_CONN_TASK)
+        finally:
+            trio.lowlevel.notify_closing(lsock)
+            lsock.close()
+
+
+def _tcp_options(sock: socket.socket) -> None:
+    """What trio's SocketStream sets: no Nagle delay, and (where there is
+    such an option) at most 16 KiB unsent in the kernel, so a client that
+    stops reading fills its socket soon and meets the slow-client policy
+    instead of hiding megabytes in kernel buffers."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if hasattr(socket, "TCP_NOTSENT_LOWAT"):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 1 << 14)
+
+
+async def _accept_streams(
+    listener: trio.abc.Listener[Any], acceptor: DirectAcceptor, nursery: trio.Nursery
+) -> None:
+    async with listener:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                log.error("accept failed (%s); retrying in 0.1 s", exc)
+                await trio.sleep(0.1)
+                continue
+            nursery.start_soon(_serve_stream, acceptor, stream, name=_CONN_TASK)
+
+
+async def _serve_stream(acceptor: DirectAcceptor, stream: trio.abc.Stream) -> None:
+    try:
+        await acceptor.serve_stream(stream)
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+def port_of(listener: trio.abc.Listener[Any]) -> int:
+    """The port a listener is bound to (0 if it has none)."""
+    while isinstance(listener, trio.SSLListener):
+        listener = listener.transport_listener
+    if isinstance(listener, trio.SocketListener):
+        port: int = listener.socket.getsockname()[1]
+        return port
+    return 0

@@ -1,0 +1,122 @@
+"""The transport contract for a socket that can only send by waiting.
+
+trio-websocket, ASGI servers and in-memory channels take a frame with an
+``await``. :class:`QueuedTransport` gives them :meth:`write_nowait`: frames
+wait in a queue bounded by the connection's slow-client policy (it reads
+:attr:`backlog_frames` and :attr:`backlog_bytes` after every write), and
+the connection's writer task, which runs only while frames wait, sends
+them in order with :meth:`flush`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import trio
+
+from .._errors import TransportClosed
+from .base import MessageSocket
+
+__all__ = ["QueuedTransport"]
+
+
+class QueuedTransport:
+    """:class:`~trio_cable.transports.base.Transport` over a
+    :class:`~trio_cable.transports.base.MessageSocket`."""
+
+    __slots__ = (
+        "_broken",
+        "_bytes",
+        "_close_code",
+        "_closed",
+        "_queue",
+        "_receiving",
+        "socket",
+    )
+
+    def __init__(self, socket: MessageSocket) -> None:
+        self.socket = socket
+        self._queue: deque[str] = deque()
+        self._bytes = 0  # characters queued (frames are ASCII-heavy)
+        self._close_code: int | None = None  # close_nowait() was called
+        self._closed = False
+        self._broken = False  # a send was cut off: nothing may follow it
+        self._receiving: trio.CancelScope | None = None
+
+    @property
+    def backlog_frames(self) -> int:
+        return len(self._queue)
+
+    @property
+    def backlog_bytes(self) -> int:
+        return self._bytes
+
+    def write_nowait(self, frame: str) -> int:
+        if self._closed or self._broken or self._close_code is not None:
+            raise TransportClosed
+        self._queue.append(frame)
+        self._bytes += len(frame)
+        return self._bytes
+
+    def close_nowait(self, code: int = 1000) -> int:
+        if self._closed or self._close_code is not None:
+            return self._bytes
+        self._close_code = code
+        return self._bytes + 1  # the close itself waits for flush()
+
+    def drop_backlog(self) -> None:
+        self._queue.clear()
+        self._bytes = 0
+
+    async def flush(self) -> None:
+        queue, send = self._queue, self.socket.send
+        while queue:
+            frame = queue.popleft()
+            self._bytes -= len(frame)
+            try:
+                await send(frame)
+            except BaseException:
+                # Cut off (maybe mid-frame) or gone: nothing may follow.
+                self._broken = True
+                raise
+        if self._close_code is not None:
+            await self.close(self._close_code)
+
+    async def receive(self) -> str | bytes:
+        if self._closed:
+            raise TransportClosed
+        with trio.CancelScope() as self._receiving:
+            return await self.socket.receive()
+        # close() cancelled us: our close handshake is over.
+        raise TransportClosed
+
+    async def close(self, code: int = 1000) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._broken:
+                await _close_now(self.socket)
+            else:
+                await self.socket.close(code)
+        finally:
+            if self._receiving is not None:
+                self._receiving.cancel()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await _close_now(self.socket)
+        finally:
+            if self._receiving is not None:
+                self._receiving.cancel()
+
+
+async def _close_now(socket: MessageSocket) -> None:
+    # A close under a cancelled scope skips the handshake; every socket
+    # closes its connection in its own cleanup even when cancelled.
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await socket.close()

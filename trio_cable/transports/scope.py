@@ -1,0 +1,42 @@
+"""The ASGI-style scope that describes a WebSocket handshake.
+
+Hypercorn hands us one; every other transport builds one here, so one
+:class:`~trio_cable.Request` class reads them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["latin1", "websocket_scope"]
+
+
+def latin1(text: bytes | str) -> bytes:
+    return text if isinstance(text, bytes) else text.encode("latin-1", "replace")
+
+
+def websocket_scope(
+    target: str,
+    headers: Sequence[tuple[bytes, bytes]],
+    *,
+    client: tuple[str, int] | None,
+    subprotocols: Sequence[str],
+    secure: bool = False,
+    server: tuple[str, int] | None = None,
+) -> dict[str, Any]:
+    """A WebSocket scope for a request to ``target`` (path and query)."""
+    path, _, query = target.partition("?")
+    return {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "scheme": "wss" if secure else "ws",
+        "path": path,
+        "raw_path": latin1(path),
+        "query_string": latin1(query),
+        "root_path": "",
+        "headers": headers,
+        "client": client,
+        "server": server,
+        "subprotocols": list(subprotocols),
+    }

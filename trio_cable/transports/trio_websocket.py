@@ -1,0 +1,151 @@
+"""The trio-websocket transport: its handshakes and connections, our contract."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, overload
+
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+
+from .._errors import TransportClosed
+from .._request import Request
+from .queued import QueuedTransport
+from .scope import latin1, websocket_scope
+
+__all__ = ["WebSocketHandshake", "WebSocketTransport", "request_scope"]
+
+
+class _WebSocketSocket:
+    __slots__ = ("ws",)
+
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self.ws = ws
+
+    async def send(self, frame: str) -> None:
+        try:
+            await self.ws.send_message(frame)
+        except ConnectionClosed:
+            raise TransportClosed from None
+
+    async def receive(self) -> str | bytes:
+        try:
+            return await self.ws.get_message()
+        except ConnectionClosed:
+            raise TransportClosed from None
+
+    async def close(self, code: int = 1000) -> None:
+        # aclose() closes the TCP stream in its finally, even if cancelled.
+        await self.ws.aclose(code)
+
+
+class WebSocketTransport(QueuedTransport):
+    """A trio-websocket connection as a cable transport."""
+
+    __slots__ = ()
+
+    def __init__(self, ws: WebSocketConnection) -> None:
+        super().__init__(_WebSocketSocket(ws))
+
+
+class WebSocketHandshake:
+    """A handshake trio-websocket has read, for the serving path."""
+
+    __slots__ = ("_request", "_secure")
+
+    def __init__(self, request: WebSocketRequest, *, secure: bool) -> None:
+        self._request = request
+        self._secure = secure
+
+    async def request(self) -> Request:
+        return Request(_LazyScope(self._request, self._secure))
+
+    async def refuse(self, status: int, reason: str) -> None:
+        await self._request.reject(status, body=reason.encode())
+
+    async def accept(self, subprotocol: str | None) -> WebSocketTransport:
+        return WebSocketTransport(await self._request.accept(subprotocol=subprotocol))
+
+
+def request_scope(request: WebSocketRequest, secure: bool = False) -> dict[str, Any]:
+    """An ASGI-style scope describing a trio-websocket handshake."""
+    return websocket_scope(
+        request.path,
+        list(_HeaderView(request)),
+        client=_client(request),
+        subprotocols=request.proposed_subprotocols,
+        secure=secure,
+    )
+
+
+def _host(request: WebSocketRequest) -> bytes:
+    # The one place we read trio-websocket's private state: it keeps the
+    # Host header out of ``request.headers`` (as wsproto does) and offers
+    # no public way to it, but connect hooks and the origin check need it.
+    return latin1(str(request._event.host))
+
+
+class _LazyScope(Mapping[str, Any]):
+    """:func:`request_scope`, built only if something asks for more than
+    the path or the client: a server holds one per open connection, and
+    trio-websocket keeps the handshake's headers anyway."""
+
+    __slots__ = ("_request", "_scope", "_secure")
+
+    def __init__(self, request: WebSocketRequest, secure: bool) -> None:
+        self._request = request
+        self._secure = secure
+        self._scope: dict[str, Any] | None = None
+
+    def _full(self) -> dict[str, Any]:
+        if self._scope is None:
+            self._scope = request_scope(self._request, self._secure)
+        return self._scope
+
+    def __getitem__(self, key: str) -> Any:
+        if self._scope is None:
+            if key == "path":
+                return self._request.path.partition("?")[0]
+            if key == "client":
+                return _client(self._request)
+            if key == "headers":
+                return _HeaderView(self._request)
+            if key == "subprotocols":
+                return list(self._request.proposed_subprotocols)
+        return self._full()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._full())
+
+    def __len__(self) -> int:
+        return len(self._full())
+
+
+class _HeaderView(Sequence[tuple[bytes, bytes]]):
+    """The handshake's headers, Host first, without copying them."""
+
+    __slots__ = ("_request",)
+
+    def __init__(self, request: WebSocketRequest) -> None:
+        self._request = request
+
+    def __len__(self) -> int:
+        return 1 + len(self._request.headers)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[bytes, bytes]: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[tuple[bytes, bytes]]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        return [(b"host", _host(self._request)), *self._request.headers][index]
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        yield (b"host", _host(self._request))
+        yield from self._request.headers
+
+
+def _client(request: WebSocketRequest) -> tuple[str, int] | None:
+    try:
+        remote = request.remote
+    except OSError:  # ENOTCONN: the peer left before we asked who it was
+        return None
+    return None if isinstance(remote, str) else (str(remote.address), remote.port)
