@@ -32,6 +32,16 @@ from trio_cable.client import Disconnected, open_cable_client
 ROOT = Path(__file__).resolve().parent.parent
 CLI_DOC = ROOT / "docs" / "cli.md"
 CLI = [sys.executable, "-m", "trio_cable"]
+#: The CLI as a terminal starts it, with Ctrl-C (SIGINT) armed. A process
+#: started in the background by a non-interactive shell inherits SIGINT
+#: ignored, Python and trio keep it ignored, and so would a CLI run by a
+#: test under such a shell: the interrupt tests would hang.
+CLI_FROM_A_TERMINAL = [
+    sys.executable,
+    "-c",
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler);"
+    " runpy.run_module('trio_cable', run_name='__main__', alter_sys=True)",
+]
 ENV = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
 ENV.pop("FORCE_COLOR", None)
 ENV.pop("TRIO_CABLE_REDIS_URL", None)
@@ -181,7 +191,7 @@ async def background(nursery: trio.Nursery) -> AsyncIterator[Any]:
 
     async def start(*args: str) -> Running:
         process = await trio.lowlevel.open_process(
-            [*CLI, *args],
+            [*CLI_FROM_A_TERMINAL, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=ENV,
