@@ -189,9 +189,9 @@ class Running:
 async def background(nursery: trio.Nursery) -> AsyncIterator[Any]:
     started: list[trio.Process] = []
 
-    async def start(*args: str) -> Running:
+    async def start(*args: str, ctrl_c: bool = False) -> Running:
         process = await trio.lowlevel.open_process(
-            [*CLI_FROM_A_TERMINAL, *args],
+            [*(CLI_FROM_A_TERMINAL if ctrl_c else CLI), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=ENV,
@@ -350,7 +350,9 @@ async def test_listen_prints_json_lines(url: str, background: Any) -> None:
 
 async def test_listen_until_interrupted(url: str, background: Any) -> None:
     with trio.fail_after(15):
-        listener = await background("listen", url, "ChatChannel", "-p", "room=random")
+        listener = await background(
+            "listen", url, "ChatChannel", "-p", "room=random", ctrl_c=True
+        )
         assert "subscribed" in await listener.line("err")
         listener.process.send_signal(signal.SIGINT)
         assert await listener.process.wait() == 0  # its normal way to end

@@ -1,14 +1,19 @@
-"""The one serving path every transport's accept loop calls."""
+"""What every socket server shares: the one serving path each accept
+loop calls for a connection, and the server's own lifetime (listen,
+report the port, drain on shutdown)."""
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
 from ._connection import Connection
+from ._gc import tune_gc as _tune_gc
 from .protocol.dialects import choose_dialect
 
 if TYPE_CHECKING:
@@ -17,7 +22,7 @@ if TYPE_CHECKING:
     from ._request import Request
     from .transports.base import Handshake, Transport
 
-__all__ = ["serve_connection"]
+__all__ = ["serve_connection", "serve_until_cancelled"]
 
 log = logging.getLogger("trio_cable.server")
 
@@ -73,3 +78,51 @@ async def serve_connection(
     finally:
         if connections is not None:
             connections.discard(conn)
+
+
+async def serve_until_cancelled(
+    cable: Cable,
+    accept: Callable[..., Awaitable[object]],
+    port_of: Callable[[Any], int],
+    served: ConnectionSet[Connection],
+    *,
+    name: str,
+    host: str | None,
+    path: str,
+    tune_gc: bool,
+    task_status: trio.TaskStatus[int],
+) -> NoReturn:
+    """Run a socket server's lifetime; never returns.
+
+    Runs ``cable`` too (unless it runs already), starts ``accept``
+    (``task_status`` reports what ``port_of`` turns into the bound port)
+    and reports that port. The accept loop and its handlers run shielded:
+    cancelled outright, a transport's own reader tasks would die with
+    them and no close handshake could complete. So on cancellation every
+    connection in ``served`` is first closed the ordinary way (what was
+    queued, ``server_restart``, a close handshake, the hooks) within the
+    cable's drain timeout, and only then is the rest cut off.
+    """
+    server_scope = trio.CancelScope(shield=True)
+
+    async def accept_shielded(*, task_status: trio.TaskStatus[Any]) -> None:
+        with server_scope:
+            await accept(task_status=task_status)
+
+    async with AsyncExitStack() as stack:
+        if not cable.is_running:
+            await stack.enter_async_context(cable.running())
+        async with trio.open_nursery() as nursery:
+            try:
+                bound = port_of(await nursery.start(accept_shielded))
+                log.info(
+                    "serving a cable at ws://%s:%d%s (%s)", host, bound, path, name
+                )
+                if tune_gc:
+                    _tune_gc()
+                task_status.started(bound)
+                await trio.sleep_forever()
+            finally:
+                await served.drain(cable.options.drain_timeout, shield=True)
+                server_scope.cancel()
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -8,9 +8,7 @@ serving path and the cable.
 
 from __future__ import annotations
 
-import logging
 import ssl
-from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any, NoReturn
 
@@ -18,15 +16,12 @@ import trio
 
 from ._cable import Cable
 from ._connection import Connection
-from ._gc import tune_gc as _tune_gc
 from ._registry import ConnectionSet
-from ._serving import serve_connection
+from ._serving import serve_connection, serve_until_cancelled
 from .transports.direct import DirectHandshake, DirectTransport
 from .transports.direct_server import DirectAcceptor, accept_forever, port_of
 
 __all__ = ["DirectHandshake", "DirectTransport", "serve_cable_direct"]
-
-log = logging.getLogger("trio_cable.direct")
 
 
 async def serve_cable_direct(
@@ -83,35 +78,14 @@ async def serve_cable_direct(
         secure=ssl_context is not None,
         max_message_size=max_message_size,
     )
-    # Like serve_cable: the handlers run shielded, so cancellation first
-    # closes every connection the ordinary way, and only then cuts it off.
-    server_scope = trio.CancelScope(shield=True)
-    async with AsyncExitStack() as stack:
-        if not cable.is_running:
-            await stack.enter_async_context(cable.running())
-        async with trio.open_nursery() as nursery:
-            try:
-                await nursery.start(_accept_in, server_scope, acceptor, listeners)
-                bound = port_of(listeners[0])
-                log.info("serving a cable at ws://%s:%d%s (direct)", host, bound, path)
-                if tune_gc:
-                    _tune_gc()
-                task_status.started(bound)
-                await trio.sleep_forever()
-            finally:
-                await served.drain(cable.options.drain_timeout, shield=True)
-                server_scope.cancel()
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-async def _accept_in(
-    scope: trio.CancelScope,
-    acceptor: DirectAcceptor,
-    listeners: list[trio.abc.Listener[Any]],
-    *,
-    task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]] = (
-        trio.TASK_STATUS_IGNORED
-    ),
-) -> None:
-    with scope:
-        await accept_forever(acceptor, listeners, task_status=task_status)
+    await serve_until_cancelled(
+        cable,
+        partial(accept_forever, acceptor, listeners),
+        lambda _: port_of(listeners[0]),
+        served,
+        name="direct",
+        host=host,
+        path=path,
+        tune_gc=tune_gc,
+        task_status=task_status,
+    )

@@ -8,20 +8,17 @@ that already use it). Both have the same contract.
 
 from __future__ import annotations
 
-import logging
 import ssl
-from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any, Literal, NoReturn
 
 import trio
-from trio_websocket import WebSocketRequest, WebSocketServer, serve_websocket
+from trio_websocket import WebSocketRequest, serve_websocket
 
 from ._cable import Cable
 from ._connection import Connection
-from ._gc import tune_gc as _tune_gc
 from ._registry import ConnectionSet
-from ._serving import serve_connection
+from ._serving import serve_connection, serve_until_cancelled
 from .direct import serve_cable_direct
 from .transports.trio_websocket import (
     WebSocketHandshake,
@@ -39,8 +36,6 @@ __all__ = [
 
 #: The transports :func:`serve_cable` can use.
 Transport = Literal["direct", "trio-websocket"]
-
-log = logging.getLogger("trio_cable.server")
 
 
 async def serve_cable_trio_websocket(
@@ -66,13 +61,7 @@ async def serve_cable_trio_websocket(
         handshake = WebSocketHandshake(request, secure=ssl_context is not None)
         await serve_connection(cable, handshake, path=path, connections=served)
 
-    # Cancelling trio-websocket's handlers outright would also kill its
-    # reader tasks, so no close handshake could complete and every socket
-    # would wait out close_timeout. So the server runs shielded, and on
-    # cancellation its connections are first closed the ordinary way
-    # (queued frames, ``server_restart``, close handshake, hooks).
     served: ConnectionSet[Connection] = ConnectionSet()
-    server_scope = trio.CancelScope(shield=True)
     serve = partial(
         serve_websocket,
         handler,
@@ -83,37 +72,17 @@ async def serve_cable_trio_websocket(
         connect_timeout=connect_timeout,
         disconnect_timeout=cable.close_timeout,
     )
-    async with AsyncExitStack() as stack:
-        if not cable.is_running:
-            await stack.enter_async_context(cable.running())
-        async with trio.open_nursery() as nursery:
-            try:
-                server = await nursery.start(_serve_in, server_scope, serve)
-                bound = server.port
-                log.info(
-                    "serving a cable at ws://%s:%d%s (trio-websocket)",
-                    host,
-                    bound,
-                    path,
-                )
-                if tune_gc:
-                    _tune_gc()
-                task_status.started(bound)
-                await trio.sleep_forever()
-            finally:
-                await served.drain(cable.options.drain_timeout, shield=True)
-                server_scope.cancel()
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-async def _serve_in(
-    scope: trio.CancelScope,
-    serve: Any,
-    *,
-    task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    with scope:
-        await serve(task_status=task_status)
+    await serve_until_cancelled(
+        cable,
+        serve,
+        lambda server: server.port,
+        served,
+        name="trio-websocket",
+        host=host,
+        path=path,
+        tune_gc=tune_gc,
+        task_status=task_status,
+    )
 
 
 async def serve_cable(
