@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.redis_server import redis_server
-from tests.transports import TRANSPORTS, Transport
+from tests.helpers import TRANSPORTS, Transport, redis_server
 
 __all__ = ["redis_server", "transport"]
 

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 import trio
 
-from tests.interop.servers import ServerError, ServerProcess, free_port
-from tests.redis_server import RedisServer
+from tests.helpers import RedisServer, free_port
+from tests.interop.servers import ServerError, ServerProcess
 from trio_cable.client import Disconnected, open_cable_client
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,14 +25,8 @@ import pytest
 import trio
 import trio_websocket
 
-from tests.helpers import LOSS_BOUND
-from tests.interop.servers import (
-    SERVE_CABLE_KINDS,
-    ServerKind,
-    ServerProcess,
-    free_port,
-)
-from tests.transports import Transport
+from tests.helpers import LOSS_BOUND, Transport, free_port
+from tests.interop.servers import SERVE_CABLE_KINDS, ServerKind, ServerProcess
 from trio_cable import Cable, Channel, Request, Unauthorized, serve_cable
 from trio_cable.client import (
     CableClient,

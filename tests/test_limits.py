@@ -11,8 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.helpers import LOSS_BOUND, wait_until
-from tests.transports import Transport
+from tests.helpers import LOSS_BOUND, Transport, wait_until
 from trio_cable import (
     Cable,
     Channel,

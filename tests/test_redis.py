@@ -16,8 +16,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.helpers import LOSS_BOUND, wait_until
-from tests.redis_server import RedisServer
+from tests.helpers import LOSS_BOUND, RedisServer, wait_until
 from trio_cable import Cable, CableError, Channel, RedisCable, redis_broadcast
 from trio_cable.testing import TestClient, cable_test_client, identifier_for
 

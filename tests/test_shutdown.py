@@ -42,9 +42,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
 import trio_cable
-from tests.helpers import all_tasks, wait_until
-from tests.rawclient import RawClient
-from tests.transports import Transport
+from tests.helpers import RawClient, Transport, all_tasks, wait_until
 from trio_cable import Cable, Channel, serve_cable
 from trio_cable.testing import cable_test_client, identifier_for
 

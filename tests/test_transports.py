@@ -25,9 +25,7 @@ import pytest
 import trio
 import trustme
 
-from tests.helpers import all_tasks
-from tests.rawclient import RawClient
-from tests.transports import Transport
+from tests.helpers import RawClient, Transport, all_tasks
 from trio_cable import Cable, Channel, serve_cable
 from trio_cable import server as server_module
 from trio_cable.client import Connected, Disconnected, open_cable_client
