@@ -633,7 +633,7 @@ def test_client_names_live_under_trio_cable_client() -> None:
         assert not hasattr(trio_cable, name), name
     for error in (ClientError, ConnectionDenied, SubscriptionRejected):
         assert issubclass(error, trio_cable.CableError)
-        assert error.__module__ == "trio_cable._errors"
+        assert error.__module__ == "trio_cable.client"
 
 
 def test_bad_urls_are_refused_early() -> None:

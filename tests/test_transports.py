@@ -27,9 +27,9 @@ import trustme
 
 from tests.helpers import RawClient, Transport, all_tasks
 from trio_cable import Cable, Channel, serve_cable
-from trio_cable import server as server_module
 from trio_cable.client import Connected, Disconnected, open_cable_client
 from trio_cable.testing import identifier_for
+from trio_cable.transports import trio_websocket as trio_websocket_module
 
 ROOM = identifier_for("RoomChannel", room="tls")
 SERVER_RESTART = {"type": "disconnect", "reason": "server_restart", "reconnect": True}
@@ -286,4 +286,4 @@ def test_a_peer_gone_before_its_address_is_read_has_none() -> None:
         def remote(self) -> Any:
             raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
 
-    assert server_module._client(GonePeer()) is None  # type: ignore[arg-type]
+    assert trio_websocket_module._client(GonePeer()) is None  # type: ignore[arg-type]
