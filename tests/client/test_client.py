@@ -47,7 +47,7 @@ from trio_cable.client import (
     open_cable_client,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLIENT_DOC = ROOT / "docs" / "client.md"
 
 

@@ -468,7 +468,7 @@ HYPERCORN_GRACE = 1  # --graceful-timeout, an int on the command line
 
 @asynccontextmanager
 async def hypercorn_server(*args: str) -> AsyncIterator[tuple[trio.Process, int]]:
-    """``hypercorn --worker-class trio tests/shutdown_app.py:app`` on a free
+    """``hypercorn --worker-class trio tests/server/shutdown_app.py:app`` on a free
     port; yields the process (the master, in its own process group) and
     the port. Killed with its worker if still running at the end."""
     command = [

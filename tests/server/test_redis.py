@@ -411,7 +411,7 @@ async def test_scaling_doc_examples_run(redis_server: RedisServer) -> None:
     import re
     from pathlib import Path
 
-    doc = Path(__file__).parent.parent / "docs" / "scaling.md"
+    doc = Path(__file__).parents[2] / "docs" / "scaling.md"
     blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.DOTALL)
     source = "\n".join(blocks).replace("redis://127.0.0.1:6379/0", redis_server.url)
     namespace: dict[str, Any] = {}

@@ -29,7 +29,7 @@ from tests.helpers import RedisServer, free_port
 from tests.interop.servers import ServerError, ServerProcess
 from trio_cable.client import Disconnected, open_cable_client
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLI_DOC = ROOT / "docs" / "cli.md"
 CLI = [sys.executable, "-m", "trio_cable"]
 ENV = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
