@@ -37,6 +37,7 @@ from tests.helpers import (
     RawClient,
     cmd,
     fuzz_cable,
+    memory_growth,
     read_broadcasts,
     served,
     settle,
@@ -224,9 +225,7 @@ async def test_churn_soak(monkeypatch: pytest.MonkeyPatch, seconds: float) -> No
             hub = cable.hub.statistics()
     finally:
         tracemalloc.stop()
-    growth = sum(
-        stat.size_diff for stat in memory_after.compare_to(memory_before, "filename")
-    )
+    growth = memory_growth(memory_before, memory_after, MEMORY_BOUND, "CHURN_MEMORY")
     stats = run["stats"]
     print(
         f"\n{stats['lifetimes']} client lifetimes ({CHURN_CLIENTS} looping "
@@ -243,9 +242,6 @@ async def test_churn_soak(monkeypatch: pytest.MonkeyPatch, seconds: float) -> No
         f"{memory_total(memory_after) / 1e6:.2f} MB ({growth / 1024:+.1f} KiB, "
         f"bound {MEMORY_BOUND // 1024} KiB); counters {dict(cable.counters)}"
     )
-    if growth > MEMORY_BOUND or os.environ.get("CHURN_MEMORY"):  # show where
-        for stat in memory_after.compare_to(memory_before, "lineno")[:15]:
-            print(stat)
     # How many lifetimes fit in the run is the machine's throughput (a
     # benchmark's business, printed above); the test needs real churn, and
     # every lifetime answered.

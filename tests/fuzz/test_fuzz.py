@@ -2,7 +2,7 @@
 each socket transport).
 
 Eight hostile connections send thousands of hostile frames (every kind
-from tests/test_hostile_input.py, shuffled, plus racing
+from tests/server/test_hostile_input.py, shuffled, plus racing
 subscribe/unsubscribe/message on shared identifiers), and further sockets
 send garbage below the WebSocket layer (bad framing, bad UTF-8, bad
 handshakes), which must only close that one socket. Meanwhile five
@@ -17,7 +17,6 @@ write anything at all.
 from __future__ import annotations
 
 import json
-import os
 import random
 import tracemalloc
 from collections import Counter
@@ -38,6 +37,8 @@ from tests.helpers import (
     Transport,
     cmd,
     fuzz_cable,
+    memory_growth,
+    raw_connect,
     read_broadcasts,
     served,
     settle,
@@ -328,9 +329,7 @@ async def test_fuzz_a_live_server(
             hub = cable.hub.statistics()
     finally:
         tracemalloc.stop()
-    growth = sum(
-        stat.size_diff for stat in memory_after.compare_to(memory_before, "filename")
-    )
+    growth = memory_growth(memory_before, memory_after, MEMORY_TOLERANCE, "FUZZ_MEMORY")
     seen = result["seen"]
     print(
         f"\n{transport}: {result['frames']} hostile frames from 8 connections and "
@@ -341,9 +340,6 @@ async def test_fuzz_a_live_server(
         f"({settled:.1f}s to settle); traced memory growth "
         f"{growth / 1024:+.1f} KiB"
     )
-    if growth > MEMORY_TOLERANCE or os.environ.get("FUZZ_MEMORY"):  # show where
-        for stat in memory_after.compare_to(memory_before, "lineno")[:15]:
-            print(stat)
     assert result["frames"] == 8 * 500
     assert result["broadcasts"] > 50
     garbage = seen["garbage sockets closed by the server"]
@@ -393,10 +389,8 @@ async def test_default_rate_limit_holds_off_a_flood(transport: Transport) -> Non
         served(cable, transport, connect_timeout=CONNECT_TIMEOUT) as port,
         AsyncExitStack() as stack,
     ):
-        flood = await RawClient.connect(port, welcome=True)
-        stack.push_async_callback(flood.aclose)
-        neighbour = await RawClient.connect(port, welcome=True)
-        stack.push_async_callback(neighbour.aclose)
+        flood = await raw_connect(stack, port, welcome=True)
+        neighbour = await raw_connect(stack, port, welcome=True)
         await neighbour.subscribe(ROOM)
         await flood.subscribe(ROOM)
         frame = ws_frame(cmd("message", ROOM, {"action": "echo", "n": 1}).encode())
@@ -457,8 +451,7 @@ async def test_lone_surrogate_does_not_take_the_server_down(
         served(cable, transport, connect_timeout=CONNECT_TIMEOUT) as port,
         AsyncExitStack() as stack,
     ):
-        client = await RawClient.connect(port, welcome=True)
-        stack.push_async_callback(client.aclose)
+        client = await raw_connect(stack, port, welcome=True)
         await client.send_text(
             '{"command":"message","identifier":"\\ud800","data":"{}"}'
         )
@@ -475,6 +468,5 @@ async def test_lone_surrogate_does_not_take_the_server_down(
             "identifier": ident,
             "type": "confirm_subscription",
         }
-        other = await RawClient.connect(port, welcome=True)  # the server still serves
-        stack.push_async_callback(other.aclose)
+        other = await raw_connect(stack, port, welcome=True)  # the server still serves
         await other.subscribe(ROOM)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import tracemalloc
 from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
@@ -99,6 +100,19 @@ def traced(caches: FrameCaches) -> tracemalloc.Snapshot:
     caches.clear()
     gc.collect()
     return tracemalloc.take_snapshot().filter_traces(HARNESS)
+
+
+def memory_growth(
+    before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, bound: int, env: str
+) -> int:
+    """Traced memory ``after`` holds beyond ``before``. Over ``bound``, or
+    with the environment variable ``env`` set, it prints the lines that
+    grew most: where to look."""
+    growth = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    if growth > bound or os.environ.get(env):
+        for stat in after.compare_to(before, "lineno")[:15]:
+            print(stat)
+    return growth
 
 
 async def settle(cable: Cable, tasks: int) -> int:

@@ -25,7 +25,7 @@ import pytest
 import trio
 import trustme
 
-from tests.helpers import RawClient, Transport, all_tasks
+from tests.helpers import RawClient, Transport, all_tasks, raw_connect
 from trio_cable import Cable, Channel, serve_cable
 from trio_cable.client import Connected, Disconnected, open_cable_client
 from trio_cable.testing import identifier_for
@@ -117,8 +117,7 @@ async def test_serve_cable_runs_the_transport_it_is_given(
                 partial(serve_cable, transport=transport), cable, "127.0.0.1", 0
             )
             async with AsyncExitStack() as stack:
-                client = await RawClient.connect(port)
-                stack.push_async_callback(client.aclose)
+                client = await raw_connect(stack, port)
                 await client.subscribe(ROOM)
                 (conn,) = cable.connections
                 kind = type(conn.transport).__name__
