@@ -48,7 +48,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from tests.transports import TRANSPORTS, Transport
+from tests.helpers.transports import TRANSPORTS, Transport
 from trio_cable import Cable, Channel, Request, Unauthorized, serve_cable
 from trio_cable.asgi import CableApp
 

@@ -1,6 +1,75 @@
-"""Helpers shared by the test modules (no test module imports another's)."""
+"""Helpers shared by the test modules: one of each, so that no test module
+imports another's.
 
-from tests.helpers.tasks import all_tasks
+- :mod:`.wsclient`: the raw RFC 6455 client (:class:`RawClient`) and
+  :func:`ws_frame`, which writes any frame at all;
+- :mod:`.serving`: :func:`served`, a cable on a free port;
+- :mod:`.transports`: the socket transports the behaviour suite runs on;
+- :mod:`.waiting`: :func:`wait_until` and its loss bound;
+- :mod:`.tasks`: the task-tree walker;
+- :mod:`.ports`: :func:`free_port`, for servers in another process;
+- :mod:`.redis_server`: a real redis-server per test;
+- :mod:`.fuzzing`: the cable, commands and measures the fuzz and the
+  churn soak share;
+- :mod:`.docs`: the docs' Python blocks, run as modules.
+"""
+
+from tests.helpers.docs import doc_tests, load_doc
+from tests.helpers.fuzzing import (
+    CONNECT_TIMEOUT,
+    ROOM,
+    FrameCaches,
+    cmd,
+    fuzz_cable,
+    memory_growth,
+    read_broadcasts,
+    settle,
+    subscribers,
+    traced,
+)
+from tests.helpers.ports import free_port
+from tests.helpers.redis_server import RedisServer, redis_available, redis_server
+from tests.helpers.serving import served
+from tests.helpers.tasks import all_tasks, task_count
+from tests.helpers.transports import TRANSPORTS, Transport
 from tests.helpers.waiting import LOSS_BOUND, wait_until
+from tests.helpers.wsclient import (
+    PROTOCOL,
+    RawClient,
+    WireFrame,
+    command,
+    raw_connect,
+    ws_frame,
+)
 
-__all__ = ["LOSS_BOUND", "all_tasks", "wait_until"]
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "LOSS_BOUND",
+    "PROTOCOL",
+    "ROOM",
+    "TRANSPORTS",
+    "FrameCaches",
+    "RawClient",
+    "RedisServer",
+    "Transport",
+    "WireFrame",
+    "all_tasks",
+    "cmd",
+    "command",
+    "doc_tests",
+    "free_port",
+    "fuzz_cable",
+    "load_doc",
+    "memory_growth",
+    "raw_connect",
+    "read_broadcasts",
+    "redis_available",
+    "redis_server",
+    "served",
+    "settle",
+    "subscribers",
+    "task_count",
+    "traced",
+    "wait_until",
+    "ws_frame",
+]

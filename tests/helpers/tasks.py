@@ -18,3 +18,8 @@ def all_tasks() -> set[trio.lowlevel.Task]:
         for nursery in task.child_nurseries:
             todo.extend(nursery.child_tasks)
     return found
+
+
+def task_count() -> int:
+    """How many tasks this trio run has (see :func:`all_tasks`)."""
+    return len(all_tasks())

@@ -35,6 +35,8 @@ from urllib.parse import quote
 
 import trio
 
+from tests.helpers.ports import free_port
+
 ROOT: Final = Path(__file__).resolve().parents[2]
 APP_MODULE: Final = "tests.apps.chat_app"
 
@@ -46,14 +48,6 @@ SERVE_CABLE_KINDS: Final[tuple[ServerKind, ...]] = ("direct", "trio-websocket")
 
 class ServerError(RuntimeError):
     """The server process did not come up (the message has its log)."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _group_members(pgid: int) -> list[int]:

@@ -1,4 +1,4 @@
-# A tiny Rails Action Cable server for tests/test_client.py's interop test:
+# A tiny Rails Action Cable server for tests/client/test_client.py's interop test:
 # ActionCable.server alone (no Rails app), the async adapter, two channels.
 #   puma --bind tcp://127.0.0.1:PORT tests/rails/config.ru
 require "logger"

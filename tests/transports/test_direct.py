@@ -15,7 +15,6 @@ import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from functools import partial
 from typing import Any
 
 import pytest
@@ -24,10 +23,15 @@ import trio.lowlevel
 from trio_websocket import WebSocketConnection, wrap_client_stream
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
-from tests.helpers import all_tasks, wait_until
-from tests.rawclient import RawClient, raw_connect
-from tests.transports import Transport
-from trio_cable import Cable, Channel, Request, Unauthorized, serve_cable
+from tests.helpers import (
+    RawClient,
+    Transport,
+    all_tasks,
+    raw_connect,
+    served,
+    wait_until,
+)
+from trio_cable import Cable, Channel, Request, Unauthorized
 from trio_cable._connection import Connection
 from trio_cable.direct import DirectTransport, serve_cable_direct
 from trio_cable.protocol.codec import encode_payload, message_prefix
@@ -77,20 +81,6 @@ def room_cable(**options: Any) -> RoomCable:
     return cable
 
 
-@asynccontextmanager
-async def served(
-    cable: Cable, transport: Transport = "direct", **options: Any
-) -> AsyncIterator[int]:
-    async with trio.open_nursery() as nursery:
-        yield await nursery.start(
-            partial(serve_cable, transport=transport, **options),
-            cable,
-            "127.0.0.1",
-            0,
-        )
-        nursery.cancel_scope.cancel()
-
-
 # -- trio-websocket as the client ----------------------------------------------
 
 
@@ -138,7 +128,7 @@ async def subscribe(ws: WebSocketConnection, identifier: str = ROOM) -> None:
     assert await next_json(ws) == confirm
 
 
-# -- a raw client (tests/rawclient.py) ----------------------------------------
+# -- a raw client (tests/helpers/wsclient.py) ----------------------------------------
 
 
 def peer(client: RawClient) -> tuple[str, int]:

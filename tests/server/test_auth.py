@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import trio_cable
-from tests.test_docs import doc_tests, load
+from tests.helpers import doc_tests, load_doc
 from trio_cable import Cable, Channel, ConnectionRejected, Unauthorized, auth, turbo
 from trio_cable.testing import cable_test_client
 
@@ -417,12 +417,12 @@ def test_rejection_fits_the_error() -> None:
 
 @pytest.mark.parametrize("test_name", doc_tests("security.md"))
 async def test_security_doc_examples(test_name: str) -> None:
-    doc = load("security.md")  # a fresh cable per test
+    doc = load_doc("security.md")  # a fresh cable per test
     await getattr(doc, test_name)()
 
 
 async def test_the_doc_s_hand_written_hook() -> None:
-    doc = load("security.md")
+    doc = load_doc("security.md")
     cable = Cable(connect=doc.authenticate)
     cable.channel(WhoAmI)
     token = doc.auth.sign({"user": "ana"}, keys=doc.KEYS, purpose="cable")

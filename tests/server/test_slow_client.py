@@ -15,14 +15,10 @@ queue) keeps reading on the client's behalf.
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import socket
 import time
 import tracemalloc
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -32,8 +28,14 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from tests.helpers import LOSS_BOUND, wait_until
-from tests.transports import Transport
+from tests.helpers import (
+    LOSS_BOUND,
+    RawClient,
+    Transport,
+    raw_connect,
+    served,
+    wait_until,
+)
 from trio_cable import Cable, Channel, serve_cable
 from trio_cable._connection import Connection
 from trio_cable.testing import cable_test_client, identifier_for
@@ -55,96 +57,6 @@ def storm_cable(**options: Any) -> Cable:
             self.stream_from(STREAM)
 
     return cable
-
-
-# -- a raw WebSocket client ----------------------------------------------------
-
-
-class RawClient:
-    """A WebSocket client on a bare trio socket: it reads only when asked."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.buffer = bytearray()
-
-    @classmethod
-    async def connect(
-        cls, port: int, path: str = "/cable", *, receive_buffer: int | None = None
-    ) -> RawClient:
-        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if receive_buffer is not None:
-            # Before connect(), so the advertised TCP window stays small.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-        await sock.connect(("127.0.0.1", port))
-        client = cls(trio.SocketStream(sock))
-        await client._handshake(port, path)
-        return client
-
-    async def _handshake(self, port: int, path: str) -> None:
-        key = base64.b64encode(os.urandom(16)).decode()
-        request = (
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            "Sec-WebSocket-Protocol: actioncable-v1-json\r\n\r\n"
-        )
-        await self.stream.send_all(request.encode())
-        while b"\r\n\r\n" not in self.buffer:
-            chunk = await self.stream.receive_some(4096)
-            assert chunk, "the server closed during the handshake"
-            self.buffer += chunk
-        head, _, rest = bytes(self.buffer).partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101"), head
-        assert b"sec-websocket-protocol: actioncable-v1-json" in head.lower()
-        self.buffer = bytearray(rest)
-
-    async def send_text(self, text: str) -> None:
-        payload = text.encode()
-        n = len(payload)
-        assert n < 1 << 16
-        header = bytes([0x81, 0x80 | n]) if n < 126 else b"\x81\xfe" + n.to_bytes(2)
-        mask = os.urandom(4)
-        keystream = int.from_bytes((mask * (n // 4 + 1))[:n])
-        masked = (int.from_bytes(payload) ^ keystream).to_bytes(n)
-        await self.stream.send_all(header + mask + masked)
-
-    async def subscribe(self) -> None:
-        command = {"command": "subscribe", "identifier": IDENTIFIER}
-        await self.send_text(json.dumps(command))
-        while (frame := await self.receive()) is not None:
-            if frame.get("type") == "confirm_subscription":
-                return
-        raise AssertionError("closed before the confirmation")
-
-    async def receive(self) -> Frame | None:
-        """The next text frame, decoded; None once the server has closed."""
-        buf = self.buffer
-        while True:
-            if len(buf) >= 2:
-                length, start = buf[1] & 0x7F, 2
-                if length == 126:
-                    length, start = int.from_bytes(buf[2:4]), 4
-                elif length == 127:
-                    length, start = int.from_bytes(buf[2:10]), 10
-                if len(buf) >= start + length:
-                    opcode, payload = buf[0] & 0x0F, bytes(buf[start : start + length])
-                    del buf[: start + length]
-                    if opcode == 0x1:
-                        frame: Frame = json.loads(payload)
-                        return frame
-                    if opcode == 0x8:
-                        return None
-                    continue  # ping/pong: the server sends none
-            try:
-                chunk = await self.stream.receive_some(65536)
-            except trio.BrokenResourceError:  # reset by the server
-                return None
-            if not chunk:
-                return None
-            buf += chunk
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
 
 
 # -- a broadcast storm -----------------------------------------------------------
@@ -251,22 +163,10 @@ async def storm(
     return result
 
 
-@asynccontextmanager
-async def served(cable: Cable, transport: Transport) -> AsyncIterator[int]:
-    async with trio.open_nursery() as nursery:
-        yield await nursery.start(
-            partial(serve_cable, transport=transport), cable, "127.0.0.1", 0
-        )
-        nursery.cancel_scope.cancel()
-
-
-async def connect(
-    stack: AsyncExitStack, port: int, path: str = "/cable", **options: Any
-) -> RawClient:
+async def connect(stack: AsyncExitStack, port: int, **options: Any) -> RawClient:
     """A subscribed raw client, closed when ``stack`` unwinds."""
-    client = await RawClient.connect(port, path, **options)
-    stack.push_async_callback(client.aclose)
-    await client.subscribe()
+    client = await raw_connect(stack, port, **options)
+    await client.subscribe(IDENTIFIER)
     return client
 
 

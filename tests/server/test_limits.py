@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from functools import partial
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
-from tests.helpers import LOSS_BOUND, wait_until
-from tests.transports import Transport
+from tests.helpers import LOSS_BOUND, RawClient, Transport, served, wait_until
 from trio_cable import (
     Cable,
     Channel,
     HandshakeRefused,
     Unauthorized,
     current,
-    serve_cable,
 )
 from trio_cable.testing import TestClient, cable_test_client, identifier_for
 
@@ -95,24 +92,14 @@ async def test_origin_rules(
 
 
 async def handshake_status(port: int, headers: dict[str, str]) -> int:
-    """Send a raw WebSocket upgrade request; return the HTTP status."""
-    lines = [
-        "GET /cable HTTP/1.1",
-        f"Host: 127.0.0.1:{port}",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-        "Sec-WebSocket-Version: 13",
-        "Sec-WebSocket-Protocol: actioncable-v1-json",
-        *(f"{name}: {value}" for name, value in headers.items()),
-    ]
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode())
+    """Send a WebSocket upgrade request; return the HTTP status."""
+    client = await RawClient.open(port)
+    try:
         with trio.fail_after(LOSS_BOUND):
-            head = b""
-            while b"\r\n" not in head:
-                head += await stream.receive_some()
+            extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+            head = await client.handshake(port, headers=extra)
+    finally:
+        await client.aclose()
     return int(head.split()[1])
 
 
@@ -120,17 +107,13 @@ async def test_cross_origin_refused_with_403_before_upgrade_over_sockets(
     caplog: pytest.LogCaptureFixture, transport: Transport
 ) -> None:
     cable = make_cable()
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(
-            partial(serve_cable, transport=transport), cable, "127.0.0.1", 0
-        )
+    async with served(cable, transport) as port:
         assert await handshake_status(port, {"Origin": "https://evil.example"}) == 403
         assert cable.counters["origin_refused"] == 1
         # same origin and no origin are upgraded
         same = {"Origin": f"http://127.0.0.1:{port}"}
         assert await handshake_status(port, same) == 101
         assert await handshake_status(port, {}) == 101
-        nursery.cancel_scope.cancel()
     assert "refused a handshake from origin 'https://evil.example'" in caplog.text
 
 
@@ -150,10 +133,7 @@ async def test_connection_limit_refuses_with_503_and_neighbours_carry_on() -> No
 
 async def test_connection_limit_over_sockets(transport: Transport) -> None:
     cable = make_cable(max_connections=1)
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(
-            partial(serve_cable, transport=transport), cable, "127.0.0.1", 0
-        )
+    async with served(cable, transport) as port:
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
             # a first client holds the only slot...
@@ -166,7 +146,6 @@ async def test_connection_limit_over_sockets(transport: Transport) -> None:
             await wait_until(lambda: cable.connections)
             # ...so the next handshake is refused before any upgrade
             assert await handshake_status(port, {}) == 503
-        nursery.cancel_scope.cancel()
 
 
 # -- per-connection limits -------------------------------------------------------

@@ -42,9 +42,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
 import trio_cable
-from tests.helpers import all_tasks, wait_until
-from tests.rawclient import RawClient
-from tests.transports import Transport
+from tests.helpers import RawClient, Transport, all_tasks, wait_until
 from trio_cable import Cable, Channel, serve_cable
 from trio_cable.testing import cable_test_client, identifier_for
 
@@ -470,7 +468,7 @@ HYPERCORN_GRACE = 1  # --graceful-timeout, an int on the command line
 
 @asynccontextmanager
 async def hypercorn_server(*args: str) -> AsyncIterator[tuple[trio.Process, int]]:
-    """``hypercorn --worker-class trio tests/shutdown_app.py:app`` on a free
+    """``hypercorn --worker-class trio tests/server/shutdown_app.py:app`` on a free
     port; yields the process (the master, in its own process group) and
     the port. Killed with its worker if still running at the end."""
     command = [

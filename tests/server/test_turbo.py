@@ -17,7 +17,7 @@ from trio_cable import Cable, turbo
 from trio_cable.asgi import CableApp
 from trio_cable.testing import cable_test_client
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- builders -------------------------------------------------------------------

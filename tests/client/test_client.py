@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import time
 import types
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,14 +25,8 @@ import pytest
 import trio
 import trio_websocket
 
-from tests.helpers import LOSS_BOUND
-from tests.interop.servers import (
-    SERVE_CABLE_KINDS,
-    ServerKind,
-    ServerProcess,
-    free_port,
-)
-from tests.transports import Transport
+from tests.helpers import LOSS_BOUND, Transport, all_tasks, free_port
+from tests.interop.servers import SERVE_CABLE_KINDS, ServerKind, ServerProcess
 from trio_cable import Cable, Channel, Request, Unauthorized, serve_cable
 from trio_cable.client import (
     CableClient,
@@ -53,7 +47,7 @@ from trio_cable.client import (
     open_cable_client,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLIENT_DOC = ROOT / "docs" / "client.md"
 
 
@@ -123,23 +117,12 @@ async def url(nursery: trio.Nursery, transport: Transport) -> str:
 # -- the task tree -------------------------------------------------------------
 
 
-def _tasks() -> Iterator[trio.lowlevel.Task]:
-    stack = [trio.lowlevel.current_root_task()]
-    while stack:
-        task = stack.pop()
-        if task is None:
-            continue
-        yield task
-        for nursery in task.child_nurseries:
-            stack.extend(nursery.child_tasks)
-
-
 def client_tasks() -> list[str]:
     """Tasks that belong to a client: any coroutine of the trio_cable.client
     package (function or method), and trio-websocket readers of client-side
     connections."""
     found = []
-    for task in _tasks():
+    for task in all_tasks():
         coro: Any = task.coro
         frame = getattr(coro, "cr_frame", None)
         if frame is None:

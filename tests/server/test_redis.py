@@ -16,8 +16,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.helpers import LOSS_BOUND, wait_until
-from tests.redis_server import RedisServer
+from tests.helpers import LOSS_BOUND, RedisServer, wait_until
 from trio_cable import Cable, CableError, Channel, RedisCable, redis_broadcast
 from trio_cable.testing import TestClient, cable_test_client, identifier_for
 
@@ -412,7 +411,7 @@ async def test_scaling_doc_examples_run(redis_server: RedisServer) -> None:
     import re
     from pathlib import Path
 
-    doc = Path(__file__).parent.parent / "docs" / "scaling.md"
+    doc = Path(__file__).parents[2] / "docs" / "scaling.md"
     blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.DOTALL)
     source = "\n".join(blocks).replace("redis://127.0.0.1:6379/0", redis_server.url)
     namespace: dict[str, Any] = {}

@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 import trio
 
-from tests.interop.servers import ServerError, ServerProcess, free_port
-from tests.redis_server import RedisServer
+from tests.helpers import RedisServer, free_port
+from tests.interop.servers import ServerError, ServerProcess
 from trio_cable.client import Disconnected, open_cable_client
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLI_DOC = ROOT / "docs" / "cli.md"
 CLI = [sys.executable, "-m", "trio_cable"]
 #: The CLI as a terminal starts it, with Ctrl-C (SIGINT) armed. A process

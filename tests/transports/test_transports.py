@@ -25,9 +25,7 @@ import pytest
 import trio
 import trustme
 
-from tests.helpers import all_tasks
-from tests.rawclient import RawClient
-from tests.transports import Transport
+from tests.helpers import RawClient, Transport, all_tasks, raw_connect, served
 from trio_cable import Cable, Channel, serve_cable
 from trio_cable.client import Connected, Disconnected, open_cable_client
 from trio_cable.testing import identifier_for
@@ -114,17 +112,11 @@ async def test_serve_cable_runs_the_transport_it_is_given(
     caplog.set_level(logging.INFO, logger="trio_cable")
     cable = room_cable()
     with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(
-                partial(serve_cable, transport=transport), cable, "127.0.0.1", 0
-            )
-            async with AsyncExitStack() as stack:
-                client = await RawClient.connect(port)
-                stack.push_async_callback(client.aclose)
-                await client.subscribe(ROOM)
-                (conn,) = cable.connections
-                kind = type(conn.transport).__name__
-            nursery.cancel_scope.cancel()
+        async with served(cable, transport) as port, AsyncExitStack() as stack:
+            client = await raw_connect(stack, port)
+            await client.subscribe(ROOM)
+            (conn,) = cable.connections
+            kind = type(conn.transport).__name__
     expected = {"direct": "DirectTransport", "trio-websocket": "WebSocketTransport"}
     assert kind == expected[transport]
     assert f"/cable ({transport})" in caplog.text  # its "serving a cable at" line

@@ -1,9 +1,11 @@
-"""A WebSocket client written by hand (RFC 6455) on a trio stream.
+"""The one raw WebSocket client of the tests, written by hand (RFC 6455)
+on a trio stream, and :func:`ws_frame`, which writes any frame at all.
 
 It reads only when asked (nothing reads on its behalf, so a stall is
 honest), answers the server's close frame, keeps every frame's exact
 bytes, and costs one socket and no task: cheap enough for thousands of
-clients in the test process.
+clients in the test process. Written by hand so that a test can send
+anything, legal or not.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Any
 
 import trio
 
-__all__ = ["PROTOCOL", "RawClient", "WireFrame", "command", "raw_connect"]
+from tests.helpers.waiting import LOSS_BOUND
+
+__all__ = ["PROTOCOL", "RawClient", "WireFrame", "command", "raw_connect", "ws_frame"]
 
 PROTOCOL = "actioncable-v1-json"
 CLOSED = (trio.BrokenResourceError, trio.ClosedResourceError)
@@ -36,6 +40,32 @@ def command(name: str, identifier: str, **data: Any) -> str:
     return json.dumps(cmd)
 
 
+def ws_frame(
+    payload: bytes,
+    opcode: int = 0x1,
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    mask: bool = True,
+    length: int | None = None,
+) -> bytes:
+    """One RFC 6455 frame; every field can be set to something illegal."""
+    n = len(payload) if length is None else length
+    head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
+    bit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([bit | n])
+    elif n < 1 << 16:
+        head += bytes([bit | 126]) + n.to_bytes(2)
+    else:
+        head += bytes([bit | 127]) + n.to_bytes(8)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    stream = int.from_bytes((key * (len(payload) // 4 + 1))[: len(payload)])
+    return head + key + (int.from_bytes(payload) ^ stream).to_bytes(len(payload))
+
+
 class RawClient:
     """RFC 6455 by hand on a trio stream (a TCP socket, or TLS over one)."""
 
@@ -43,6 +73,8 @@ class RawClient:
         self.stream = stream
         self.buffer = bytearray()
         self.close_code: int | None = None
+        # A reader answering a close frame may race another task's send.
+        self._sending = trio.Lock()
 
     @classmethod
     async def open(cls, port: int, *, receive_buffer: int | None = None) -> RawClient:
@@ -60,12 +92,18 @@ class RawClient:
 
     @classmethod
     async def connect(
-        cls, port: int, path: str = "/cable", **options: Any
+        cls, port: int, path: str = "/cable", *, welcome: bool = False, **options: Any
     ) -> RawClient:
-        """A TCP connection upgraded to a WebSocket speaking Action Cable."""
+        """A TCP connection upgraded to a WebSocket speaking Action Cable;
+        ``welcome``: also read the welcome frame. ``trio.TooSlowError``
+        after :data:`LOSS_BOUND` (a lost handshake, not a slow one)."""
         client = await cls.open(port, **options)
         try:
-            await client.upgrade(port, path)
+            with trio.fail_after(LOSS_BOUND):
+                await client.upgrade(port, path)
+                if welcome:
+                    frame = await client.receive()
+                    assert frame == {"type": "welcome"}, frame
         except BaseException:
             await client.aclose()
             raise
@@ -104,24 +142,23 @@ class RawClient:
             self.buffer += chunk
         return bytes(self.buffer)
 
+    async def send_bytes(self, data: bytes) -> None:
+        """Write ``data`` as it is (frames or garbage)."""
+        async with self._sending:
+            await self.stream.send_all(data)
+
+    async def send_raw(self, data: bytes) -> bool:
+        """:meth:`send_bytes`; False if the server has already closed."""
+        try:
+            await self.send_bytes(data)
+        except CLOSED:
+            return False
+        return True
+
     async def send_frame(
         self, opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True
     ) -> None:
-        n = len(payload)
-        first = (0x80 if fin else 0) | opcode
-        mask_bit = 0x80 if masked else 0
-        if n < 126:
-            header = bytes([first, mask_bit | n])
-        elif n < 1 << 16:
-            header = bytes([first, mask_bit | 126]) + n.to_bytes(2, "big")
-        else:
-            header = bytes([first, mask_bit | 127]) + n.to_bytes(8, "big")
-        if masked:
-            mask = os.urandom(4)
-            keystream = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
-            payload = (int.from_bytes(payload, "big") ^ keystream).to_bytes(n, "big")
-            header += mask
-        await self.stream.send_all(header + payload)
+        await self.send_bytes(ws_frame(payload, opcode, fin=fin, mask=masked))
 
     async def send_text(self, text: str) -> None:
         await self.send_frame(0x1, text.encode())
@@ -151,7 +188,7 @@ class RawClient:
                     return opcode, payload, wire
             try:
                 chunk = await self.stream.receive_some(65536)
-            except trio.BrokenResourceError:  # reset by the server
+            except CLOSED:  # reset by the server, or closed by us
                 return None
             if not chunk:
                 return None
@@ -173,6 +210,13 @@ class RawClient:
                 if frame.get("type") != "ping":
                     return frame
         return None
+
+    async def read_to_end(self) -> list[Frame]:
+        """Every text frame (pings skipped) until the server closes."""
+        frames = []
+        while (frame := await self.receive()) is not None:
+            frames.append(frame)
+        return frames
 
     async def subscribe(self, identifier: str) -> list[Frame]:
         """Subscribe and wait for the confirmation; returns the frames

@@ -1,6 +1,6 @@
 """A tiny cable app that test_shutdown.py runs under real Hypercorn.
 
-``hypercorn --worker-class trio tests/shutdown_app.py:app``. One channel,
+``hypercorn --worker-class trio tests/server/shutdown_app.py:app``. One channel,
 ``FeedChannel``, streams from ``feed`` and counts its lifecycle hooks. When
 the ASGI lifespan ends (Hypercorn runs lifespan shutdown only after every
 connection has ended) the worker prints one line to stdout::

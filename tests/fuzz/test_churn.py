@@ -25,21 +25,23 @@ import random
 import resource
 import tracemalloc
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
 import trio
 
-from tests.test_fuzz import (
-    ROOM,
+from tests.helpers import (
     FrameCaches,
-    WsClient,
+    RawClient,
     cmd,
     fuzz_cable,
+    memory_growth,
+    read_broadcasts,
     served,
     settle,
+    subscribers,
     task_count,
     traced,
 )
@@ -101,7 +103,7 @@ async def churner(
             # hundreds queue there, and the run would outlast its length.
             if trio.current_time() >= deadline:
                 return
-            client = await WsClient.connect(port)
+            client = await RawClient.connect(port, welcome=True)
         try:
             await client.subscribe(identifier)
             sent = trio.current_time()
@@ -133,17 +135,14 @@ async def churner(
         stats["lifetimes"] += 1
 
 
-async def stayer(client: WsClient, received: list[int]) -> None:
-    """Counts broadcasts until the end marker; each must be the next one."""
-    while (frame := await client.receive()) is not None:
-        if frame.get("type") == "ping":
-            continue
-        message = frame["message"]
-        if message.get("end"):
-            return
-        assert message["i"] == received[0], "a broadcast was lost or reordered"
+def in_order(received: list[int]) -> Callable[[int], None]:
+    """Counts broadcasts in ``received[0]``; each must be the next one."""
+
+    def count(i: int) -> None:
+        assert i == received[0], "a broadcast was lost or reordered"
         received[0] += 1
-    raise AssertionError("a client connected throughout was disconnected")
+
+    return count
 
 
 async def churn(cable: Cable, port: int, seconds: float) -> dict[str, Any]:
@@ -155,12 +154,7 @@ async def churn(cable: Cable, port: int, seconds: float) -> dict[str, Any]:
     started = trio.current_time()
     deadline = started + seconds
     async with AsyncExitStack() as stack:
-        stayers = []
-        for _ in range(STAYERS):
-            client = await WsClient.connect(port)
-            stack.push_async_callback(client.aclose)
-            await client.subscribe(ROOM)
-            stayers.append(client)
+        stayers = await subscribers(stack, port, STAYERS)
         done = trio.Event()
 
         async def broadcaster() -> None:
@@ -175,7 +169,7 @@ async def churn(cable: Cable, port: int, seconds: float) -> dict[str, Any]:
         with trio.fail_after(seconds + 60):
             async with trio.open_nursery() as nursery:
                 for client, mine in zip(stayers, got, strict=True):
-                    nursery.start_soon(stayer, client, mine)
+                    nursery.start_soon(read_broadcasts, client, in_order(mine))
                 nursery.start_soon(broadcaster)
                 gate = trio.Semaphore(HANDSHAKES_IN_FLIGHT)
                 async with trio.open_nursery() as churners:
@@ -231,9 +225,7 @@ async def test_churn_soak(monkeypatch: pytest.MonkeyPatch, seconds: float) -> No
             hub = cable.hub.statistics()
     finally:
         tracemalloc.stop()
-    growth = sum(
-        stat.size_diff for stat in memory_after.compare_to(memory_before, "filename")
-    )
+    growth = memory_growth(memory_before, memory_after, MEMORY_BOUND, "CHURN_MEMORY")
     stats = run["stats"]
     print(
         f"\n{stats['lifetimes']} client lifetimes ({CHURN_CLIENTS} looping "
@@ -250,9 +242,6 @@ async def test_churn_soak(monkeypatch: pytest.MonkeyPatch, seconds: float) -> No
         f"{memory_total(memory_after) / 1e6:.2f} MB ({growth / 1024:+.1f} KiB, "
         f"bound {MEMORY_BOUND // 1024} KiB); counters {dict(cable.counters)}"
     )
-    if growth > MEMORY_BOUND or os.environ.get("CHURN_MEMORY"):  # show where
-        for stat in memory_after.compare_to(memory_before, "lineno")[:15]:
-            print(stat)
     # How many lifetimes fit in the run is the machine's throughput (a
     # benchmark's business, printed above); the test needs real churn, and
     # every lifetime answered.

@@ -3,37 +3,22 @@
 from __future__ import annotations
 
 import re
-import types
-from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-DOCS = Path(__file__).parent.parent / "docs"
-BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
-
-
-def load(name: str) -> types.ModuleType:
-    """Run a doc's Python blocks in order, as one module."""
-    module = types.ModuleType(f"docs_{name}")
-    source = "\n".join(BLOCK.findall((DOCS / name).read_text()))
-    exec(compile(source, str(DOCS / name), "exec"), module.__dict__)
-    return module
-
-
-def doc_tests(name: str) -> list[str]:
-    return sorted(n for n in vars(load(name)) if n.startswith("test_"))
+from tests.helpers import doc_tests, load_doc
 
 
 @pytest.mark.parametrize("test_name", doc_tests("guide.md"))
 async def test_guide_examples(test_name: str) -> None:
-    guide = load("guide.md")  # a fresh cable per test
+    guide = load_doc("guide.md")  # a fresh cable per test
     await getattr(guide, test_name)()
 
 
 async def test_guide_serving_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    guide = load("guide.md")
+    guide = load_doc("guide.md")
     with trio.fail_after(5):
         await guide.main()
     assert re.match(r"ws://127\.0\.0\.1:\d+/cable", capsys.readouterr().out)
@@ -42,7 +27,7 @@ async def test_guide_serving_example_runs(capsys: pytest.CaptureFixture[str]) ->
 async def test_guide_direct_transport_example_runs(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    guide = load("guide.md")
+    guide = load_doc("guide.md")
     with trio.fail_after(5):
         await guide.main_direct()
     assert re.match(r"ws://127\.0\.0\.1:\d+/cable", capsys.readouterr().out)
@@ -51,7 +36,7 @@ async def test_guide_direct_transport_example_runs(
 async def test_guide_trio_websocket_example_runs(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    guide = load("guide.md")
+    guide = load_doc("guide.md")
     with trio.fail_after(10):
         await guide.main_trio_websocket()
     assert "(trio-websocket)" in capsys.readouterr().out
@@ -60,7 +45,7 @@ async def test_guide_trio_websocket_example_runs(
 async def test_guide_blocking_action_and_website() -> None:
     from trio_cable.testing import cable_test_client
 
-    guide = load("guide.md")
+    guide = load_doc("guide.md")
     async with cable_test_client(guide.cable) as ws:
         await ws.subscribe("ReportChannel")
         await ws.perform("ReportChannel", "build", {"name": "q3"})

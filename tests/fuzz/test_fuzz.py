@@ -2,7 +2,7 @@
 each socket transport).
 
 Eight hostile connections send thousands of hostile frames (every kind
-from tests/test_hostile_input.py, shuffled, plus racing
+from tests/server/test_hostile_input.py, shuffled, plus racing
 subscribe/unsubscribe/message on shared identifiers), and further sockets
 send garbage below the WebSocket layer (bad framing, bad UTF-8, bad
 handshakes), which must only close that one socket. Meanwhile five
@@ -16,16 +16,11 @@ write anything at all.
 
 from __future__ import annotations
 
-import base64
-import gc
 import json
-import os
 import random
 import tracemalloc
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
-from functools import partial
+from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
@@ -33,266 +28,37 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from tests.helpers import LOSS_BOUND, wait_until
-from tests.transports import Transport
-from trio_cable import Cable, Channel, serve_cable
-from trio_cable import direct as direct_module
+from tests.helpers import (
+    CONNECT_TIMEOUT,
+    LOSS_BOUND,
+    ROOM,
+    FrameCaches,
+    RawClient,
+    Transport,
+    cmd,
+    fuzz_cable,
+    memory_growth,
+    raw_connect,
+    read_broadcasts,
+    served,
+    settle,
+    subscribers,
+    task_count,
+    traced,
+    wait_until,
+    ws_frame,
+)
+from trio_cable import Cable, Channel
 from trio_cable.testing import identifier_for
 
-ROOM = identifier_for("Room")
 #: A loss bound, not a latency one: under tracemalloc on a loaded 2-core
 #: machine a handshake, an echo or a close takes seconds.
 OPEN_TIMEOUT = LOSS_BOUND
-
-# -- a raw WebSocket client ---------------------------------------------------
-
-
-def ws_frame(
-    payload: bytes,
-    opcode: int = 0x1,
-    *,
-    fin: bool = True,
-    rsv: int = 0,
-    mask: bool = True,
-    length: int | None = None,
-) -> bytes:
-    """One RFC 6455 frame; every field can be set to something illegal."""
-    n = len(payload) if length is None else length
-    head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
-    bit = 0x80 if mask else 0
-    if n < 126:
-        head += bytes([bit | n])
-    elif n < 1 << 16:
-        head += bytes([bit | 126]) + n.to_bytes(2)
-    else:
-        head += bytes([bit | 127]) + n.to_bytes(8)
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    stream = int.from_bytes((key * (len(payload) // 4 + 1))[: len(payload)])
-    return head + key + (int.from_bytes(payload) ^ stream).to_bytes(len(payload))
-
-
-class WsClient:
-    """A WebSocket client on a bare trio socket that answers close frames."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.buffer = bytearray()
-        self.closed = False
-        self._sending = trio.Lock()  # the reader answers close frames too
-
-    @classmethod
-    async def connect(cls, port: int, *, handshake: bool = True) -> WsClient:
-        client = cls(await trio.open_tcp_stream("127.0.0.1", port))
-        if handshake:
-            try:
-                with trio.fail_after(OPEN_TIMEOUT):
-                    await client._handshake(port)
-            except BaseException:
-                await client.aclose()
-                raise
-        return client
-
-    async def _handshake(self, port: int) -> None:
-        key = base64.b64encode(os.urandom(16)).decode()
-        await self.stream.send_all(
-            (
-                f"GET /cable HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                "Sec-WebSocket-Protocol: actioncable-v1-json\r\n\r\n"
-            ).encode()
-        )
-        while b"\r\n\r\n" not in self.buffer:
-            chunk = await self.stream.receive_some(4096)
-            assert chunk, "the server closed during the handshake"
-            self.buffer += chunk
-        head, _, rest = bytes(self.buffer).partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101"), head
-        self.buffer = bytearray(rest)
-        welcome = await self.receive()
-        assert welcome == {"type": "welcome"}, welcome
-
-    async def send_raw(self, data: bytes) -> bool:
-        """Write bytes; False if the server has already closed."""
-        try:
-            async with self._sending:
-                await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return False
-        return True
-
-    async def send_text(self, text: str) -> bool:
-        return await self.send_raw(ws_frame(text.encode()))
-
-    async def subscribe(self, identifier: str) -> None:
-        await self.send_text(
-            json.dumps({"command": "subscribe", "identifier": identifier})
-        )
-        while (frame := await self.receive()) is not None:
-            if frame.get("type") == "confirm_subscription":
-                return
-        raise AssertionError("closed before the confirmation")
-
-    async def receive(self) -> dict[str, Any] | None:
-        """The next text frame, decoded; None once the server has closed."""
-        buf = self.buffer
-        while True:
-            if len(buf) >= 2:
-                length, start = buf[1] & 0x7F, 2
-                if length == 126:
-                    length, start = int.from_bytes(buf[2:4]), 4
-                elif length == 127:
-                    length, start = int.from_bytes(buf[2:10]), 10
-                if len(buf) >= start + length:
-                    opcode, payload = buf[0] & 0x0F, bytes(buf[start : start + length])
-                    del buf[: start + length]
-                    if opcode == 0x1:
-                        frame: dict[str, Any] = json.loads(payload)
-                        return frame
-                    if opcode == 0x8:  # answer it, so the server closes at once
-                        self.closed = True
-                        await self.send_raw(ws_frame(payload[:2], 0x8))
-                        return None
-                    continue
-            try:
-                chunk = await self.stream.receive_some(65536)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                chunk = b""
-            if not chunk:
-                self.closed = True
-                return None
-            buf += chunk
-
-    async def read_to_end(self) -> list[dict[str, Any]]:
-        frames = []
-        while (frame := await self.receive()) is not None:
-            frames.append(frame)
-        return frames
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
-
-
-# -- the server ---------------------------------------------------------------
-
-
-def fuzz_cable(**options: Any) -> Cable:
-    options.setdefault("ping_interval", 0.5)
-    cable = Cable(**options)
-
-    @cable.channel
-    class Room(Channel):
-        async def subscribed(self) -> None:
-            room = self.params.get("room", "other" if self.params else "room")
-            if not isinstance(room, str):
-                self.reject()
-                return
-            self.stream_from(room)
-
-        async def echo(self, data: dict[str, Any]) -> None:
-            self.transmit({"echo": repr(data.get("n"))[:40]})  # repr: inf too
-
-        async def receive(self, data: dict[str, Any]) -> None:
-            self.transmit({"keys": len(data)})
-
-    @cable.channel
-    class Echo(Channel):
-        async def subscribed(self) -> None:
-            self.transmit({"params": dict(self.params)})
-
-    return cable
-
-
-#: trio-websocket keeps the task of a socket whose handshake failed until
-#: connect_timeout (10 s by default) even once the peer is gone; a short
-#: one keeps the wait for the task count to return short.
-CONNECT_TIMEOUT = 2.0
-
-
-@asynccontextmanager
-async def served(
-    cable: Cable,
-    connect_timeout: float = CONNECT_TIMEOUT,
-    transport: Transport = "direct",
-) -> AsyncIterator[int]:
-    async with trio.open_nursery() as nursery:
-        yield await nursery.start(
-            partial(serve_cable, connect_timeout=connect_timeout, transport=transport),
-            cable,
-            "127.0.0.1",
-            0,
-        )
-        nursery.cancel_scope.cancel()
-
-
-def task_count() -> int:
-    """Every task in this trio run, walked from the root task."""
-    count, stack = 0, [trio.lowlevel.current_root_task()]
-    while stack:
-        task = stack.pop()
-        count += 1
-        for nursery in task.child_nurseries:
-            stack.extend(nursery.child_tasks)
-    return count
-
-
-# Allocations the test harness makes (pytest's log capture, tracebacks
-# formatted for it), not the server.
-HARNESS = [
-    tracemalloc.Filter(False, tracemalloc.__file__),
-    tracemalloc.Filter(False, "*/logging/*"),
-    tracemalloc.Filter(False, "*/_pytest/*"),
-    tracemalloc.Filter(False, "*/traceback.py"),
-    tracemalloc.Filter(False, "*/linecache.py"),
-]
-
-
-class FrameCaches:
-    """The direct transport's caches of encoded frames, recorded as it
-    makes them. A cache is bounded (1,024 frames) and fills and empties
-    with the traffic, so how full it happens to be at a snapshot says
-    nothing about a leak: :func:`traced` empties them first, and what is
-    compared is what could grow."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.made: list[Any] = []
-        made = self.made
-        original = getattr(direct_module, "FrameCache", None)
-        if original is None:  # a transport without one: nothing to empty
-            return
-
-        class Recorded(original):  # type: ignore[misc, valid-type]
-            def __init__(self, *args: Any, **options: Any) -> None:
-                super().__init__(*args, **options)
-                made.append(self)
-
-        monkeypatch.setattr(direct_module, "FrameCache", Recorded)
-
-    def clear(self) -> None:
-        for cache in self.made:
-            cache.clear()
 
 
 @pytest.fixture
 def frame_caches(monkeypatch: pytest.MonkeyPatch) -> FrameCaches:
     return FrameCaches(monkeypatch)
-
-
-def traced(caches: FrameCaches) -> tracemalloc.Snapshot:
-    caches.clear()
-    gc.collect()
-    return tracemalloc.take_snapshot().filter_traces(HARNESS)
-
-
-async def settle(cable: Cable, tasks: int) -> int:
-    """Wait until every connection is gone and the task count is back to
-    ``tasks`` (or wait_until's loss bound has passed); return the count,
-    for the caller to compare."""
-    with suppress(trio.TooSlowError):
-        await wait_until(lambda: not cable.connections and task_count() <= tasks)
-    return task_count()
 
 
 # -- hostile frames -----------------------------------------------------------
@@ -301,13 +67,6 @@ NOT_OBJECTS = ["[]", "1", '"Room"', "null", "true", '""', "-1.5"]
 PARAM_VALUES: list[Any] = [None, True, 0, -1.5, 2**70, "", "ü😀", [], [1, [2]], {}]
 RESERVED = sorted(name for name in dir(Channel) if not name.startswith("_"))
 HUGE = ["1e400", "-1e400", "1" + "0" * 5000, "NaN", "Infinity", "1e-400"]
-
-
-def cmd(command: Any, identifier: Any = ROOM, data: Any = None) -> str:
-    out: dict[str, Any] = {"command": command, "identifier": identifier}
-    if data is not None:
-        out["data"] = data if isinstance(data, str) else json.dumps(data)
-    return json.dumps(out)
 
 
 def hostile_frames(rng: random.Random) -> list[tuple[bytes, int]]:
@@ -402,7 +161,10 @@ async def garbage_socket(
     """Send ``data`` on a fresh socket. Definite garbage: the server must
     close the socket, promptly. Otherwise the client gives up after a
     moment and the server must clean up after it."""
-    client = await WsClient.connect(port, handshake=handshake)
+    if handshake:
+        client = await RawClient.connect(port, welcome=True)
+    else:
+        client = await RawClient.open(port)
     try:
         # definite: OPEN_TIMEOUT bounds the loss (the server never closing)
         with trio.move_on_after(OPEN_TIMEOUT if definite else 0.2) as waiting:
@@ -426,18 +188,6 @@ async def garbage_socket(
 # -- the run ------------------------------------------------------------------
 
 
-async def good_reader(client: WsClient, got: list[int]) -> None:
-    """Read broadcasts until the end marker; all must arrive, in order."""
-    while (frame := await client.receive()) is not None:
-        if frame.get("type") == "ping":
-            continue
-        message = frame["message"]
-        if message.get("end"):
-            return
-        got.append(message["i"])
-    raise AssertionError("a well-behaved client was disconnected")
-
-
 async def hostile(
     port: int, seed: int, frames: int, seen: Counter[str], garbage_every: int
 ) -> int:
@@ -453,7 +203,7 @@ async def hostile(
     sent = 0
     echoed: list[str] = []
     echo = trio.Event()
-    client = await WsClient.connect(port)
+    client = await RawClient.connect(port, welcome=True)
 
     async def read() -> None:
         nonlocal echo
@@ -517,12 +267,7 @@ async def fuzz_round(
     got: list[list[int]] = [[] for _ in range(good)]
     broadcasts = 0
     async with AsyncExitStack() as stack:
-        readers = []
-        for _ in range(good):
-            client = await WsClient.connect(port)
-            stack.push_async_callback(client.aclose)
-            await client.subscribe(ROOM)
-            readers.append(client)
+        readers = await subscribers(stack, port, good)
         done = trio.Event()
         sent: list[int] = []
 
@@ -541,7 +286,7 @@ async def fuzz_round(
         with trio.fail_after(300):
             async with trio.open_nursery() as nursery:
                 for client, mine in zip(readers, got, strict=True):
-                    nursery.start_soon(good_reader, client, mine)
+                    nursery.start_soon(read_broadcasts, client, mine.append)
                 nursery.start_soon(broadcaster)
                 async with trio.open_nursery() as attackers:
                     for i in range(hostiles):
@@ -562,7 +307,7 @@ async def test_fuzz_a_live_server(
     cable = fuzz_cable(commands_per_second=1e6, command_burst=10**6)
     tracemalloc.start()
     try:
-        async with served(cable, transport=transport) as port:
+        async with served(cable, transport, connect_timeout=CONNECT_TIMEOUT) as port:
             # The task count of an idle server that never had a client.
             idle = task_count()
             # Warm up every code path once, so caches filled on first use
@@ -584,9 +329,7 @@ async def test_fuzz_a_live_server(
             hub = cable.hub.statistics()
     finally:
         tracemalloc.stop()
-    growth = sum(
-        stat.size_diff for stat in memory_after.compare_to(memory_before, "filename")
-    )
+    growth = memory_growth(memory_before, memory_after, MEMORY_TOLERANCE, "FUZZ_MEMORY")
     seen = result["seen"]
     print(
         f"\n{transport}: {result['frames']} hostile frames from 8 connections and "
@@ -597,9 +340,6 @@ async def test_fuzz_a_live_server(
         f"({settled:.1f}s to settle); traced memory growth "
         f"{growth / 1024:+.1f} KiB"
     )
-    if growth > MEMORY_TOLERANCE or os.environ.get("FUZZ_MEMORY"):  # show where
-        for stat in memory_after.compare_to(memory_before, "lineno")[:15]:
-            print(stat)
     assert result["frames"] == 8 * 500
     assert result["broadcasts"] > 50
     garbage = seen["garbage sockets closed by the server"]
@@ -645,11 +385,12 @@ async def test_default_rate_limit_holds_off_a_flood(transport: Transport) -> Non
     against what the bucket allows for the time that took."""
     flood_size = 500
     cable = fuzz_cable()
-    async with served(cable, transport=transport) as port, AsyncExitStack() as stack:
-        flood = await WsClient.connect(port)
-        stack.push_async_callback(flood.aclose)
-        neighbour = await WsClient.connect(port)
-        stack.push_async_callback(neighbour.aclose)
+    async with (
+        served(cable, transport, connect_timeout=CONNECT_TIMEOUT) as port,
+        AsyncExitStack() as stack,
+    ):
+        flood = await raw_connect(stack, port, welcome=True)
+        neighbour = await raw_connect(stack, port, welcome=True)
         await neighbour.subscribe(ROOM)
         await flood.subscribe(ROOM)
         frame = ws_frame(cmd("message", ROOM, {"action": "echo", "n": 1}).encode())
@@ -706,9 +447,11 @@ async def test_lone_surrogate_does_not_take_the_server_down(
     string UTF-8 cannot encode. Echoed into an error frame or a
     confirmation, it crashed the writer and, through it, serve_cable."""
     cable = fuzz_cable()
-    async with served(cable, transport=transport) as port, AsyncExitStack() as stack:
-        client = await WsClient.connect(port)
-        stack.push_async_callback(client.aclose)
+    async with (
+        served(cable, transport, connect_timeout=CONNECT_TIMEOUT) as port,
+        AsyncExitStack() as stack,
+    ):
+        client = await raw_connect(stack, port, welcome=True)
         await client.send_text(
             '{"command":"message","identifier":"\\ud800","data":"{}"}'
         )
@@ -725,6 +468,5 @@ async def test_lone_surrogate_does_not_take_the_server_down(
             "identifier": ident,
             "type": "confirm_subscription",
         }
-        other = await WsClient.connect(port)  # the server still serves
-        stack.push_async_callback(other.aclose)
+        other = await raw_connect(stack, port, welcome=True)  # the server still serves
         await other.subscribe(ROOM)
