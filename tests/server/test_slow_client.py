@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import time
 import tracemalloc
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -381,6 +382,20 @@ async def read_until_closed(client: Any) -> list[Frame]:
         return frames
 
 
+@asynccontextmanager
+async def fast_and_slow(cable: Cable) -> AsyncIterator[tuple[Any, Any]]:
+    """The cable running, with two in-memory clients subscribed to the
+    storm: one that reads, one whose socket holds only 4 frames."""
+    async with (
+        cable.running(),
+        cable_test_client(cable) as fast,
+        cable_test_client(cable, buffer=4) as slow,
+    ):
+        await fast.subscribe("StormChannel", who="fast")
+        await slow.subscribe("StormChannel", who="slow")
+        yield fast, slow
+
+
 async def test_memory_slow_client_catching_up_is_told_too_slow() -> None:
     """A buffer=4 client stops reading: 4 frames fill its socket, the
     writer holds the 5th, 8 more fill the outbox, the 14th broadcast
@@ -389,13 +404,7 @@ async def test_memory_slow_client_catching_up_is_told_too_slow() -> None:
     hooks: list[str] = []
     cable = memory_cable(hooks)
     with trio.fail_after(5):
-        async with (
-            cable.running(),
-            cable_test_client(cable) as fast,
-            cable_test_client(cable, buffer=4) as slow,
-        ):
-            await fast.subscribe("StormChannel", who="fast")
-            await slow.subscribe("StormChannel", who="slow")
+        async with fast_and_slow(cable) as (fast, slow):
             assert await overflow(cable, 20) == 4 + 1 + 8
             assert cable.counters["too_slow"] == 1
             frames = await read_until_closed(slow)
@@ -424,13 +433,7 @@ async def test_memory_stalled_client_is_cut_after_close_timeout(
     hooks: list[str] = []
     cable = memory_cable(hooks)
     with trio.fail_after(60):
-        async with (
-            cable.running(),
-            cable_test_client(cable) as fast,
-            cable_test_client(cable, buffer=4) as slow,
-        ):
-            await fast.subscribe("StormChannel", who="fast")
-            await slow.subscribe("StormChannel", who="slow")
+        async with fast_and_slow(cable) as (fast, slow):
             assert await overflow(cable, 20) == 13
             tripped_at = trio.current_time()
             assert slow.connection in cable.connections  # not read from yet
