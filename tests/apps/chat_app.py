@@ -120,6 +120,23 @@ class RejectingChannel(Channel):
         events[f"unsubscribed {self.identifier}"] += 1  # were never confirmed
 
 
+@cable.channel
+class SlowChannel(Channel):
+    """``subscribed()`` takes ``delay`` seconds: longer than a client's
+    subscribe retry, so the client sends ``subscribe`` again meanwhile."""
+
+    async def subscribed(self) -> None:
+        events[f"subscribed {self.identifier}"] += 1
+        await trio.sleep(float(self.params.get("delay", 1.7)))
+        self.stream_from(f"slow:{self.params.get('room', 'lobby')}")
+
+    async def unsubscribed(self) -> None:
+        events[f"unsubscribed {self.identifier}"] += 1
+
+    async def ping(self) -> None:
+        self.transmit({"pong": True})
+
+
 # -- the HTTP side ------------------------------------------------------------
 
 

@@ -115,16 +115,33 @@ def test_reject_discards_held_frames_and_answers_what_queued_behind() -> None:
     assert wire.proto.subscriptions == {}
 
 
-def test_duplicate_subscribe_is_answered_in_order_without_a_second_one() -> None:
+def test_duplicate_subscribe_gets_no_frame_and_one_confirmation() -> None:
+    """As Rails and anycable-go: a duplicate of a pending or confirmed
+    subscription is answered by nothing but the subscription's single
+    confirmation, and makes no second subscription."""
     wire = Wire()
     sub = wire.subscribe()
-    again = wire.proto.receive(wire.command("subscribe"), 0.0)
-    assert isinstance(again, CommandQueued)
-    assert again.subscription is sub
+    assert wire.proto.receive(wire.command("subscribe"), 0.0) is None  # pending
+    assert wire.frames() == []
     sub.confirm()
+    assert wire.proto.receive(wire.command("subscribe"), 0.0) is None  # confirmed
     assert sub.next_command() is None
+    assert [frame["type"] for frame in wire.frames()] == ["confirm_subscription"]
+    assert wire.proto.subscriptions == {ROOM: sub}
+
+
+def test_duplicate_subscribe_of_a_rejected_one_is_a_new_subscription() -> None:
+    """A rejected subscription is forgotten: subscribing again asks the
+    channel again (and is answered once more), as Rails does."""
+    wire = Wire()
+    first = wire.subscribe()
+    assert wire.proto.receive(wire.command("subscribe"), 0.0) is None
+    first.reject()
+    second = wire.subscribe()
+    assert second is not first
+    second.reject()
     types = [frame["type"] for frame in wire.frames()]
-    assert types == ["confirm_subscription", "confirm_subscription"]
+    assert types == ["reject_subscription", "reject_subscription"]
 
 
 def test_actions_are_queued_in_order_and_refused_by_the_rules() -> None:

@@ -172,7 +172,7 @@ class ServerSubscription:
         self._early: list[str] | None = []
         # Made with the first queued command: most subscriptions never
         # have one waiting, and a list per subscription adds up.
-        self._inbox: list[Subscribe | Message] | None = None
+        self._inbox: list[Message] | None = None
 
     def __repr__(self) -> str:
         return f"<ServerSubscription {self.identifier} {self.state}>"
@@ -231,14 +231,11 @@ class ServerSubscription:
         protocol.forget(self)
         self._send(protocol.dialect.reject(self.identifier))
         log.info("conn %s: rejected %s", protocol.id, self.identifier)
-        commands, self._inbox = self._inbox or [], None
-        for command in commands:
-            if isinstance(command, Subscribe):
-                self._send(protocol.dialect.reject(self.identifier))
-            else:
-                protocol.error(
-                    "not_subscribed", "the subscription was rejected", self.identifier
-                )
+        queued, self._inbox = len(self._inbox or ()), None
+        for _ in range(queued):
+            protocol.error(
+                "not_subscribed", "the subscription was rejected", self.identifier
+            )
 
     def leave(self) -> None:
         """Stop sending for it (unsubscribed, or the connection ends)."""
@@ -246,18 +243,11 @@ class ServerSubscription:
             self.state = LEAVING
 
     def next_command(self) -> Message | None:
-        """The next queued action to perform, or None. A repeated subscribe
-        is answered here, in order with the actions around it."""
+        """The next queued action to perform, or None."""
         inbox = self._inbox
-        while inbox:
-            command = inbox.pop(0)
-            if isinstance(command, Message):
-                return command
-            if self.state is CONFIRMED:
-                self._send(self._protocol.dialect.confirm(self.identifier))
-        return None
+        return inbox.pop(0) if inbox else None
 
-    def _push(self, command: Subscribe | Message) -> bool:
+    def _push(self, command: Message) -> bool:
         inbox = self._inbox
         if inbox is None:
             inbox = self._inbox = []
@@ -378,9 +368,14 @@ class ServerProtocol:
         identifier = command.identifier
         existing = self.subscriptions.get(identifier)
         if existing is not None:
-            # The official client re-sends subscribe until it is answered:
-            # answer again, in order, without a second subscription.
-            return CommandQueued(existing) if existing._push(command) else None
+            # A duplicate of a pending or confirmed subscription gets no
+            # frame, as in Rails and anycable-go: the official client
+            # re-sends subscribe every 500 ms until answered and runs
+            # connected() once per confirmation, and @anycable/web
+            # unsubscribes on a second one. The subscription's one
+            # confirmation (or rejection) answers every copy.
+            log.debug("conn %s: duplicate subscribe to %s", self.id, identifier)
+            return None
         rules = self.host.channel_rules(command.channel)
         if rules is None:
             log.info("conn %s: unknown channel %r", self.id, command.channel)
