@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import json
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar, overload
 from urllib.parse import urlsplit
 
 import trio
@@ -34,6 +35,10 @@ __all__ = ["Cable", "ConnectHook"]
 log = logging.getLogger("trio_cable.cable")
 
 C = TypeVar("C", bound=type[Channel])
+
+#: The stream remote disconnect commands travel on (a control stream of
+#: the hub: no channel can listen to it, see ``Subscription.stream_from``).
+REMOTE_DISCONNECT: Final = "_trio_cable:disconnect"
 
 #: ``async def hook(request) -> identity`` (or a plain ``def``, run in a
 #: thread). Return the connection's identity (``None`` for anonymous) or
@@ -231,6 +236,59 @@ class Cable:
         except trio.RunFinishedError:
             raise CableError("the cable is not running") from None
 
+    # -- remote disconnect -----------------------------------------------------
+
+    async def disconnect(
+        self, identity: Any, *, reason: str = "remote", reconnect: bool = True
+    ) -> int:
+        """Close every connection of ``identity``, in every process.
+
+        Like Rails' ``remote_connections.where(current_user: u).disconnect``:
+        each matching connection is sent ``{"type": "disconnect", "reason":
+        reason, "reconnect": reconnect}`` and closed (its subscriptions'
+        ``unsubscribed()`` run). With Redis the command reaches every
+        process of the cable; without, this process only.
+
+        Arguments:
+            identity: a JSON value. A connection matches when its identity
+                (what the connect hook returned) equals it, or, for a dict,
+                when each key names an item or attribute of the identity
+                equal to the value (``{"id": 7}`` matches ``User(id=7)``).
+            reason: the disconnect frame's reason.
+            reconnect: whether the client may reconnect (the official
+                client does not reconnect when false).
+
+        Returns how many connections it closed in this process.
+
+        Raises:
+            TypeError: ``identity`` is not JSON-encodable.
+        """
+        payload = encode_payload(
+            {"identity": identity, "reason": reason, "reconnect": reconnect}
+        )
+        await trio.lowlevel.checkpoint()
+        await self.broker.wait_for_room()
+        self.broker.publish(REMOTE_DISCONNECT, payload)
+        return self._disconnect_here(payload)
+
+    def _disconnect_here(self, payload: str) -> int:
+        # The payload decoded here too, so local and remote matching see
+        # the same JSON values.
+        try:
+            command = json.loads(payload)
+            match, reason = command["identity"], str(command["reason"])
+            reconnect = bool(command["reconnect"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed remote disconnect command")
+            return 0
+        closed = 0
+        for conn in list(self._connections):
+            if conn.identity is not None and identity_matches(conn.identity, match):
+                log.info("conn %s: remote disconnect (%s)", conn.id, reason)
+                conn.close(reason, reconnect=reconnect)
+                closed += 1
+        return closed
+
     def _publish(self, stream: str, payload: str) -> int:
         self.broker.publish(stream, payload)
         return self.hub.publish(stream, payload)
@@ -281,22 +339,26 @@ class Cable:
             raise CableError("this cable is already running")
         broker = open_broker(self.hub, self.options)
         self._token = trio.lowlevel.current_trio_token()
+        self.hub.control[REMOTE_DISCONNECT] = self._disconnect_here
         try:
             with single_error():
                 async with trio.open_nursery() as nursery:
                     self._attach(broker)
                     await nursery.start(broker.run)
+                    # Remote disconnects from elsewhere reach us from now on.
+                    await broker.streams_live(self.hub.control)
                     task_status.started()
                     await self._ping_forever()
         finally:
             self._token = None
             self._attach(IN_PROCESS)
+            del self.hub.control[REMOTE_DISCONNECT]
 
     def _attach(self, broker: Broker) -> None:
         self.broker = broker
         self.hub.on_first = broker.stream_wanted
         self.hub.on_last = broker.stream_unwanted
-        for stream in self.hub.streams():
+        for stream in (*self.hub.streams(), *self.hub.control):
             broker.stream_wanted(stream)
 
     @property
@@ -364,6 +426,26 @@ class Cable:
             for conn in list(self._connections):
                 if conn.ready:
                     conn.enqueue(frame)
+
+
+def identity_matches(identity: Any, match: Any) -> bool:
+    """Whether a connection's ``identity`` is the one ``match`` names (see
+    :meth:`Cable.disconnect`)."""
+    if identity == match:
+        return True
+    if not isinstance(match, dict) or not match:
+        return False
+    for key, value in match.items():
+        if isinstance(identity, Mapping):
+            field = identity.get(key, _MISSING)
+        else:
+            field = getattr(identity, key, _MISSING)
+        if field is _MISSING or field != value:
+            return False
+    return True
+
+
+_MISSING: Final = object()
 
 
 class RedisCable(Cable):

@@ -42,9 +42,20 @@ class Hub:
     ``on_first`` and ``on_last`` are called when a stream gains its first
     local subscriber or loses its last one (the Redis bridge subscribes
     and unsubscribes its Redis channel there).
+
+    ``control`` maps the cable's own streams (such as remote disconnect
+    commands) to a handler of their payloads; they have no subscribers and
+    are not counted as streams.
     """
 
-    __slots__ = ("_broadcasts", "_deliveries", "_streams", "on_first", "on_last")
+    __slots__ = (
+        "_broadcasts",
+        "_deliveries",
+        "_streams",
+        "control",
+        "on_first",
+        "on_last",
+    )
 
     def __init__(self) -> None:
         # dicts as insertion-ordered sets: delivery order follows join order
@@ -53,6 +64,7 @@ class Hub:
         self._deliveries = 0
         self.on_first: Callable[[str], None] | None = None
         self.on_last: Callable[[str], None] | None = None
+        self.control: dict[str, Callable[[str], object]] = {}
 
     def add(self, stream: str, subscriber: Subscriber) -> None:
         subscribers = self._streams.get(stream)
@@ -81,6 +93,9 @@ class Hub:
         self._broadcasts += 1
         subscribers = self._streams.get(stream)
         if not subscribers:
+            handler = self.control.get(stream)  # off the hot path: rare
+            if handler is not None:
+                handler(payload)
             return 0
         frames: dict[str, str] = {}
         # A copy: a delivery may end a slow connection, which leaves streams.

@@ -27,7 +27,10 @@ if TYPE_CHECKING:
     from .protocol.codec import Message
     from .protocol.server import ServerSubscription
 
-__all__ = ["Subscription"]
+__all__ = ["RESERVED_PREFIX", "Subscription"]
+
+#: Streams of the cable's own (remote disconnect): no channel listens there.
+RESERVED_PREFIX: Final = "_trio_cable:"
 
 log = logging.getLogger("trio_cable.connection")
 
@@ -112,6 +115,8 @@ class Subscription:
     def stream_from(self, stream: str) -> None:
         if not isinstance(stream, str):
             raise TypeError(f"stream names are strings, not {type(stream).__name__}")
+        if stream.startswith(RESERVED_PREFIX):
+            raise ValueError(f"stream names starting {RESERVED_PREFIX!r} are reserved")
         if self.record.closed or stream in self.streams:
             return
         self.streams.append(stream)

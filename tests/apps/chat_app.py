@@ -154,7 +154,9 @@ def stats() -> dict[str, Any]:
 
 
 async def http_app(scope: Scope, receive: Receive, send: Send) -> None:
-    """``POST /broadcast?stream=NAME`` (JSON body) and ``GET /stats``."""
+    """``POST /broadcast?stream=NAME`` (JSON body), ``POST
+    /disconnect?user=NAME`` (a remote disconnect, reconnect false) and
+    ``GET /stats``."""
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
         return
@@ -166,6 +168,9 @@ async def http_app(scope: Scope, receive: Receive, send: Send) -> None:
     query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
     if method == "GET" and path == "/stats":
         await _respond(send, 200, stats())
+    elif method == "POST" and path == "/disconnect" and "user" in query:
+        closed = await cable.disconnect(query["user"], reconnect=False)
+        await _respond(send, 200, {"closed": closed})
     elif method == "POST" and path == "/broadcast" and "stream" in query:
         try:
             data = json.loads(body)

@@ -97,8 +97,13 @@ class ServerProcess:
     :meth:`broadcast` and :meth:`stats` (async) or :meth:`get_stats_sync`.
     """
 
-    def __init__(self, kind: ServerKind, log_dir: Path) -> None:
+    def __init__(
+        self, kind: ServerKind, log_dir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.kind = kind
+        #: Environment variables set for the server besides ours (such as
+        #: ``TRIO_CABLE_REDIS_URL``).
+        self.env = dict(env or {})
         self.port = free_port()
         self.http_port = self.port
         while kind != "hypercorn" and self.http_port == self.port:
@@ -149,6 +154,7 @@ class ServerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **self.env},
         )
         self.starts += 1
 

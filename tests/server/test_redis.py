@@ -108,18 +108,22 @@ async def test_broadcasts_reach_every_subscriber_exactly_once(
 
 
 async def test_subscribe_on_demand(redis_server: RedisServer) -> None:
+    """Streams are subscribed while someone here listens; the cable's own
+    remote-disconnect channel while it runs."""
     cable = make_cable(redis_server.url)
+    control = "trio_cable:_trio_cable:disconnect"
     async with cable.running():
-        assert redis_server.channels() == set()
+        assert redis_server.channels() == {control}
         async with cable_test_client(cable) as one, cable_test_client(cable) as two:
             await subscribe(one, "d")
-            assert redis_server.channels() == {"trio_cable:room:d"}
+            assert redis_server.channels() == {control, "trio_cable:room:d"}
             await subscribe(two, "d")
             await one.unsubscribe("Room", room="d")
             await trio.testing.wait_all_tasks_blocked()
-            assert redis_server.channels() == {"trio_cable:room:d"}
+            assert redis_server.channels() == {control, "trio_cable:room:d"}
             await two.unsubscribe("Room", room="d")
-            await wait_until(lambda: not redis_server.channels())
+            await wait_until(lambda: redis_server.channels() == {control})
+    await wait_until(lambda: not redis_server.channels())
 
 
 async def test_confirmation_means_live_across_processes(
@@ -164,7 +168,7 @@ async def test_redis_killed_and_restarted_mid_stream(
             await wait_until(
                 lambda cable=cable: (
                     cable.stats()["redis"]["connected"]
-                    and cable.stats()["redis"]["channels"] == 1
+                    and cable.stats()["redis"]["channels"] == 2  # room:k, control
                 )
             )
             assert cable.stats()["redis"]["reconnects"] == 1
@@ -172,7 +176,10 @@ async def test_redis_killed_and_restarted_mid_stream(
         assert await next_message(wa) == await next_message(wb) == {"n": 3}
         await nothing_more(wa)
         await nothing_more(wb)
-        assert redis_server.channels() == {"trio_cable:room:k"}
+        assert redis_server.channels() == {
+            "trio_cable:room:k",
+            "trio_cable:_trio_cable:disconnect",
+        }
 
 
 async def test_buffer_bound_drops_oldest_and_counts(redis_server: RedisServer) -> None:
@@ -320,7 +327,7 @@ async def test_url_forms_and_prefix(redis_server: RedisServer) -> None:
     cable = make_cable(url, prefix="app1:")
     async with cable.running(), cable_test_client(cable) as ws:
         await subscribe(ws, "p")
-        assert redis_server.channels() == {"app1:room:p"}
+        assert redis_server.channels() == {"app1:room:p", "app1:_trio_cable:disconnect"}
         # another app on the same Redis, other prefix: not delivered
         await trio.to_thread.run_sync(
             lambda: redis_broadcast(url, "room:p", {"app": 2}, prefix="app2:")
