@@ -189,6 +189,9 @@ class Cable:
             if channel_name in self.channels and self.channels[channel_name] is not cls:
                 raise ValueError(f"a channel named {channel_name!r} is registered")
             self.channels[channel_name] = cls
+            registered_on = cls.__dict__.get("_cables", ())
+            if self not in registered_on:
+                cls._cables = (*registered_on, self)
             return cls
 
         return register if cls is None else register(cls)
@@ -283,7 +286,11 @@ class Cable:
             return 0
         closed = 0
         for conn in list(self._connections):
-            if conn.identity is not None and identity_matches(conn.identity, match):
+            if (
+                not conn.closing
+                and conn.identity is not None
+                and identity_matches(conn.identity, match)
+            ):
                 log.info("conn %s: remote disconnect (%s)", conn.id, reason)
                 conn.close(reason, reconnect=reconnect)
                 closed += 1

@@ -1,18 +1,32 @@
-"""The Channel base class and the rules for which methods are actions."""
+"""The Channel base class and the rules for which methods are actions;
+the ``periodically`` and ``rescue_from`` decorators."""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from types import FunctionType
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from types import FunctionType, MethodType
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
+from ._errors import CableError
+from ._naming import broadcasting_for
 from .protocol.server import ChannelRules
 
 if TYPE_CHECKING:
     from ._request import Request
 
-__all__ = ["Channel", "ConnectionView", "SubscriptionView"]
+__all__ = [
+    "Channel",
+    "ConnectionView",
+    "SubscriptionView",
+    "periodically",
+    "rescue_from",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+#: A stream_from callback: the broadcast's data in, what to send out
+#: (None: nothing).
+StreamCallback = Callable[[Any], Any]
 
 
 class BroadcastHost(Protocol):
@@ -47,7 +61,10 @@ class SubscriptionView(Protocol):
     @property
     def streams(self) -> list[str]: ...
     def call_soon(self, fn: Callable[..., None], *args: Any) -> None: ...
-    def stream_from(self, stream: str) -> None: ...
+    def stream_from(
+        self, stream: str, callback: StreamCallback | None = None
+    ) -> None: ...
+    def add_timer(self, fn: Callable[[], Any], seconds: float) -> None: ...
     def stop_stream_from(self, stream: str) -> None: ...
     def stop_all_streams(self) -> None: ...
     def transmit(self, data: Any) -> None: ...
@@ -55,6 +72,90 @@ class SubscriptionView(Protocol):
 
 #: Lifecycle hooks: called by the server, never by a client.
 LIFECYCLE = frozenset({"subscribed", "unsubscribed"})
+
+
+def periodically(seconds: float) -> Callable[[F], F]:
+    """Run the decorated channel method every ``seconds`` while a
+    subscription is confirmed (Rails' ``periodically``).
+
+    The timer starts at the confirmation and ends with the subscription
+    (unsubscribe or disconnect); the first call comes ``seconds`` after
+    the confirmation. The method may be ``async def`` or plain ``def``
+    (run in a worker thread) and takes no argument; it is not an action.
+    An exception is reported like an action's (or handled by
+    :func:`rescue_from`) and the timer carries on.
+    """
+    if not seconds > 0:
+        raise ValueError(f"periodically() needs a positive interval, not {seconds!r}")
+
+    def mark(fn: F) -> F:
+        fn.__cable_every__ = float(seconds)  # type: ignore[attr-defined]  # a mark read by Channel
+        return fn
+
+    return mark
+
+
+def rescue_from(*types: type[BaseException]) -> Callable[[F], F]:
+    """Make the decorated channel method handle these exceptions (Rails'
+    ``rescue_from``) when an action, a timer or a hook raises them.
+
+    The handler takes the exception; it may be ``async def`` or plain
+    ``def`` (run in a worker thread). It is not an action. Handlers of a
+    subclass are tried before its bases'; the first whose types match
+    handles the error, which is then neither logged nor reported to the
+    client. A handler that raises is reported as the original error would
+    have been.
+    """
+    if not types or not all(
+        isinstance(t, type) and issubclass(t, Exception) for t in types
+    ):
+        raise TypeError("rescue_from() takes Exception subclasses")
+
+    def mark(fn: F) -> F:
+        fn.__cable_rescues__ = types  # type: ignore[attr-defined]  # a mark read by Channel
+        return fn
+
+    return mark
+
+
+class _ClassOrInstance:
+    """A method bound to the instance when called on one, else to the class."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self._fn = fn
+        self.__doc__ = fn.__doc__
+
+    def __get__(self, obj: object, cls: type | None = None) -> Callable[..., Any]:
+        return MethodType(self._fn, cls if obj is None else obj)
+
+
+def _broadcast_to(self_or_cls: Channel | type[Channel], obj: Any, data: Any) -> int:
+    """Broadcast ``data`` to the stream of ``obj`` for this channel (see
+    :meth:`Channel.broadcasting_for`), from anywhere: a channel, a trio
+    task, a worker thread or any thread while the cable runs.
+
+    On a channel instance it uses the subscription's cable; on the class,
+    the cable the class is registered on. Returns how many local
+    subscribers it was handed to.
+
+    Raises:
+        CableError: called on a class registered on no cable or on several
+            (use ``cable.broadcast(Channel.broadcasting_for(obj), data)``).
+        TypeError: ``obj`` cannot name a stream.
+    """
+    if isinstance(self_or_cls, Channel):
+        cable = self_or_cls._subscription.connection.cable
+        stream = self_or_cls.broadcasting_for(obj)
+    else:
+        cables = self_or_cls.__dict__.get("_cables", ())
+        if len(cables) != 1:
+            raise CableError(
+                f"{self_or_cls.__name__} is registered on {len(cables)} cables: "
+                "use cable.broadcast(cls.broadcasting_for(obj), data)"
+            )
+        cable = cables[0]
+        stream = self_or_cls.broadcasting_for(obj)
+    return cable.broadcast_sync(stream, data)
 
 
 class Channel:
@@ -79,12 +180,21 @@ class Channel:
     #: The name clients subscribe with; defaults to the class name.
     channel_name: ClassVar[str]
     _actions: ClassVar[dict[str, tuple[Callable[..., Any], bool, bool]]]
+    #: (method name, seconds) of each ``@periodically`` method.
+    _timers: ClassVar[tuple[tuple[str, float], ...]]
+    #: (exception types, handler) of each ``@rescue_from`` method, the
+    #: subclass's first.
+    _rescuers: ClassVar[tuple[tuple[tuple[type[BaseException], ...], Any], ...]]
+    #: The cables this very class is registered on (read from its own
+    #: ``__dict__``: a subclass is registered on its own).
+    _cables: ClassVar[tuple[BroadcastHost, ...]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "channel_name" not in cls.__dict__:
             cls.channel_name = cls.__name__
         cls._actions = _collect_actions(cls)
+        cls._timers, cls._rescuers = _collect_marks(cls)
 
     def __init__(self, subscription: SubscriptionView) -> None:
         self._subscription = subscription
@@ -145,9 +255,50 @@ class Channel:
 
     # -- streams and output (non-blocking; callable from threads) ----------
 
-    def stream_from(self, stream: str) -> None:
-        """Deliver broadcasts to ``stream`` to this subscription."""
-        self._subscription.call_soon(self._subscription.stream_from, stream)
+    def stream_from(self, stream: str, callback: StreamCallback | None = None) -> None:
+        """Deliver broadcasts to ``stream`` to this subscription.
+
+        With ``callback`` (Rails' block form), each broadcast's decoded data
+        goes through ``callback(data)`` first, and what it returns is sent
+        instead (``None``: nothing, a filter). It is a plain function called
+        in the broadcasting task, so keep it quick and non-blocking; an
+        exception drops that message for this subscription and is logged.
+        It costs a decode and an encode per message for this subscription
+        only (the encode-once fan-out carries on for every other one).
+        """
+        self._subscription.call_soon(self._subscription.stream_from, stream, callback)
+
+    def stream_for(self, obj: Any, callback: StreamCallback | None = None) -> None:
+        """:meth:`stream_from` the stream of ``obj`` for this channel (see
+        :meth:`broadcasting_for`)."""
+        self.stream_from(self.broadcasting_for(obj), callback)
+
+    @classmethod
+    def broadcasting_for(cls, obj: Any) -> str:
+        """The stream name of ``obj`` for this channel (Rails'
+        ``broadcasting_for``): ``"<channel_name>:<name of obj>"``. An object
+        names itself with a ``__cable_stream__()`` method returning a
+        string; by default a ``str`` is itself, an ``int`` its digits, a
+        dataclass with an ``id`` field ``"ClassName:<id>"``, a tuple its
+        items' names joined by ``":"``.
+
+        Raises:
+            TypeError: ``obj`` cannot name a stream.
+        """
+        return broadcasting_for(cls.channel_name, obj)
+
+    broadcast_to = _ClassOrInstance(_broadcast_to)
+
+    def periodically(self, fn: Callable[[], Any], seconds: float) -> None:
+        """Call ``fn`` (``async def`` or plain ``def``, no argument) every
+        ``seconds`` while this subscription is confirmed: the method form
+        of :func:`~trio_cable.periodically`, for timers set up in
+        :meth:`subscribed` or later."""
+        if not seconds > 0:
+            raise ValueError(
+                f"periodically() needs a positive interval, not {seconds!r}"
+            )
+        self._subscription.call_soon(self._subscription.add_timer, fn, float(seconds))
 
     def stop_stream_from(self, stream: str) -> None:
         """Stop listening to ``stream``."""
@@ -192,12 +343,39 @@ def _collect_actions(
         if not isinstance(attr, FunctionType):
             # properties, class attributes, staticmethods, classmethods
             continue
+        if hasattr(attr, "__cable_every__") or hasattr(attr, "__cable_rescues__"):
+            continue  # timers and error handlers: the server calls them
         params = list(inspect.signature(attr).parameters.values())[1:]
         takes_data = bool(params) or any(
             p.kind is inspect.Parameter.VAR_POSITIONAL for p in params
         )
         actions[name] = (attr, inspect.iscoroutinefunction(attr), takes_data)
     return actions
+
+
+def _collect_marks(
+    cls: type[Channel],
+) -> tuple[
+    tuple[tuple[str, float], ...],
+    tuple[tuple[tuple[type[BaseException], ...], Any], ...],
+]:
+    """The ``@periodically`` and ``@rescue_from`` methods of ``cls``; a
+    subclass's handlers come before its bases'."""
+    timers: dict[str, float] = {}
+    rescuers: list[tuple[tuple[type[BaseException], ...], Any]] = []
+    for klass in cls.__mro__:
+        for name, attr in vars(klass).items():
+            if not isinstance(attr, FunctionType):
+                continue
+            if getattr(cls, name) is not attr:
+                continue  # overridden in a subclass
+            every = getattr(attr, "__cable_every__", None)
+            if every is not None:
+                timers[name] = every
+            types = getattr(attr, "__cable_rescues__", None)
+            if types is not None:
+                rescuers.append((types, attr))
+    return tuple(timers.items()), tuple(rescuers)
 
 
 def rules_for(cls: type[Channel]) -> ChannelRules:
@@ -214,6 +392,7 @@ def action_for(
 
 Channel.channel_name = "Channel"
 Channel._actions = {}
+Channel._timers = Channel._rescuers = ()
 
 #: Every public name of the base class: hooks and internals, never actions.
 RESERVED = (

@@ -147,6 +147,11 @@ class Connection:
         self._told = False  # ...and our close frame after it
 
     @property
+    def closing(self) -> bool:
+        """True once :meth:`close` was called (the socket may still be open)."""
+        return self._close is not None
+
+    @property
     def subscriptions(self) -> dict[str, Subscription]:
         """The subscriptions open on this connection, by identifier."""
         # Built on demand: the protocol's map is the one kept per socket.

@@ -10,8 +10,10 @@ there is such work.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import math
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 import trio
@@ -22,6 +24,7 @@ from .protocol.codec import encode_payload
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
 
+    from ._channel import StreamCallback
     from ._hub import Subscriber
     from ._options import CableOptions
     from .protocol.codec import Message
@@ -69,8 +72,11 @@ class Subscription:
     __slots__ = (
         "_began",
         "_ending",
+        "_filters",
         "_finished",
         "_running",
+        "_timer_scopes",
+        "_timers",
         "channel",
         "confirmed",
         "connection",
@@ -100,6 +106,10 @@ class Subscription:
         self._began = False  # subscribed() has been called
         self._ending = False  # unsubscribed or disconnected: finish next
         self._finished = False
+        # None until used: most subscriptions have no callback nor timer.
+        self._filters: dict[str, Filtered] | None = None
+        self._timers: list[tuple[Callable[[], Any], float]] | None = None
+        self._timer_scopes: list[trio.CancelScope] | None = None
         # The resolver (the cable) put the channel class in the rules.
         self.channel = cast("type[Channel]", record.rules.source)(self)
 
@@ -112,7 +122,7 @@ class Subscription:
             # A plain-def hook or action running in its worker thread.
             trio.from_thread.run_sync(fn, *args)
 
-    def stream_from(self, stream: str) -> None:
+    def stream_from(self, stream: str, callback: StreamCallback | None = None) -> None:
         if not isinstance(stream, str):
             raise TypeError(f"stream names are strings, not {type(stream).__name__}")
         if stream.startswith(RESERVED_PREFIX):
@@ -120,18 +130,38 @@ class Subscription:
         if self.record.closed or stream in self.streams:
             return
         self.streams.append(stream)
-        self.connection.host.stream_added(stream, self.record)
+        subscriber: Subscriber = self.record
+        if callback is not None:
+            subscriber = Filtered(self, callback)
+            if self._filters is None:
+                self._filters = {}
+            self._filters[stream] = subscriber
+        self.connection.host.stream_added(stream, subscriber)
+
+    def _subscriber(self, stream: str) -> Subscriber:
+        if self._filters is not None and stream in self._filters:
+            return self._filters.pop(stream)
+        return self.record
 
     def stop_stream_from(self, stream: str) -> None:
         if stream in self.streams:
             self.streams.remove(stream)
-            self.connection.host.stream_removed(stream, self.record)
+            self.connection.host.stream_removed(stream, self._subscriber(stream))
 
     def stop_all_streams(self) -> None:
         host = self.connection.host
         for stream in self.streams:
-            host.stream_removed(stream, self.record)
+            host.stream_removed(stream, self._subscriber(stream))
         self.streams.clear()
+
+    def add_timer(self, fn: Callable[[], Any], seconds: float) -> None:
+        if self._ending or self.record.closed:
+            return
+        if self._timers is None:
+            self._timers = []
+        self._timers.append((fn, seconds))
+        if self.confirmed:
+            self.connection.spawn(partial(self._every, fn, seconds))
 
     def transmit(self, data: Any) -> None:
         self.record.transmit(encode_payload(data))
@@ -145,12 +175,18 @@ class Subscription:
             self.connection.spawn(self.run)
 
     def end(self) -> None:
-        """Stop delivery now; ``unsubscribed()`` runs after queued commands."""
+        """Stop delivery and timers now; ``unsubscribed()`` runs after
+        queued commands."""
         if not self.record.closed:
             self.record.leave()
             self.stop_all_streams()
         self._ending = True
+        self._stop_timers()
         self.start()
+
+    def _stop_timers(self) -> None:
+        for scope in self._timer_scopes or ():
+            scope.cancel()
 
     # -- the subscription's work (a task while there is some) ----------------
 
@@ -176,13 +212,14 @@ class Subscription:
         conn = self.connection
         try:
             await call_hook(self.channel, "subscribed")
-        except Exception:
-            log.exception(
-                "conn %s: %s.subscribed() failed; rejecting",
-                conn.id,
-                self.channel.channel_name,
-            )
-            self.rejected = True
+        except Exception as exc:
+            if not await self._rescued(exc):
+                log.exception(
+                    "conn %s: %s.subscribed() failed; rejecting",
+                    conn.id,
+                    self.channel.channel_name,
+                )
+                self.rejected = True
         if self.rejected:
             self._finished = self._ending = True
             self.record.reject()
@@ -192,7 +229,37 @@ class Subscription:
         await conn.host.streams_live(self.streams)
         self.record.confirm()
         self.confirmed = True
+        self._start_timers()
         return True
+
+    def _start_timers(self) -> None:
+        """The channel's ``@periodically`` methods and the timers added
+        before the confirmation start now, each in a task of its own."""
+        channel = self.channel
+        timers = [(getattr(channel, name), every) for name, every in channel._timers]
+        if self._timers is not None:
+            timers += self._timers
+        self._timers = timers or None
+        for fn, seconds in timers:
+            self.connection.spawn(partial(self._every, fn, seconds))
+
+    async def _every(self, fn: Callable[[], Any], seconds: float) -> None:
+        """One timer: ``fn`` every ``seconds`` (between the end of a call and
+        the next), until the subscription ends."""
+        if self._ending or self.record.closed:
+            return
+        scope = trio.CancelScope()
+        if self._timer_scopes is None:
+            self._timer_scopes = []
+        self._timer_scopes.append(scope)
+        name = getattr(fn, "__name__", repr(fn))
+        try:
+            with scope:
+                while True:
+                    await trio.sleep(seconds)
+                    await self._guarded(fn, (), f"timer {name!r}")
+        finally:
+            self._timer_scopes.remove(scope)
 
     async def _finish(self) -> None:
         if self._finished:
@@ -205,25 +272,42 @@ class Subscription:
             await self._unsubscribed()
 
     async def _perform(self, message: Message) -> None:
-        fn, is_async, takes_data = action_for(type(self.channel), message.action)
+        fn, _, takes_data = action_for(type(self.channel), message.action)
         args = (self.channel, message.data) if takes_data else (self.channel,)
+        await self._guarded(fn, args, f"action {message.action!r}")
+
+    async def _guarded(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], what: str
+    ) -> None:
+        """Run an action or a timer; an exception goes to the channel's
+        ``rescue_from`` handler, or is logged and reported to the client."""
         try:
-            if is_async:
-                await fn(*args)
-            else:
-                await trio.to_thread.run_sync(fn, *args)
-        except Exception:
+            await call(fn, *args)
+        except Exception as exc:
+            if await self._rescued(exc):
+                return
             log.exception(
-                "conn %s: action %r of %s failed",
-                self.connection.id,
-                message.action,
-                self.identifier,
+                "conn %s: %s of %s failed", self.connection.id, what, self.identifier
             )
-            self.connection.error(
-                "server_error",
-                f"action {message.action!r} failed",
-                self.identifier,
-            )
+            self.connection.error("server_error", f"{what} failed", self.identifier)
+
+    async def _rescued(self, exc: Exception) -> bool:
+        """Whether a ``rescue_from`` handler of the channel handled ``exc``
+        (a handler that raises has not: the caller reports ``exc``)."""
+        for types, handler in self.channel._rescuers:
+            if isinstance(exc, types):
+                try:
+                    await call(handler, self.channel, exc)
+                except Exception:
+                    log.exception(
+                        "conn %s: the rescue_from handler %s of %s failed",
+                        self.connection.id,
+                        handler.__name__,
+                        self.identifier,
+                    )
+                    return False
+                return True
+        return False
 
     async def _unsubscribed(self) -> None:
         # Shielded so a disconnect or shutdown still runs the hook, but
@@ -241,7 +325,9 @@ class Subscription:
                 timed_out = await call_hook(
                     self.channel, "unsubscribed", options.hook_timeout
                 )
-            except Exception:
+            except Exception as exc:
+                if await self._rescued(exc):
+                    return
                 log.exception(
                     "conn %s: unsubscribed() of %s failed",
                     self.connection.id,
@@ -253,6 +339,46 @@ class Subscription:
                 self.connection.id,
                 self.identifier,
             )
+
+
+async def call(fn: Callable[..., Any], *args: Any) -> None:
+    """Await ``fn(*args)`` if it is ``async def``, else run it in a worker
+    thread."""
+    if inspect.iscoroutinefunction(fn):
+        await fn(*args)
+    else:
+        await trio.to_thread.run_sync(fn, *args)
+
+
+class Filtered:
+    """A ``stream_from`` callback between the hub and one subscription: it
+    decodes each broadcast, calls the callback and encodes what it returns,
+    so this subscription alone leaves the encode-once path."""
+
+    __slots__ = ("callback", "identifier", "owner")
+
+    def __init__(self, owner: Subscription, callback: StreamCallback) -> None:
+        self.owner = owner
+        self.identifier = owner.identifier
+        self.callback = callback
+
+    def deliver(self, payload: str, frames: dict[str, str]) -> None:
+        record = self.owner.record
+        if record.closed:
+            return
+        try:
+            out = self.callback(json.loads(payload))
+            if out is None:
+                return  # filtered out
+            encoded = encode_payload(out)
+        except Exception:
+            log.exception(
+                "conn %s: the stream_from callback of %s failed",
+                self.owner.connection.id,
+                self.identifier,
+            )
+            return
+        record.deliver(encoded, {})  # a frame of its own, not the shared one
 
 
 #: Worker threads for hooks are counted by trio's default limiter, taken
