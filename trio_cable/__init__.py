@@ -11,6 +11,8 @@ from ._cable import Cable as Cable
 from ._cable import ConnectHook as ConnectHook
 from ._cable import RedisCable as RedisCable
 from ._channel import Channel as Channel
+from ._channel import periodically as periodically
+from ._channel import rescue_from as rescue_from
 from ._connection import Connection as Connection
 from ._current import current as current
 from ._errors import CableError as CableError
@@ -58,7 +60,9 @@ __all__ = [
     "TokenExpired",
     "Unauthorized",
     "current",
+    "periodically",
     "redis_broadcast",
+    "rescue_from",
     "serve_cable",
     "serve_cable_direct",
     "serve_cable_trio_websocket",

@@ -75,6 +75,9 @@ def test_the_top_level_is_the_server_api() -> None:
     top = set(trio_cable.__all__)
     for name in ("Cable", "Channel", "serve_cable", "CableError", "Request"):
         assert name in top
+    # The channel decorators (issue 12) sit beside Channel.
+    assert trio_cable.periodically.__module__ == "trio_cable"
+    assert trio_cable.rescue_from.__module__ == "trio_cable"
     # The client's classes are reached as trio_cable.client.X only.
     for name in ("Message", "Subscription", "CableClient", "open_cable_client"):
         assert name not in top, name

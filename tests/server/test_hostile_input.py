@@ -481,9 +481,7 @@ async def test_actions_named_after_internals_are_refused() -> None:
 # -- duplicate and racing subscribe/unsubscribe -------------------------------
 
 
-async def test_duplicate_subscribes_are_confirmed_once_with_one_subscription() -> (
-    None
-):
+async def test_duplicate_subscribes_are_confirmed_once_with_one_subscription() -> None:
     hooks = Hooks()
     async with clients(make_cable(hooks)) as (cable, ws, _neighbour):
         ident = identifier_for("Room", race="dup", slow=True)
