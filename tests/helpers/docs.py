@@ -4,6 +4,7 @@ code, and the tests that live in a doc are collected from it."""
 from __future__ import annotations
 
 import re
+import sys
 import types
 from pathlib import Path
 
@@ -15,7 +16,13 @@ def load_doc(name: str) -> types.ModuleType:
     """Run a doc's Python blocks in order, as one module."""
     module = types.ModuleType(f"docs_{name}")
     source = "\n".join(BLOCK.findall((DOCS / name).read_text()))
-    exec(compile(source, str(DOCS / name), "exec"), module.__dict__)
+    # In sys.modules while it runs, as an imported module is: dataclasses
+    # look their module up there.
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile(source, str(DOCS / name), "exec"), module.__dict__)
+    finally:
+        del sys.modules[module.__name__]
     return module
 
 

@@ -7,14 +7,34 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from tests.helpers import doc_tests, load_doc
 
 
-@pytest.mark.parametrize("test_name", doc_tests("guide.md"))
+#: The guide's tests named ``*_on_the_mock_clock`` are about timers: they
+#: run on trio's autojump clock, as a user's test with that fixture would.
+MOCK_CLOCK = "_on_the_mock_clock"
+
+
+@pytest.mark.parametrize(
+    "test_name", [n for n in doc_tests("guide.md") if not n.endswith(MOCK_CLOCK)]
+)
 async def test_guide_examples(test_name: str) -> None:
     guide = load_doc("guide.md")  # a fresh cable per test
     await getattr(guide, test_name)()
+
+
+@pytest.mark.parametrize(
+    "test_name", [n for n in doc_tests("guide.md") if n.endswith(MOCK_CLOCK)]
+)
+async def test_guide_timer_examples(
+    test_name: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    guide = load_doc("guide.md")
+    start = trio.current_time()
+    await getattr(guide, test_name)()
+    assert trio.current_time() - start >= 1.0  # the timers' time went by
 
 
 async def test_guide_serving_example_runs(capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.helpers import LOSS_BOUND, task_count
+from tests.helpers import LOSS_BOUND, all_tasks, task_count
 from trio_cable import (
     Cable,
     CableError,
@@ -249,6 +249,11 @@ async def test_stream_from_callback_transforms_and_filters_for_one_subscription(
 # -- periodically ------------------------------------------------------------------
 
 
+def timer_tasks() -> list[trio.lowlevel.Task]:
+    """The tasks running a subscription's timer, found in the task tree."""
+    return [t for t in all_tasks() if t.coro.cr_code.co_name == "_every"]
+
+
 def ticking_cable(log: list[str]) -> Cable:
     cable = Cable()
 
@@ -283,9 +288,11 @@ async def test_periodically_runs_from_confirmation_until_unsubscribe(
     async with cable.running():
         before = task_count()
         async with cable_test_client(cable) as ws:
+            await trio.testing.wait_all_tasks_blocked()
             idle = task_count()
             start = trio.current_time()
             await ws.subscribe("Clock", extra=True)
+            assert len(timer_tasks()) == 2
             first = await ws.receive()
             assert first["message"]["tick"] == 1
             assert first["message"]["at"] - start == pytest.approx(2)
@@ -299,7 +306,8 @@ async def test_periodically_runs_from_confirmation_until_unsubscribe(
             assert log == ["extra"]  # at 5 s
             await ws.unsubscribe("Clock", extra=True)
             await trio.testing.wait_all_tasks_blocked()
-            assert task_count() == idle  # both timers ended with it
+            assert timer_tasks() == []  # both timers ended with it
+            assert task_count() == idle
             assert log == ["extra", "unsubscribed"]
             await trio.sleep(60)
             with trio.move_on_after(0):
@@ -319,7 +327,9 @@ async def test_timers_end_with_the_connection(
         async with cable_test_client(cable) as ws:
             await ws.subscribe("Clock", extra=True)
             assert (await ws.receive())["message"]["tick"] == 1
+            assert len(timer_tasks()) == 2
         await trio.testing.wait_all_tasks_blocked()
+        assert timer_tasks() == []
         assert task_count() == before
         assert log == ["unsubscribed"]
 
