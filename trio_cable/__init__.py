@@ -10,6 +10,7 @@ This namespace is the server's API; the Python client is
 from ._cable import Cable as Cable
 from ._cable import ConnectHook as ConnectHook
 from ._cable import RedisCable as RedisCable
+from ._cable import redis_disconnect as redis_disconnect
 from ._channel import Channel as Channel
 from ._channel import periodically as periodically
 from ._channel import rescue_from as rescue_from
@@ -62,6 +63,7 @@ __all__ = [
     "current",
     "periodically",
     "redis_broadcast",
+    "redis_disconnect",
     "rescue_from",
     "serve_cable",
     "serve_cable_direct",

@@ -20,7 +20,7 @@ from ._channel import Channel, rules_for
 from ._errors import CableError
 from ._hub import Hub, Subscriber
 from ._options import DEFAULT_REDIS_PREFIX, CableOptions
-from ._redis import RedisBridge
+from ._redis import RedisBridge, redis_broadcast
 from ._registry import ConnectionSet
 from ._util import single_error
 from .protocol.codec import encode_payload, encode_ping
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from ._request import Request
     from .protocol.server import ChannelRules
 
-__all__ = ["Cable", "ConnectHook"]
+__all__ = ["Cable", "ConnectHook", "redis_disconnect"]
 
 log = logging.getLogger("trio_cable.cable")
 
@@ -261,10 +261,16 @@ class Cable:
             reconnect: whether the client may reconnect (the official
                 client does not reconnect when false).
 
-        Returns how many connections it closed in this process.
+        Returns how many connections it closed in this process. From a
+        process with no running cable, use :func:`redis_disconnect`.
 
         Raises:
             TypeError: ``identity`` is not JSON-encodable.
+
+        Cancellation: it waits only while the Redis bridge's publish buffer
+        is full (as :meth:`broadcast` does); cancelled there, nothing was
+        sent. Like broadcasts, a command still buffered when the cable
+        stops is dropped.
         """
         payload = encode_payload(
             {"identity": identity, "reason": reason, "reconnect": reconnect}
@@ -433,6 +439,25 @@ class Cable:
             for conn in list(self._connections):
                 if conn.ready:
                     conn.enqueue(frame)
+
+
+def redis_disconnect(
+    url: str,
+    identity: Any,
+    *,
+    reason: str = "remote",
+    reconnect: bool = True,
+    prefix: str = DEFAULT_REDIS_PREFIX,
+) -> int:
+    """:meth:`Cable.disconnect` from any program, through Redis.
+
+    For scripts and jobs with no cable of their own: every process whose
+    Redis cable runs with this ``prefix`` closes the connections matching
+    ``identity``. Blocking; returns how many processes received the
+    command.
+    """
+    command = {"identity": identity, "reason": reason, "reconnect": reconnect}
+    return redis_broadcast(url, REMOTE_DISCONNECT, command, prefix=prefix)
 
 
 def identity_matches(identity: Any, match: Any) -> bool:

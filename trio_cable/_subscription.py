@@ -77,6 +77,7 @@ class Subscription:
         "_running",
         "_timer_scopes",
         "_timers",
+        "_timers_gone",
         "channel",
         "confirmed",
         "connection",
@@ -110,6 +111,7 @@ class Subscription:
         self._filters: dict[str, Filtered] | None = None
         self._timers: list[tuple[Callable[[], Any], float]] | None = None
         self._timer_scopes: list[trio.CancelScope] | None = None
+        self._timers_gone: trio.Event | None = None  # set as the last one ends
         # The resolver (the cable) put the channel class in the rules.
         self.channel = cast("type[Channel]", record.rules.source)(self)
 
@@ -260,6 +262,8 @@ class Subscription:
                     await self._guarded(fn, (), f"timer {name!r}")
         finally:
             self._timer_scopes.remove(scope)
+            if not self._timer_scopes and self._timers_gone is not None:
+                self._timers_gone.set()
 
     async def _finish(self) -> None:
         if self._finished:
@@ -272,17 +276,26 @@ class Subscription:
             await self._unsubscribed()
 
     async def _perform(self, message: Message) -> None:
-        fn, _, takes_data = action_for(type(self.channel), message.action)
+        fn, is_async, takes_data = action_for(type(self.channel), message.action)
         args = (self.channel, message.data) if takes_data else (self.channel,)
-        await self._guarded(fn, args, f"action {message.action!r}")
+        await self._guarded(fn, args, f"action {message.action!r}", is_async)
 
     async def _guarded(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], what: str
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        what: str,
+        is_async: bool | None = None,
     ) -> None:
         """Run an action or a timer; an exception goes to the channel's
         ``rescue_from`` handler, or is logged and reported to the client."""
+        if is_async is None:
+            is_async = inspect.iscoroutinefunction(fn)
         try:
-            await call(fn, *args)
+            if is_async:
+                await fn(*args)
+            else:
+                await trio.to_thread.run_sync(fn, *args)
         except Exception as exc:
             if await self._rescued(exc):
                 return
@@ -321,6 +334,12 @@ class Subscription:
             scope.deadline = (
                 trio.current_time() + options.close_timeout + options.hook_timeout
             )
+            # Timers were cancelled at unsubscribe; one in a worker thread
+            # ends when its call returns: unsubscribed() comes after.
+            self._stop_timers()
+            if self._timer_scopes:
+                self._timers_gone = trio.Event()
+                await self._timers_gone.wait()
             try:
                 timed_out = await call_hook(
                     self.channel, "unsubscribed", options.hook_timeout

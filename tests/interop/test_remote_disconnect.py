@@ -4,18 +4,21 @@ and ``serve_cable`` on the direct transport) sharing a real redis-server.
 ``POST /disconnect?user=NAME`` on one worker runs chat_app's ``await
 cable.disconnect(user, reconnect=False)``; every connection of that user,
 on either worker, gets the disconnect frame and is closed, and every other
-connection carries on.
+connection carries on. ``redis_disconnect`` does the same from a
+program with no cable.
 """
 
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 
 import trio
 
 from tests.helpers import LOSS_BOUND, RawClient, RedisServer, command, wait_until
 from tests.interop.servers import ServerProcess
+from trio_cable import redis_disconnect
 
 CONTROL = "trio_cable:_trio_cable:disconnect"  # prefix + the cable's stream
 REMOTE = {"type": "disconnect", "reason": "remote", "reconnect": False}
@@ -74,3 +77,21 @@ async def test_remote_disconnect_closes_the_user_on_every_worker(
             }
             assert (await b.stats())["connections"] == 1
             assert (await a.stats())["connections"] == 0
+
+            # From a script with no cable of its own: straight through Redis.
+            received = await trio.to_thread.run_sync(
+                partial(redis_disconnect, redis_server.url, "bob", reason="bye")
+            )
+            assert received == 2  # both workers heard it
+            with trio.fail_after(LOSS_BOUND):
+                frames = await bob_b.read_to_end()
+            assert [f for f in frames if f.get("type") == "disconnect"] == [
+                {"type": "disconnect", "reason": "bye", "reconnect": True}
+            ]
+            await wait_until_closed(b)
+
+
+async def wait_until_closed(server: ServerProcess) -> None:
+    with trio.fail_after(LOSS_BOUND):
+        while (await server.stats())["connections"]:
+            await trio.sleep(0.02)  # polling another process
