@@ -447,3 +447,28 @@ async def test_rescue_from_in_a_base_class_and_refusals() -> None:
         rescue_from()
     with pytest.raises(TypeError):
         rescue_from(KeyboardInterrupt)
+
+
+async def test_rescue_from_handles_a_timers_error_and_the_timer_goes_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    cable = Cable()
+
+    @cable.channel
+    class Flaky(Channel):
+        async def subscribed(self) -> None:
+            self.calls = 0
+
+        @periodically(1)
+        async def poll(self) -> None:
+            self.calls += 1
+            raise Oops(f"call {self.calls}")
+
+        @rescue_from(Oops)
+        def retry_later(self, exc: Oops) -> None:
+            self.transmit({"handled": str(exc)})
+
+    async with cable_test_client(cable) as ws:
+        await ws.subscribe("Flaky")
+        assert (await ws.receive())["message"] == {"handled": "call 1"}
+        assert (await ws.receive())["message"] == {"handled": "call 2"}
