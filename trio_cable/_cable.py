@@ -7,7 +7,7 @@ import fnmatch
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 from urllib.parse import urlsplit
@@ -305,6 +305,10 @@ class Cable:
         """The protocol's view of the channel registered as ``name``."""
         cls = self.channels.get(name)
         return None if cls is None else rules_for(cls)
+
+    def channel_names(self) -> Collection[str]:
+        """The names clients subscribe to channels with."""
+        return self.channels.keys()
 
     def stream_added(self, stream: str, sub: Subscriber) -> None:
         self.hub.add(stream, sub)

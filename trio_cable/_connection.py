@@ -30,7 +30,7 @@ from .protocol.server import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable
+    from collections.abc import Awaitable, Callable, Collection, Iterable
 
     from ._hub import Subscriber
     from ._options import CableOptions
@@ -59,6 +59,8 @@ class ConnectionHost(Protocol):
         """The rules of the channel clients subscribe to as ``name``;
         its ``source`` is the channel class."""
         ...
+
+    def channel_names(self) -> Collection[str]: ...
 
     def register(self, conn: Connection) -> None: ...
 
@@ -187,9 +189,19 @@ class Connection:
             else:
                 self._start_writer()
 
-    def error(self, reason: str, message: str, identifier: str | None = None) -> None:
+    def error(
+        self,
+        reason: str,
+        message: str,
+        identifier: str | None = None,
+        ref: str | int | None = None,
+    ) -> None:
         """Report a protocol error to the client and the log; carry on."""
-        self.protocol.error(reason, message, identifier)
+        self.protocol.error(reason, message, identifier, ref)
+
+    def performed(self, identifier: str, ref: str | int) -> None:
+        """Tell a client that asked (``ref``) that its action ran."""
+        self.enqueue(self.protocol.dialect.performed(identifier, ref))
 
     def close(self, reason: str = "remote", *, reconnect: bool = True) -> None:
         """Send ``disconnect`` after what is queued, then close the socket."""

@@ -150,6 +150,30 @@ class SubscriptionTimeout(ClientError):
         self.identifier = identifier
 
 
+class ActionFailed(ClientError):
+    """``perform(..., wait=True)``: the server reported that the action did
+    not run or raised. ``reason`` is the server's (``unknown_action``,
+    ``invalid_action``, ``server_error``, ``too_many_commands``,
+    ``not_subscribed``), ``message`` its explanation."""
+
+    def __init__(self, action: str, reason: str, message: str):
+        super().__init__(f"{action}: {reason}: {message}")
+        self.action = action
+        self.reason = reason
+        self.message = message
+
+
+class ActionTimeout(ClientError):
+    """``perform(..., wait=True)``: no answer within the timeout. A server
+    other than trio_cable never answers (Action Cable has no answer to a
+    perform), and a connection lost before the answer loses it too: the
+    action may or may not have run."""
+
+    def __init__(self, action: str, timeout: float):
+        super().__init__(f"{action}: no answer from the server within {timeout:g}s")
+        self.action = action
+
+
 class SubscriptionOverflow(ClientError):
     """With ``overflow="error"``: the consumer fell behind and ``dropped``
     messages were discarded. Raised once; the subscription goes on."""

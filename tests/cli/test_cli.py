@@ -289,9 +289,11 @@ async def test_perform_without_count_waits_and_prints_everything(url: str) -> No
 
 
 async def test_perform_unknown_action_fails(url: str) -> None:
-    result = await cli("perform", url, "ChatChannel", "fly", "-p", "room=general")
+    result = await cli("perform", url, "ChatChannel", "speek", "-p", "room=general")
     assert result.returncode == 1
-    assert "unknown_action" in result.stderr.decode()
+    (line,) = result.stderr.decode().splitlines()  # one line, with the hint
+    assert "unknown_action: ChatChannel has no action 'speek'" in line
+    assert "did you mean 'speak'?" in line
 
 
 async def test_perform_too_few_replies_fails(url: str) -> None:

@@ -25,6 +25,7 @@ import trio
 import trio.testing
 
 from trio_cable import Cable, Channel
+from trio_cable.protocol.server import did_you_mean
 from trio_cable.testing import (
     MemoryTransport,
     TestClient,
@@ -468,8 +469,10 @@ async def test_actions_named_after_internals_are_refused() -> None:
             await expect_error(ws, "invalid_action", ROOM, f"{name!r} is private")
         for name in ["secret", "prop", "static", "klass", "nope", "", "echo "]:
             await ws.perform("Room", name)
+            # The hint lists the real actions only, never an internal.
+            hint = did_you_mean(name, ["echo", "receive"], "actions")
             await expect_error(
-                ws, "unknown_action", ROOM, f"Room has no action {name!r}"
+                ws, "unknown_action", ROOM, f"Room has no action {name!r}{hint}"
             )
         # None of them ran: no hook twice, no reject, no stream left.
         assert len(hooks.subscribed) == 2

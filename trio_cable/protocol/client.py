@@ -29,6 +29,7 @@ __all__ = [
     "DisconnectRequested",
     "ErrorReported",
     "InvalidFrame",
+    "Performed",
     "Ping",
     "Received",
     "Rejected",
@@ -64,11 +65,16 @@ def encode_unsubscribe(identifier: str) -> str:
     return f'{{"command":"unsubscribe","identifier":{encode_payload(identifier)}}}'
 
 
-def encode_message_command(identifier: str, data: Mapping[str, Any]) -> str:
-    """``data`` travels as a JSON *string* inside the frame, as Rails expects."""
+def encode_message_command(
+    identifier: str, data: Mapping[str, Any], ref: int | None = None
+) -> str:
+    """``data`` travels as a JSON *string* inside the frame, as Rails expects.
+    ``ref`` asks a trio_cable server to answer (``performed`` or an error
+    with the same ``ref``); other servers ignore it."""
+    ref_field = "" if ref is None else f',"ref":{ref}'
     return (
         f'{{"command":"message","identifier":{encode_payload(identifier)},'
-        f'"data":{encode_payload(encode_payload(data))}}}'
+        f'"data":{encode_payload(encode_payload(data))}{ref_field}}}'
     )
 
 
@@ -131,6 +137,15 @@ class ErrorReported:
     reason: str
     message: str
     identifier: str | None
+    #: The ``ref`` of the message command it answers, if it carried one.
+    ref: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Performed:
+    """trio_cable's answer to a message command with ``ref``: it ran."""
+
+    ref: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +163,7 @@ ServerEvent = (
     | Received
     | DisconnectRequested
     | ErrorReported
+    | Performed
     | InvalidFrame
 )
 
@@ -244,8 +260,10 @@ class ClientProtocol:
         waiting = [s.last_sent for s in self._states.values() if s.waiting]
         return min(waiting) + self.subscribe_retry if waiting else None
 
-    def encode_message(self, state: SubscriptionState, data: Mapping[str, Any]) -> str:
-        return encode_message_command(state.identifier, data)
+    def encode_message(
+        self, state: SubscriptionState, data: Mapping[str, Any], ref: int | None = None
+    ) -> str:
+        return encode_message_command(state.identifier, data, ref)
 
     # -- connections -------------------------------------------------------------
 
@@ -278,13 +296,18 @@ class ClientProtocol:
             return DisconnectRequested(
                 str(frame.get("reason") or "unknown"), frame.get("reconnect") is True
             )
+        ref = frame.get("ref")
+        ref = ref if isinstance(ref, int) and not isinstance(ref, bool) else None
         if kind == "error":
             about = self._states.get(str(frame.get("about", "")))
             return ErrorReported(
                 str(frame.get("reason")),
                 str(frame.get("message", "")),
                 None if about is None else about.identifier,
+                ref,
             )
+        if kind == "performed":
+            return None if ref is None else Performed(ref)
         identifier = frame.get("identifier")
         state = self._states.get(identifier) if isinstance(identifier, str) else None
         if state is None:

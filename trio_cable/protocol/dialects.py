@@ -19,6 +19,7 @@ from .codec import (
     encode_confirm,
     encode_disconnect,
     encode_error,
+    encode_performed,
     encode_ping,
     encode_reject,
     encode_welcome,
@@ -56,8 +57,18 @@ class Dialect(Protocol):
 
     def disconnect(self, reason: str, *, reconnect: bool) -> str: ...
 
-    def error(self, reason: str, message: str, identifier: str | None = None) -> str:
+    def error(
+        self,
+        reason: str,
+        message: str,
+        identifier: str | None = None,
+        ref: str | int | None = None,
+    ) -> str:
         """A protocol error report no subscription's callback sees."""
+        ...
+
+    def performed(self, identifier: str, ref: str | int) -> str:
+        """The answer to a ``message`` with ``ref`` whose action ran."""
         ...
 
     def message_prefix(self, identifier: str) -> str:
@@ -92,8 +103,17 @@ class ActionCableV1JSON:
     def disconnect(self, reason: str, *, reconnect: bool) -> str:
         return encode_disconnect(reason, reconnect=reconnect)
 
-    def error(self, reason: str, message: str, identifier: str | None = None) -> str:
-        return encode_error(reason, message, identifier)
+    def error(
+        self,
+        reason: str,
+        message: str,
+        identifier: str | None = None,
+        ref: str | int | None = None,
+    ) -> str:
+        return encode_error(reason, message, identifier, ref)
+
+    def performed(self, identifier: str, ref: str | int) -> str:
+        return encode_performed(identifier, ref)
 
     def message_prefix(self, identifier: str) -> str:
         return message_prefix(identifier)
