@@ -789,6 +789,38 @@ async def test_serve_cannot_listen(app_dir: Path) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr.decode()
 
 
+@pytest.mark.parametrize("command", ["demo", "serve myapp:app"])
+async def test_hypercorn_on_a_taken_port_is_one_line(
+    app_dir: Path, command: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = await cli(*command.split(), "--port", port, "--app-dir", str(app_dir))
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [
+        f"trio-cable: error: cannot listen on 127.0.0.1:{port}: "
+        "[Errno 98] Address already in use"
+    ]
+    assert result.stdout == b""
+
+
+@pytest.mark.parametrize("command", ["perform", "listen"])
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/cable", "ws://x:port/cable"])
+async def test_a_url_that_is_not_a_cable_is_a_usage_error(
+    command: str, url: str
+) -> None:
+    args = [command, url, "ChatChannel"] + (["speak"] if command == "perform" else [])
+    result = await cli(*args)
+    assert result.returncode == 2
+    error = result.stderr.decode().splitlines()[-1]  # after argparse's usage
+    assert error.startswith(f"trio-cable {command}: error: argument URL: not a ws://")
+    assert "Traceback" not in result.stderr.decode()
+    if url.startswith("http"):
+        assert "'ws://127.0.0.1:9/cable'?" in error
+
+
 # -- serve: Hypercorn ------------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._args import header, json_object, json_value, param
+from ._args import cable_url, header, json_object, json_value, param
 from ._client import listen, perform
 from ._output import EXIT_CODES
 from ._remote import broadcast, stats
@@ -19,7 +19,9 @@ _EPILOG = "exit codes:\n" + "\n".join(
 
 
 def _add_client_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", metavar="URL", help="the cable, e.g. ws://host/cable")
+    parser.add_argument(
+        "url", metavar="URL", type=cable_url, help="the cable, e.g. ws://host/cable"
+    )
     parser.add_argument("channel", metavar="CHANNEL", help="channel class name")
     parser.add_argument(
         "-p",

@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 from functools import partial
 from typing import Literal
@@ -172,6 +173,7 @@ def _exec_hypercorn(args: argparse.Namespace, output: Output, target: Target) ->
     if args.print_command:
         output.data({"transport": "hypercorn", "command": command, "redis": args.redis})
         return OK
+    _check_bindable(args.host, args.port)
     output.event(
         "serving",
         app=args.app,
@@ -184,6 +186,19 @@ def _exec_hypercorn(args: argparse.Namespace, output: Output, target: Target) ->
     # (SIGTERM: connections get server_restart after --graceful-timeout).
     sys.stderr.flush()
     os.execve(sys.executable, command, env)
+
+
+def _check_bindable(host: str, port: int) -> None:
+    """Fail in one line, before saying "serving", when Hypercorn could not
+    listen (it would print a traceback after we did)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        for family, kind, proto, _, address in infos[:1]:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {host}:{port}: {exc}") from None
 
 
 def demo(args: argparse.Namespace, output: Output) -> int:
