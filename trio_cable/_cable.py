@@ -331,9 +331,9 @@ class Cable:
         """The open connections."""
         return frozenset(self._connections)
 
-    def count(self, name: str) -> None:
-        """Add one to the counter ``name`` (see :meth:`stats`)."""
-        self.counters[name] += 1
+    def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to the counter ``name`` (see :meth:`stats`)."""
+        self.counters[name] += n
 
     async def serve(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

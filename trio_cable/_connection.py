@@ -66,7 +66,7 @@ class ConnectionHost(Protocol):
 
     def unregister(self, conn: Connection) -> None: ...
 
-    def count(self, name: str) -> None: ...
+    def count(self, name: str, n: int = 1) -> None: ...
 
     def stream_added(self, stream: str, subscriber: Subscriber) -> None: ...
 
@@ -258,6 +258,7 @@ class Connection:
             return
         options = self.options
         self.host.count("too_slow")
+        self.host.count("frames_dropped", self.transport.backlog_frames)
         log.warning(
             "conn %s: outbound queue full (%d frames or %d bytes); "
             "disconnecting as too_slow",
@@ -362,6 +363,7 @@ class Connection:
             else:
                 self.identity = await trio.to_thread.run_sync(hook, self.request)
         except ConnectionRejected as exc:
+            self.host.count("connect_hook_refused")
             log.info("conn %s: connection rejected: %s", self.id, exc.reason)
             self._close = (exc.reason, exc.reconnect)
             return False

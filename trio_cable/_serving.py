@@ -54,6 +54,7 @@ async def serve_connection(
         if request is None:
             return
         if path is not None and request.path != path:
+            cable.count("path_refused")
             await handshake.refuse(404, "Not Found")
             return
         refused = cable.refuse_handshake(request)

@@ -644,7 +644,7 @@ async def test_serve_wraps_a_bare_cable_for_hypercorn(app_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("target", "args", "text"),
     [
-        ("myapp:app", ["--transport", "direct"], "serves HTTP (stats_path="),
+        ("myapp:app", ["--transport", "trio-websocket"], "stats and metrics paths"),
         ("website:app", ["--transport", "direct"], "wraps an HTTP app"),
         ("website:pages", ["--transport", "trio-websocket"], "is an ASGI app"),
         ("myapp:cable", ["--transport", "direct", "-w", "2"], "--workers 2 needs"),
@@ -712,6 +712,40 @@ async def test_serve_a_cable_in_this_process(
             assert result.returncode == 0, result.stderr.decode()
             message = await chat.receive()
             assert message == {"user": "guest", "message": "hi"}
+
+
+@pytest.mark.parametrize("target", ["myapp:cable", "myapp:app"])
+async def test_stats_and_metrics_on_the_direct_transport(
+    app_dir: Path, background: Any, target: str
+) -> None:
+    """``trio-cable stats`` works against the direct transport: a bare
+    cable with ``--stats-path``, or a CableApp's own ``stats_path``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    args = ["--transport", "direct", "--stats-path", "/cable/stats"]
+    with trio.fail_after(15):
+        _server, event = await serving(
+            background, app_dir, target, *args, "--metrics-path", "/metrics"
+        )
+        assert event["transport"] == "direct"
+        async with (
+            open_cable_client(event["url"]) as client,
+            client.subscribe("ChatChannel", room="general"),
+        ):
+            result = await cli("stats", event["url"], "--json")
+            assert result.returncode == 0, result.stderr.decode()
+            assert json.loads(result.stdout)["subscriptions"] == 1
+            port = int(event["url"].rsplit(":", 1)[1].split("/")[0])
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                raw = b""
+                while chunk := await trio.to_thread.run_sync(sock.recv, 65536):
+                    raw += chunk
+    text = raw.partition(b"\r\n\r\n")[2].decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    (sample,) = families["trio_cable_subscriptions"].samples
+    assert sample.labels == {"channel": "ChatChannel"}
+    assert sample.value == 1
 
 
 async def test_serve_a_cable_app_at_its_path(tmp_path: Path, background: Any) -> None:

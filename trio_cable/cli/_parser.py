@@ -93,6 +93,17 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         "listening (a CableApp's own tune_gc=True also does)",
     )
     parser.add_argument(
+        "--stats-path",
+        metavar="PATH",
+        help="serve the cable's stats as JSON at PATH (what `trio-cable stats` "
+        "reads: the cable's path + /stats, e.g. /cable/stats)",
+    )
+    parser.add_argument(
+        "--metrics-path",
+        metavar="PATH",
+        help="serve Prometheus metrics at PATH (e.g. /metrics)",
+    )
+    parser.add_argument(
         "--app-dir",
         default=".",
         metavar="DIR",

@@ -37,9 +37,12 @@ def choose_transport(args: argparse.Namespace, target: Target) -> Chosen:
     """``--transport``, with ``auto`` resolved; usage errors for what the
     chosen transport cannot do."""
     single = args.workers == 1 and not args.reload
+    target.stats_path = args.stats_path or target.stats_path
+    target.metrics_path = args.metrics_path or target.metrics_path
+    endpoints = target.stats_path is not None or target.metrics_path is not None
     if args.transport == "auto":
         direct = target.cable is not None and target.needs_http is None
-        return "direct" if direct and single else "hypercorn"
+        return "direct" if direct and single and not endpoints else "hypercorn"
     if args.transport == "hypercorn":
         return "hypercorn"
     name: Chosen = args.transport
@@ -57,6 +60,12 @@ def choose_transport(args: argparse.Namespace, target: Target) -> Chosen:
             "from this one process",
             USAGE,
         )
+    if name == "trio-websocket" and endpoints:
+        raise CommandError(
+            "stats and metrics paths need --transport hypercorn or direct: "
+            "trio-websocket serves no plain HTTP",
+            USAGE,
+        )
     return name
 
 
@@ -64,7 +73,15 @@ def hypercorn_app(target: Target) -> str:
     """Hypercorn's ``MODULE:APP`` for ``target``: a bare cable is wrapped
     in a CableApp (Hypercorn evaluates APP in the module)."""
     if isinstance(target.value, Cable):
-        wrapped = f"__import__('trio_cable.asgi').asgi.CableApp({target.expr})"
+        paths = "".join(
+            f", {name}={value!r}"
+            for name, value in (
+                ("stats_path", target.stats_path),
+                ("metrics_path", target.metrics_path),
+            )
+            if value is not None
+        )
+        wrapped = f"__import__('trio_cable.asgi').asgi.CableApp({target.expr}{paths})"
         return f"{target.module}:{wrapped}"
     return target.spec
 
@@ -141,6 +158,8 @@ async def _serve_here(
         transport=transport,
         path=target.path,
         tune_gc=target.tune_gc or args.tune_gc,
+        stats_path=target.stats_path,
+        metrics_path=target.metrics_path,
     )
     stop = (signal.SIGTERM, signal.SIGINT)
     with trio.open_signal_receiver(*stop) as signals, single_error():
@@ -165,6 +184,12 @@ async def _serve_here(
 
 
 def _exec_hypercorn(args: argparse.Namespace, output: Output, target: Target) -> int:
+    if (args.stats_path or args.metrics_path) and not isinstance(target.value, Cable):
+        raise CommandError(
+            "--stats-path/--metrics-path apply to a bare Cable under Hypercorn: "
+            "give your CableApp stats_path=/metrics_path= instead",
+            USAGE,
+        )
     env = dict(os.environ)
     app_dir = os.path.abspath(args.app_dir)
     path = env.get("PYTHONPATH")
