@@ -789,6 +789,65 @@ async def test_serve_in_this_process_stops_on_a_signal(
                 assert await server.process.wait() == 0
 
 
+TICKING = """
+import trio
+from trio_cable import Cable, Channel
+
+cable = Cable()
+
+
+@cable.channel
+class TickChannel(Channel):
+    async def subscribed(self):
+        self.stream_from("ticks")
+
+
+@cable.background
+async def tick():
+    n = 0
+    while True:
+        n += 1
+        await cable.broadcast("ticks", n)
+        await trio.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize("transport", ["direct", "hypercorn"])
+async def test_serve_runs_background_tasks(
+    tmp_path: Path, background: Any, transport: str
+) -> None:
+    """``@cable.background`` under ``trio-cable serve``: it runs, and a
+    SIGTERM still ends the server promptly (Hypercorn: its grace of 1 s)."""
+    (tmp_path / "ticking.py").write_text(TICKING)
+    port = free_port() if transport == "hypercorn" else 0
+    server = await background(
+        "serve", "ticking:cable", "--transport", transport, "--port", str(port),
+        "--app-dir", str(tmp_path), "--log-level", "warning", "--json",
+    )  # fmt: skip
+    event = json.loads(await server.line())
+    url = event["url"].replace("http://", "ws://").rstrip("/")
+    url = url if url.endswith("/cable") else url + "/cable"
+    with trio.fail_after(20):
+        while True:  # Hypercorn listens a moment after "serving": poll
+            try:
+                await (
+                    await trio.open_tcp_stream(
+                        "127.0.0.1", int(url.split(":")[2].split("/")[0])
+                    )
+                ).aclose()
+                break
+            except OSError:
+                await trio.sleep(0.05)
+        async with open_cable_client(url) as client:
+            async with client.subscribe("TickChannel") as ticks:
+                first = await ticks.receive()
+                assert await ticks.receive() > first  # it keeps ticking
+            server.process.send_signal(signal.SIGTERM)
+            started = trio.current_time()
+            assert await server.process.wait() == 0
+    assert trio.current_time() - started < 5  # prompt: not waiting on the ticker
+
+
 async def test_serve_direct_with_redis(
     app_dir: Path, background: Any, redis_url: str
 ) -> None:
