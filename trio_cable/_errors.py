@@ -132,13 +132,18 @@ class ConnectionLost(ClientError):
 
 class SubscriptionRejected(ClientError):
     """The server answered ``reject_subscription``. ``reason`` is the frame's
-    reason when the server gives one (trio_cable: ``unknown_channel``)."""
+    reason when the server gives one (trio_cable: ``unknown_channel``), and
+    ``message`` its explanation (trio_cable: the channels that exist)."""
 
-    def __init__(self, identifier: str, reason: str | None = None):
+    def __init__(
+        self, identifier: str, reason: str | None = None, message: str | None = None
+    ):
         detail = f" ({reason})" if reason else ""
-        super().__init__(f"subscription rejected{detail}: {identifier}")
+        explained = f": {message}" if message else ""
+        super().__init__(f"subscription rejected{detail}: {identifier}{explained}")
         self.identifier = identifier
         self.reason = reason
+        self.message = message
 
 
 class SubscriptionTimeout(ClientError):

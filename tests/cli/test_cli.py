@@ -405,9 +405,11 @@ async def test_listen_failures(url: str) -> None:
     down = await cli("listen", f"ws://127.0.0.1:{free_port()}/cable", "ChatChannel")
     assert down.returncode == 3
     assert "cannot connect" in down.stderr.decode()
-    unknown = await cli("listen", url, "NoSuchChannel")
+    unknown = await cli("listen", url, "ChatChanel")
     assert unknown.returncode == 1
-    assert "unknown_channel" in unknown.stderr.decode()
+    (line,) = unknown.stderr.decode().splitlines()  # one line, with the hint
+    assert "unknown_channel" in line
+    assert "no channel 'ChatChanel' (did you mean 'ChatChannel'?" in line
     denied = await cli("listen", url + "?token=bad", "ChatChannel")
     assert denied.returncode == 4
     bad_param = await cli("listen", url, "ChatChannel", "-p", "room")

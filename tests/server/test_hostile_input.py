@@ -383,11 +383,15 @@ async def test_unknown_channels_are_rejected_with_a_reason(name: str) -> None:
     async with clients() as (_cable, ws, _neighbour):
         ident = identifier_for(name)
         await ws.send_raw(frame("subscribe", ident))
-        assert (await next_frame(ws)) == {
+        rejected = await next_frame(ws)
+        assert rejected == {
             "identifier": ident,
             "type": "reject_subscription",
             "reason": "unknown_channel",
+            "message": rejected["message"],
         }
+        # It names the channel asked for, and only registered ones besides.
+        assert rejected["message"].startswith(f"no channel {name!r} (")
 
 
 PARAM_VALUES: list[Any] = [

@@ -17,6 +17,7 @@ from trio_cable.client import (
     ActionFailed,
     ActionTimeout,
     ServerError,
+    SubscriptionRejected,
     open_cable_client,
 )
 from trio_cable.protocol.server import MAX_WARNED_MISTAKES
@@ -66,6 +67,10 @@ async def test_unknown_channel_is_warned_once_per_connection_with_a_hint(
                 rejected = await ws.subscribe("ChatChanel", room="a")
                 assert rejected["type"] == "reject_subscription"
                 assert rejected["reason"] == "unknown_channel"
+                assert rejected["message"] == (
+                    "no channel 'ChatChanel' (did you mean 'ChatChannel'? "
+                    "channels: ChatChannel, EchoChannel)"
+                )
             await ws.subscribe("Nothing")  # another mistake: warned too
     found = warnings(caplog)
     hint = (
@@ -142,3 +147,17 @@ async def test_python_client_perform_wait_raises_for_a_failed_action() -> None:
             await chat.perform("linger", wait=0.2)
         async with client.subscribe("ChatChannel", room="b") as other:
             await other.perform("whoami", wait=True)
+
+
+async def test_python_client_rejection_carries_the_hint() -> None:
+    async with (
+        served(chat_cable()) as port,
+        open_cable_client(f"ws://127.0.0.1:{port}/cable") as client,
+    ):
+        with pytest.raises(SubscriptionRejected) as rejected:
+            async with client.subscribe("ChatChanel"):
+                pass  # pragma: no cover
+    assert rejected.value.reason == "unknown_channel"
+    assert rejected.value.message is not None
+    assert "did you mean 'ChatChannel'?" in rejected.value.message
+    assert "did you mean 'ChatChannel'?" in str(rejected.value)

@@ -245,7 +245,9 @@ class ClientConnection:
             self._notify()
         else:
             entry = self.entries.pop(event.identifier)
-            entry.reject(SubscriptionRejected(event.identifier, event.reason))
+            entry.reject(
+                SubscriptionRejected(event.identifier, event.reason, event.message)
+            )
             self._notify()
 
     # -- the client's lifetime ---------------------------------------------------------

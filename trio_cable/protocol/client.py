@@ -109,6 +109,9 @@ class Rejected:
 
     identifier: str
     reason: str | None
+    #: What went wrong, for people (trio_cable: "no channel ... (did you
+    #: mean ...?)").
+    message: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +318,7 @@ class ClientProtocol:
         if kind == "confirm_subscription":
             return self._confirm(state)
         if kind == "reject_subscription":
-            return self._reject(state, frame.get("reason"))
+            return self._reject(state, frame.get("reason"), frame.get("message"))
         if "message" in frame:  # data frames, and extensions' frames
             return Received(state.identifier, frame["message"])
         return None
@@ -325,10 +328,16 @@ class ClientProtocol:
             state.last_sent = -math.inf  # a new connection: send them all now
         return Welcome()
 
-    def _reject(self, state: SubscriptionState, reason: Any) -> Rejected:
+    def _reject(
+        self, state: SubscriptionState, reason: Any, message: Any = None
+    ) -> Rejected:
         state.status = Status.REJECTED
         del self._states[state.identifier]
-        return Rejected(state.identifier, reason if isinstance(reason, str) else None)
+        return Rejected(
+            state.identifier,
+            reason if isinstance(reason, str) else None,
+            message if isinstance(message, str) else None,
+        )
 
     def _confirm(self, state: SubscriptionState) -> Confirmed | None:
         if state.confirmed:

@@ -249,13 +249,18 @@ def encode_confirm(identifier: str) -> str:
     return f'{{"identifier":{_dumps(identifier)},"type":"confirm_subscription"}}'
 
 
-def encode_reject(identifier: str, reason: str | None = None) -> str:
-    """A rejection; ``reason`` (e.g. ``unknown_channel``) is informational."""
+def encode_reject(
+    identifier: str, reason: str | None = None, message: str | None = None
+) -> str:
+    """A rejection; ``reason`` (e.g. ``unknown_channel``) and ``message``
+    (what went wrong, for people) are informational: clients that do not
+    know them ignore them."""
     if reason is None:
         return f'{{"identifier":{_dumps(identifier)},"type":"reject_subscription"}}'
+    explained = "" if message is None else f',"message":{_dumps(message)}'
     return (
         f'{{"identifier":{_dumps(identifier)},"type":"reject_subscription",'
-        f'"reason":{_dumps(reason)}}}'
+        f'"reason":{_dumps(reason)}{explained}}}'
     )
 
 

@@ -53,7 +53,9 @@ class Dialect(Protocol):
 
     def confirm(self, identifier: str) -> str: ...
 
-    def reject(self, identifier: str, reason: str | None = None) -> str: ...
+    def reject(
+        self, identifier: str, reason: str | None = None, message: str | None = None
+    ) -> str: ...
 
     def disconnect(self, reason: str, *, reconnect: bool) -> str: ...
 
@@ -97,8 +99,10 @@ class ActionCableV1JSON:
     def confirm(self, identifier: str) -> str:
         return encode_confirm(identifier)
 
-    def reject(self, identifier: str, reason: str | None = None) -> str:
-        return encode_reject(identifier, reason)
+    def reject(
+        self, identifier: str, reason: str | None = None, message: str | None = None
+    ) -> str:
+        return encode_reject(identifier, reason, message)
 
     def disconnect(self, reason: str, *, reconnect: bool) -> str:
         return encode_disconnect(reason, reconnect=reconnect)

@@ -427,8 +427,9 @@ class ServerProtocol:
         if rules is None:
             self.host.count("unknown_channel")
             hint = did_you_mean(command.channel, self.host.channel_names(), "channels")
-            self.mistake("unknown_channel", f"no channel {command.channel!r}{hint}")
-            self.send(self.dialect.reject(identifier, "unknown_channel"))
+            explained = f"no channel {command.channel!r}{hint}"
+            self.mistake("unknown_channel", explained)
+            self.send(self.dialect.reject(identifier, "unknown_channel", explained))
             return None
         limit = self.settings.max_subscriptions
         if len(self.subscriptions) >= limit:
