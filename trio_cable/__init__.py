@@ -24,6 +24,7 @@ from ._redis import BridgeStatistics as BridgeStatistics
 from ._redis import redis_broadcast as redis_broadcast
 from ._request import Headers as Headers
 from ._request import Request as Request
+from ._run import run as run
 from .auth import InvalidSignature as InvalidSignature
 from .auth import InvalidToken as InvalidToken
 from .auth import SessionCookie as SessionCookie
@@ -59,6 +60,7 @@ __all__ = [
     "Unauthorized",
     "current",
     "redis_broadcast",
+    "run",
     "serve_cable",
     "serve_cable_direct",
     "serve_cable_trio_websocket",

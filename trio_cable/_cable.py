@@ -7,7 +7,7 @@ import fnmatch
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 from urllib.parse import urlsplit
@@ -104,6 +104,8 @@ class Cable:
         self.counters: Counter[str] = Counter()
         self._connections: ConnectionSet[Connection] = ConnectionSet()
         self._token: trio.lowlevel.TrioToken | None = None
+        self._background: list[Callable[[], Awaitable[object]]] = []
+        self._tasks: _Background | None = None
 
     # Read-only views of the options most code reads.
     @property
@@ -193,6 +195,68 @@ class Cable:
         self.connect_hook = hook
         return hook
 
+    # -- background tasks ----------------------------------------------------
+
+    def background(
+        self, fn: Callable[[], Awaitable[object]]
+    ) -> Callable[[], Awaitable[object]]:
+        """Run ``async def fn()`` beside the cable for as long as it runs
+        (a decorator; register before the cable starts).
+
+        It starts in the cable's own nursery each time the cable starts,
+        on every transport (``serve_cable``, ``CableApp`` through the ASGI
+        lifespan, ``trio-cable serve``, ``cable_test_client``).
+
+        Cancellation: at shutdown, background tasks are cancelled *first*,
+        before any client is disconnected, so nothing is broadcast to a
+        closing connection and shutdown never waits on them. An exception
+        from one is logged (``trio_cable.cable``, ERROR) and ends that
+        task only: the cable and its clients carry on.
+        """
+        self._background.append(fn)
+        return fn
+
+    def start_soon(
+        self, fn: Callable[..., Awaitable[object]], *args: Any, name: str | None = None
+    ) -> None:
+        """Start ``fn(*args)`` in the cable's nursery, for the rest of this
+        run (from any task in the trio thread, e.g. an action).
+
+        The same lifetime and error handling as :meth:`background`.
+
+        Raises:
+            CableError: the cable is not running (or is shutting down).
+        """
+        tasks = self._tasks
+        if tasks is None or tasks.scope.cancel_called:
+            raise CableError("the cable is not running: no nursery to start a task in")
+        tasks.nursery.start_soon(_guarded, fn, args, name=name or fn)
+
+    async def _run_background(self, *, task_status: trio.TaskStatus[None]) -> None:
+        tasks = _Background()
+        with tasks.scope:
+            try:
+                async with trio.open_nursery() as nursery:
+                    tasks.nursery = nursery
+                    self._tasks = tasks
+                    for fn in self._background:
+                        nursery.start_soon(_guarded, fn, (), name=fn)
+                    task_status.started()
+                    await trio.sleep_forever()
+            finally:
+                self._tasks = None
+                tasks.done.set()
+
+    async def stop_background(self) -> None:
+        """Cancel the background tasks and wait for them to end (shielded,
+        for at most ``close_timeout``); a no-op when none run."""
+        tasks = self._tasks
+        if tasks is None:
+            return
+        tasks.scope.cancel()
+        with trio.CancelScope(shield=True), trio.move_on_after(self.close_timeout):
+            await tasks.done.wait()
+
     # -- broadcasting --------------------------------------------------------
 
     async def broadcast(self, stream: str, data: Any) -> int:
@@ -242,6 +306,10 @@ class Cable:
         cls = self.channels.get(name)
         return None if cls is None else rules_for(cls)
 
+    def channel_names(self) -> Collection[str]:
+        """The names clients subscribe to channels with."""
+        return self.channels.keys()
+
     def stream_added(self, stream: str, sub: Subscriber) -> None:
         self.hub.add(stream, sub)
 
@@ -263,14 +331,15 @@ class Cable:
         """The open connections."""
         return frozenset(self._connections)
 
-    def count(self, name: str) -> None:
-        """Add one to the counter ``name`` (see :meth:`stats`)."""
-        self.counters[name] += 1
+    def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to the counter ``name`` (see :meth:`stats`)."""
+        self.counters[name] += n
 
     async def serve(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
-        """Run the cable's background work (the shared ping timer) forever.
+        """Run the cable's background work forever: the shared ping timer,
+        the broker, and the tasks of :meth:`background`.
 
         Reports started once the cable can serve connections.
 
@@ -286,6 +355,7 @@ class Cable:
                 async with trio.open_nursery() as nursery:
                     self._attach(broker)
                     await nursery.start(broker.run)
+                    await nursery.start(self._run_background)
                     task_status.started()
                     await self._ping_forever()
         finally:
@@ -341,8 +411,10 @@ class Cable:
     async def shutdown(
         self, reason: str = "server_restart", *, reconnect: bool = True
     ) -> None:
-        """Close every connection (``disconnect`` frame first) and wait for
-        them to end, for at most ``close_timeout`` plus ``hook_timeout``."""
+        """Cancel the background tasks, then close every connection
+        (``disconnect`` frame first) and wait for them to end, for at most
+        ``close_timeout`` plus ``hook_timeout``."""
+        await self.stop_background()
         await self._connections.drain(
             self.options.drain_timeout, reason, reconnect=reconnect
         )
@@ -364,6 +436,24 @@ class Cable:
             for conn in list(self._connections):
                 if conn.ready:
                     conn.enqueue(frame)
+
+
+class _Background:
+    """The cable's nursery for background tasks, and how to stop it."""
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.nursery: trio.Nursery
+        self.done = trio.Event()
+
+
+async def _guarded(fn: Callable[..., Awaitable[object]], args: tuple[Any, ...]) -> None:
+    # A failing background task is a bug to log, not a reason to take every
+    # client down with the cable.
+    try:
+        await fn(*args)
+    except Exception:
+        log.exception("background task %s crashed", getattr(fn, "__qualname__", fn))
 
 
 class RedisCable(Cable):

@@ -132,13 +132,18 @@ class ConnectionLost(ClientError):
 
 class SubscriptionRejected(ClientError):
     """The server answered ``reject_subscription``. ``reason`` is the frame's
-    reason when the server gives one (trio_cable: ``unknown_channel``)."""
+    reason when the server gives one (trio_cable: ``unknown_channel``), and
+    ``message`` its explanation (trio_cable: the channels that exist)."""
 
-    def __init__(self, identifier: str, reason: str | None = None):
+    def __init__(
+        self, identifier: str, reason: str | None = None, message: str | None = None
+    ):
         detail = f" ({reason})" if reason else ""
-        super().__init__(f"subscription rejected{detail}: {identifier}")
+        explained = f": {message}" if message else ""
+        super().__init__(f"subscription rejected{detail}: {identifier}{explained}")
         self.identifier = identifier
         self.reason = reason
+        self.message = message
 
 
 class SubscriptionTimeout(ClientError):
@@ -148,6 +153,30 @@ class SubscriptionTimeout(ClientError):
     def __init__(self, identifier: str, timeout: float):
         super().__init__(f"no answer to subscribe within {timeout:g}s: {identifier}")
         self.identifier = identifier
+
+
+class ActionFailed(ClientError):
+    """``perform(..., wait=True)``: the server reported that the action did
+    not run or raised. ``reason`` is the server's (``unknown_action``,
+    ``invalid_action``, ``server_error``, ``too_many_commands``,
+    ``not_subscribed``), ``message`` its explanation."""
+
+    def __init__(self, action: str, reason: str, message: str):
+        super().__init__(f"{action}: {reason}: {message}")
+        self.action = action
+        self.reason = reason
+        self.message = message
+
+
+class ActionTimeout(ClientError):
+    """``perform(..., wait=True)``: no answer within the timeout. A server
+    other than trio_cable never answers (Action Cable has no answer to a
+    perform), and a connection lost before the answer loses it too: the
+    action may or may not have run."""
+
+    def __init__(self, action: str, timeout: float):
+        super().__init__(f"{action}: no answer from the server within {timeout:g}s")
+        self.action = action
 
 
 class SubscriptionOverflow(ClientError):

@@ -40,6 +40,7 @@ class StreamHost(Protocol):
     def stream_added(self, stream: str, subscriber: Subscriber) -> None: ...
     def stream_removed(self, stream: str, subscriber: Subscriber) -> None: ...
     async def streams_live(self, streams: Iterable[str]) -> None: ...
+    def count(self, name: str) -> None: ...
 
 
 class SubscriptionOwner(ConnectionView, Protocol):
@@ -50,8 +51,13 @@ class SubscriptionOwner(ConnectionView, Protocol):
     def spawn(self, fn: Callable[[], Awaitable[object]]) -> None: ...
     def forget(self, sub: Subscription) -> None: ...
     def error(
-        self, reason: str, message: str, identifier: str | None = None
+        self,
+        reason: str,
+        message: str,
+        identifier: str | None = None,
+        ref: str | int | None = None,
     ) -> None: ...
+    def performed(self, identifier: str, ref: str | int) -> None: ...
 
 
 class Subscription:
@@ -214,11 +220,16 @@ class Subscription:
                 message.action,
                 self.identifier,
             )
+            self.connection.host.count("action_errors")
             self.connection.error(
                 "server_error",
                 f"action {message.action!r} failed",
                 self.identifier,
+                message.ref,
             )
+            return
+        if message.ref is not None:
+            self.connection.performed(self.identifier, message.ref)
 
     async def _unsubscribed(self) -> None:
         # Shielded so a disconnect or shutdown still runs the hook, but

@@ -92,9 +92,9 @@ describe("identifiers and backoff", () => {
     assert.equal(identifierFor("Chat", { room: "a", id: 1 }), '{"channel":"Chat","room":"a","id":1}')
   })
 
-  it("doubles from 1 s up to the cap", () => {
+  it("doubles from 1 s up to the 5 s cap", () => {
     const delays = [0, 1, 2, 3, 4, 5, 6, 7].map((n) => backoffDelay(n, {}, () => 0.5))
-    assert.deepEqual(delays, [1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000])
+    assert.deepEqual(delays, [1000, 2000, 4000, 5000, 5000, 5000, 5000, 5000])
   })
 
   it("jitters within ±20 % by default", () => {
@@ -238,6 +238,30 @@ describe("reconnecting", () => {
     socket.drop()
     mock.timers.tick(1000)
     assert.equal(FakeSocket.all.length, 6)
+  })
+
+  it("says when it retries, and never gives up by default", () => {
+    const cable = newCable()
+    const states = []
+    cable.addEventListener("statechange", ({ detail }) => states.push(detail))
+    cable.connect()
+    FakeSocket.last.drop()
+    assert.deepEqual(states.at(-1), { state: "waiting", reason: "closed", retryIn: 1000 })
+    assert.equal(cable.retryAt, Date.now() + 1000)
+    // A server away for a minute: every attempt fails, the wait stays 5 s.
+    const waits = []
+    for (let n = 0; n < 12; n += 1) {
+      const wait = cable.retryAt - Date.now()
+      waits.push(wait)
+      mock.timers.tick(wait)
+      FakeSocket.last.drop()
+    }
+    assert.deepEqual(waits, [1000, 2000, 4000, 5000, 5000, 5000, 5000, 5000, 5000, 5000, 5000, 5000])
+    assert.equal(cable.state, "waiting")
+    mock.timers.tick(cable.retryAt - Date.now())
+    FakeSocket.last.welcome()
+    assert.equal(cable.state, "open")
+    assert.equal(cable.retryAt, null)
   })
 
   it("stops after the configured number of attempts", () => {

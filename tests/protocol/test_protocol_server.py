@@ -47,6 +47,9 @@ class Wire:
     def channel_rules(self, name: str) -> ChannelRules | None:
         return RULES if name == "Room" else None
 
+    def channel_names(self) -> list[str]:
+        return ["Room"]
+
     def count(self, name: str) -> None:
         self.counts.append(name)
 

@@ -44,7 +44,10 @@ def command_error(exc: BaseException) -> CommandError | None:
         return CommandError(str(exc), UNREACHABLE)
     if isinstance(exc, SubscriptionRejected):
         reason = f" ({exc.reason})" if exc.reason else ""
-        return CommandError(f"subscription rejected{reason}: {exc.identifier}")
+        explained = f": {exc.message}" if exc.message else ""
+        return CommandError(
+            f"subscription rejected{reason}: {exc.identifier}{explained}"
+        )
     if isinstance(exc, SubscriptionTimeout):
         return CommandError(f"{exc} (unknown channel?)")
     if isinstance(exc, ClientError):

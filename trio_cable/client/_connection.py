@@ -10,6 +10,7 @@ The socket's own lifetime is :mod:`._session`'s.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
@@ -18,11 +19,18 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from .._errors import ClientError, SubscriptionRejected, SubscriptionTimeout
+from .._errors import (
+    ActionFailed,
+    ActionTimeout,
+    ClientError,
+    SubscriptionRejected,
+    SubscriptionTimeout,
+)
 from ..protocol.client import (
     ClientProtocol,
     Confirmed,
     ErrorReported,
+    Performed,
     Received,
     Rejected,
     make_identifier,
@@ -36,7 +44,17 @@ __all__ = ["ClientConnection"]
 
 log = logging.getLogger("trio_cable.client")
 
-SubscriptionEvent = Confirmed | Rejected | Received | ErrorReported
+SubscriptionEvent = Confirmed | Rejected | Received | ErrorReported | Performed
+
+
+class _Answer:
+    """What a ``perform(..., wait=True)`` waits for."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: ErrorReported | None = None
 
 
 class ClientConnection:
@@ -58,6 +76,8 @@ class ClientConnection:
         self._changed = trio.Event()
         self._due = trio.Event()  # wakes the subscribe re-sender
         self._scopes: set[trio.CancelScope] = set()
+        self._refs = itertools.count(1)
+        self._answers: dict[int, _Answer] = {}
 
     # -- subscriptions -------------------------------------------------------------
 
@@ -73,7 +93,15 @@ class ClientConnection:
             self._due.set()
         options = self.options
         inbox = Inbox(identifier, options.buffer_size, options.overflow)
-        sub = Subscription(self.send_message, entry, channel, dict(params), inbox)
+        sub = Subscription(
+            self.send_message,
+            entry,
+            channel,
+            dict(params),
+            inbox,
+            self.perform_and_wait,
+            options.subscribe_timeout,
+        )
         entry.subs.append(sub)
         if entry.confirmed:
             inbox.put(Connected(reconnected=False))
@@ -91,10 +119,31 @@ class ClientConnection:
                 del self.entries[identifier]
                 await self._unsubscribe(self.protocol.remove(entry.state))
 
-    async def send_message(self, entry: Entry, data: dict[str, Any]) -> None:
+    async def perform_and_wait(
+        self, entry: Entry, data: dict[str, Any], limit: float
+    ) -> None:
+        """Send with a ``ref`` and wait for the server's answer to it
+        (see :meth:`Subscription.perform`)."""
+        ref = next(self._refs)
+        answer = self._answers[ref] = _Answer()
+        action = str(data.get("action", "receive"))
+        try:
+            await self.send_message(entry, data, ref)
+            with trio.move_on_after(limit):
+                await answer.done.wait()
+        finally:
+            del self._answers[ref]
+        if not answer.done.is_set():
+            raise ActionTimeout(action, limit)
+        if answer.error is not None:
+            raise ActionFailed(action, answer.error.reason, answer.error.message)
+
+    async def send_message(
+        self, entry: Entry, data: dict[str, Any], ref: int | None = None
+    ) -> None:
         """Send once connected and confirmed; again on the next connection
         if the socket closed under it."""
-        frame = self.protocol.encode_message(entry.state, data)
+        frame = self.protocol.encode_message(entry.state, data, ref)
         while True:
             await self.wait_for(lambda: self._ready(entry) or bool(entry.rejected))
             if entry.rejected is not None:
@@ -171,6 +220,13 @@ class ClientConnection:
 
     def dispatch(self, event: SubscriptionEvent) -> None:
         """Hand a subscription's event to its consumers."""
+        if isinstance(event, Performed | ErrorReported) and event.ref is not None:
+            answer = self._answers.get(event.ref)
+            if answer is not None:
+                answer.error = event if isinstance(event, ErrorReported) else None
+                answer.done.set()
+            if isinstance(event, Performed):
+                return
         if isinstance(event, ErrorReported):
             if event.identifier is None:
                 log.warning("server error %s: %s", event.reason, event.message)
@@ -189,7 +245,9 @@ class ClientConnection:
             self._notify()
         else:
             entry = self.entries.pop(event.identifier)
-            entry.reject(SubscriptionRejected(event.identifier, event.reason))
+            entry.reject(
+                SubscriptionRejected(event.identifier, event.reason, event.message)
+            )
             self._notify()
 
     # -- the client's lifetime ---------------------------------------------------------

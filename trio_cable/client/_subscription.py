@@ -107,6 +107,8 @@ class Entry:
 
 #: Sends one ``message`` command for a subscription (the client's).
 SendMessage = Callable[[Entry, dict[str, Any]], Awaitable[None]]
+#: Sends one and waits for the server's answer, for at most a timeout.
+PerformAndWait = Callable[[Entry, dict[str, Any], float], Awaitable[None]]
 
 
 class Subscription:
@@ -131,8 +133,12 @@ class Subscription:
         channel: str,
         params: dict[str, Any],
         inbox: Inbox,
+        perform_and_wait: PerformAndWait,
+        answer_timeout: float,
     ) -> None:
         self._send_message = send_message
+        self._perform_and_wait = perform_and_wait
+        self._answer_timeout = answer_timeout
         self._entry = entry
         self._inbox = inbox
         self.channel = channel
@@ -161,15 +167,39 @@ class Subscription:
         """How many events overflow dropped so far."""
         return self._inbox.dropped
 
-    async def perform(self, action: str, data: Mapping[str, Any] | None = None) -> None:
+    async def perform(
+        self,
+        action: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        wait: bool | float = False,
+    ) -> None:
         """Call ``action`` on the server channel with ``data`` (a JSON object).
 
         Waits, if need be, until the client is connected and the
         subscription confirmed (across reconnects), then hands the frame to
-        the socket. Raises :class:`SubscriptionRejected` if the server
-        rejected the subscription.
+        the socket. Action Cable does not answer a perform, so by default
+        that is all: a failure shows only as a :class:`ServerError` event.
+
+        With ``wait=True`` (trio_cable servers only) it also waits until
+        the server has run the action, and raises if it did not; for at
+        most the client's ``subscribe_timeout``, or ``wait`` seconds if it
+        is a number.
+
+        Raises:
+            SubscriptionRejected: the server rejected the subscription.
+            ActionFailed: with ``wait``, the server refused the action
+                (``unknown_action``: a typo; the message lists the actions)
+                or it raised (``server_error``).
+            ActionTimeout: with ``wait``, no answer in time; a server
+                that is not trio_cable never answers.
         """
-        await self.send({**(data or {}), "action": action})
+        data = {**(data or {}), "action": action}
+        if not wait:
+            await self.send(data)
+            return
+        limit = self._answer_timeout if wait is True else float(wait)
+        await self._perform_and_wait(self._entry, data, limit)
 
     async def send(self, data: Mapping[str, Any]) -> None:
         """Send ``data`` as is: without an ``action`` key it reaches the

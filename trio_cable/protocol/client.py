@@ -29,6 +29,7 @@ __all__ = [
     "DisconnectRequested",
     "ErrorReported",
     "InvalidFrame",
+    "Performed",
     "Ping",
     "Received",
     "Rejected",
@@ -64,11 +65,16 @@ def encode_unsubscribe(identifier: str) -> str:
     return f'{{"command":"unsubscribe","identifier":{encode_payload(identifier)}}}'
 
 
-def encode_message_command(identifier: str, data: Mapping[str, Any]) -> str:
-    """``data`` travels as a JSON *string* inside the frame, as Rails expects."""
+def encode_message_command(
+    identifier: str, data: Mapping[str, Any], ref: int | None = None
+) -> str:
+    """``data`` travels as a JSON *string* inside the frame, as Rails expects.
+    ``ref`` asks a trio_cable server to answer (``performed`` or an error
+    with the same ``ref``); other servers ignore it."""
+    ref_field = "" if ref is None else f',"ref":{ref}'
     return (
         f'{{"command":"message","identifier":{encode_payload(identifier)},'
-        f'"data":{encode_payload(encode_payload(data))}}}'
+        f'"data":{encode_payload(encode_payload(data))}{ref_field}}}'
     )
 
 
@@ -103,6 +109,9 @@ class Rejected:
 
     identifier: str
     reason: str | None
+    #: What went wrong, for people (trio_cable: "no channel ... (did you
+    #: mean ...?)").
+    message: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +140,15 @@ class ErrorReported:
     reason: str
     message: str
     identifier: str | None
+    #: The ``ref`` of the message command it answers, if it carried one.
+    ref: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Performed:
+    """trio_cable's answer to a message command with ``ref``: it ran."""
+
+    ref: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +166,7 @@ ServerEvent = (
     | Received
     | DisconnectRequested
     | ErrorReported
+    | Performed
     | InvalidFrame
 )
 
@@ -244,8 +263,10 @@ class ClientProtocol:
         waiting = [s.last_sent for s in self._states.values() if s.waiting]
         return min(waiting) + self.subscribe_retry if waiting else None
 
-    def encode_message(self, state: SubscriptionState, data: Mapping[str, Any]) -> str:
-        return encode_message_command(state.identifier, data)
+    def encode_message(
+        self, state: SubscriptionState, data: Mapping[str, Any], ref: int | None = None
+    ) -> str:
+        return encode_message_command(state.identifier, data, ref)
 
     # -- connections -------------------------------------------------------------
 
@@ -278,13 +299,18 @@ class ClientProtocol:
             return DisconnectRequested(
                 str(frame.get("reason") or "unknown"), frame.get("reconnect") is True
             )
+        ref = frame.get("ref")
+        ref = ref if isinstance(ref, int) and not isinstance(ref, bool) else None
         if kind == "error":
             about = self._states.get(str(frame.get("about", "")))
             return ErrorReported(
                 str(frame.get("reason")),
                 str(frame.get("message", "")),
                 None if about is None else about.identifier,
+                ref,
             )
+        if kind == "performed":
+            return None if ref is None else Performed(ref)
         identifier = frame.get("identifier")
         state = self._states.get(identifier) if isinstance(identifier, str) else None
         if state is None:
@@ -292,7 +318,7 @@ class ClientProtocol:
         if kind == "confirm_subscription":
             return self._confirm(state)
         if kind == "reject_subscription":
-            return self._reject(state, frame.get("reason"))
+            return self._reject(state, frame.get("reason"), frame.get("message"))
         if "message" in frame:  # data frames, and extensions' frames
             return Received(state.identifier, frame["message"])
         return None
@@ -302,10 +328,16 @@ class ClientProtocol:
             state.last_sent = -math.inf  # a new connection: send them all now
         return Welcome()
 
-    def _reject(self, state: SubscriptionState, reason: Any) -> Rejected:
+    def _reject(
+        self, state: SubscriptionState, reason: Any, message: Any = None
+    ) -> Rejected:
         state.status = Status.REJECTED
         del self._states[state.identifier]
-        return Rejected(state.identifier, reason if isinstance(reason, str) else None)
+        return Rejected(
+            state.identifier,
+            reason if isinstance(reason, str) else None,
+            message if isinstance(message, str) else None,
+        )
 
     def _confirm(self, state: SubscriptionState) -> Confirmed | None:
         if state.confirmed:

@@ -98,6 +98,10 @@ class Message:
     identifier: str
     action: str
     data: dict[str, Any] = field(hash=False)
+    #: trio_cable's extension: a client that sends ``"ref"`` (a string or
+    #: an integer) beside ``data`` is answered ``performed`` or an error
+    #: carrying the same ``ref``; other clients are never sent either.
+    ref: str | int | None = None
 
 
 Command = Subscribe | Unsubscribe | Message
@@ -199,7 +203,10 @@ def parse_frame(text: str | bytes, limits: Limits = DEFAULT_LIMITS) -> Command:
     action = data.get("action", "receive")
     if not isinstance(action, str):
         raise ProtocolError("invalid_action", "action must be a string", ident)
-    return Message(ident, action, data)
+    ref = frame.get("ref")
+    if not isinstance(ref, str | int) or isinstance(ref, bool):
+        ref = None
+    return Message(ident, action, data, ref)
 
 
 def parse_identifier(identifier: str) -> tuple[str, dict[str, Any]]:
@@ -242,13 +249,18 @@ def encode_confirm(identifier: str) -> str:
     return f'{{"identifier":{_dumps(identifier)},"type":"confirm_subscription"}}'
 
 
-def encode_reject(identifier: str, reason: str | None = None) -> str:
-    """A rejection; ``reason`` (e.g. ``unknown_channel``) is informational."""
+def encode_reject(
+    identifier: str, reason: str | None = None, message: str | None = None
+) -> str:
+    """A rejection; ``reason`` (e.g. ``unknown_channel``) and ``message``
+    (what went wrong, for people) are informational: clients that do not
+    know them ignore them."""
     if reason is None:
         return f'{{"identifier":{_dumps(identifier)},"type":"reject_subscription"}}'
+    explained = "" if message is None else f',"message":{_dumps(message)}'
     return (
         f'{{"identifier":{_dumps(identifier)},"type":"reject_subscription",'
-        f'"reason":{_dumps(reason)}}}'
+        f'"reason":{_dumps(reason)}{explained}}}'
     )
 
 
@@ -259,7 +271,12 @@ def encode_disconnect(reason: str, *, reconnect: bool) -> str:
     return f'{{"type":"disconnect","reason":{_dumps(reason)},"reconnect":{flag}}}'
 
 
-def encode_error(reason: str, message: str, identifier: str | None = None) -> str:
+def encode_error(
+    reason: str,
+    message: str,
+    identifier: str | None = None,
+    ref: str | int | None = None,
+) -> str:
     """An error report that no subscription's ``received`` callback sees.
 
     The frame's own ``identifier`` is the empty string, which no
@@ -276,7 +293,18 @@ def encode_error(reason: str, message: str, identifier: str | None = None) -> st
     }
     if identifier is not None:
         frame["about"] = identifier
+    if ref is not None:
+        frame["ref"] = ref
     return _dumps(frame)
+
+
+def encode_performed(identifier: str, ref: str | int) -> str:
+    """The answer to a ``message`` command that carried ``ref`` and ran
+    without error (trio_cable's extension; like an error report, no
+    subscription's ``received`` callback sees it)."""
+    return _dumps(
+        {"type": "performed", "identifier": "", "about": identifier, "ref": ref}
+    )
 
 
 def encode_payload(data: Any) -> str:

@@ -19,6 +19,7 @@ from .codec import (
     encode_confirm,
     encode_disconnect,
     encode_error,
+    encode_performed,
     encode_ping,
     encode_reject,
     encode_welcome,
@@ -52,12 +53,24 @@ class Dialect(Protocol):
 
     def confirm(self, identifier: str) -> str: ...
 
-    def reject(self, identifier: str, reason: str | None = None) -> str: ...
+    def reject(
+        self, identifier: str, reason: str | None = None, message: str | None = None
+    ) -> str: ...
 
     def disconnect(self, reason: str, *, reconnect: bool) -> str: ...
 
-    def error(self, reason: str, message: str, identifier: str | None = None) -> str:
+    def error(
+        self,
+        reason: str,
+        message: str,
+        identifier: str | None = None,
+        ref: str | int | None = None,
+    ) -> str:
         """A protocol error report no subscription's callback sees."""
+        ...
+
+    def performed(self, identifier: str, ref: str | int) -> str:
+        """The answer to a ``message`` with ``ref`` whose action ran."""
         ...
 
     def message_prefix(self, identifier: str) -> str:
@@ -86,14 +99,25 @@ class ActionCableV1JSON:
     def confirm(self, identifier: str) -> str:
         return encode_confirm(identifier)
 
-    def reject(self, identifier: str, reason: str | None = None) -> str:
-        return encode_reject(identifier, reason)
+    def reject(
+        self, identifier: str, reason: str | None = None, message: str | None = None
+    ) -> str:
+        return encode_reject(identifier, reason, message)
 
     def disconnect(self, reason: str, *, reconnect: bool) -> str:
         return encode_disconnect(reason, reconnect=reconnect)
 
-    def error(self, reason: str, message: str, identifier: str | None = None) -> str:
-        return encode_error(reason, message, identifier)
+    def error(
+        self,
+        reason: str,
+        message: str,
+        identifier: str | None = None,
+        ref: str | int | None = None,
+    ) -> str:
+        return encode_error(reason, message, identifier, ref)
+
+    def performed(self, identifier: str, ref: str | int) -> str:
+        return encode_performed(identifier, ref)
 
     def message_prefix(self, identifier: str) -> str:
         return message_prefix(identifier)

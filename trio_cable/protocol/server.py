@@ -19,6 +19,7 @@ sent just after it), and the commands waiting for the channel layer.
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from .dialects import Dialect
 __all__ = [
     "CONFIRMED",
     "LEAVING",
+    "MAX_WARNED_MISTAKES",
     "PENDING",
     "REJECTED",
     "ChannelRules",
@@ -42,6 +44,7 @@ __all__ = [
     "ServerSubscription",
     "SubscriptionRequested",
     "UnsubscribeRequested",
+    "did_you_mean",
     "refusal",
 ]
 
@@ -80,6 +83,21 @@ class ChannelRules:
     source: object = None
 
 
+#: Distinct mistakes (unknown channel or action names) logged at WARNING
+#: per connection; past it they are logged at INFO, so a client sending
+#: endless made-up names cannot flood the log.
+MAX_WARNED_MISTAKES: Final = 16
+
+
+def did_you_mean(name: str, names: Collection[str], kind: str) -> str:
+    """``" (did you mean 'x'? <kind>: a, b)"``, for a name that does not exist."""
+    ordered = sorted(names)
+    close = difflib.get_close_matches(name, ordered, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    listed = ", ".join(ordered[:20]) + (", ..." if len(ordered) > 20 else "")
+    return f" ({hint}{kind}: {listed or 'none'})"
+
+
 def refusal(rules: ChannelRules, action: str) -> tuple[str, str] | None:
     """Why ``action`` may not run on the channel (reason, message), or None."""
     if action.startswith("_"):
@@ -87,7 +105,8 @@ def refusal(rules: ChannelRules, action: str) -> tuple[str, str] | None:
     if action in rules.reserved:
         return "invalid_action", f"{action!r} is not an action"
     if action not in rules.actions:
-        return "unknown_action", f"{rules.name} has no action {action!r}"
+        hint = did_you_mean(action, rules.actions, "actions")
+        return "unknown_action", f"{rules.name} has no action {action!r}{hint}"
     return None
 
 
@@ -96,6 +115,10 @@ class ProtocolHost(Protocol):
 
     def channel_rules(self, name: str) -> ChannelRules | None:
         """The rules of the channel subscribed to as ``name`` (None: none)."""
+        ...
+
+    def channel_names(self) -> Collection[str]:
+        """Every channel name clients may subscribe to (for hints)."""
         ...
 
     def count(self, name: str) -> None:
@@ -280,6 +303,7 @@ class ServerProtocol:
     """
 
     __slots__ = (
+        "_mistakes",
         "_rate_limited",
         "_refilled",
         "_tokens",
@@ -311,14 +335,32 @@ class ServerProtocol:
         self._tokens = float(settings.command_burst)
         self._refilled = now
         self._rate_limited = False
+        self._mistakes: set[tuple[str, str]] = set()
 
     def welcome(self) -> None:
         self.send(self.dialect.welcome())
 
-    def error(self, reason: str, message: str, identifier: str | None = None) -> None:
+    def error(
+        self,
+        reason: str,
+        message: str,
+        identifier: str | None = None,
+        ref: str | int | None = None,
+    ) -> None:
         """Report a protocol error to the client and the log; carry on."""
         log.info("conn %s: %s: %s", self.id, reason, message)
-        self.send(self.dialect.error(reason, message, identifier))
+        self.send(self.dialect.error(reason, message, identifier, ref))
+
+    def mistake(self, reason: str, message: str) -> None:
+        """Log a misspelt name: at WARNING the first time this connection
+        makes this mistake (a default logging setup shows it), at INFO
+        when it repeats (the official client may retry for ever)."""
+        key = (reason, message)
+        if key in self._mistakes or len(self._mistakes) >= MAX_WARNED_MISTAKES:
+            log.info("conn %s: %s: %s", self.id, reason, message)
+            return
+        self._mistakes.add(key)
+        log.warning("conn %s: %s: %s", self.id, reason, message)
 
     def forget(self, sub: ServerSubscription) -> None:
         if self.subscriptions.get(sub.identifier) is sub:
@@ -383,8 +425,11 @@ class ServerProtocol:
             return CommandQueued(existing) if existing._push(command) else None
         rules = self.host.channel_rules(command.channel)
         if rules is None:
-            log.info("conn %s: unknown channel %r", self.id, command.channel)
-            self.send(self.dialect.reject(identifier, "unknown_channel"))
+            self.host.count("unknown_channel")
+            hint = did_you_mean(command.channel, self.host.channel_names(), "channels")
+            explained = f"no channel {command.channel!r}{hint}"
+            self.mistake("unknown_channel", explained)
+            self.send(self.dialect.reject(identifier, "unknown_channel", explained))
             return None
         limit = self.settings.max_subscriptions
         if len(self.subscriptions) >= limit:
@@ -398,11 +443,16 @@ class ServerProtocol:
     def _message(self, command: Message) -> Event | None:
         sub = self.subscriptions.get(command.identifier)
         if sub is None:
-            self._not_subscribed(command.identifier)
+            self._not_subscribed(command.identifier, command.ref)
             return None
         refused = refusal(sub.rules, command.action)
         if refused is not None:
-            self.error(refused[0], refused[1], command.identifier)
+            if refused[0] == "unknown_action":
+                self.host.count("unknown_action")
+                self.mistake(*refused)
+            else:
+                log.info("conn %s: %s: %s", self.id, *refused)
+            self.send(self.dialect.error(*refused, command.identifier, command.ref))
             return None
         if sub.state is LEAVING:
             return None  # unsubscribed already: dropped, as Rails does
@@ -411,6 +461,7 @@ class ServerProtocol:
                 "too_many_commands",
                 f"more than {self.settings.max_pending_commands} commands pending",
                 command.identifier,
+                command.ref,
             )
             return None
         return CommandQueued(sub)
@@ -423,5 +474,7 @@ class ServerProtocol:
         sub.leave()
         return UnsubscribeRequested(sub)
 
-    def _not_subscribed(self, identifier: str) -> None:
-        self.error("not_subscribed", "no subscription with this identifier", identifier)
+    def _not_subscribed(self, identifier: str, ref: str | int | None = None) -> None:
+        self.error(
+            "not_subscribed", "no subscription with this identifier", identifier, ref
+        )

@@ -8,11 +8,11 @@ export interface CableOptions {
   path?: string
   /** First reconnect delay in ms (then doubled each attempt). Default 1000. */
   reconnectBaseDelay?: number
-  /** Largest reconnect delay in ms. Default 30000. */
+  /** Largest reconnect delay in ms. Default 5000. */
   reconnectMaxDelay?: number
   /** Each delay is moved by up to ±jitter (a fraction). Default 0.2. */
   reconnectJitter?: number
-  /** Reconnect attempts before giving up (Infinity: never). Default 10. */
+  /** Reconnect attempts before giving up. Default Infinity (never). */
   reconnectAttempts?: number
   /** ms without any frame (pings come every 3 s) before the connection
    * counts as dead and is replaced. Default 6000. */
@@ -85,13 +85,17 @@ export declare class Cable extends EventTarget {
   readonly state: CableState
   /** Reconnect attempts since the last welcome. */
   readonly attempts: number
+  /** While `state` is "waiting": when the next attempt is due (Date.now()
+   * milliseconds); otherwise null. */
+  readonly retryAt: number | null
   readonly isConnected: boolean
   readonly subscriptions: Subscription[]
   connect(url?: string | URL | (() => string)): this
   disconnect(): this
   subscribe<T = any>(channel: string, callbacks?: Callbacks<T>): Subscription<T>
   subscribe<T = any>(channel: string, params: Params, callbacks?: Callbacks<T>): Subscription<T>
-  // Events: "statechange" (detail {state, reason}), "connected" (detail
+  // Events: "statechange" (detail {state, reason}, and retryIn (ms) when the
+  // state is "waiting"), "connected" (detail
   // {reconnected}), "disconnected" (detail DisconnectDetail).
 }
 
