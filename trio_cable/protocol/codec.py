@@ -26,6 +26,7 @@ __all__ = [
     "Command",
     "Limits",
     "Message",
+    "Ref",
     "Subscribe",
     "Unsubscribe",
     "encode_confirm",
@@ -34,9 +35,12 @@ __all__ = [
     "encode_message",
     "encode_ping",
     "encode_reject",
+    "encode_reply",
+    "encode_reply_error",
     "encode_welcome",
     "message_prefix",
     "parse_frame",
+    "parse_ref",
     "select_subprotocol",
 ]
 
@@ -87,17 +91,47 @@ class Unsubscribe:
     identifier: str
 
 
+#: The tag of a call that wants a reply: what the client sent as ``ref``.
+Ref = int | str
+
+#: Longest string ``ref`` accepted (a counter or a short id is plenty).
+MAX_REF_LENGTH: Final = 64
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """``{"command":"message"}``: perform ``action`` with ``data``.
 
     ``data`` is the decoded ``data`` object, ``action`` key included (as Rails
     passes it); ``action`` is ``"receive"`` when the client sent none.
+    ``ref`` is set when the client asked for the action's reply (a call),
+    ``None`` otherwise (the official client never asks).
     """
 
     identifier: str
     action: str
     data: dict[str, Any] = field(hash=False)
+    ref: Ref | None = None
+
+
+def parse_ref(value: Any, identifier: str | None) -> Ref | None:
+    """A frame's ``ref``: absent (``None``), an integer, or a short string.
+
+    Raises:
+        ProtocolError: ``invalid_request`` for anything else.
+    """
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if -(2**53) < value < 2**53:  # exact in a JavaScript number
+            return value
+    elif isinstance(value, str) and len(value) <= MAX_REF_LENGTH:
+        return value
+    raise ProtocolError(
+        "invalid_request",
+        f"ref must be an integer or a string of at most {MAX_REF_LENGTH} characters",
+        identifier,
+    )
 
 
 Command = Subscribe | Unsubscribe | Message
@@ -199,7 +233,7 @@ def parse_frame(text: str | bytes, limits: Limits = DEFAULT_LIMITS) -> Command:
     action = data.get("action", "receive")
     if not isinstance(action, str):
         raise ProtocolError("invalid_action", "action must be a string", ident)
-    return Message(ident, action, data)
+    return Message(ident, action, data, parse_ref(frame.get("ref"), ident))
 
 
 def parse_identifier(identifier: str) -> tuple[str, dict[str, Any]]:
@@ -277,6 +311,31 @@ def encode_error(reason: str, message: str, identifier: str | None = None) -> st
     if identifier is not None:
         frame["about"] = identifier
     return _dumps(frame)
+
+
+def encode_reply(identifier: str, ref: Ref, result: str) -> str:
+    """The reply to a call: ``result`` is the action's encoded return value.
+
+    Typed ``reply``, so the official client (which never asks for one)
+    would hand it to ``received`` like any extension's frame; it never
+    gets one because it never sends a ``ref``.
+    """
+    return (
+        f'{{"identifier":{_dumps(identifier)},"type":"reply",'
+        f'"ref":{_dumps(ref)},"result":{result}}}'
+    )
+
+
+def encode_error_object(reason: str, message: str) -> str:
+    return f'{{"reason":{_dumps(reason)},"message":{_dumps(message)}}}'
+
+
+def encode_reply_error(identifier: str, ref: Ref, reason: str, message: str) -> str:
+    """The failed reply to a call: why (``reason``) and what (``message``)."""
+    return (
+        f'{{"identifier":{_dumps(identifier)},"type":"reply",'
+        f'"ref":{_dumps(ref)},"error":{encode_error_object(reason, message)}}}'
+    )
 
 
 def encode_payload(data: Any) -> str:

@@ -16,11 +16,14 @@ from .codec import (
     PROTOCOL,
     Command,
     Limits,
+    Ref,
     encode_confirm,
     encode_disconnect,
     encode_error,
     encode_ping,
     encode_reject,
+    encode_reply,
+    encode_reply_error,
     encode_welcome,
     message_prefix,
     parse_frame,
@@ -46,7 +49,14 @@ class Dialect(Protocol):
         """A client frame as a command; raises ``ProtocolError``."""
         ...
 
-    def welcome(self) -> str: ...
+    @property
+    def pings(self) -> bool:
+        """Whether connections speaking it get the cable's ``ping`` frames."""
+        ...
+
+    def welcome(self) -> str | None:
+        """The frame that opens a connection (None: the dialect has none)."""
+        ...
 
     def ping(self, timestamp: int) -> str: ...
 
@@ -64,6 +74,14 @@ class Dialect(Protocol):
         """The head of a data frame; the frame is head + payload + ``}``."""
         ...
 
+    def reply(self, identifier: str, ref: Ref, result: str) -> str:
+        """The answer to a call tagged ``ref``: ``result`` is encoded JSON."""
+        ...
+
+    def reply_error(self, identifier: str, ref: Ref, reason: str, message: str) -> str:
+        """The failed answer to a call tagged ``ref``."""
+        ...
+
 
 class ActionCableV1JSON:
     """``actioncable-v1-json``: the Rails Action Cable protocol."""
@@ -74,10 +92,14 @@ class ActionCableV1JSON:
     def subprotocol(self) -> str:
         return PROTOCOL
 
+    @property
+    def pings(self) -> bool:
+        return True
+
     def parse(self, text: str, limits: Limits = DEFAULT_LIMITS) -> Command:
         return parse_frame(text, limits)
 
-    def welcome(self) -> str:
+    def welcome(self) -> str | None:
         return encode_welcome()
 
     def ping(self, timestamp: int) -> str:
@@ -97,6 +119,12 @@ class ActionCableV1JSON:
 
     def message_prefix(self, identifier: str) -> str:
         return message_prefix(identifier)
+
+    def reply(self, identifier: str, ref: Ref, result: str) -> str:
+        return encode_reply(identifier, ref, result)
+
+    def reply_error(self, identifier: str, ref: Ref, reason: str, message: str) -> str:
+        return encode_reply_error(identifier, ref, reason, message)
 
 
 ACTIONCABLE_V1_JSON: Final = ActionCableV1JSON()

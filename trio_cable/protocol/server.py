@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from .._errors import ProtocolError
-from .codec import DEFAULT_LIMITS, Limits, Message, Subscribe, Unsubscribe
+from .codec import DEFAULT_LIMITS, Limits, Message, Ref, Subscribe, Unsubscribe
 from .dialects import Dialect
 
 __all__ = [
@@ -194,9 +194,12 @@ class ServerSubscription:
                 # A broadcast while subscribed() runs: after the confirmation.
                 self._early.append(payload)
             return
-        frame = frames.get(self.identifier)
+        # Keyed by the frame's head, not the identifier: two dialects may
+        # share an identifier but never a head.
+        prefix = self.prefix
+        frame = frames.get(prefix)
         if frame is None:
-            frame = frames[self.identifier] = self.prefix + payload + "}"
+            frame = frames[prefix] = prefix + payload + "}"
         self._send(frame)
 
     def transmit(self, payload: str) -> None:
@@ -205,6 +208,20 @@ class ServerSubscription:
             self._held.append(payload)
         elif self.state is CONFIRMED:
             self._send(self.prefix + payload + "}")
+
+    def reply(self, ref: Ref, result: str) -> None:
+        """The answer to the call tagged ``ref`` (``result``: encoded JSON),
+        after whatever the action transmitted; nothing once it is closed."""
+        if self.state is CONFIRMED:
+            self._send(self._protocol.dialect.reply(self.identifier, ref, result))
+
+    def reply_error(self, ref: Ref, reason: str, message: str) -> None:
+        """The call tagged ``ref`` failed (its action raised, or refused)."""
+        if self.state is CONFIRMED:
+            protocol = self._protocol
+            log.info("conn %s: %s: %s", protocol.id, reason, message)
+            frame = protocol.dialect.reply_error(self.identifier, ref, reason, message)
+            self._send(frame)
 
     def confirm(self) -> None:
         """``subscribed()`` accepted it and its streams are live: what it
@@ -236,8 +253,8 @@ class ServerSubscription:
             if isinstance(command, Subscribe):
                 self._send(protocol.dialect.reject(self.identifier))
             else:
-                protocol.error(
-                    "not_subscribed", "the subscription was rejected", self.identifier
+                protocol.refuse(
+                    command, "not_subscribed", "the subscription was rejected"
                 )
 
     def leave(self) -> None:
@@ -313,12 +330,25 @@ class ServerProtocol:
         self._rate_limited = False
 
     def welcome(self) -> None:
-        self.send(self.dialect.welcome())
+        frame = self.dialect.welcome()
+        if frame is not None:
+            self.send(frame)
 
     def error(self, reason: str, message: str, identifier: str | None = None) -> None:
         """Report a protocol error to the client and the log; carry on."""
         log.info("conn %s: %s: %s", self.id, reason, message)
         self.send(self.dialect.error(reason, message, identifier))
+
+    def refuse(self, command: Message, reason: str, message: str) -> None:
+        """``command`` cannot run: a tagged reply when it was a call (so the
+        caller's wait ends), else an error frame."""
+        if command.ref is None:
+            self.error(reason, message, command.identifier)
+            return
+        log.info("conn %s: %s: %s", self.id, reason, message)
+        self.send(
+            self.dialect.reply_error(command.identifier, command.ref, reason, message)
+        )
 
     def forget(self, sub: ServerSubscription) -> None:
         if self.subscriptions.get(sub.identifier) is sub:
@@ -398,19 +428,19 @@ class ServerProtocol:
     def _message(self, command: Message) -> Event | None:
         sub = self.subscriptions.get(command.identifier)
         if sub is None:
-            self._not_subscribed(command.identifier)
+            self.refuse(command, "not_subscribed", _NOT_SUBSCRIBED)
             return None
         refused = refusal(sub.rules, command.action)
         if refused is not None:
-            self.error(refused[0], refused[1], command.identifier)
+            self.refuse(command, *refused)
             return None
         if sub.state is LEAVING:
             return None  # unsubscribed already: dropped, as Rails does
         if not sub._push(command):
-            self.error(
+            self.refuse(
+                command,
                 "too_many_commands",
                 f"more than {self.settings.max_pending_commands} commands pending",
-                command.identifier,
             )
             return None
         return CommandQueued(sub)
@@ -424,4 +454,7 @@ class ServerProtocol:
         return UnsubscribeRequested(sub)
 
     def _not_subscribed(self, identifier: str) -> None:
-        self.error("not_subscribed", "no subscription with this identifier", identifier)
+        self.error("not_subscribed", _NOT_SUBSCRIBED, identifier)
+
+
+_NOT_SUBSCRIBED: Final = "no subscription with this identifier"
