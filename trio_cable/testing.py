@@ -68,6 +68,7 @@ class TestClient:
         self._to_server = to_server
         self._from_server = from_server
         self._pending: list[Frame] = []
+        self._refs = 0
         self.closed = False
 
     async def send_raw(self, text: str | bytes) -> None:
@@ -107,6 +108,31 @@ class TestClient:
         """Perform ``action`` on the subscription ``channel`` + ``params``."""
         payload = {**(data or {}), "action": action}
         await self.send_command("message", identifier_for(channel, **params), payload)
+
+    async def call(
+        self,
+        channel: str,
+        action: str,
+        data: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> Frame:
+        """Call ``action`` (a ``message`` with a ``ref``) and return its
+        ``reply`` frame: ``result``, or ``error`` with ``reason`` and
+        ``message``. Frames before the reply stay queued for
+        :meth:`receive`."""
+        self._refs += 1
+        ref = self._refs
+        identifier = identifier_for(channel, **params)
+        frame = {
+            "command": "message",
+            "identifier": identifier,
+            "data": json.dumps({**(data or {}), "action": action}),
+            "ref": ref,
+        }
+        await self.send_raw(json.dumps(frame))
+        return await self.receive_matching(
+            lambda f: f.get("type") == "reply" and f.get("ref") == ref
+        )
 
     async def receive(self, *, pings: bool = False) -> Frame:
         """The next frame (skipping pings unless ``pings``).
