@@ -29,6 +29,8 @@ __all__ = [
     "Ref",
     "Subscribe",
     "Unsubscribe",
+    "check_depth",
+    "decode_json",
     "encode_confirm",
     "encode_disconnect",
     "encode_error",
@@ -137,7 +139,7 @@ def parse_ref(value: Any, identifier: str | None) -> Ref | None:
 Command = Subscribe | Unsubscribe | Message
 
 
-def _decode_object(text: str | bytes, what: str, identifier: str | None) -> Any:
+def decode_json(text: str | bytes, what: str, identifier: str | None) -> Any:
     try:
         return _loads(text)
     except (ValueError, RecursionError) as exc:
@@ -177,7 +179,7 @@ def json_depth(value: Any, limit: int) -> int:
     return depth
 
 
-def _check_depth(value: Any, what: str, limits: Limits, identifier: str) -> None:
+def check_depth(value: Any, what: str, limits: Limits, identifier: str) -> None:
     if json_depth(value, limits.max_json_depth) > limits.max_json_depth:
         raise ProtocolError(
             "json_too_deep",
@@ -197,7 +199,7 @@ def parse_frame(text: str | bytes, limits: Limits = DEFAULT_LIMITS) -> Command:
             ``json_too_deep`` (past ``limits``). ``identifier`` on the
             error is set whenever the frame named one.
     """
-    frame = _decode_object(text, "frame", None)
+    frame = decode_json(text, "frame", None)
     if not isinstance(frame, dict):
         raise ProtocolError("invalid_json", "frame must be a JSON object")
     identifier = frame.get("identifier")
@@ -219,15 +221,15 @@ def parse_frame(text: str | bytes, limits: Limits = DEFAULT_LIMITS) -> Command:
                 ident[:64],
             )
         channel, params = parse_identifier(ident)
-        _check_depth(params, "identifier", limits, ident)
+        check_depth(params, "identifier", limits, ident)
         return Subscribe(ident, channel, params)
     raw = frame.get("data")
     if not isinstance(raw, str):
         raise ProtocolError(
             "invalid_request", "data must be a JSON-encoded string", ident
         )
-    data = _decode_object(raw, "data", ident)
-    _check_depth(data, "data", limits, ident)
+    data = decode_json(raw, "data", ident)
+    check_depth(data, "data", limits, ident)
     if not isinstance(data, dict):
         raise ProtocolError("invalid_json", "data must encode an object", ident)
     action = data.get("action", "receive")
@@ -238,7 +240,7 @@ def parse_frame(text: str | bytes, limits: Limits = DEFAULT_LIMITS) -> Command:
 
 def parse_identifier(identifier: str) -> tuple[str, dict[str, Any]]:
     """Split an identifier into its channel name and its params."""
-    decoded = _decode_object(identifier, "identifier", identifier)
+    decoded = decode_json(identifier, "identifier", identifier)
     if not isinstance(decoded, dict):
         raise ProtocolError(
             "invalid_request", "identifier must encode an object", identifier

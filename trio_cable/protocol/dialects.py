@@ -28,11 +28,15 @@ from .codec import (
     message_prefix,
     parse_frame,
 )
+from .guide import ProperChannelsV1JSON
 
 __all__ = [
+    "ACTIONCABLE_V1_JSON",
     "DIALECTS",
+    "PROPER_CHANNELS_V1_JSON",
     "ActionCableV1JSON",
     "Dialect",
+    "ProperChannelsV1JSON",
     "choose_dialect",
 ]
 
@@ -128,10 +132,14 @@ class ActionCableV1JSON:
 
 
 ACTIONCABLE_V1_JSON: Final = ActionCableV1JSON()
+#: The reference Channels guide's frames (see :mod:`.guide`).
+PROPER_CHANNELS_V1_JSON: Final = ProperChannelsV1JSON()
 
-#: Every dialect this server speaks, by subprotocol, in order of preference.
+#: Every dialect this server speaks, by subprotocol. A client offering
+#: several gets the first of its offer that is here.
 DIALECTS: Final[dict[str, Dialect]] = {
-    ACTIONCABLE_V1_JSON.subprotocol: ACTIONCABLE_V1_JSON
+    ACTIONCABLE_V1_JSON.subprotocol: ACTIONCABLE_V1_JSON,
+    PROPER_CHANNELS_V1_JSON.subprotocol: PROPER_CHANNELS_V1_JSON,
 }
 
 
