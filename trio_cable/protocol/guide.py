@@ -53,9 +53,24 @@ GUIDE_SUBPROTOCOL: Final = "proper-channels-v1-json"
 
 _COMMANDS: Final = ("subscribe", "unsubscribe", "message")
 
-_canonical = json.JSONEncoder(
+_canonical_utf8 = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
 ).encode
+_canonical_ascii = json.JSONEncoder(
+    separators=(",", ":"), sort_keys=True, allow_nan=False
+).encode
+
+
+def _canonical(value: Any) -> str:
+    text = _canonical_utf8(value)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate ("\ud800" from a client) cannot go out as
+            # UTF-8: escape it, as encode_payload does.
+            return _canonical_ascii(value)
+    return text
 
 
 def guide_identifier(channel: str, params: dict[str, Any]) -> str:
