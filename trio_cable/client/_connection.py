@@ -128,9 +128,8 @@ class ClientConnection:
                     entry.calls.pop(ref, None)
                 await self.wait_for(partial(self._replaced, ws))
 
-    async def call(self, sub: Subscription, data: dict[str, Any]) -> Any:
+    async def call(self, entry: Entry, sub: Subscription, data: dict[str, Any]) -> Any:
         """See :meth:`Subscription.call`."""
-        entry = sub._entry
         call = PendingCall(sub, str(data.get("action")))
         try:
             await self.send_message(entry, data, call)

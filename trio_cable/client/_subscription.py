@@ -159,7 +159,7 @@ class Entry:
 #: Sends one ``message`` command for a subscription (the client's).
 SendMessage = Callable[[Entry, dict[str, Any]], Awaitable[None]]
 #: Sends one call and waits for its reply (the client's).
-SendCall = Callable[["Subscription", dict[str, Any]], Awaitable[Any]]
+SendCall = Callable[[Entry, "Subscription", dict[str, Any]], Awaitable[Any]]
 
 
 class Subscription:
@@ -256,7 +256,8 @@ class Subscription:
         Cancellation: the call is forgotten; a late reply is dropped.
         """
         with trio.move_on_after(timeout) as waiting:
-            return await self._send_call(self, {**(data or {}), "action": action})
+            data = {**(data or {}), "action": action}
+            return await self._send_call(self._entry, self, data)
         assert waiting.cancelled_caught
         raise CallTimeout(self.identifier, action, timeout)
 

@@ -4,7 +4,7 @@ beside the official ``@rails/actioncable`` client, on every server kind
 both clients, the same broadcasts. The guide-dialect client is
 trio-websocket's client offering the guide's subprotocol, so the
 negotiation is real too; the in-memory transport is
-``tests/server/test_guide_dialect.py``'s."""
+``tests/server/test_guide_in_memory.py``'s."""
 
 from __future__ import annotations
 
