@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+import trio
+
 from trio_cable import ActionError, Channel, demo, turbo
 from trio_cable.asgi import CableApp, Receive, Scope, Send
 
@@ -56,6 +58,10 @@ class ProbeChannel(Channel):
 
     async def refuse(self) -> None:
         raise ActionError("invalid", "refused on purpose")
+
+    async def stall(self) -> None:
+        """Never returns (until the connection ends): a call times out."""
+        await trio.sleep_forever()
 
 
 ELEMENT_PAGE = """<!doctype html><html><head><meta charset="utf-8">

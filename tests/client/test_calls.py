@@ -232,10 +232,14 @@ async def test_pending_calls_end_with_their_subscription_and_connection(
             assert running("MathChannel.wait") == []
             # The connection's end cancels an action in flight.
             Gate.event = trio.Event()
-            async with client.subscribe("MathChannel") as math:
-                with trio.move_on_after(0.2):
-                    await math.call("wait")
+            async with (
+                client.subscribe("MathChannel") as math,
+                trio.open_nursery() as calls,
+            ):
+                calls.start_soon(math.call, "wait")
+                await trio.testing.wait_all_tasks_blocked()
                 assert running("MathChannel.wait")
+                calls.cancel_scope.cancel()
         await trio.testing.wait_all_tasks_blocked()
         assert running("MathChannel.wait") == []
         assert running("Subscription.call") == []
