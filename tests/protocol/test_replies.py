@@ -184,3 +184,19 @@ def test_the_client_protocol_reads_replies_for_its_subscriptions() -> None:
     assert client.receive_frame(json.dumps({**ok, "ref": None})) is None
     data = {"identifier": ROOM, "message": {"x": 1}}
     assert client.receive_frame(json.dumps(data)) == Received(ROOM, {"x": 1})
+
+
+def test_a_call_dropped_by_the_rate_limit_is_answered() -> None:
+    wire = Wire(commands_per_second=1.0, command_burst=2)
+    confirmed(wire)  # one token
+    assert wire.proto.receive(call_frame("add", 1), 0.0) is not None
+    plain = json.loads(call_frame("add", None))
+    del plain["ref"]
+    assert wire.proto.receive(json.dumps(plain), 0.0) is None
+    assert wire.proto.receive(call_frame("add", 2), 0.0) is None
+    limited, call = wire.frames()
+    # the plain message: one untagged error per burst, as before
+    assert (limited["type"], limited["reason"]) == ("error", "rate_limited")
+    # the call: its own tagged answer, so the caller need not time out
+    assert (call["type"], call["ref"]) == ("reply", 2)
+    assert call["error"]["reason"] == "rate_limited"

@@ -361,6 +361,7 @@ class ServerProtocol:
         usable."""
         settings = self.settings
         if not self._take_token(now):
+            self._refuse_call(frame)
             return None
         if len(frame) > settings.max_frame_bytes:
             self.host.count("frame_too_large")
@@ -382,6 +383,25 @@ class ServerProtocol:
         if isinstance(command, Subscribe):
             return self._subscribe(command)
         return self._unsubscribe(command)
+
+    def _refuse_call(self, frame: str | bytes) -> None:
+        """A call dropped by the rate limit still gets its tagged answer,
+        or its caller would wait out its timeout. Only frames that may
+        carry a ``ref`` are parsed: a flood of plain commands costs no
+        more than before."""
+        if not isinstance(frame, str) or '"ref"' not in frame:
+            return
+        if len(frame) > self.settings.max_frame_bytes:
+            return
+        try:
+            command = self.dialect.parse(frame, self.settings.limits)
+        except ProtocolError:
+            return
+        if isinstance(command, Message) and command.ref is not None:
+            rate = self.settings.commands_per_second
+            self.refuse(
+                command, "rate_limited", f"more than {rate:g} commands per second"
+            )
 
     def _take_token(self, now: float) -> bool:
         """The token bucket for commands."""
