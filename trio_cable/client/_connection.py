@@ -126,6 +126,8 @@ class ClientConnection:
             except ConnectionClosed:  # not sent: send it on the next connection
                 if ref is not None:
                     entry.calls.pop(ref, None)
+                if call is not None and call.settled:
+                    return  # the loss already ended the call: never run it later
                 await self.wait_for(partial(self._replaced, ws))
 
     async def call(self, entry: Entry, sub: Subscription, data: dict[str, Any]) -> Any:

@@ -89,6 +89,10 @@ class PendingCall:
         self._result: Any = None
         self._error: BaseException | None = None
 
+    @property
+    def settled(self) -> bool:
+        return self._done.is_set()
+
     def settle(self, result: Any = None, error: BaseException | None = None) -> None:
         if not self._done.is_set():
             self._result, self._error = result, error

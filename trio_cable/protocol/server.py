@@ -5,9 +5,10 @@ limits (frame size, subscriptions, pending commands), the command rate
 bucket (driven by the ``now`` the caller passes in), the subscription
 states and what may be sent in each, the refusal of actions a channel
 does not offer, and the answers to calls (a ``message`` with a ``ref``:
-its reply, or a tagged refusal, never silence). It emits server frames, already encoded by its
-:class:`~trio_cable.protocol.dialects.Dialect`, through the ``send``
-callable it is given (which must not block), and returns the work the
+its reply, or a tagged refusal, never silence). It emits server frames,
+already encoded by its :class:`~trio_cable.protocol.dialects.Dialect`,
+through the ``send`` callable it is given (which must not block), and
+returns the work the
 channel layer must do as events. It imports no event loop and no socket:
 the tests drive it with plain calls.
 
