@@ -8,9 +8,8 @@ does not offer, and the answers to calls (a ``message`` with a ``ref``:
 its reply, or a tagged refusal, never silence). It emits server frames,
 already encoded by its :class:`~trio_cable.protocol.dialects.Dialect`,
 through the ``send`` callable it is given (which must not block), and
-returns the work the
-channel layer must do as events. It imports no event loop and no socket:
-the tests drive it with plain calls.
+returns the work the channel layer must do as events. It imports no event
+loop and no socket: the tests drive it with plain calls.
 
 A :class:`ServerSubscription` is the protocol's record of one
 subscription. It holds what ``subscribed()`` transmits until the
