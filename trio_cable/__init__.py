@@ -13,6 +13,7 @@ from ._cable import RedisCable as RedisCable
 from ._channel import Channel as Channel
 from ._connection import Connection as Connection
 from ._current import current as current
+from ._errors import ActionError as ActionError
 from ._errors import CableError as CableError
 from ._errors import ConnectionRejected as ConnectionRejected
 from ._errors import HandshakeRefused as HandshakeRefused
@@ -38,6 +39,7 @@ from .server import serve_cable_trio_websocket as serve_cable_trio_websocket
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActionError",
     "BridgeStatistics",
     "Cable",
     "CableError",

@@ -434,7 +434,7 @@ class Cable:
             await trio.sleep(self.options.ping_interval)
             frame = encode_ping(int(time.time()))
             for conn in list(self._connections):
-                if conn.ready:
+                if conn.ready and conn.protocol.dialect.pings:
                     conn.enqueue(frame)
 
 

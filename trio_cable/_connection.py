@@ -189,19 +189,9 @@ class Connection:
             else:
                 self._start_writer()
 
-    def error(
-        self,
-        reason: str,
-        message: str,
-        identifier: str | None = None,
-        ref: str | int | None = None,
-    ) -> None:
+    def error(self, reason: str, message: str, identifier: str | None = None) -> None:
         """Report a protocol error to the client and the log; carry on."""
-        self.protocol.error(reason, message, identifier, ref)
-
-    def performed(self, identifier: str, ref: str | int) -> None:
-        """Tell a client that asked (``ref``) that its action ran."""
-        self.enqueue(self.protocol.dialect.performed(identifier, ref))
+        self.protocol.error(reason, message, identifier)
 
     def close(self, reason: str = "remote", *, reconnect: bool = True) -> None:
         """Send ``disconnect`` after what is queued, then close the socket."""

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 __all__ = [
+    "ActionError",
+    "ActionFailed",
     "CableError",
+    "CallTimeout",
     "ClientError",
     "ConnectionDenied",
     "ConnectionLost",
@@ -46,6 +49,22 @@ class ProtocolError(CableError):
         self.reason = reason
         self.message = message
         self.identifier = identifier
+
+
+class ActionError(CableError):
+    """Raise it in an action to refuse the request with a reason of yours.
+
+    A caller that asked for the action's reply (``subscription.call()``)
+    gets ``reason`` and ``message`` back, tagged to its call; otherwise
+    they go out as an error frame about the subscription. Either way it is
+    logged as an answer, not as a crash. ``reason`` is a short code
+    (``invalid``, ``not_found``...), ``message`` is for people.
+    """
+
+    def __init__(self, reason: str, message: str = ""):
+        super().__init__(f"{reason}: {message}" if message else reason)
+        self.reason = reason
+        self.message = message
 
 
 class ConnectionRejected(CableError):
@@ -122,8 +141,9 @@ class ConnectionUnauthorized(ConnectionDenied):
 
 class ConnectionLost(ClientError):
     """The connection dropped and the client was told not to reconnect
-    (``reconnect=False``). ``reason`` says why (``server_restart``,
-    ``stale``, ``closed``...)."""
+    (``reconnect=False``), or it dropped while a call waited for its
+    reply. ``reason`` says why (``server_restart``, ``stale``,
+    ``closed``...)."""
 
     def __init__(self, reason: str):
         super().__init__(f"connection lost: {reason}")
@@ -146,6 +166,29 @@ class SubscriptionRejected(ClientError):
         self.message = message
 
 
+class ActionFailed(ClientError):
+    """The server answered a call with an error: the action raised
+    (``reason`` ``server_error``, or the ``reason`` of its
+    :class:`ActionError`), or refused it (``unknown_action``,
+    ``not_subscribed``...)."""
+
+    def __init__(self, action: str, reason: str, message: str):
+        super().__init__(f"{action!r} failed: {reason}: {message}")
+        self.action = action
+        self.reason = reason
+        self.message = message
+
+
+class CallTimeout(ClientError):
+    """No reply to a call within its timeout (the action may still run)."""
+
+    def __init__(self, identifier: str, action: str, timeout: float):
+        super().__init__(f"no reply to {action!r} within {timeout:g}s: {identifier}")
+        self.identifier = identifier
+        self.action = action
+        self.timeout = timeout
+
+
 class SubscriptionTimeout(ClientError):
     """No confirmation or rejection within ``subscribe_timeout``. Rails
     stays silent on unknown channels, so this is how those end."""
@@ -153,30 +196,6 @@ class SubscriptionTimeout(ClientError):
     def __init__(self, identifier: str, timeout: float):
         super().__init__(f"no answer to subscribe within {timeout:g}s: {identifier}")
         self.identifier = identifier
-
-
-class ActionFailed(ClientError):
-    """``perform(..., wait=True)``: the server reported that the action did
-    not run or raised. ``reason`` is the server's (``unknown_action``,
-    ``invalid_action``, ``server_error``, ``too_many_commands``,
-    ``not_subscribed``), ``message`` its explanation."""
-
-    def __init__(self, action: str, reason: str, message: str):
-        super().__init__(f"{action}: {reason}: {message}")
-        self.action = action
-        self.reason = reason
-        self.message = message
-
-
-class ActionTimeout(ClientError):
-    """``perform(..., wait=True)``: no answer within the timeout. A server
-    other than trio_cable never answers (Action Cable has no answer to a
-    perform), and a connection lost before the answer loses it too: the
-    action may or may not have run."""
-
-    def __init__(self, action: str, timeout: float):
-        super().__init__(f"{action}: no answer from the server within {timeout:g}s")
-        self.action = action
 
 
 class SubscriptionOverflow(ClientError):

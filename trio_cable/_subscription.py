@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 import trio
 
 from ._channel import Channel, ConnectionView, action_for
+from ._errors import ActionError
 from .protocol.codec import encode_payload
 
 if TYPE_CHECKING:
@@ -51,13 +52,8 @@ class SubscriptionOwner(ConnectionView, Protocol):
     def spawn(self, fn: Callable[[], Awaitable[object]]) -> None: ...
     def forget(self, sub: Subscription) -> None: ...
     def error(
-        self,
-        reason: str,
-        message: str,
-        identifier: str | None = None,
-        ref: str | int | None = None,
+        self, reason: str, message: str, identifier: str | None = None
     ) -> None: ...
-    def performed(self, identifier: str, ref: str | int) -> None: ...
 
 
 class Subscription:
@@ -206,13 +202,17 @@ class Subscription:
             await self._unsubscribed()
 
     async def _perform(self, message: Message) -> None:
+        """Run one action; a call (``ref`` set) gets its return value or
+        its error back, after whatever the action transmitted."""
         fn, is_async, takes_data = action_for(type(self.channel), message.action)
         args = (self.channel, message.data) if takes_data else (self.channel,)
         try:
             if is_async:
-                await fn(*args)
+                result = await fn(*args)
             else:
-                await trio.to_thread.run_sync(fn, *args)
+                result = await trio.to_thread.run_sync(fn, *args)
+        except ActionError as exc:
+            reason, text = exc.reason, exc.message
         except Exception:
             log.exception(
                 "conn %s: action %r of %s failed",
@@ -221,15 +221,35 @@ class Subscription:
                 self.identifier,
             )
             self.connection.host.count("action_errors")
-            self.connection.error(
-                "server_error",
-                f"action {message.action!r} failed",
+            reason, text = "server_error", f"action {message.action!r} failed"
+        else:
+            if message.ref is not None:
+                self._reply(message, result)
+            return
+        if message.ref is None:
+            self.connection.error(reason, text, self.identifier)
+        else:
+            self.record.reply_error(message.ref, reason, text)
+
+    def _reply(self, message: Message, result: Any) -> None:
+        assert message.ref is not None
+        try:
+            encoded = encode_payload(result)
+        except (TypeError, ValueError) as exc:
+            log.error(
+                "conn %s: action %r of %s returned what JSON cannot carry: %s",
+                self.connection.id,
+                message.action,
                 self.identifier,
+                exc,
+            )
+            self.record.reply_error(
                 message.ref,
+                "invalid_result",
+                f"action {message.action!r} returned a value that is not JSON",
             )
             return
-        if message.ref is not None:
-            self.connection.performed(self.identifier, message.ref)
+        self.record.reply(message.ref, encoded)
 
     async def _unsubscribed(self) -> None:
         # Shielded so a disconnect or shutdown still runs the hook, but

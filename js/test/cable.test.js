@@ -6,7 +6,7 @@
 import assert from "node:assert/strict"
 import { afterEach, beforeEach, describe, it, mock } from "node:test"
 
-import { backoffDelay, Cable, createCable, DEFAULTS, identifierFor } from "../../trio_cable/static/cable.js"
+import { backoffDelay, Cable, CallError, createCable, DEFAULTS, identifierFor } from "../../trio_cable/static/cable.js"
 
 /** A WebSocket stand-in: records what the client sends, lets a test play
  * the server. Every instance is kept in FakeSocket.all. */
@@ -384,5 +384,95 @@ describe("several cables", () => {
     assert.equal(FakeSocket.last.url, "ws://127.0.0.1:11/cable")
     createCable(() => "https://example.test/cable?token=t", { WebSocket: FakeSocket }).connect()
     assert.equal(FakeSocket.last.url, "wss://example.test/cable?token=t")
+  })
+})
+
+describe("calls", () => {
+  function confirmedChat(callbacks = {}) {
+    const cable = newCable()
+    const chat = cable.subscribe("ChatChannel", { room: "general" }, callbacks)
+    const socket = FakeSocket.last
+    socket.welcome()
+    socket.frame({ type: "confirm_subscription", identifier: chatId })
+    return { cable, chat, socket }
+  }
+
+  it("sends a ref and resolves with the tagged reply, after the frames before it", async () => {
+    const { events, callbacks } = recorder()
+    const { chat, socket } = confirmedChat(callbacks)
+    const result = chat.call("add", { a: 1 })
+    const sent = socket.commands("message").at(-1)
+    assert.deepEqual(sent, { command: "message", identifier: chatId, data: '{"a":1,"action":"add"}', ref: 1 })
+    socket.frame({ identifier: chatId, message: { progress: 1 } })
+    socket.frame({ identifier: chatId, type: "reply", ref: 1, result: { sum: 2 } })
+    assert.deepEqual(await result, { sum: 2 })
+    // the reply reached no callback; the transmit before it did
+    assert.deepEqual(events.slice(1), [["received", { progress: 1 }]])
+    assert.equal(chat.perform("speak"), true)
+    assert.equal(socket.commands("message").at(-1).ref, undefined, "perform asks for no reply")
+  })
+
+  it("rejects with the server's reason, and ignores replies to others", async () => {
+    const { chat, socket } = confirmedChat()
+    const first = chat.call("save")
+    const second = chat.call("save")
+    socket.frame({ identifier: "{}", type: "reply", ref: 1, result: "not ours" })
+    socket.frame({ identifier: chatId, type: "reply", ref: 2, error: { reason: "invalid", message: "too long" } })
+    socket.frame({ identifier: chatId, type: "reply", ref: 1, result: "ok" })
+    assert.equal(await first, "ok")
+    await assert.rejects(second, (error) => {
+      assert.ok(error instanceof CallError)
+      assert.equal(error.reason, "invalid")
+      assert.equal(error.action, "save")
+      assert.match(error.message, /too long/)
+      return true
+    })
+  })
+
+  it("waits for the confirmation, then sends", async () => {
+    const cable = newCable()
+    const chat = cable.subscribe("ChatChannel", { room: "general" })
+    const result = chat.call("add")
+    const socket = FakeSocket.last
+    socket.welcome()
+    assert.deepEqual(socket.commands("message"), [], "not before the confirmation")
+    socket.frame({ type: "confirm_subscription", identifier: chatId })
+    assert.equal(socket.commands("message").length, 1)
+    socket.frame({ identifier: chatId, type: "reply", ref: 1, result: 3 })
+    assert.equal(await result, 3)
+  })
+
+  it("times out with a clear error", async () => {
+    const { chat } = confirmedChat()
+    const result = chat.call("slow", {}, { timeout: 500 })
+    mock.timers.tick(499)
+    let settled = false
+    result.catch(() => {}).finally(() => (settled = true))
+    await Promise.resolve()
+    assert.equal(settled, false)
+    mock.timers.tick(1)
+    await assert.rejects(result, { name: "CallError", reason: "timeout" })
+  })
+
+  it("ends pending calls with their subscription and their connection", async () => {
+    const { cable, chat, socket } = confirmedChat()
+    const lost = chat.call("slow")
+    socket.drop()
+    await assert.rejects(lost, { reason: "connection_lost" })
+    const notSent = chat.call("later") // not connected: waits, then is sent
+    mock.timers.tick(1000)
+    FakeSocket.last.welcome()
+    FakeSocket.last.frame({ type: "confirm_subscription", identifier: chatId })
+    assert.equal(FakeSocket.last.commands("message").length, 1)
+    const left = chat.call("slow")
+    chat.unsubscribe()
+    await assert.rejects(notSent, { reason: "unsubscribed" })
+    await assert.rejects(left, { reason: "unsubscribed" })
+    await assert.rejects(chat.call("again"), { reason: "unsubscribed" })
+    const rejected = cable.subscribe("ChatChannel", { room: "secret" })
+    const call = rejected.call("x")
+    FakeSocket.last.frame({ type: "reject_subscription", identifier: rejected.identifier })
+    await assert.rejects(call, { reason: "rejected" })
+    assert.equal(cable._calls.size, 0, "no call left waiting")
   })
 })

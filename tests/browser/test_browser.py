@@ -195,3 +195,40 @@ async def test_demo_page_hint_times_icon_and_retry_countdown(
     await browser.wait_for("page", connected, timeout=15)
     print(f"\npage back {trio.current_time() - back:.1f} s after the server")
     await browser.wait_for("page", f"{note} === '\"live\"'")
+
+
+CALLS = """(async () => {
+  const { createCable } = await import("/cable.js")
+  const cable = createCable()
+  const received = []
+  const probe = cable.subscribe("ProbeChannel", { room: "calls" }, {
+    received(data) { received.push(data) },
+  })
+  const sum = await probe.call("add", { a: 2, b: 3 })
+  const seenBeforeTheReply = received.length
+  let refused = null
+  try { await probe.call("refuse") }
+  catch (error) { refused = [error.name, error.reason] }
+  let unknown = null
+  try { await probe.call("nope") } catch (error) { unknown = error.reason }
+  let timedOut = null
+  try { await probe.call("stall", {}, { timeout: 300 }) }
+  catch (error) { timedOut = error.reason }
+  cable.disconnect()
+  return { sum, seenBeforeTheReply, received, refused, unknown, timedOut }
+})()"""
+
+
+async def test_cable_js_call_resolves_with_the_actions_result(
+    server: BrowserServer, browser: Browser
+) -> None:
+    await browser.open("page", server.http_url("/test/element?room=c1"))
+    result = await browser.evaluate("page", CALLS)
+    assert result["sum"] == 5
+    # the action's transmit reached received() before the call resolved
+    assert result["seenBeforeTheReply"] == 1
+    assert result["refused"] == ["CallError", "invalid"]
+    assert result["unknown"] == "unknown_action"
+    assert result["timedOut"] == "timeout"  # stall never returns
+    assert result["received"][0] == {"adding": [2, 3]}
+    assert not [line for line in browser.console if "error" in line.lower()]

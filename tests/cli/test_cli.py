@@ -288,6 +288,31 @@ async def test_perform_without_count_waits_and_prints_everything(url: str) -> No
     assert time.monotonic() - start >= 0.3
 
 
+async def test_perform_reply_prints_the_return_value_only(url: str) -> None:
+    result = await cli(
+        "perform", url, "ChatChannel", "shout", '{"message": "hey"}',
+        "-p", "room=general", "--reply",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert lines(result.stdout) == ["HEY"]
+    # whoami transmits and returns None: the reply is null, the transmit
+    # (a message, not the reply) is not printed
+    result = await cli(
+        "perform", url, "ChatChannel", "whoami", "-p", "room=general", "--reply"
+    )
+    assert lines(result.stdout) == [None]
+    failed = await cli(
+        "perform", url, "ChatChannel", "fly", "-p", "room=general", "--reply"
+    )
+    assert failed.returncode == 1
+    assert "unknown_action: ChatChannel has no action 'fly'" in failed.stderr.decode()
+    broken = await cli(
+        "perform", url, "ChatChannel", "shout", "{}", "-p", "room=general", "--reply"
+    )
+    assert broken.returncode == 1
+    assert "server_error: action 'shout' failed" in broken.stderr.decode()
+
+
 async def test_perform_unknown_action_fails(url: str) -> None:
     result = await cli("perform", url, "ChatChannel", "speek", "-p", "room=general")
     assert result.returncode == 1

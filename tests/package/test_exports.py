@@ -73,11 +73,25 @@ def test_methods_follow_their_class() -> None:
 
 def test_the_top_level_is_the_server_api() -> None:
     top = set(trio_cable.__all__)
-    for name in ("Cable", "Channel", "serve_cable", "CableError", "Request", "run"):
+    for name in (
+        "Cable",
+        "Channel",
+        "serve_cable",
+        "CableError",
+        "Request",
+        "ActionError",
+        "run",
+    ):
         assert name in top
     # The client's classes are reached as trio_cable.client.X only.
-    client_names = ("Message", "Subscription", "CableClient", "open_cable_client")
-    for name in (*client_names, "ActionFailed", "ActionTimeout"):
+    for name in (
+        "Message",
+        "Subscription",
+        "CableClient",
+        "open_cable_client",
+        "ActionFailed",
+        "CallTimeout",
+    ):
         assert name not in top, name
         assert name in trio_cable.client.__all__
 

@@ -15,7 +15,7 @@ from tests.helpers import served
 from trio_cable import Cable, Channel
 from trio_cable.client import (
     ActionFailed,
-    ActionTimeout,
+    CallTimeout,
     ServerError,
     SubscriptionRejected,
     open_cable_client,
@@ -141,9 +141,9 @@ async def test_python_client_perform_wait_raises_for_a_failed_action() -> None:
         assert event.reason == "unknown_action"
 
         # An action still running when the timeout passes raises
-        # ActionTimeout; the connection's other subscriptions carry on (this
+        # CallTimeout; the connection's other subscriptions carry on (this
         # one's later commands wait for it: they run in order).
-        with pytest.raises(ActionTimeout):
+        with pytest.raises(CallTimeout):
             await chat.perform("linger", wait=0.2)
         async with client.subscribe("ChatChannel", room="b") as other:
             await other.perform("whoami", wait=True)

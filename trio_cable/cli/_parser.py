@@ -211,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to print replies (default: 1; --count ends sooner)",
     )
+    p.add_argument(
+        "--reply",
+        action="store_true",
+        help="call the action and print what it returns (trio_cable servers; "
+        "waits up to --timeout)",
+    )
     p.set_defaults(run=perform, is_async=True)
 
     p = _subparser(

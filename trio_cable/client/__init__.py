@@ -26,7 +26,7 @@ Layout: the protocol rules are :class:`trio_cable.protocol.client.ClientProtocol
 """
 
 from .._errors import ActionFailed as ActionFailed
-from .._errors import ActionTimeout as ActionTimeout
+from .._errors import CallTimeout as CallTimeout
 from .._errors import ClientError as ClientError
 from .._errors import ConnectionDenied as ConnectionDenied
 from .._errors import ConnectionLost as ConnectionLost
@@ -50,8 +50,8 @@ from ._subscription import Subscription as Subscription
 
 __all__ = [
     "ActionFailed",
-    "ActionTimeout",
     "CableClient",
+    "CallTimeout",
     "ClientError",
     "ClientEvent",
     "ClientOptions",

@@ -10,7 +10,6 @@ The socket's own lifetime is :mod:`._session`'s.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
@@ -20,9 +19,8 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from .._errors import (
-    ActionFailed,
-    ActionTimeout,
     ClientError,
+    ConnectionLost,
     SubscriptionRejected,
     SubscriptionTimeout,
 )
@@ -30,31 +28,21 @@ from ..protocol.client import (
     ClientProtocol,
     Confirmed,
     ErrorReported,
-    Performed,
     Received,
     Rejected,
+    Replied,
     make_identifier,
 )
 from ._events import Connected, Disconnected, Message, ServerError
 from ._handshake import Target, header_list
 from ._options import ClientOptions
-from ._subscription import Entry, Inbox, Subscription
+from ._subscription import Entry, Inbox, PendingCall, Subscription
 
 __all__ = ["ClientConnection"]
 
 log = logging.getLogger("trio_cable.client")
 
-SubscriptionEvent = Confirmed | Rejected | Received | ErrorReported | Performed
-
-
-class _Answer:
-    """What a ``perform(..., wait=True)`` waits for."""
-
-    __slots__ = ("done", "error")
-
-    def __init__(self) -> None:
-        self.done = trio.Event()
-        self.error: ErrorReported | None = None
+SubscriptionEvent = Confirmed | Rejected | Received | Replied | ErrorReported
 
 
 class ClientConnection:
@@ -70,14 +58,13 @@ class ClientConnection:
         self.entries: dict[str, Entry] = {}
         self.ws: WebSocketConnection | None = None
         self.reconnects = 0
+        self._next_ref = 0  # calls' tags, unique across reconnects
         self.disconnect_reason: str | None = None
         self.ever_connected = False
         self.stopping = False
         self._changed = trio.Event()
         self._due = trio.Event()  # wakes the subscribe re-sender
         self._scopes: set[trio.CancelScope] = set()
-        self._refs = itertools.count(1)
-        self._answers: dict[int, _Answer] = {}
 
     # -- subscriptions -------------------------------------------------------------
 
@@ -95,11 +82,11 @@ class ClientConnection:
         inbox = Inbox(identifier, options.buffer_size, options.overflow)
         sub = Subscription(
             self.send_message,
+            self.call,
             entry,
             channel,
             dict(params),
             inbox,
-            self.perform_and_wait,
             options.subscribe_timeout,
         )
         entry.subs.append(sub)
@@ -119,30 +106,15 @@ class ClientConnection:
                 del self.entries[identifier]
                 await self._unsubscribe(self.protocol.remove(entry.state))
 
-    async def perform_and_wait(
-        self, entry: Entry, data: dict[str, Any], limit: float
-    ) -> None:
-        """Send with a ``ref`` and wait for the server's answer to it
-        (see :meth:`Subscription.perform`)."""
-        ref = next(self._refs)
-        answer = self._answers[ref] = _Answer()
-        action = str(data.get("action", "receive"))
-        try:
-            await self.send_message(entry, data, ref)
-            with trio.move_on_after(limit):
-                await answer.done.wait()
-        finally:
-            del self._answers[ref]
-        if not answer.done.is_set():
-            raise ActionTimeout(action, limit)
-        if answer.error is not None:
-            raise ActionFailed(action, answer.error.reason, answer.error.message)
-
     async def send_message(
-        self, entry: Entry, data: dict[str, Any], ref: int | None = None
+        self, entry: Entry, data: dict[str, Any], call: PendingCall | None = None
     ) -> None:
         """Send once connected and confirmed; again on the next connection
-        if the socket closed under it."""
+        if the socket closed under it. ``call`` waits for its reply from
+        the moment its frame goes out (the reply may beat ``send`` back)."""
+        ref = None
+        if call is not None:
+            ref = self._next_ref = self._next_ref + 1
         frame = self.protocol.encode_message(entry.state, data, ref)
         while True:
             await self.wait_for(lambda: self._ready(entry) or bool(entry.rejected))
@@ -152,11 +124,28 @@ class ClientConnection:
                 raise ClientError(f"not subscribed: {entry.identifier}")
             ws = self.ws
             assert ws is not None
+            if ref is not None and call is not None:
+                entry.calls[ref] = call
             try:
                 await ws.send_message(frame)
                 return
             except ConnectionClosed:  # not sent: send it on the next connection
+                if ref is not None:
+                    entry.calls.pop(ref, None)
+                if call is not None and call.settled:
+                    return  # the loss already ended the call: never run it later
                 await self.wait_for(partial(self._replaced, ws))
+
+    async def call(self, entry: Entry, sub: Subscription, data: dict[str, Any]) -> Any:
+        """See :meth:`Subscription.call`."""
+        call = PendingCall(sub, str(data.get("action")))
+        try:
+            await self.send_message(entry, data, call)
+            return await call.wait()
+        finally:
+            for ref, waiting in list(entry.calls.items()):
+                if waiting is call:  # cancelled or timed out: forget it
+                    del entry.calls[ref]
 
     def _replaced(self, ws: WebSocketConnection) -> bool:
         return self.ws is not ws
@@ -216,17 +205,15 @@ class ClientConnection:
         self.disconnect_reason = reason
         for state in self.protocol.connection_lost():
             self.entries[state.identifier].put(Disconnected(reason, reconnecting))
+        # A reply never crosses connections: whatever was sent is answered
+        # on this one or not at all.
+        for entry in self.entries.values():
+            if entry.calls:
+                entry.fail_calls(ConnectionLost(reason))
         self._notify()
 
     def dispatch(self, event: SubscriptionEvent) -> None:
         """Hand a subscription's event to its consumers."""
-        if isinstance(event, Performed | ErrorReported) and event.ref is not None:
-            answer = self._answers.get(event.ref)
-            if answer is not None:
-                answer.error = event if isinstance(event, ErrorReported) else None
-                answer.done.set()
-            if isinstance(event, Performed):
-                return
         if isinstance(event, ErrorReported):
             if event.identifier is None:
                 log.warning("server error %s: %s", event.reason, event.message)
@@ -240,6 +227,8 @@ class ClientConnection:
             self.entries[event.identifier].put(ServerError(event.reason, event.message))
         elif isinstance(event, Received):
             self.entries[event.identifier].put(Message(event.message))
+        elif isinstance(event, Replied):
+            self.entries[event.identifier].replied(event.ref, event.result, event.error)
         elif isinstance(event, Confirmed):
             self.entries[event.identifier].put(Connected(event.reconnected))
             self._notify()

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .codec import PROTOCOL, encode_payload
+from .codec import PROTOCOL, Ref, encode_payload
 
 __all__ = [
     "OFFERED_SUBPROTOCOLS",
@@ -29,10 +29,10 @@ __all__ = [
     "DisconnectRequested",
     "ErrorReported",
     "InvalidFrame",
-    "Performed",
     "Ping",
     "Received",
     "Rejected",
+    "Replied",
     "ServerEvent",
     "Status",
     "SubscriptionState",
@@ -66,15 +66,15 @@ def encode_unsubscribe(identifier: str) -> str:
 
 
 def encode_message_command(
-    identifier: str, data: Mapping[str, Any], ref: int | None = None
+    identifier: str, data: Mapping[str, Any], ref: Ref | None = None
 ) -> str:
-    """``data`` travels as a JSON *string* inside the frame, as Rails expects.
-    ``ref`` asks a trio_cable server to answer (``performed`` or an error
-    with the same ``ref``); other servers ignore it."""
-    ref_field = "" if ref is None else f',"ref":{ref}'
+    """``data`` travels as a JSON *string* inside the frame, as Rails
+    expects; ``ref`` asks trio_cable for the action's reply, tagged with
+    it (a server that does not know ``ref`` ignores it)."""
+    tag = "" if ref is None else f',"ref":{encode_payload(ref)}'
     return (
         f'{{"command":"message","identifier":{encode_payload(identifier)},'
-        f'"data":{encode_payload(encode_payload(data))}{ref_field}}}'
+        f'"data":{encode_payload(encode_payload(data))}{tag}}}'
     )
 
 
@@ -124,6 +124,18 @@ class Received:
 
 
 @dataclass(frozen=True, slots=True)
+class Replied:
+    """The answer to the call tagged ``ref`` on ``identifier``: its
+    ``result``, or, when ``error`` is set, why it failed (``reason``,
+    ``message``)."""
+
+    identifier: str
+    ref: Ref
+    result: Any = None
+    error: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DisconnectRequested:
     """``{"type":"disconnect"}``. A missing ``reconnect`` means false, as
     in the official client."""
@@ -140,15 +152,6 @@ class ErrorReported:
     reason: str
     message: str
     identifier: str | None
-    #: The ``ref`` of the message command it answers, if it carried one.
-    ref: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Performed:
-    """trio_cable's answer to a message command with ``ref``: it ran."""
-
-    ref: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,9 +167,9 @@ ServerEvent = (
     | Confirmed
     | Rejected
     | Received
+    | Replied
     | DisconnectRequested
     | ErrorReported
-    | Performed
     | InvalidFrame
 )
 
@@ -264,7 +267,10 @@ class ClientProtocol:
         return min(waiting) + self.subscribe_retry if waiting else None
 
     def encode_message(
-        self, state: SubscriptionState, data: Mapping[str, Any], ref: int | None = None
+        self,
+        state: SubscriptionState,
+        data: Mapping[str, Any],
+        ref: Ref | None = None,
     ) -> str:
         return encode_message_command(state.identifier, data, ref)
 
@@ -299,18 +305,13 @@ class ClientProtocol:
             return DisconnectRequested(
                 str(frame.get("reason") or "unknown"), frame.get("reconnect") is True
             )
-        ref = frame.get("ref")
-        ref = ref if isinstance(ref, int) and not isinstance(ref, bool) else None
         if kind == "error":
             about = self._states.get(str(frame.get("about", "")))
             return ErrorReported(
                 str(frame.get("reason")),
                 str(frame.get("message", "")),
                 None if about is None else about.identifier,
-                ref,
             )
-        if kind == "performed":
-            return None if ref is None else Performed(ref)
         identifier = frame.get("identifier")
         state = self._states.get(identifier) if isinstance(identifier, str) else None
         if state is None:
@@ -319,6 +320,8 @@ class ClientProtocol:
             return self._confirm(state)
         if kind == "reject_subscription":
             return self._reject(state, frame.get("reason"), frame.get("message"))
+        if kind == "reply":
+            return _reply(state, frame)
         if "message" in frame:  # data frames, and extensions' frames
             return Received(state.identifier, frame["message"])
         return None
@@ -346,3 +349,19 @@ class ClientProtocol:
         event = Confirmed(state.identifier, reconnected=state.ever_confirmed)
         state.ever_confirmed = True
         return event
+
+
+def _reply(state: SubscriptionState, frame: dict[str, Any]) -> Replied | None:
+    ref = frame.get("ref")
+    if isinstance(ref, bool) or not isinstance(ref, int | str):
+        return None  # not a reply to any call of ours
+    error = frame.get("error")
+    if error is None:
+        return Replied(state.identifier, ref, frame.get("result"))
+    if not isinstance(error, dict):
+        error = {}
+    return Replied(
+        state.identifier,
+        ref,
+        error=(str(error.get("reason", "error")), str(error.get("message", ""))),
+    )

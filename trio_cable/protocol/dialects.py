@@ -16,21 +16,27 @@ from .codec import (
     PROTOCOL,
     Command,
     Limits,
+    Ref,
     encode_confirm,
     encode_disconnect,
     encode_error,
-    encode_performed,
     encode_ping,
     encode_reject,
+    encode_reply,
+    encode_reply_error,
     encode_welcome,
     message_prefix,
     parse_frame,
 )
+from .guide import ProperChannelsV1JSON
 
 __all__ = [
+    "ACTIONCABLE_V1_JSON",
     "DIALECTS",
+    "PROPER_CHANNELS_V1_JSON",
     "ActionCableV1JSON",
     "Dialect",
+    "ProperChannelsV1JSON",
     "choose_dialect",
 ]
 
@@ -47,7 +53,14 @@ class Dialect(Protocol):
         """A client frame as a command; raises ``ProtocolError``."""
         ...
 
-    def welcome(self) -> str: ...
+    @property
+    def pings(self) -> bool:
+        """Whether connections speaking it get the cable's ``ping`` frames."""
+        ...
+
+    def welcome(self) -> str | None:
+        """The frame that opens a connection (None: the dialect has none)."""
+        ...
 
     def ping(self, timestamp: int) -> str: ...
 
@@ -59,22 +72,20 @@ class Dialect(Protocol):
 
     def disconnect(self, reason: str, *, reconnect: bool) -> str: ...
 
-    def error(
-        self,
-        reason: str,
-        message: str,
-        identifier: str | None = None,
-        ref: str | int | None = None,
-    ) -> str:
+    def error(self, reason: str, message: str, identifier: str | None = None) -> str:
         """A protocol error report no subscription's callback sees."""
-        ...
-
-    def performed(self, identifier: str, ref: str | int) -> str:
-        """The answer to a ``message`` with ``ref`` whose action ran."""
         ...
 
     def message_prefix(self, identifier: str) -> str:
         """The head of a data frame; the frame is head + payload + ``}``."""
+        ...
+
+    def reply(self, identifier: str, ref: Ref, result: str) -> str:
+        """The answer to a call tagged ``ref``: ``result`` is encoded JSON."""
+        ...
+
+    def reply_error(self, identifier: str, ref: Ref, reason: str, message: str) -> str:
+        """The failed answer to a call tagged ``ref``."""
         ...
 
 
@@ -87,10 +98,14 @@ class ActionCableV1JSON:
     def subprotocol(self) -> str:
         return PROTOCOL
 
+    @property
+    def pings(self) -> bool:
+        return True
+
     def parse(self, text: str, limits: Limits = DEFAULT_LIMITS) -> Command:
         return parse_frame(text, limits)
 
-    def welcome(self) -> str:
+    def welcome(self) -> str | None:
         return encode_welcome()
 
     def ping(self, timestamp: int) -> str:
@@ -107,27 +122,28 @@ class ActionCableV1JSON:
     def disconnect(self, reason: str, *, reconnect: bool) -> str:
         return encode_disconnect(reason, reconnect=reconnect)
 
-    def error(
-        self,
-        reason: str,
-        message: str,
-        identifier: str | None = None,
-        ref: str | int | None = None,
-    ) -> str:
-        return encode_error(reason, message, identifier, ref)
-
-    def performed(self, identifier: str, ref: str | int) -> str:
-        return encode_performed(identifier, ref)
+    def error(self, reason: str, message: str, identifier: str | None = None) -> str:
+        return encode_error(reason, message, identifier)
 
     def message_prefix(self, identifier: str) -> str:
         return message_prefix(identifier)
 
+    def reply(self, identifier: str, ref: Ref, result: str) -> str:
+        return encode_reply(identifier, ref, result)
+
+    def reply_error(self, identifier: str, ref: Ref, reason: str, message: str) -> str:
+        return encode_reply_error(identifier, ref, reason, message)
+
 
 ACTIONCABLE_V1_JSON: Final = ActionCableV1JSON()
+#: The reference Channels guide's frames (see :mod:`.guide`).
+PROPER_CHANNELS_V1_JSON: Final = ProperChannelsV1JSON()
 
-#: Every dialect this server speaks, by subprotocol, in order of preference.
+#: Every dialect this server speaks, by subprotocol. A client offering
+#: several gets the first of its offer that is here.
 DIALECTS: Final[dict[str, Dialect]] = {
-    ACTIONCABLE_V1_JSON.subprotocol: ACTIONCABLE_V1_JSON
+    ACTIONCABLE_V1_JSON.subprotocol: ACTIONCABLE_V1_JSON,
+    PROPER_CHANNELS_V1_JSON.subprotocol: PROPER_CHANNELS_V1_JSON,
 }
 
 

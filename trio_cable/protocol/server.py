@@ -3,12 +3,13 @@
 :class:`ServerProtocol` owns every protocol rule of a connection: the
 limits (frame size, subscriptions, pending commands), the command rate
 bucket (driven by the ``now`` the caller passes in), the subscription
-states and what may be sent in each, and the refusal of actions a channel
-does not offer. It emits server frames, already encoded by its
-:class:`~trio_cable.protocol.dialects.Dialect`, through the ``send``
-callable it is given (which must not block), and returns the work the
-channel layer must do as events. It imports no event loop and no socket:
-the tests drive it with plain calls.
+states and what may be sent in each, the refusal of actions a channel
+does not offer, and the answers to calls (a ``message`` with a ``ref``:
+its reply, or a tagged refusal, never silence). It emits server frames,
+already encoded by its :class:`~trio_cable.protocol.dialects.Dialect`,
+through the ``send`` callable it is given (which must not block), and
+returns the work the channel layer must do as events. It imports no event
+loop and no socket: the tests drive it with plain calls.
 
 A :class:`ServerSubscription` is the protocol's record of one
 subscription. It holds what ``subscribed()`` transmits until the
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from .._errors import ProtocolError
-from .codec import DEFAULT_LIMITS, Limits, Message, Subscribe, Unsubscribe
+from .codec import DEFAULT_LIMITS, Limits, Message, Ref, Subscribe, Unsubscribe
 from .dialects import Dialect
 
 __all__ = [
@@ -217,9 +218,12 @@ class ServerSubscription:
                 # A broadcast while subscribed() runs: after the confirmation.
                 self._early.append(payload)
             return
-        frame = frames.get(self.identifier)
+        # Keyed by the frame's head, not the identifier: two dialects may
+        # share an identifier but never a head.
+        prefix = self.prefix
+        frame = frames.get(prefix)
         if frame is None:
-            frame = frames[self.identifier] = self.prefix + payload + "}"
+            frame = frames[prefix] = prefix + payload + "}"
         self._send(frame)
 
     def transmit(self, payload: str) -> None:
@@ -228,6 +232,20 @@ class ServerSubscription:
             self._held.append(payload)
         elif self.state is CONFIRMED:
             self._send(self.prefix + payload + "}")
+
+    def reply(self, ref: Ref, result: str) -> None:
+        """The answer to the call tagged ``ref`` (``result``: encoded JSON),
+        after whatever the action transmitted; nothing once it is closed."""
+        if self.state is CONFIRMED:
+            self._send(self._protocol.dialect.reply(self.identifier, ref, result))
+
+    def reply_error(self, ref: Ref, reason: str, message: str) -> None:
+        """The call tagged ``ref`` failed (its action raised, or refused)."""
+        if self.state is CONFIRMED:
+            protocol = self._protocol
+            log.info("conn %s: %s: %s", protocol.id, reason, message)
+            frame = protocol.dialect.reply_error(self.identifier, ref, reason, message)
+            self._send(frame)
 
     def confirm(self) -> None:
         """``subscribed()`` accepted it and its streams are live: what it
@@ -259,8 +277,8 @@ class ServerSubscription:
             if isinstance(command, Subscribe):
                 self._send(protocol.dialect.reject(self.identifier))
             else:
-                protocol.error(
-                    "not_subscribed", "the subscription was rejected", self.identifier
+                protocol.refuse(
+                    command, "not_subscribed", "the subscription was rejected"
                 )
 
     def leave(self) -> None:
@@ -338,18 +356,14 @@ class ServerProtocol:
         self._mistakes: set[tuple[str, str]] = set()
 
     def welcome(self) -> None:
-        self.send(self.dialect.welcome())
+        frame = self.dialect.welcome()
+        if frame is not None:
+            self.send(frame)
 
-    def error(
-        self,
-        reason: str,
-        message: str,
-        identifier: str | None = None,
-        ref: str | int | None = None,
-    ) -> None:
+    def error(self, reason: str, message: str, identifier: str | None = None) -> None:
         """Report a protocol error to the client and the log; carry on."""
         log.info("conn %s: %s: %s", self.id, reason, message)
-        self.send(self.dialect.error(reason, message, identifier, ref))
+        self.send(self.dialect.error(reason, message, identifier))
 
     def mistake(self, reason: str, message: str) -> None:
         """Log a misspelt name: at WARNING the first time this connection
@@ -362,6 +376,23 @@ class ServerProtocol:
         self._mistakes.add(key)
         log.warning("conn %s: %s: %s", self.id, reason, message)
 
+    def refuse(
+        self, command: Message, reason: str, message: str, *, logged: bool = False
+    ) -> None:
+        """``command`` cannot run: a tagged reply when it was a call (so the
+        caller's wait ends), else an error frame. ``logged``: the caller
+        has logged it already."""
+        if not logged:
+            log.info("conn %s: %s: %s", self.id, reason, message)
+        if command.ref is None:
+            self.send(self.dialect.error(reason, message, command.identifier))
+        else:
+            self.send(
+                self.dialect.reply_error(
+                    command.identifier, command.ref, reason, message
+                )
+            )
+
     def forget(self, sub: ServerSubscription) -> None:
         if self.subscriptions.get(sub.identifier) is sub:
             del self.subscriptions[sub.identifier]
@@ -373,6 +404,7 @@ class ServerProtocol:
         usable."""
         settings = self.settings
         if not self._take_token(now):
+            self._refuse_call(frame)
             return None
         if len(frame) > settings.max_frame_bytes:
             self.host.count("frame_too_large")
@@ -394,6 +426,25 @@ class ServerProtocol:
         if isinstance(command, Subscribe):
             return self._subscribe(command)
         return self._unsubscribe(command)
+
+    def _refuse_call(self, frame: str | bytes) -> None:
+        """A call dropped by the rate limit still gets its tagged answer,
+        or its caller would wait out its timeout. Only frames that may
+        carry a ``ref`` are parsed: a flood of plain commands costs no
+        more than before."""
+        if not isinstance(frame, str) or '"ref"' not in frame:
+            return
+        if len(frame) > self.settings.max_frame_bytes:
+            return
+        try:
+            command = self.dialect.parse(frame, self.settings.limits)
+        except ProtocolError:
+            return
+        if isinstance(command, Message) and command.ref is not None:
+            rate = self.settings.commands_per_second
+            self.refuse(
+                command, "rate_limited", f"more than {rate:g} commands per second"
+            )
 
     def _take_token(self, now: float) -> bool:
         """The token bucket for commands."""
@@ -443,25 +494,24 @@ class ServerProtocol:
     def _message(self, command: Message) -> Event | None:
         sub = self.subscriptions.get(command.identifier)
         if sub is None:
-            self._not_subscribed(command.identifier, command.ref)
+            self.refuse(command, "not_subscribed", _NOT_SUBSCRIBED)
             return None
         refused = refusal(sub.rules, command.action)
         if refused is not None:
             if refused[0] == "unknown_action":
                 self.host.count("unknown_action")
                 self.mistake(*refused)
+                self.refuse(command, *refused, logged=True)
             else:
-                log.info("conn %s: %s: %s", self.id, *refused)
-            self.send(self.dialect.error(*refused, command.identifier, command.ref))
+                self.refuse(command, *refused)
             return None
         if sub.state is LEAVING:
             return None  # unsubscribed already: dropped, as Rails does
         if not sub._push(command):
-            self.error(
+            self.refuse(
+                command,
                 "too_many_commands",
                 f"more than {self.settings.max_pending_commands} commands pending",
-                command.identifier,
-                command.ref,
             )
             return None
         return CommandQueued(sub)
@@ -474,7 +524,8 @@ class ServerProtocol:
         sub.leave()
         return UnsubscribeRequested(sub)
 
-    def _not_subscribed(self, identifier: str, ref: str | int | None = None) -> None:
-        self.error(
-            "not_subscribed", "no subscription with this identifier", identifier, ref
-        )
+    def _not_subscribed(self, identifier: str) -> None:
+        self.error("not_subscribed", _NOT_SUBSCRIBED, identifier)
+
+
+_NOT_SUBSCRIBED: Final = "no subscription with this identifier"

@@ -19,6 +19,8 @@ export interface CableOptions {
   staleThreshold?: number
   /** ms between re-sends of an unanswered subscribe. Default 500. */
   subscribeRetryInterval?: number
+  /** ms a call() waits for its reply before rejecting. Default 10000. */
+  callTimeout?: number
   /** WebSocket constructor (default: globalThis.WebSocket). */
   WebSocket?: new (url: string, protocols: string[]) => WebSocket
   /** Random source for the jitter (default Math.random). */
@@ -37,6 +39,7 @@ export declare const DEFAULTS: Readonly<Required<
     | "reconnectAttempts"
     | "staleThreshold"
     | "subscribeRetryInterval"
+    | "callTimeout"
   >
 >>
 
@@ -71,9 +74,28 @@ export declare class Subscription<T = any> {
   readonly closed: boolean
   /** Call a server action; false when not sent (not connected, closed). */
   perform(action: string, data?: Params): boolean
+  /**
+   * Call a server action and resolve with its return value (trio_cable
+   * servers). Waits to be connected and confirmed; rejects with a
+   * {@link CallError} when the action fails or after `timeout` ms
+   * (default `options.callTimeout`).
+   */
+  call<R = any>(action: string, data?: Params, options?: { timeout?: number }): Promise<R>
   /** Send data to the default action (receive). */
   send(data: Params): boolean
   unsubscribe(): void
+}
+
+/** Why a call() failed. */
+export declare class CallError extends Error {
+  constructor(reason: string, message: string, action: string)
+  /**
+   * The server's reason (`server_error`, `unknown_action`, `invalid_action`,
+   * `not_subscribed`, `invalid_result`, an ActionError's own) or the
+   * client's: `timeout`, `connection_lost`, `rejected`, `unsubscribed`.
+   */
+  readonly reason: string
+  readonly action: string
 }
 
 export type CableState = "idle" | "connecting" | "open" | "waiting" | "failed" | "closed"
