@@ -10,12 +10,12 @@ This namespace is the server's API; the Python client is
 from ._cable import Cable as Cable
 from ._cable import ConnectHook as ConnectHook
 from ._cable import RedisCable as RedisCable
-from ._cable import redis_disconnect as redis_disconnect
 from ._channel import Channel as Channel
 from ._channel import periodically as periodically
 from ._channel import rescue_from as rescue_from
 from ._connection import Connection as Connection
 from ._current import current as current
+from ._errors import ActionError as ActionError
 from ._errors import CableError as CableError
 from ._errors import ConnectionRejected as ConnectionRejected
 from ._errors import HandshakeRefused as HandshakeRefused
@@ -25,8 +25,10 @@ from ._gc import tune_gc as tune_gc
 from ._hub import HubStatistics as HubStatistics
 from ._redis import BridgeStatistics as BridgeStatistics
 from ._redis import redis_broadcast as redis_broadcast
+from ._remote import redis_disconnect as redis_disconnect
 from ._request import Headers as Headers
 from ._request import Request as Request
+from ._run import run as run
 from .auth import InvalidSignature as InvalidSignature
 from .auth import InvalidToken as InvalidToken
 from .auth import SessionCookie as SessionCookie
@@ -40,6 +42,7 @@ from .server import serve_cable_trio_websocket as serve_cable_trio_websocket
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActionError",
     "BridgeStatistics",
     "Cable",
     "CableError",
@@ -65,6 +68,7 @@ __all__ = [
     "redis_broadcast",
     "redis_disconnect",
     "rescue_from",
+    "run",
     "serve_cable",
     "serve_cable_direct",
     "serve_cable_trio_websocket",

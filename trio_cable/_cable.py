@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import json
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 from urllib.parse import urlsplit
 
 import trio
@@ -20,8 +19,9 @@ from ._channel import Channel, rules_for
 from ._errors import CableError
 from ._hub import Hub, Subscriber
 from ._options import DEFAULT_REDIS_PREFIX, CableOptions
-from ._redis import RedisBridge, redis_broadcast
+from ._redis import RedisBridge
 from ._registry import ConnectionSet
+from ._remote import REMOTE_DISCONNECT, close_matching, encode_command
 from ._util import single_error
 from .protocol.codec import encode_payload, encode_ping
 
@@ -30,15 +30,11 @@ if TYPE_CHECKING:
     from ._request import Request
     from .protocol.server import ChannelRules
 
-__all__ = ["Cable", "ConnectHook", "redis_disconnect"]
+__all__ = ["Cable", "ConnectHook"]
 
 log = logging.getLogger("trio_cable.cable")
 
 C = TypeVar("C", bound=type[Channel])
-
-#: The stream remote disconnect commands travel on (a control stream of
-#: the hub: no channel can listen to it, see ``Subscription.stream_from``).
-REMOTE_DISCONNECT: Final = "_trio_cable:disconnect"
 
 #: ``async def hook(request) -> identity`` (or a plain ``def``, run in a
 #: thread). Return the connection's identity (``None`` for anonymous) or
@@ -109,6 +105,8 @@ class Cable:
         self.counters: Counter[str] = Counter()
         self._connections: ConnectionSet[Connection] = ConnectionSet()
         self._token: trio.lowlevel.TrioToken | None = None
+        self._background: list[Callable[[], Awaitable[object]]] = []
+        self._tasks: _Background | None = None
 
     # Read-only views of the options most code reads.
     @property
@@ -201,6 +199,68 @@ class Cable:
         self.connect_hook = hook
         return hook
 
+    # -- background tasks ----------------------------------------------------
+
+    def background(
+        self, fn: Callable[[], Awaitable[object]]
+    ) -> Callable[[], Awaitable[object]]:
+        """Run ``async def fn()`` beside the cable for as long as it runs
+        (a decorator; register before the cable starts).
+
+        It starts in the cable's own nursery each time the cable starts,
+        on every transport (``serve_cable``, ``CableApp`` through the ASGI
+        lifespan, ``trio-cable serve``, ``cable_test_client``).
+
+        Cancellation: at shutdown, background tasks are cancelled *first*,
+        before any client is disconnected, so nothing is broadcast to a
+        closing connection and shutdown never waits on them. An exception
+        from one is logged (``trio_cable.cable``, ERROR) and ends that
+        task only: the cable and its clients carry on.
+        """
+        self._background.append(fn)
+        return fn
+
+    def start_soon(
+        self, fn: Callable[..., Awaitable[object]], *args: Any, name: str | None = None
+    ) -> None:
+        """Start ``fn(*args)`` in the cable's nursery, for the rest of this
+        run (from any task in the trio thread, e.g. an action).
+
+        The same lifetime and error handling as :meth:`background`.
+
+        Raises:
+            CableError: the cable is not running (or is shutting down).
+        """
+        tasks = self._tasks
+        if tasks is None or tasks.scope.cancel_called:
+            raise CableError("the cable is not running: no nursery to start a task in")
+        tasks.nursery.start_soon(_guarded, fn, args, name=name or fn)
+
+    async def _run_background(self, *, task_status: trio.TaskStatus[None]) -> None:
+        tasks = _Background()
+        with tasks.scope:
+            try:
+                async with trio.open_nursery() as nursery:
+                    tasks.nursery = nursery
+                    self._tasks = tasks
+                    for fn in self._background:
+                        nursery.start_soon(_guarded, fn, (), name=fn)
+                    task_status.started()
+                    await trio.sleep_forever()
+            finally:
+                self._tasks = None
+                tasks.done.set()
+
+    async def stop_background(self) -> None:
+        """Cancel the background tasks and wait for them to end (shielded,
+        for at most ``close_timeout``); a no-op when none run."""
+        tasks = self._tasks
+        if tasks is None:
+            return
+        tasks.scope.cancel()
+        with trio.CancelScope(shield=True), trio.move_on_after(self.close_timeout):
+            await tasks.done.wait()
+
     # -- broadcasting --------------------------------------------------------
 
     async def broadcast(self, stream: str, data: Any) -> int:
@@ -272,35 +332,14 @@ class Cable:
         sent. Like broadcasts, a command still buffered when the cable
         stops is dropped.
         """
-        payload = encode_payload(
-            {"identity": identity, "reason": reason, "reconnect": reconnect}
-        )
+        payload = encode_command(identity, reason, reconnect)
         await trio.lowlevel.checkpoint()
         await self.broker.wait_for_room()
         self.broker.publish(REMOTE_DISCONNECT, payload)
         return self._disconnect_here(payload)
 
     def _disconnect_here(self, payload: str) -> int:
-        # The payload decoded here too, so local and remote matching see
-        # the same JSON values.
-        try:
-            command = json.loads(payload)
-            match, reason = command["identity"], str(command["reason"])
-            reconnect = bool(command["reconnect"])
-        except (ValueError, KeyError, TypeError):
-            log.warning("ignored a malformed remote disconnect command")
-            return 0
-        closed = 0
-        for conn in list(self._connections):
-            if (
-                not conn.closing
-                and conn.identity is not None
-                and identity_matches(conn.identity, match)
-            ):
-                log.info("conn %s: remote disconnect (%s)", conn.id, reason)
-                conn.close(reason, reconnect=reconnect)
-                closed += 1
-        return closed
+        return close_matching(self._connections, payload)
 
     def _publish(self, stream: str, payload: str) -> int:
         self.broker.publish(stream, payload)
@@ -312,6 +351,10 @@ class Cable:
         """The protocol's view of the channel registered as ``name``."""
         cls = self.channels.get(name)
         return None if cls is None else rules_for(cls)
+
+    def channel_names(self) -> Collection[str]:
+        """The names clients subscribe to channels with."""
+        return self.channels.keys()
 
     def stream_added(self, stream: str, sub: Subscriber) -> None:
         self.hub.add(stream, sub)
@@ -334,14 +377,15 @@ class Cable:
         """The open connections."""
         return frozenset(self._connections)
 
-    def count(self, name: str) -> None:
-        """Add one to the counter ``name`` (see :meth:`stats`)."""
-        self.counters[name] += 1
+    def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to the counter ``name`` (see :meth:`stats`)."""
+        self.counters[name] += n
 
     async def serve(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
-        """Run the cable's background work (the shared ping timer) forever.
+        """Run the cable's background work forever: the shared ping timer,
+        the broker, and the tasks of :meth:`background`.
 
         Reports started once the cable can serve connections.
 
@@ -360,6 +404,7 @@ class Cable:
                     await nursery.start(broker.run)
                     # Remote disconnects from elsewhere reach us from now on.
                     await broker.streams_live(self.hub.control)
+                    await nursery.start(self._run_background)
                     task_status.started()
                     await self._ping_forever()
         finally:
@@ -416,8 +461,10 @@ class Cable:
     async def shutdown(
         self, reason: str = "server_restart", *, reconnect: bool = True
     ) -> None:
-        """Close every connection (``disconnect`` frame first) and wait for
-        them to end, for at most ``close_timeout`` plus ``hook_timeout``."""
+        """Cancel the background tasks, then close every connection
+        (``disconnect`` frame first) and wait for them to end, for at most
+        ``close_timeout`` plus ``hook_timeout``."""
+        await self.stop_background()
         await self._connections.drain(
             self.options.drain_timeout, reason, reconnect=reconnect
         )
@@ -437,47 +484,26 @@ class Cable:
             await trio.sleep(self.options.ping_interval)
             frame = encode_ping(int(time.time()))
             for conn in list(self._connections):
-                if conn.ready:
+                if conn.ready and conn.protocol.dialect.pings:
                     conn.enqueue(frame)
 
 
-def redis_disconnect(
-    url: str,
-    identity: Any,
-    *,
-    reason: str = "remote",
-    reconnect: bool = True,
-    prefix: str = DEFAULT_REDIS_PREFIX,
-) -> int:
-    """:meth:`Cable.disconnect` from any program, through Redis.
+class _Background:
+    """The cable's nursery for background tasks, and how to stop it."""
 
-    For scripts and jobs with no cable of their own: every process whose
-    Redis cable runs with this ``prefix`` closes the connections matching
-    ``identity``. Blocking; returns how many processes received the
-    command.
-    """
-    command = {"identity": identity, "reason": reason, "reconnect": reconnect}
-    return redis_broadcast(url, REMOTE_DISCONNECT, command, prefix=prefix)
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.nursery: trio.Nursery
+        self.done = trio.Event()
 
 
-def identity_matches(identity: Any, match: Any) -> bool:
-    """Whether a connection's ``identity`` is the one ``match`` names (see
-    :meth:`Cable.disconnect`)."""
-    if identity == match:
-        return True
-    if not isinstance(match, dict) or not match:
-        return False
-    for key, value in match.items():
-        if isinstance(identity, Mapping):
-            field = identity.get(key, _MISSING)
-        else:
-            field = getattr(identity, key, _MISSING)
-        if field is _MISSING or field != value:
-            return False
-    return True
-
-
-_MISSING: Final = object()
+async def _guarded(fn: Callable[..., Awaitable[object]], args: tuple[Any, ...]) -> None:
+    # A failing background task is a bug to log, not a reason to take every
+    # client down with the cable.
+    try:
+        await fn(*args)
+    except Exception:
+        log.exception("background task %s crashed", getattr(fn, "__qualname__", fn))
 
 
 class RedisCable(Cable):

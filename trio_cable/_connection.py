@@ -30,7 +30,7 @@ from .protocol.server import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable
+    from collections.abc import Awaitable, Callable, Collection, Iterable
 
     from ._hub import Subscriber
     from ._options import CableOptions
@@ -60,11 +60,13 @@ class ConnectionHost(Protocol):
         its ``source`` is the channel class."""
         ...
 
+    def channel_names(self) -> Collection[str]: ...
+
     def register(self, conn: Connection) -> None: ...
 
     def unregister(self, conn: Connection) -> None: ...
 
-    def count(self, name: str) -> None: ...
+    def count(self, name: str, n: int = 1) -> None: ...
 
     def stream_added(self, stream: str, subscriber: Subscriber) -> None: ...
 
@@ -251,6 +253,7 @@ class Connection:
             return
         options = self.options
         self.host.count("too_slow")
+        self.host.count("frames_dropped", self.transport.backlog_frames)
         log.warning(
             "conn %s: outbound queue full (%d frames or %d bytes); "
             "disconnecting as too_slow",
@@ -355,6 +358,7 @@ class Connection:
             else:
                 self.identity = await trio.to_thread.run_sync(hook, self.request)
         except ConnectionRejected as exc:
+            self.host.count("connect_hook_refused")
             log.info("conn %s: connection rejected: %s", self.id, exc.reason)
             self._close = (exc.reason, exc.reconnect)
             return False

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 __all__ = [
+    "ActionError",
+    "ActionFailed",
     "CableError",
+    "CallTimeout",
     "ClientError",
     "ConnectionDenied",
     "ConnectionLost",
@@ -46,6 +49,22 @@ class ProtocolError(CableError):
         self.reason = reason
         self.message = message
         self.identifier = identifier
+
+
+class ActionError(CableError):
+    """Raise it in an action to refuse the request with a reason of yours.
+
+    A caller that asked for the action's reply (``subscription.call()``)
+    gets ``reason`` and ``message`` back, tagged to its call; otherwise
+    they go out as an error frame about the subscription. Either way it is
+    logged as an answer, not as a crash. ``reason`` is a short code
+    (``invalid``, ``not_found``...), ``message`` is for people.
+    """
+
+    def __init__(self, reason: str, message: str = ""):
+        super().__init__(f"{reason}: {message}" if message else reason)
+        self.reason = reason
+        self.message = message
 
 
 class ConnectionRejected(CableError):
@@ -122,8 +141,9 @@ class ConnectionUnauthorized(ConnectionDenied):
 
 class ConnectionLost(ClientError):
     """The connection dropped and the client was told not to reconnect
-    (``reconnect=False``). ``reason`` says why (``server_restart``,
-    ``stale``, ``closed``...)."""
+    (``reconnect=False``), or it dropped while a call waited for its
+    reply. ``reason`` says why (``server_restart``, ``stale``,
+    ``closed``...)."""
 
     def __init__(self, reason: str):
         super().__init__(f"connection lost: {reason}")
@@ -132,13 +152,41 @@ class ConnectionLost(ClientError):
 
 class SubscriptionRejected(ClientError):
     """The server answered ``reject_subscription``. ``reason`` is the frame's
-    reason when the server gives one (trio_cable: ``unknown_channel``)."""
+    reason when the server gives one (trio_cable: ``unknown_channel``), and
+    ``message`` its explanation (trio_cable: the channels that exist)."""
 
-    def __init__(self, identifier: str, reason: str | None = None):
+    def __init__(
+        self, identifier: str, reason: str | None = None, message: str | None = None
+    ):
         detail = f" ({reason})" if reason else ""
-        super().__init__(f"subscription rejected{detail}: {identifier}")
+        explained = f": {message}" if message else ""
+        super().__init__(f"subscription rejected{detail}: {identifier}{explained}")
         self.identifier = identifier
         self.reason = reason
+        self.message = message
+
+
+class ActionFailed(ClientError):
+    """The server answered a call with an error: the action raised
+    (``reason`` ``server_error``, or the ``reason`` of its
+    :class:`ActionError`), or refused it (``unknown_action``,
+    ``not_subscribed``...)."""
+
+    def __init__(self, action: str, reason: str, message: str):
+        super().__init__(f"{action!r} failed: {reason}: {message}")
+        self.action = action
+        self.reason = reason
+        self.message = message
+
+
+class CallTimeout(ClientError):
+    """No reply to a call within its timeout (the action may still run)."""
+
+    def __init__(self, identifier: str, action: str, timeout: float):
+        super().__init__(f"no reply to {action!r} within {timeout:g}s: {identifier}")
+        self.identifier = identifier
+        self.action = action
+        self.timeout = timeout
 
 
 class SubscriptionTimeout(ClientError):

@@ -25,7 +25,8 @@ class Subscriber(Protocol):
 
     def deliver(self, payload: str, frames: dict[str, str]) -> None:
         """Queue ``payload`` without blocking; ``frames`` caches frames
-        built for this broadcast, keyed by identifier."""
+        built for this broadcast, keyed by the frame's head (two dialects
+        may share an identifier, never a head)."""
 
 
 @dataclass(frozen=True, slots=True)

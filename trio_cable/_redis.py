@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -115,6 +116,8 @@ class BridgeStatistics:
     dropped: int
     buffered: int
     channels: int
+    #: Seconds the oldest buffered broadcast has waited (0: none waits).
+    lag: float = 0.0
 
 
 async def _in_thread(fn: Callable[..., T], *args: Any, stop: Callable[[], None]) -> T:
@@ -191,7 +194,8 @@ class RedisBridge:
         self._published = 0
         self._received = 0
         self._dropped = 0
-        self._outgoing: deque[tuple[str, str]] = deque()
+        # (channel, payload, when it was buffered: for the lag)
+        self._outgoing: deque[tuple[str, str, float]] = deque()
         self._wanted: set[str] = set()  # channels with local subscribers
         self._requested: set[str] = set()  # SUBSCRIBE sent on this connection
         self._acked: set[str] = set()  # SUBSCRIBE acknowledged
@@ -215,7 +219,7 @@ class RedisBridge:
                     self.max_buffer,
                     self._dropped,
                 )
-        self._outgoing.append((self.prefix + stream, payload))
+        self._outgoing.append((self.prefix + stream, payload, time.monotonic()))
         self._outgoing_ready.set()
 
     async def wait_for_room(self) -> None:
@@ -270,6 +274,7 @@ class RedisBridge:
             dropped=self._dropped,
             buffered=len(self._outgoing),
             channels=len(self._acked),
+            lag=time.monotonic() - self._outgoing[0][2] if self._outgoing else 0.0,
         )
 
     # -- the bridge task ----------------------------------------------------
@@ -462,7 +467,7 @@ class RedisBridge:
                 for _ in range(min(self.batch_size, len(self._outgoing)))
             ]
             self._room.set()
-            for channel, payload in batch:
+            for channel, payload, _ in batch:
                 if channel in self._acked:
                     self._echo.setdefault(channel, deque()).append(payload)
             try:
@@ -473,7 +478,7 @@ class RedisBridge:
                 self._outgoing.extendleft(reversed(batch))
                 raise
             self._published += len(batch)
-            for (channel, _), count in zip(batch, counts, strict=True):
+            for (channel, _, _), count in zip(batch, counts, strict=True):
                 self._receivers[channel] = count
 
     async def _heartbeat(self, client: Redis) -> None:
@@ -501,7 +506,7 @@ class RedisBridge:
         # subscribers as it had before the outage.
         expected = {
             channel: self._receivers[channel]
-            for channel, _ in self._outgoing
+            for channel, _, _ in self._outgoing
             if channel in self._receivers
         }
         if not expected:
@@ -519,8 +524,8 @@ class RedisBridge:
             log.warning("publishing buffered broadcasts before every process is back")
 
     @staticmethod
-    def _publish_batch(client: Redis, batch: list[tuple[str, str]]) -> list[int]:
+    def _publish_batch(client: Redis, batch: list[tuple[str, str, float]]) -> list[int]:
         pipe = client.pipeline(transaction=False)
-        for channel, payload in batch:
+        for channel, payload, _ in batch:
             pipe.publish(channel, payload)
         return [int(count) for count in pipe.execute()]

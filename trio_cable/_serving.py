@@ -54,6 +54,7 @@ async def serve_connection(
         if request is None:
             return
         if path is not None and request.path != path:
+            cable.count("path_refused")
             await handshake.refuse(404, "Not Found")
             return
         refused = cable.refuse_handshake(request)
@@ -101,7 +102,8 @@ async def serve_until_cancelled(
     them and no close handshake could complete. So on cancellation every
     connection in ``served`` is first closed the ordinary way (what was
     queued, ``server_restart``, a close handshake, the hooks) within the
-    cable's drain timeout, and only then is the rest cut off.
+    cable's drain timeout (after the cable's background tasks are
+    cancelled), and only then is the rest cut off.
     """
     server_scope = trio.CancelScope(shield=True)
 
@@ -110,7 +112,8 @@ async def serve_until_cancelled(
             await accept(task_status=task_status)
 
     async with AsyncExitStack() as stack:
-        if not cable.is_running:
+        owns_cable = not cable.is_running
+        if owns_cable:
             await stack.enter_async_context(cable.running())
         async with trio.open_nursery() as nursery:
             try:
@@ -123,6 +126,10 @@ async def serve_until_cancelled(
                 task_status.started(bound)
                 await trio.sleep_forever()
             finally:
+                # Background tasks first: nothing more is broadcast to
+                # clients that are being closed.
+                if owns_cable:
+                    await cable.stop_background()
                 await served.drain(cable.options.drain_timeout, shield=True)
                 server_scope.cancel()
     raise AssertionError("unreachable")  # pragma: no cover

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 import trio
 
 from ._channel import Channel, ConnectionView, action_for
+from ._errors import ActionError
 from .protocol.codec import encode_payload
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from ._channel import StreamCallback
     from ._hub import Subscriber
     from ._options import CableOptions
-    from .protocol.codec import Message
+    from .protocol.codec import Message, Ref
     from .protocol.server import ServerSubscription
 
 __all__ = ["RESERVED_PREFIX", "Subscription"]
@@ -46,6 +47,7 @@ class StreamHost(Protocol):
     def stream_added(self, stream: str, subscriber: Subscriber) -> None: ...
     def stream_removed(self, stream: str, subscriber: Subscriber) -> None: ...
     async def streams_live(self, streams: Iterable[str]) -> None: ...
+    def count(self, name: str) -> None: ...
 
 
 class SubscriptionOwner(ConnectionView, Protocol):
@@ -215,7 +217,7 @@ class Subscription:
         try:
             await call_hook(self.channel, "subscribed")
         except Exception as exc:
-            if not await self._rescued(exc):
+            if not (await self._rescued(exc))[0]:
                 log.exception(
                     "conn %s: %s.subscribed() failed; rejecting",
                     conn.id,
@@ -259,7 +261,7 @@ class Subscription:
             with scope:
                 while True:
                     await trio.sleep(seconds)
-                    await self._guarded(fn, (), f"timer {name!r}")
+                    await self._tick(fn, f"timer {name!r}")
         finally:
             self._timer_scopes.remove(scope)
             if not self._timer_scopes and self._timers_gone is not None:
@@ -276,41 +278,67 @@ class Subscription:
             await self._unsubscribed()
 
     async def _perform(self, message: Message) -> None:
+        """Run one action; a call (``ref`` set) gets its return value or
+        its error back, after whatever the action transmitted. An error is
+        the channel's ``rescue_from`` handler's to answer first (a call
+        then gets what the handler returned)."""
         fn, is_async, takes_data = action_for(type(self.channel), message.action)
         args = (self.channel, message.data) if takes_data else (self.channel,)
-        await self._guarded(fn, args, f"action {message.action!r}", is_async)
-
-    async def _guarded(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        what: str,
-        is_async: bool | None = None,
-    ) -> None:
-        """Run an action or a timer; an exception goes to the channel's
-        ``rescue_from`` handler, or is logged and reported to the client."""
-        if is_async is None:
-            is_async = inspect.iscoroutinefunction(fn)
         try:
             if is_async:
-                await fn(*args)
+                result = await fn(*args)
             else:
-                await trio.to_thread.run_sync(fn, *args)
+                result = await trio.to_thread.run_sync(fn, *args)
+        except ActionError as exc:  # the action's own answer: no handler
+            self._fail(message.ref, exc.reason, exc.message)
+            return
         except Exception as exc:
-            if await self._rescued(exc):
+            handled, result = await self._rescued(exc)
+            if not handled:
+                self.connection.host.count("action_errors")
+                self._failed(f"action {message.action!r}", exc, message.ref)
                 return
-            log.exception(
-                "conn %s: %s of %s failed", self.connection.id, what, self.identifier
-            )
-            self.connection.error("server_error", f"{what} failed", self.identifier)
+        if message.ref is not None:
+            self._reply(message, result)
 
-    async def _rescued(self, exc: Exception) -> bool:
-        """Whether a ``rescue_from`` handler of the channel handled ``exc``
-        (a handler that raises has not: the caller reports ``exc``)."""
+    async def _tick(self, fn: Callable[[], Any], what: str) -> None:
+        """One call of a timer; errors are handled like an action's."""
+        try:
+            await call(fn)
+        except Exception as exc:
+            handled, _ = await self._rescued(exc)
+            if not handled:
+                self._failed(what, exc)
+
+    def _failed(self, what: str, exc: Exception, ref: Ref | None = None) -> None:
+        log.error(
+            "conn %s: %s of %s failed",
+            self.connection.id,
+            what,
+            self.identifier,
+            exc_info=exc,
+        )
+        self._fail(ref, "server_error", f"{what} failed")
+
+    def _fail(self, ref: Ref | None, reason: str, text: str) -> None:
+        if ref is None:
+            self.connection.error(reason, text, self.identifier)
+        else:
+            self.record.reply_error(ref, reason, text)
+
+    async def _rescued(self, exc: Exception) -> tuple[bool, Any]:
+        """Whether a ``rescue_from`` handler of the channel handled ``exc``,
+        and what it returned (a handler that raises has not handled it: the
+        caller reports ``exc``)."""
         for types, handler in self.channel._rescuers:
             if isinstance(exc, types):
                 try:
-                    await call(handler, self.channel, exc)
+                    if inspect.iscoroutinefunction(handler):
+                        value = await handler(self.channel, exc)
+                    else:
+                        value = await trio.to_thread.run_sync(
+                            handler, self.channel, exc
+                        )
                 except Exception:
                     log.exception(
                         "conn %s: the rescue_from handler %s of %s failed",
@@ -318,9 +346,29 @@ class Subscription:
                         handler.__name__,
                         self.identifier,
                     )
-                    return False
-                return True
-        return False
+                    return False, None
+                return True, value
+        return False, None
+
+    def _reply(self, message: Message, result: Any) -> None:
+        assert message.ref is not None
+        try:
+            encoded = encode_payload(result)
+        except (TypeError, ValueError) as exc:
+            log.error(
+                "conn %s: action %r of %s returned what JSON cannot carry: %s",
+                self.connection.id,
+                message.action,
+                self.identifier,
+                exc,
+            )
+            self.record.reply_error(
+                message.ref,
+                "invalid_result",
+                f"action {message.action!r} returned a value that is not JSON",
+            )
+            return
+        self.record.reply(message.ref, encoded)
 
     async def _unsubscribed(self) -> None:
         # Shielded so a disconnect or shutdown still runs the hook, but
@@ -345,7 +393,7 @@ class Subscription:
                     self.channel, "unsubscribed", options.hook_timeout
                 )
             except Exception as exc:
-                if await self._rescued(exc):
+                if (await self._rescued(exc))[0]:
                     return
                 log.exception(
                     "conn %s: unsubscribed() of %s failed",

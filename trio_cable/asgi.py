@@ -12,15 +12,14 @@ import contextlib
 import functools
 import hashlib
 import importlib.resources
-import json
 import logging
-import os
 from collections.abc import Awaitable, Callable
 
 import trio
 
 from ._cable import Cable
 from ._gc import tune_gc as _tune_gc
+from ._metrics import METRICS_CONTENT_TYPE, metrics_text, stats_json
 from ._serving import serve_connection
 from .transports.asgi import (
     ASGIHandshake,
@@ -53,6 +52,7 @@ class CableApp:
         *,
         path: str = "/cable",
         stats_path: str | None = None,
+        metrics_path: str | None = None,
         client_path: str | None = "/cable.js",
         tune_gc: bool = False,
     ) -> None:
@@ -62,6 +62,10 @@ class CableApp:
         #: Opt-in: ``GET stats_path`` answers ``cable.stats()`` as JSON
         #: (counts only, no identities; ``trio-cable stats`` reads it).
         self.stats_path = stats_path
+        #: Opt-in: ``GET metrics_path`` answers the cable's metrics in the
+        #: Prometheus text format (docs/guide.md, "Metrics"); with several
+        #: workers, each answers for itself.
+        self.metrics_path = metrics_path
         #: ``GET client_path`` serves the packaged browser client,
         #: ``cable.js`` (``None``: not served).
         self.client_path = client_path
@@ -78,12 +82,16 @@ class CableApp:
         elif kind == "http" and scope["path"] == self.client_path:
             await _serve_client(scope, send)
         elif kind == "http" and scope["path"] == self.stats_path:
-            await _serve_stats(self.cable, send)
+            await _serve_bytes(send, "application/json", stats_json(self.cable))
+        elif kind == "http" and scope["path"] == self.metrics_path:
+            body = metrics_text(self.cable).encode()
+            await _serve_bytes(send, METRICS_CONTENT_TYPE, body)
         elif self.app is not None:
             await self.app(scope, receive, send)
         elif kind == "http":
             await _not_found(send)
         elif kind == "websocket":
+            self.cable.count("path_refused")
             await send({"type": "websocket.close", "code": 1000})
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -197,11 +205,10 @@ async def _serve_client(scope: Scope, send: Send) -> None:
     await send({"type": "http.response.body", "body": b"" if head else body})
 
 
-async def _serve_stats(cable: Cable, send: Send) -> None:
-    """``GET stats_path``: the cable's counters, for ``trio-cable stats``."""
-    body = json.dumps({"pid": os.getpid(), **cable.stats()}).encode()
+async def _serve_bytes(send: Send, content_type: str, body: bytes) -> None:
+    """``GET stats_path`` or ``metrics_path``: numbers, never cached."""
     headers = [
-        (b"content-type", b"application/json"),
+        (b"content-type", content_type.encode()),
         (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-store"),
     ]

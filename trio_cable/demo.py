@@ -18,6 +18,7 @@ import itertools
 import json
 import secrets
 from collections import Counter, deque
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
@@ -50,12 +51,16 @@ async def identify(request: Request) -> str:
     return clean_name(request.cookies.get(NAME_COOKIE)) or "anonymous"
 
 
-def render_message(user: str, text: str, via: str) -> str:
+def render_message(user: str, text: str, via: str, when: datetime | None = None) -> str:
     """One message's ``<li>``: the page's first render and every live
-    update use it, so the markup has one source."""
+    update use it, so the markup has one source. The time is UTC; the
+    page shows it in the reader's own time zone."""
     number = next(_message_ids)
+    when = when or datetime.now(UTC)
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ")
     return (
         f'<li id="message_{number}" class="message via-{via}">'
+        f'<time datetime="{stamp}">{when:%H:%M}</time> '
         f"<b>{html.escape(user)}</b> {html.escape(text)}"
         f' <small title="sent {via}">{via}</small></li>'
     )
@@ -111,6 +116,12 @@ async def http_app(scope: Scope, receive: Receive, send: Send) -> None:
     request = Request(scope)
     if path == "/":
         await _redirect(send, "/rooms/general")
+    elif path == "/favicon.svg":
+        svg = [
+            (b"content-type", b"image/svg+xml"),
+            (b"cache-control", b"max-age=86400"),
+        ]
+        await _respond(send, 200, FAVICON, svg)
     elif len(parts) == 3 and parts[0] == "rooms" and parts[2] == "messages":
         if scope["method"] != "POST":
             await _respond(send, 405, b"POST only", [(b"allow", b"POST")])
@@ -169,7 +180,7 @@ def render_page(room: str, name: str) -> str:
         "{{NAME}}": html.escape(name),
         "{{ROOMS}}": links,
         "{{MEMBERS}}": str(members[room]),
-        "{{MESSAGES}}": "\n".join(history[room]),
+        "{{MESSAGES}}": "".join(history[room]),
     }
     page = PAGE
     for key, value in values.items():
@@ -179,10 +190,18 @@ def render_page(room: str, name: str) -> str:
 
 app = CableApp(cable, http_app, tune_gc=True)
 
+#: A speech bubble on trio blue: the tab's icon (no 404 for /favicon.ico).
+FAVICON = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
+    b'<rect width="32" height="32" rx="7" fill="#2e5e9e"/>'
+    b'<path d="M7 9h18v11H14l-5 4v-4H7z" fill="#fff"/></svg>'
+)
+
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>#{{ROOM}} · trio_cable chat</title>
+<link rel="icon" href="/favicon.svg" type="image/svg+xml">
 <script type="module" src="/cable.js"></script>
 <style>
 body{font:16px/1.4 system-ui,sans-serif;max-width:42em;margin:2em auto;padding:0 1em;
@@ -193,12 +212,14 @@ nav a{margin-right:.6em}
 nav a[aria-current]{font-weight:bold;text-decoration:none}
 #presence{color:#555}
 #status{font-size:.85em;padding:.1em .6em;border-radius:1em;background:#f6d6a8}
-#status::after{content:"connecting…"}
+#status::after{content:attr(data-note)}
 body:has(turbo-stream-channel[connected]) #status{background:#bfe8c4}
 body:has(turbo-stream-channel[connected]) #status::after{content:"live"}
 #messages{list-style:none;padding:.5em;margin:1em 0;min-height:12em;max-height:60vh;
   overflow-y:auto;border:1px solid #ccc;border-radius:.4em}
 #messages li{padding:.25em .4em}
+#messages:not(:has(li))::before{content:"No messages yet: say hello below.";color:#888}
+#messages time{color:#888;font-size:.8em;font-variant-numeric:tabular-nums}
 #messages li:nth-child(odd){background:#f5f5f7}
 #messages small{color:#888;font-size:.75em}
 form{display:flex;gap:.5em;margin:.5em 0}
@@ -210,12 +231,10 @@ footer{color:#777;font-size:.85em;margin-top:2em}
 <header>
 <h1>#{{ROOM}}</h1>
 <span id="presence"><span id="members">{{MEMBERS}}</span> here</span>
-<span id="status"></span>
+<span id="status" data-note="connecting…"></span>
 </header>
 <nav>{{ROOMS}}</nav>
-<ul id="messages">
-{{MESSAGES}}
-</ul>
+<ul id="messages">{{MESSAGES}}</ul>
 <form id="composer" autocomplete="off">
 <input name="message" placeholder="Message #{{ROOM}} as {{NAME}}" aria-label="message"
   autofocus>
@@ -230,10 +249,42 @@ footer{color:#777;font-size:.85em;margin-top:2em}
 to change that). Served by trio_cable: one WebSocket, Turbo Streams over the
 cable.</footer>
 <script type="module">
-// The only script of the page: send the composer's text over the cable.
+// The only script of the page: send the composer's text over the cable, say
+// when a lost connection is retried, and show times in the reader's zone.
 // Everything that appears on the page arrives as a Turbo Stream.
-import "/cable.js"
+import { cable } from "/cable.js"
 const channel = document.querySelector("turbo-stream-channel")
+const status = document.getElementById("status")
+let ticking = null
+function showState() {
+  clearInterval(ticking)
+  ticking = null
+  if (cable.state === "waiting" && cable.retryAt !== null) {
+    const tick = () => {
+      const seconds = Math.max(0, Math.ceil((cable.retryAt - Date.now()) / 1000))
+      status.dataset.note = `offline: retrying in ${seconds} s…`
+    }
+    tick()
+    ticking = setInterval(tick, 250)
+  } else if (cable.state === "failed" || cable.state === "closed") {
+    status.dataset.note = "offline"
+  } else {
+    status.dataset.note = "connecting…"
+  }
+}
+cable.addEventListener("statechange", showState)
+function localTimes(root) {
+  for (const time of root.querySelectorAll("time[datetime]:not([data-local])")) {
+    const when = new Date(time.dateTime)
+    const hhmm = { hour: "2-digit", minute: "2-digit" }
+    time.textContent = when.toLocaleTimeString([], hhmm)
+    time.title = when.toLocaleString()
+    time.dataset.local = ""
+  }
+}
+const messages = document.getElementById("messages")
+localTimes(messages)
+new MutationObserver(() => localTimes(messages)).observe(messages, { childList: true })
 document.getElementById("composer").addEventListener("submit", (event) => {
   event.preventDefault()
   const input = event.target.elements.message

@@ -16,6 +16,7 @@ import trio
 
 from ._cable import Cable
 from ._connection import Connection
+from ._metrics import http_routes
 from ._registry import ConnectionSet
 from ._serving import serve_connection, serve_until_cancelled
 from .transports.direct import DirectHandshake, DirectTransport
@@ -35,6 +36,8 @@ async def serve_cable_direct(
     max_message_size: int = 1 << 20,
     connect_timeout: float = 10.0,
     tune_gc: bool = False,
+    stats_path: str | None = None,
+    metrics_path: str | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve ``cable`` at ``ws://host:port/path`` on sockets of our own.
@@ -50,7 +53,9 @@ async def serve_cable_direct(
     A message over ``max_message_size`` closes its socket with code 1009;
     invalid framing closes it with 1002 (or wsproto's more precise code).
     ``tune_gc`` applies :func:`trio_cable.tune_gc` once listening, as
-    :func:`~trio_cable.serve_cable` does.
+    :func:`~trio_cable.serve_cable` does. ``stats_path`` and
+    ``metrics_path`` (off by default) answer a plain HTTP GET with the
+    cable's stats (JSON) and metrics (the Prometheus text format).
 
     Cancellation: each client is sent what was already queued for it,
     then ``disconnect`` with reason ``server_restart`` (reconnect true),
@@ -77,6 +82,7 @@ async def serve_cable_direct(
         ),
         secure=ssl_context is not None,
         max_message_size=max_message_size,
+        http=http_routes(cable, stats_path, metrics_path),
     )
     await serve_until_cancelled(
         cable,

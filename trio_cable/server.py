@@ -97,6 +97,8 @@ async def serve_cable(
     max_message_size: int = 1 << 20,
     connect_timeout: float = 10.0,
     tune_gc: bool = False,
+    stats_path: str | None = None,
+    metrics_path: str | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve ``cable`` over WebSocket at ``ws://host:port/path``; never returns.
@@ -113,6 +115,11 @@ async def serve_cable(
     ``listeners`` (direct only) serves on listeners you opened instead of
     ``host`` and ``port``. A message over ``max_message_size`` closes its
     socket (code 1009).
+
+    ``stats_path`` and ``metrics_path`` (direct only; off by default)
+    answer a plain HTTP GET there with the cable's stats as JSON (what
+    ``trio-cable stats`` reads) and its metrics in the Prometheus text
+    format.
 
     ``tune_gc`` applies :func:`trio_cable.tune_gc` (process-wide garbage
     collector settings that doubled throughput in the benchmarks) once the
@@ -136,14 +143,21 @@ async def serve_cable(
             max_message_size=max_message_size,
             connect_timeout=connect_timeout,
             tune_gc=tune_gc,
+            stats_path=stats_path,
+            metrics_path=metrics_path,
             task_status=task_status,
         )
     if transport != "trio-websocket":
         raise ValueError(
             f"transport must be 'direct' or 'trio-websocket', not {transport!r}"
         )
-    if listeners is not None:
-        raise ValueError("listeners= is supported by the direct transport only")
+    for name, given in (
+        ("listeners", listeners),
+        ("stats_path", stats_path),
+        ("metrics_path", metrics_path),
+    ):
+        if given is not None:
+            raise ValueError(f"{name}= is supported by the direct transport only")
     await serve_cable_trio_websocket(
         cable,
         host,

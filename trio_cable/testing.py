@@ -10,6 +10,9 @@ same connection code every real transport runs), and
             assert confirm["type"] == "confirm_subscription"
             await ws.perform("ChatChannel", "speak", {"message": "hi"}, room="general")
             assert (await ws.receive())["message"]["message"] == "hi"
+
+:func:`guide_test_client` is the same for a client speaking the reference
+Channels guide's frames (``proper-channels-v1-json``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import json
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from http.cookies import SimpleCookie
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlencode
 
 import trio
@@ -29,14 +32,18 @@ from ._errors import ConnectionRejected
 from ._request import Request
 from ._serving import serve_connection
 from ._util import single_error
+from .protocol.guide import GUIDE_SUBPROTOCOL, guide_identifier
 from .transports.memory import MemoryHandshake, MemoryTransport
 from .transports.scope import websocket_scope
 
 __all__ = [
+    "GUIDE_SUBPROTOCOL",
+    "GuideTestClient",
     "MemoryTransport",
     "TestClient",
     "cable_test_client",
     "capture_broadcasts",
+    "guide_test_client",
     "identifier_for",
 ]
 
@@ -68,6 +75,7 @@ class TestClient:
         self._to_server = to_server
         self._from_server = from_server
         self._pending: list[Frame] = []
+        self._refs = 0
         self.closed = False
 
     async def send_raw(self, text: str | bytes) -> None:
@@ -107,6 +115,31 @@ class TestClient:
         """Perform ``action`` on the subscription ``channel`` + ``params``."""
         payload = {**(data or {}), "action": action}
         await self.send_command("message", identifier_for(channel, **params), payload)
+
+    async def call(
+        self,
+        channel: str,
+        action: str,
+        data: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> Frame:
+        """Call ``action`` (a ``message`` with a ``ref``) and return its
+        ``reply`` frame: ``result``, or ``error`` with ``reason`` and
+        ``message``. Frames before the reply stay queued for
+        :meth:`receive`."""
+        self._refs += 1
+        ref = self._refs
+        identifier = identifier_for(channel, **params)
+        frame = {
+            "command": "message",
+            "identifier": identifier,
+            "data": json.dumps({**(data or {}), "action": action}),
+            "ref": ref,
+        }
+        await self.send_raw(json.dumps(frame))
+        return await self.receive_matching(
+            lambda f: f.get("type") == "reply" and f.get("ref") == ref
+        )
 
     async def receive(self, *, pings: bool = False) -> Frame:
         """The next frame (skipping pings unless ``pings``).
@@ -171,6 +204,36 @@ async def cable_test_client(
     Leaving the block closes the client socket and waits until the server
     side has finished (every ``unsubscribed()`` ran).
     """
+    request = _request(path, headers, cookies, query, _ACTION_CABLE)
+    async with _memory_connection(cable, request, buffer) as (conn, to, from_):
+        client = TestClient(conn, to, from_)
+        first = await client.receive()
+        if first.get("type") == "disconnect":
+            raise _rejected(first)
+        try:
+            yield client
+        finally:
+            await client.close()
+
+
+_ACTION_CABLE: Final = ["actioncable-v1-json", "actioncable-unsupported"]
+
+
+def _rejected(frame: Frame) -> ConnectionRejected:
+    return ConnectionRejected(
+        f"connection refused: {frame.get('reason')}",
+        reason=frame.get("reason"),
+        reconnect=bool(frame.get("reconnect")),
+    )
+
+
+def _request(
+    path: str,
+    headers: Mapping[str, str] | None,
+    cookies: Mapping[str, str] | None,
+    query: Mapping[str, str] | None,
+    subprotocols: list[str],
+) -> Request:
     raw_headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     if cookies:
         jar: SimpleCookie = SimpleCookie()
@@ -185,30 +248,184 @@ async def cable_test_client(
         target,
         raw_headers,
         client=("127.0.0.1", 0),
-        subprotocols=["actioncable-v1-json", "actioncable-unsupported"],
+        subprotocols=subprotocols,
         server=("testserver", 80),
     )
+    return Request(scope)
+
+
+@asynccontextmanager
+async def _memory_connection(
+    cable: Cable, request: Request, buffer: int
+) -> AsyncIterator[
+    tuple[
+        Connection,
+        trio.MemorySendChannel[str | bytes],
+        trio.MemoryReceiveChannel[str],
+    ]
+]:
+    """A server connection over memory channels, served until the block
+    ends (the cable runs meanwhile if it did not already)."""
     to_server, server_in = trio.open_memory_channel[str | bytes](buffer)
     server_out, from_server = trio.open_memory_channel[str](buffer)
-    handshake = MemoryHandshake(Request(scope), server_out, server_in)
+    handshake = MemoryHandshake(request, server_out, server_in)
     with single_error():
         async with AsyncExitStack() as stack:
             if not cable.is_running:
                 await stack.enter_async_context(cable.running())
             async with trio.open_nursery() as nursery:
                 connection = await nursery.start(serve_connection, cable, handshake)
-                client = TestClient(connection, to_server, from_server)
-                first = await client.receive()
-                if first.get("type") == "disconnect":
-                    raise ConnectionRejected(
-                        f"connection refused: {first.get('reason')}",
-                        reason=first.get("reason"),
-                        reconnect=bool(first.get("reconnect")),
-                    )
-                try:
-                    yield client
-                finally:
-                    await client.close()
+                yield connection, to_server, from_server
+
+
+class GuideTestClient:
+    """An in-memory client speaking the reference Channels guide's frames
+    (``proper-channels-v1-json``; see :func:`guide_test_client`).
+
+    Frames are decoded JSON objects: ``{"type": "message", "channel": ...,
+    "params": ..., "data": ...}`` and the like.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(
+        self,
+        connection: Connection,
+        to_server: trio.MemorySendChannel[str | bytes],
+        from_server: trio.MemoryReceiveChannel[str],
+    ) -> None:
+        #: The server-side :class:`~trio_cable.Connection` (for assertions).
+        self.connection = connection
+        self._frames = TestClient(connection, to_server, from_server)
+        self._refs = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._frames.closed
+
+    async def send_raw(self, text: str | bytes) -> None:
+        """Send one frame as is (for testing bad input)."""
+        await self._frames.send_raw(text)
+
+    async def send_command(
+        self, command: str, channel: str, params: Mapping[str, Any], **fields: Any
+    ) -> None:
+        frame = {"command": command, "channel": channel, "params": dict(params)}
+        await self.send_raw(json.dumps({**frame, **fields}))
+
+    async def subscribe(self, channel: str, **params: Any) -> Frame:
+        """Subscribe; return the ``confirm_subscription`` or
+        ``reject_subscription`` frame (other frames stay queued).
+
+        Raises:
+            ConnectionRejected: the connect hook refused the connection.
+        """
+        await self.send_command("subscribe", channel, params)
+        name = guide_identifier(channel, params)
+
+        def answer(frame: Frame) -> bool:
+            if frame.get("type") == "disconnect":
+                raise _rejected(frame)
+            return frame.get("type") in _ANSWERS and _name(frame) == name
+
+        return await self._frames.receive_matching(answer)
+
+    async def unsubscribe(self, channel: str, **params: Any) -> None:
+        await self.send_command("unsubscribe", channel, params)
+
+    async def send_action(
+        self,
+        channel: str,
+        action: str,
+        data: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> None:
+        """Perform ``action`` with ``data`` on ``channel`` + ``params``."""
+        await self.send_command(
+            "message", channel, params, action=action, data=dict(data or {})
+        )
+
+    async def call(
+        self,
+        channel: str,
+        action: str,
+        data: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> Frame:
+        """Call ``action`` and return its ``reply`` frame (``result``, or
+        ``error``); frames before it stay queued for :meth:`receive`."""
+        self._refs += 1
+        ref = self._refs
+        await self.send_command(
+            "message", channel, params, action=action, data=dict(data or {}), ref=ref
+        )
+        return await self._frames.receive_matching(
+            lambda f: f.get("type") == "reply" and f.get("ref") == ref
+        )
+
+    async def receive(self) -> Frame:
+        """The next frame.
+
+        Raises:
+            trio.EndOfChannel: the server closed the connection.
+        """
+        return await self._frames.receive()
+
+    async def receive_matching(self, match: Any) -> Frame:
+        """The first frame for which ``match(frame)`` is true; frames before
+        it stay queued for :meth:`receive`."""
+        return await self._frames.receive_matching(match)
+
+    async def close(self) -> None:
+        """Close the socket from the client's side."""
+        await self._frames.close()
+
+
+_ANSWERS: Final = ("confirm_subscription", "reject_subscription")
+
+
+def _name(frame: Frame) -> str | None:
+    channel, params = frame.get("channel"), frame.get("params")
+    if not isinstance(channel, str) or not isinstance(params, dict):
+        return None
+    return guide_identifier(channel, params)
+
+
+@asynccontextmanager
+async def guide_test_client(
+    cable: Cable,
+    *,
+    path: str = "/cable",
+    headers: Mapping[str, str] | None = None,
+    cookies: Mapping[str, str] | None = None,
+    query: Mapping[str, str] | None = None,
+    buffer: int = 1000,
+) -> AsyncIterator[GuideTestClient]:
+    """Like :func:`cable_test_client`, for a client speaking the reference
+    Channels guide's frames (the ``proper-channels-v1-json`` subprotocol):
+    ``subscribe("ChatChannel", room=...)``, ``send_action(...)``,
+    ``receive()``, as in that guide's tests::
+
+        async with guide_test_client(cable) as ws:
+            confirm = await ws.subscribe("ChatChannel", room="general")
+            assert confirm["type"] == "confirm_subscription"
+            await ws.send_action(
+                "ChatChannel", "speak", {"message": "hi"}, room="general"
+            )
+            assert (await ws.receive())["data"]["message"] == "hi"
+
+    The dialect has no welcome frame, so a connection the connect hook
+    refuses shows when the client next subscribes (``ConnectionRejected``)
+    or receives (the ``disconnect`` frame). Leaving the block closes the
+    socket and waits until the server side has finished.
+    """
+    request = _request(path, headers, cookies, query, [GUIDE_SUBPROTOCOL])
+    async with _memory_connection(cable, request, buffer) as (conn, to, from_):
+        client = GuideTestClient(conn, to, from_)
+        try:
+            yield client
+        finally:
+            await client.close()
 
 
 @contextmanager

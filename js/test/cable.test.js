@@ -6,7 +6,7 @@
 import assert from "node:assert/strict"
 import { afterEach, beforeEach, describe, it, mock } from "node:test"
 
-import { backoffDelay, Cable, createCable, DEFAULTS, identifierFor } from "../../trio_cable/static/cable.js"
+import { backoffDelay, Cable, CallError, createCable, DEFAULTS, identifierFor } from "../../trio_cable/static/cable.js"
 
 /** A WebSocket stand-in: records what the client sends, lets a test play
  * the server. Every instance is kept in FakeSocket.all. */
@@ -92,9 +92,9 @@ describe("identifiers and backoff", () => {
     assert.equal(identifierFor("Chat", { room: "a", id: 1 }), '{"channel":"Chat","room":"a","id":1}')
   })
 
-  it("doubles from 1 s up to the cap", () => {
+  it("doubles from 1 s up to the 5 s cap", () => {
     const delays = [0, 1, 2, 3, 4, 5, 6, 7].map((n) => backoffDelay(n, {}, () => 0.5))
-    assert.deepEqual(delays, [1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000])
+    assert.deepEqual(delays, [1000, 2000, 4000, 5000, 5000, 5000, 5000, 5000])
   })
 
   it("jitters within ±20 % by default", () => {
@@ -240,6 +240,30 @@ describe("reconnecting", () => {
     assert.equal(FakeSocket.all.length, 6)
   })
 
+  it("says when it retries, and never gives up by default", () => {
+    const cable = newCable()
+    const states = []
+    cable.addEventListener("statechange", ({ detail }) => states.push(detail))
+    cable.connect()
+    FakeSocket.last.drop()
+    assert.deepEqual(states.at(-1), { state: "waiting", reason: "closed", retryIn: 1000 })
+    assert.equal(cable.retryAt, Date.now() + 1000)
+    // A server away for a minute: every attempt fails, the wait stays 5 s.
+    const waits = []
+    for (let n = 0; n < 12; n += 1) {
+      const wait = cable.retryAt - Date.now()
+      waits.push(wait)
+      mock.timers.tick(wait)
+      FakeSocket.last.drop()
+    }
+    assert.deepEqual(waits, [1000, 2000, 4000, 5000, 5000, 5000, 5000, 5000, 5000, 5000, 5000, 5000])
+    assert.equal(cable.state, "waiting")
+    mock.timers.tick(cable.retryAt - Date.now())
+    FakeSocket.last.welcome()
+    assert.equal(cable.state, "open")
+    assert.equal(cable.retryAt, null)
+  })
+
   it("stops after the configured number of attempts", () => {
     const cable = newCable({ reconnectAttempts: 2 })
     cable.connect()
@@ -360,5 +384,95 @@ describe("several cables", () => {
     assert.equal(FakeSocket.last.url, "ws://127.0.0.1:11/cable")
     createCable(() => "https://example.test/cable?token=t", { WebSocket: FakeSocket }).connect()
     assert.equal(FakeSocket.last.url, "wss://example.test/cable?token=t")
+  })
+})
+
+describe("calls", () => {
+  function confirmedChat(callbacks = {}) {
+    const cable = newCable()
+    const chat = cable.subscribe("ChatChannel", { room: "general" }, callbacks)
+    const socket = FakeSocket.last
+    socket.welcome()
+    socket.frame({ type: "confirm_subscription", identifier: chatId })
+    return { cable, chat, socket }
+  }
+
+  it("sends a ref and resolves with the tagged reply, after the frames before it", async () => {
+    const { events, callbacks } = recorder()
+    const { chat, socket } = confirmedChat(callbacks)
+    const result = chat.call("add", { a: 1 })
+    const sent = socket.commands("message").at(-1)
+    assert.deepEqual(sent, { command: "message", identifier: chatId, data: '{"a":1,"action":"add"}', ref: 1 })
+    socket.frame({ identifier: chatId, message: { progress: 1 } })
+    socket.frame({ identifier: chatId, type: "reply", ref: 1, result: { sum: 2 } })
+    assert.deepEqual(await result, { sum: 2 })
+    // the reply reached no callback; the transmit before it did
+    assert.deepEqual(events.slice(1), [["received", { progress: 1 }]])
+    assert.equal(chat.perform("speak"), true)
+    assert.equal(socket.commands("message").at(-1).ref, undefined, "perform asks for no reply")
+  })
+
+  it("rejects with the server's reason, and ignores replies to others", async () => {
+    const { chat, socket } = confirmedChat()
+    const first = chat.call("save")
+    const second = chat.call("save")
+    socket.frame({ identifier: "{}", type: "reply", ref: 1, result: "not ours" })
+    socket.frame({ identifier: chatId, type: "reply", ref: 2, error: { reason: "invalid", message: "too long" } })
+    socket.frame({ identifier: chatId, type: "reply", ref: 1, result: "ok" })
+    assert.equal(await first, "ok")
+    await assert.rejects(second, (error) => {
+      assert.ok(error instanceof CallError)
+      assert.equal(error.reason, "invalid")
+      assert.equal(error.action, "save")
+      assert.match(error.message, /too long/)
+      return true
+    })
+  })
+
+  it("waits for the confirmation, then sends", async () => {
+    const cable = newCable()
+    const chat = cable.subscribe("ChatChannel", { room: "general" })
+    const result = chat.call("add")
+    const socket = FakeSocket.last
+    socket.welcome()
+    assert.deepEqual(socket.commands("message"), [], "not before the confirmation")
+    socket.frame({ type: "confirm_subscription", identifier: chatId })
+    assert.equal(socket.commands("message").length, 1)
+    socket.frame({ identifier: chatId, type: "reply", ref: 1, result: 3 })
+    assert.equal(await result, 3)
+  })
+
+  it("times out with a clear error", async () => {
+    const { chat } = confirmedChat()
+    const result = chat.call("slow", {}, { timeout: 500 })
+    mock.timers.tick(499)
+    let settled = false
+    result.catch(() => {}).finally(() => (settled = true))
+    await Promise.resolve()
+    assert.equal(settled, false)
+    mock.timers.tick(1)
+    await assert.rejects(result, { name: "CallError", reason: "timeout" })
+  })
+
+  it("ends pending calls with their subscription and their connection", async () => {
+    const { cable, chat, socket } = confirmedChat()
+    const lost = chat.call("slow")
+    socket.drop()
+    await assert.rejects(lost, { reason: "connection_lost" })
+    const notSent = chat.call("later") // not connected: waits, then is sent
+    mock.timers.tick(1000)
+    FakeSocket.last.welcome()
+    FakeSocket.last.frame({ type: "confirm_subscription", identifier: chatId })
+    assert.equal(FakeSocket.last.commands("message").length, 1)
+    const left = chat.call("slow")
+    chat.unsubscribe()
+    await assert.rejects(notSent, { reason: "unsubscribed" })
+    await assert.rejects(left, { reason: "unsubscribed" })
+    await assert.rejects(chat.call("again"), { reason: "unsubscribed" })
+    const rejected = cable.subscribe("ChatChannel", { room: "secret" })
+    const call = rejected.call("x")
+    FakeSocket.last.frame({ type: "reject_subscription", identifier: rejected.identifier })
+    await assert.rejects(call, { reason: "rejected" })
+    assert.equal(cable._calls.size, 0, "no call left waiting")
   })
 })

@@ -95,6 +95,12 @@ class ChatChannel(Channel):
     async def whoami(self) -> None:
         self.transmit({"user": self.current_user})
 
+    async def tally(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Transmits and returns: a caller asking for the reply gets the
+        return value; a client that did not ask sees only the transmit."""
+        self.transmit({"tallying": data.get("n")})
+        return {"tally": data.get("n")}
+
 
 @cable.channel
 class EchoChannel(Channel):

@@ -19,9 +19,12 @@ import html
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl
 
-from trio_cable import Channel, demo, turbo
+import trio
+
+from trio_cable import ActionError, Channel, demo, turbo
 from trio_cable.asgi import CableApp, Receive, Scope, Send
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +50,18 @@ class ProbeChannel(Channel):
 
     async def unsubscribed(self) -> None:
         events[f"unsubscribed {self.room}"] += 1
+
+    async def add(self, data: dict[str, Any]) -> int:
+        """For ``call()``: transmits first, then returns the sum."""
+        self.transmit({"adding": [data["a"], data["b"]]})
+        return int(data["a"]) + int(data["b"])
+
+    async def refuse(self) -> None:
+        raise ActionError("invalid", "refused on purpose")
+
+    async def stall(self) -> None:
+        """Never returns (until the connection ends): a call times out."""
+        await trio.sleep_forever()
 
 
 ELEMENT_PAGE = """<!doctype html><html><head><meta charset="utf-8">

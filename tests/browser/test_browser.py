@@ -8,10 +8,12 @@ server (``trio_cable/static/cable.js``). A screenshot of the demo is saved to
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
 from tests.browser.browser_driver import (
     ARTIFACTS,
@@ -153,3 +155,80 @@ async def test_the_page_recovers_after_the_server_restarts(
     stream = turbo.append("items", "<li>after the restart</li>")
     assert await fresh_server.post("/test/stream?stream=probe:r1", stream) == (200, "1")
     await browser.wait_for("page", f"{text_of('#items li')} === 'after the restart'")
+
+
+@pytest.mark.slow
+async def test_demo_page_hint_times_icon_and_retry_countdown(
+    fresh_server: BrowserServer, browser: Browser
+) -> None:
+    """The demo (issue 16): a favicon, a hint in an empty room, message
+    times, and a "connecting" state that says when it retries; the retry
+    wait is capped at 5 s, so a page is back soon after its server is."""
+    connected = CONNECTED.format("turbo-stream-channel")
+    await browser.open("page", fresh_server.http_url("/rooms/random?name=ana"))
+    await browser.wait_for("page", connected)
+    before = "getComputedStyle(document.querySelector('#messages'), '::before')"
+    assert "No messages yet" in await browser.evaluate("page", f"{before}.content")
+    icon = "fetch(document.querySelector('link[rel=icon]').href).then(r => r.status)"
+    assert await browser.evaluate("page", icon) == 200
+
+    await browser.call("fill", page="page", selector="#composer input", text="hi")
+    await browser.call("press", page="page", selector="#composer input", key="Enter")
+    await browser.wait_for("page", "document.querySelector('#messages li time')")
+    stamp = await browser.evaluate("page", text_of("#messages li time"))
+    assert re.fullmatch(r"\d{1,2}:\d{2}( [AP]M)?", stamp), stamp
+    assert await browser.evaluate("page", f"{before}.content") == "none"
+
+    note = "getComputedStyle(document.querySelector('#status'), '::after').content"
+    expose = "import('/cable.js').then((m) => { window.pageCable = m.cable })"
+    await browser.evaluate("page", expose)
+    fresh_server.kill()
+    # Past the first three retries (1, 2, 4 s): the wait is at its cap.
+    await browser.wait_for("page", "window.pageCable.attempts >= 4", timeout=30)
+    shown = await browser.evaluate("page", note)
+    found = re.fullmatch(r'"offline: retrying in (\d+) s…"', shown)
+    assert found is not None, shown
+    assert int(found.group(1)) <= 6  # 5 s, plus up to 20 % jitter
+    fresh_server.start()
+    await fresh_server.wait_ready()
+    back = trio.current_time()
+    await browser.wait_for("page", connected, timeout=15)
+    print(f"\npage back {trio.current_time() - back:.1f} s after the server")
+    await browser.wait_for("page", f"{note} === '\"live\"'")
+
+
+CALLS = """(async () => {
+  const { createCable } = await import("/cable.js")
+  const cable = createCable()
+  const received = []
+  const probe = cable.subscribe("ProbeChannel", { room: "calls" }, {
+    received(data) { received.push(data) },
+  })
+  const sum = await probe.call("add", { a: 2, b: 3 })
+  const seenBeforeTheReply = received.length
+  let refused = null
+  try { await probe.call("refuse") }
+  catch (error) { refused = [error.name, error.reason] }
+  let unknown = null
+  try { await probe.call("nope") } catch (error) { unknown = error.reason }
+  let timedOut = null
+  try { await probe.call("stall", {}, { timeout: 300 }) }
+  catch (error) { timedOut = error.reason }
+  cable.disconnect()
+  return { sum, seenBeforeTheReply, received, refused, unknown, timedOut }
+})()"""
+
+
+async def test_cable_js_call_resolves_with_the_actions_result(
+    server: BrowserServer, browser: Browser
+) -> None:
+    await browser.open("page", server.http_url("/test/element?room=c1"))
+    result = await browser.evaluate("page", CALLS)
+    assert result["sum"] == 5
+    # the action's transmit reached received() before the call resolved
+    assert result["seenBeforeTheReply"] == 1
+    assert result["refused"] == ["CallError", "invalid"]
+    assert result["unknown"] == "unknown_action"
+    assert result["timedOut"] == "timeout"  # stall never returns
+    assert result["received"][0] == {"adding": [2, 3]}
+    assert not [line for line in browser.console if "error" in line.lower()]

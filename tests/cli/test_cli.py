@@ -288,10 +288,37 @@ async def test_perform_without_count_waits_and_prints_everything(url: str) -> No
     assert time.monotonic() - start >= 0.3
 
 
+async def test_perform_reply_prints_the_return_value_only(url: str) -> None:
+    result = await cli(
+        "perform", url, "ChatChannel", "shout", '{"message": "hey"}',
+        "-p", "room=general", "--reply",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert lines(result.stdout) == ["HEY"]
+    # whoami transmits and returns None: the reply is null, the transmit
+    # (a message, not the reply) is not printed
+    result = await cli(
+        "perform", url, "ChatChannel", "whoami", "-p", "room=general", "--reply"
+    )
+    assert lines(result.stdout) == [None]
+    failed = await cli(
+        "perform", url, "ChatChannel", "fly", "-p", "room=general", "--reply"
+    )
+    assert failed.returncode == 1
+    assert "unknown_action: ChatChannel has no action 'fly'" in failed.stderr.decode()
+    broken = await cli(
+        "perform", url, "ChatChannel", "shout", "{}", "-p", "room=general", "--reply"
+    )
+    assert broken.returncode == 1
+    assert "server_error: action 'shout' failed" in broken.stderr.decode()
+
+
 async def test_perform_unknown_action_fails(url: str) -> None:
-    result = await cli("perform", url, "ChatChannel", "fly", "-p", "room=general")
+    result = await cli("perform", url, "ChatChannel", "speek", "-p", "room=general")
     assert result.returncode == 1
-    assert "unknown_action" in result.stderr.decode()
+    (line,) = result.stderr.decode().splitlines()  # one line, with the hint
+    assert "unknown_action: ChatChannel has no action 'speek'" in line
+    assert "did you mean 'speak'?" in line
 
 
 async def test_perform_too_few_replies_fails(url: str) -> None:
@@ -403,9 +430,11 @@ async def test_listen_failures(url: str) -> None:
     down = await cli("listen", f"ws://127.0.0.1:{free_port()}/cable", "ChatChannel")
     assert down.returncode == 3
     assert "cannot connect" in down.stderr.decode()
-    unknown = await cli("listen", url, "NoSuchChannel")
+    unknown = await cli("listen", url, "ChatChanel")
     assert unknown.returncode == 1
-    assert "unknown_channel" in unknown.stderr.decode()
+    (line,) = unknown.stderr.decode().splitlines()  # one line, with the hint
+    assert "unknown_channel" in line
+    assert "no channel 'ChatChanel' (did you mean 'ChatChannel'?" in line
     denied = await cli("listen", url + "?token=bad", "ChatChannel")
     assert denied.returncode == 4
     bad_param = await cli("listen", url, "ChatChannel", "-p", "room")
@@ -642,7 +671,7 @@ async def test_serve_wraps_a_bare_cable_for_hypercorn(app_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("target", "args", "text"),
     [
-        ("myapp:app", ["--transport", "direct"], "serves HTTP (stats_path="),
+        ("myapp:app", ["--transport", "trio-websocket"], "stats and metrics paths"),
         ("website:app", ["--transport", "direct"], "wraps an HTTP app"),
         ("website:pages", ["--transport", "trio-websocket"], "is an ASGI app"),
         ("myapp:cable", ["--transport", "direct", "-w", "2"], "--workers 2 needs"),
@@ -712,6 +741,40 @@ async def test_serve_a_cable_in_this_process(
             assert message == {"user": "guest", "message": "hi"}
 
 
+@pytest.mark.parametrize("target", ["myapp:cable", "myapp:app"])
+async def test_stats_and_metrics_on_the_direct_transport(
+    app_dir: Path, background: Any, target: str
+) -> None:
+    """``trio-cable stats`` works against the direct transport: a bare
+    cable with ``--stats-path``, or a CableApp's own ``stats_path``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    args = ["--transport", "direct", "--stats-path", "/cable/stats"]
+    with trio.fail_after(15):
+        _server, event = await serving(
+            background, app_dir, target, *args, "--metrics-path", "/metrics"
+        )
+        assert event["transport"] == "direct"
+        async with (
+            open_cable_client(event["url"]) as client,
+            client.subscribe("ChatChannel", room="general"),
+        ):
+            result = await cli("stats", event["url"], "--json")
+            assert result.returncode == 0, result.stderr.decode()
+            assert json.loads(result.stdout)["subscriptions"] == 1
+            port = int(event["url"].rsplit(":", 1)[1].split("/")[0])
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                raw = b""
+                while chunk := await trio.to_thread.run_sync(sock.recv, 65536):
+                    raw += chunk
+    text = raw.partition(b"\r\n\r\n")[2].decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    (sample,) = families["trio_cable_subscriptions"].samples
+    assert sample.labels == {"channel": "ChatChannel"}
+    assert sample.value == 1
+
+
 async def test_serve_a_cable_app_at_its_path(tmp_path: Path, background: Any) -> None:
     (tmp_path / "elsewhere.py").write_text(
         doc_app_source() + '\nother = CableApp(cable, path="/ws")\n'
@@ -753,6 +816,65 @@ async def test_serve_in_this_process_stops_on_a_signal(
                 assert await server.process.wait() == 0
 
 
+TICKING = """
+import trio
+from trio_cable import Cable, Channel
+
+cable = Cable()
+
+
+@cable.channel
+class TickChannel(Channel):
+    async def subscribed(self):
+        self.stream_from("ticks")
+
+
+@cable.background
+async def tick():
+    n = 0
+    while True:
+        n += 1
+        await cable.broadcast("ticks", n)
+        await trio.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize("transport", ["direct", "hypercorn"])
+async def test_serve_runs_background_tasks(
+    tmp_path: Path, background: Any, transport: str
+) -> None:
+    """``@cable.background`` under ``trio-cable serve``: it runs, and a
+    SIGTERM still ends the server promptly (Hypercorn: its grace of 1 s)."""
+    (tmp_path / "ticking.py").write_text(TICKING)
+    port = free_port() if transport == "hypercorn" else 0
+    server = await background(
+        "serve", "ticking:cable", "--transport", transport, "--port", str(port),
+        "--app-dir", str(tmp_path), "--log-level", "warning", "--json",
+    )  # fmt: skip
+    event = json.loads(await server.line())
+    url = event["url"].replace("http://", "ws://").rstrip("/")
+    url = url if url.endswith("/cable") else url + "/cable"
+    with trio.fail_after(20):
+        while True:  # Hypercorn listens a moment after "serving": poll
+            try:
+                await (
+                    await trio.open_tcp_stream(
+                        "127.0.0.1", int(url.split(":")[2].split("/")[0])
+                    )
+                ).aclose()
+                break
+            except OSError:
+                await trio.sleep(0.05)
+        async with open_cable_client(url) as client:
+            async with client.subscribe("TickChannel") as ticks:
+                first = await ticks.receive()
+                assert await ticks.receive() > first  # it keeps ticking
+            server.process.send_signal(signal.SIGTERM)
+            started = trio.current_time()
+            assert await server.process.wait() == 0
+    assert trio.current_time() - started < 5  # prompt: not waiting on the ticker
+
+
 async def test_serve_direct_with_redis(
     app_dir: Path, background: Any, redis_url: str
 ) -> None:
@@ -785,6 +907,38 @@ async def test_serve_cannot_listen(app_dir: Path) -> None:
         )
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr.decode()
+
+
+@pytest.mark.parametrize("command", ["demo", "serve myapp:app"])
+async def test_hypercorn_on_a_taken_port_is_one_line(
+    app_dir: Path, command: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = await cli(*command.split(), "--port", port, "--app-dir", str(app_dir))
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [
+        f"trio-cable: error: cannot listen on 127.0.0.1:{port}: "
+        "[Errno 98] Address already in use"
+    ]
+    assert result.stdout == b""
+
+
+@pytest.mark.parametrize("command", ["perform", "listen"])
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/cable", "ws://x:port/cable"])
+async def test_a_url_that_is_not_a_cable_is_a_usage_error(
+    command: str, url: str
+) -> None:
+    args = [command, url, "ChatChannel"] + (["speak"] if command == "perform" else [])
+    result = await cli(*args)
+    assert result.returncode == 2
+    error = result.stderr.decode().splitlines()[-1]  # after argparse's usage
+    assert error.startswith(f"trio-cable {command}: error: argument URL: not a ws://")
+    assert "Traceback" not in result.stderr.decode()
+    if url.startswith("http"):
+        assert "'ws://127.0.0.1:9/cable'?" in error
 
 
 # -- serve: Hypercorn ------------------------------------------------------------------

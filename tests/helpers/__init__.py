@@ -14,7 +14,7 @@ imports another's.
 - :mod:`.docs`: the docs' Python blocks, run as modules.
 """
 
-from tests.helpers.docs import doc_tests, load_doc
+from tests.helpers.docs import code_blocks, doc_tests, load_doc
 from tests.helpers.fuzzing import (
     CONNECT_TIMEOUT,
     ROOM,
@@ -55,6 +55,7 @@ __all__ = [
     "WireFrame",
     "all_tasks",
     "cmd",
+    "code_blocks",
     "command",
     "doc_tests",
     "free_port",

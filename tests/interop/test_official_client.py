@@ -27,6 +27,7 @@ import trio
 from tests.interop.nodeclient import NodeClient, open_ac_client, skip_unless_node
 from tests.interop.protocol_cases import bad_frames
 from tests.interop.servers import ServerProcess
+from trio_cable.client import open_cable_client
 
 pytestmark = pytest.mark.node
 
@@ -259,6 +260,43 @@ async def test_unsubscribe_stops_delivery(
         await ac.expect({"event": "connected", "key": "a2"})
         assert await server.broadcast(f"chat:{ra}", {"news": "again"}) == 1
         await ac.expect(received("a2", {"news": "again"}))
+    assert_client_healthy(ac)
+
+
+async def test_action_replies_never_reach_the_official_client(
+    cable_server: ServerProcess, ac: NodeClient
+) -> None:
+    """An action that returns a value: the official client (which never
+    asks for a reply) sees only what the action transmitted, while the
+    Python client calling the same action on the same server gets the
+    return value."""
+    server = cable_server
+    room = unique("tally")
+    with trio.fail_after(20):
+        await connect(ac, server)
+        await subscribe(ac, "t", "ChatChannel", room=room)
+        ids = await subscribed_rooms(ac, "alice", {"t": room})
+        await perform(ac, "t", "tally", n=1)
+        await ac.expect(received("t", {"tallying": 1}))
+        async with (
+            open_cable_client(f"{server.url}?user=bob") as client,
+            client.subscribe("ChatChannel", room=room) as chat,
+        ):
+            assert await chat.call("tally", {"n": 2}) == {"tally": 2}
+            assert await chat.receive() == {"welcome": room, "user": "bob"}
+            assert await chat.receive() == {"tallying": 2}
+        # whoami's answer proves every earlier frame has been read
+        await perform(ac, "t", "whoami")
+        await ac.expect(received("t", {"user": "alice"}))
+        frames = seen(ac, frame(lambda f: f.get("identifier") == ids["t"]))
+        kinds = [json.loads(e["data"]).get("type", "message") for e in frames]
+        assert kinds == ["message", "confirm_subscription", "message", "message"]
+        got = [e.get("data") for e in seen(ac, lambda e: e["event"] == "received")]
+        assert got == [
+            {"welcome": room, "user": "alice"},
+            {"tallying": 1},
+            {"user": "alice"},
+        ]
     assert_client_healthy(ac)
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections import deque
 from typing import Any
+
+import pytest
 
 from trio_cable import demo
 from trio_cable.testing import cable_test_client
@@ -119,3 +122,21 @@ async def test_pages() -> None:
     script = await call_http("GET", "/cable.js")
     assert script["headers"][b"content-type"] == b"text/javascript; charset=utf-8"
     assert b"customElements.define" in script["body"]
+
+
+async def test_favicon_times_and_the_empty_room(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    icon = await call_http("GET", "/favicon.svg")
+    assert icon["status"] == 200
+    assert icon["headers"][b"content-type"] == b"image/svg+xml"
+    assert icon["body"].startswith(b"<svg")
+    item = demo.render_message("ana", "hi", "cable")
+    assert re.search(
+        r'<time datetime="\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ">\d\d:\d\d</time>', item
+    )
+    monkeypatch.setitem(demo.history, "trio", deque())
+    page = demo.render_page("trio", "ana")
+    assert '<link rel="icon" href="/favicon.svg"' in page
+    # nothing between the tags: the CSS hint (:not(:has(li))) shows
+    assert '<ul id="messages"></ul>' in page

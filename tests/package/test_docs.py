@@ -11,7 +11,6 @@ import trio.testing
 
 from tests.helpers import doc_tests, load_doc
 
-
 #: The guide's tests named ``*_on_the_mock_clock`` are about timers: they
 #: run on trio's autojump clock, as a user's test with that fixture would.
 MOCK_CLOCK = "_on_the_mock_clock"
@@ -82,3 +81,11 @@ async def test_guide_blocking_action_and_website() -> None:
 
     await guide.app({"type": "http", "path": "/"}, receive, send)
     assert sent[-1]["body"] == b"hello"
+
+
+async def test_guide_metrics_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    guide = load_doc("guide.md")
+    with trio.fail_after(5):
+        await guide.main_metrics()
+    assert re.match(r"http://127\.0\.0\.1:\d+/metrics", capsys.readouterr().out)
+    assert guide.metrics_app.metrics_path == "/metrics"

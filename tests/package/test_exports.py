@@ -73,13 +73,28 @@ def test_methods_follow_their_class() -> None:
 
 def test_the_top_level_is_the_server_api() -> None:
     top = set(trio_cable.__all__)
-    for name in ("Cable", "Channel", "serve_cable", "CableError", "Request"):
+    for name in (
+        "Cable",
+        "Channel",
+        "serve_cable",
+        "CableError",
+        "Request",
+        "ActionError",
+        "run",
+    ):
         assert name in top
     # The channel decorators (issue 12) sit beside Channel.
     assert trio_cable.periodically.__module__ == "trio_cable"
     assert trio_cable.rescue_from.__module__ == "trio_cable"
     # The client's classes are reached as trio_cable.client.X only.
-    for name in ("Message", "Subscription", "CableClient", "open_cable_client"):
+    for name in (
+        "Message",
+        "Subscription",
+        "CableClient",
+        "open_cable_client",
+        "ActionFailed",
+        "CallTimeout",
+    ):
         assert name not in top, name
         assert name in trio_cable.client.__all__
 

@@ -47,6 +47,9 @@ class Wire:
     def channel_rules(self, name: str) -> ChannelRules | None:
         return RULES if name == "Room" else None
 
+    def channel_names(self) -> list[str]:
+        return ["Room"]
+
     def count(self, name: str) -> None:
         self.counts.append(name)
 
@@ -97,7 +100,7 @@ def test_subscribe_holds_transmits_until_confirmed_then_sends_early_broadcasts()
     ]
     frames: dict[str, str] = {}
     sub.deliver('{"n":2}', frames)
-    assert wire.sent == [frames[ROOM]]  # the frame shared by identifier
+    assert wire.sent == [frames[sub.prefix]]  # shared by its head
     assert wire.frames() == [{"identifier": ROOM, "message": {"n": 2}}]
 
 

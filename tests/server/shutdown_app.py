@@ -7,8 +7,8 @@ connection has ended) the worker prints one line to stdout::
 
     SHUTDOWN-REPORT {"subscribed": 200, "unsubscribed": 200, ...}
 
-so a test can check from outside that every ``unsubscribed()`` ran and the
-hub was left empty.
+so a test can check from outside that every ``unsubscribed()`` ran, the
+hub was left empty and the background ticker ran and was cancelled.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import os
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+import trio
 
 from trio_cable import Cable, Channel
 from trio_cable.asgi import CableApp
@@ -42,6 +44,19 @@ class FeedChannel(Channel):
         counts["unsubscribed"] += 1
 
 
+@cable.background
+async def ticker() -> None:
+    # Background work beside the cable (issue 16): it must not slow the
+    # shutdown down, and must be cancelled by it.
+    try:
+        while True:
+            counts["ticks"] += 1
+            await cable.broadcast("ticks", counts["ticks"])
+            await trio.sleep(0.05)
+    finally:
+        counts["background cancelled"] += 1
+
+
 cable_app = CableApp(cable)
 
 
@@ -55,6 +70,8 @@ def report() -> dict[str, Any]:
         "streams": stats.streams,
         "subscribers": stats.subscribers,
         "running": cable.is_running,
+        "ticks": counts["ticks"],
+        "background cancelled": counts["background cancelled"],
     }
 
 

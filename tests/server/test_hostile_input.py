@@ -25,6 +25,7 @@ import trio
 import trio.testing
 
 from trio_cable import Cable, Channel
+from trio_cable.protocol.server import did_you_mean
 from trio_cable.testing import (
     MemoryTransport,
     TestClient,
@@ -382,11 +383,15 @@ async def test_unknown_channels_are_rejected_with_a_reason(name: str) -> None:
     async with clients() as (_cable, ws, _neighbour):
         ident = identifier_for(name)
         await ws.send_raw(frame("subscribe", ident))
-        assert (await next_frame(ws)) == {
+        rejected = await next_frame(ws)
+        assert rejected == {
             "identifier": ident,
             "type": "reject_subscription",
             "reason": "unknown_channel",
+            "message": rejected["message"],
         }
+        # It names the channel asked for, and only registered ones besides.
+        assert rejected["message"].startswith(f"no channel {name!r} (")
 
 
 PARAM_VALUES: list[Any] = [
@@ -468,8 +473,10 @@ async def test_actions_named_after_internals_are_refused() -> None:
             await expect_error(ws, "invalid_action", ROOM, f"{name!r} is private")
         for name in ["secret", "prop", "static", "klass", "nope", "", "echo "]:
             await ws.perform("Room", name)
+            # The hint lists the real actions only, never an internal.
+            hint = did_you_mean(name, ["echo", "receive"], "actions")
             await expect_error(
-                ws, "unknown_action", ROOM, f"Room has no action {name!r}"
+                ws, "unknown_action", ROOM, f"Room has no action {name!r}{hint}"
             )
         # None of them ran: no hook twice, no reject, no stream left.
         assert len(hooks.subscribed) == 2

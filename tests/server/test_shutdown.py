@@ -547,6 +547,8 @@ async def test_hypercorn_sigterm_sends_server_restart_to_200_clients() -> None:
     assert report["subscribed"] == report["unsubscribed"] == clients
     assert report["connections"] == report["streams"] == report["subscribers"] == 0
     assert report["running"] is False
+    assert report["ticks"] > 0  # @cable.background ran under Hypercorn...
+    assert report["background cancelled"] == 1  # ...and was cancelled
     print(
         f"\nhypercorn --graceful-timeout {grace}, {clients} clients: server_restart "
         f"+ close from {told[0]:.3f}s to {told[-1]:.3f}s after SIGTERM, "

@@ -222,6 +222,8 @@ async def test_stalled_client_is_cut_off_and_others_keep_up(
     # never held more than max_outbox_frames.
     assert cable.counters["too_slow"] == 1
     assert stormy.max_stalled_queue <= MAX_OUTBOX
+    # What it had not read was dropped, and counted (for the metrics).
+    assert 0 < cable.counters["frames_dropped"] <= MAX_OUTBOX + 1
     # What reached it before the cut: a prefix of the storm, in order
     # (what the kernel buffers held), and no more.
     data = [f["message"]["i"] for f in stalled_frames if "message" in f]

@@ -223,11 +223,12 @@ async def test_errors_leave_the_connection_usable() -> None:
             assert (await next_json(ws))["reason"] == "invalid_action"
             unknown = identifier_for("NoSuchChannel")
             await ws.send_message(command("subscribe", unknown))
-            assert await next_json(ws) == {
-                "identifier": unknown,
-                "type": "reject_subscription",
-                "reason": "unknown_channel",
-            }
+            rejected = await next_json(ws)
+            assert (rejected["type"], rejected["reason"]) == (
+                "reject_subscription",
+                "unknown_channel",
+            )
+            assert rejected["identifier"] == unknown
             await ws.send_message(b'{"command":"subscribe"}')  # a binary frame
             assert (await next_json(ws))["reason"] == "invalid_request"
             await ws.send_message(command("message", action="speak", message="ok"))

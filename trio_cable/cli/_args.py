@@ -5,8 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["header", "json_object", "json_value", "param"]
+__all__ = ["cable_url", "header", "json_object", "json_value", "param"]
+
+
+def cable_url(text: str) -> str:
+    """A ``ws://`` or ``wss://`` URL (an ``http(s)://`` one gets a hint)."""
+    parts = urlsplit(text)
+    try:
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ValueError
+        parts.port  # noqa: B018  (raises for a port that is not a number)
+    except ValueError:
+        hint = ""
+        if parts.scheme in ("http", "https"):
+            fixed = urlunsplit(("ws" + parts.scheme[4:], *parts[1:]))
+            hint = f" (a cable is a WebSocket: {fixed!r}?)"
+        raise argparse.ArgumentTypeError(
+            f"not a ws:// or wss:// URL: {text!r}{hint}"
+        ) from None
+    return text
 
 
 def json_value(text: str) -> Any:

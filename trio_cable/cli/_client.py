@@ -8,7 +8,9 @@ from contextlib import AbstractAsyncContextManager
 import trio
 
 from ..client import (
+    ActionFailed,
     CableClient,
+    CallTimeout,
     ClientError,
     Connected,
     ConnectionDenied,
@@ -17,6 +19,7 @@ from ..client import (
     Message,
     ServerError,
     ServerUnreachable,
+    Subscription,
     SubscriptionRejected,
     SubscriptionTimeout,
     open_cable_client,
@@ -44,9 +47,14 @@ def command_error(exc: BaseException) -> CommandError | None:
         return CommandError(str(exc), UNREACHABLE)
     if isinstance(exc, SubscriptionRejected):
         reason = f" ({exc.reason})" if exc.reason else ""
-        return CommandError(f"subscription rejected{reason}: {exc.identifier}")
+        explained = f": {exc.message}" if exc.message else ""
+        return CommandError(
+            f"subscription rejected{reason}: {exc.identifier}{explained}"
+        )
     if isinstance(exc, SubscriptionTimeout):
         return CommandError(f"{exc} (unknown channel?)")
+    if isinstance(exc, CallTimeout):
+        return CommandError(f"{exc} (not a trio_cable server?)")
     if isinstance(exc, ClientError):
         return CommandError(str(exc))
     return None
@@ -92,6 +100,8 @@ async def perform(args: argparse.Namespace, output: Output) -> int:
         # is not a reply to it.
         while sub.pending:
             await sub.receive_event()
+        if args.reply:
+            return await _call(sub, args, output)
         await sub.perform(args.action, args.data)
         with trio.move_on_after(args.wait):
             async for event in sub.events():
@@ -107,3 +117,13 @@ async def perform(args: argparse.Namespace, output: Output) -> int:
     if args.count is not None and replies < args.count and not failed:
         raise CommandError(f"{replies} of {args.count} replies within {args.wait:g}s")
     return FAILED if failed else OK
+
+
+async def _call(sub: Subscription, args: argparse.Namespace, output: Output) -> int:
+    try:
+        result = await sub.call(args.action, args.data, timeout=args.timeout)
+    except ActionFailed as exc:
+        output.error(f"{exc.reason}: {exc.message}", FAILED)
+        return FAILED
+    output.data(result)
+    return OK

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._args import header, json_object, json_value, param
+from ._args import cable_url, header, json_object, json_value, param
 from ._client import listen, perform
 from ._output import EXIT_CODES
 from ._remote import broadcast, stats
@@ -19,7 +19,9 @@ _EPILOG = "exit codes:\n" + "\n".join(
 
 
 def _add_client_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", metavar="URL", help="the cable, e.g. ws://host/cable")
+    parser.add_argument(
+        "url", metavar="URL", type=cable_url, help="the cable, e.g. ws://host/cable"
+    )
     parser.add_argument("channel", metavar="CHANNEL", help="channel class name")
     parser.add_argument(
         "-p",
@@ -89,6 +91,17 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="direct and trio-websocket: apply trio_cable.tune_gc() once "
         "listening (a CableApp's own tune_gc=True also does)",
+    )
+    parser.add_argument(
+        "--stats-path",
+        metavar="PATH",
+        help="serve the cable's stats as JSON at PATH (what `trio-cable stats` "
+        "reads: the cable's path + /stats, e.g. /cable/stats)",
+    )
+    parser.add_argument(
+        "--metrics-path",
+        metavar="PATH",
+        help="serve Prometheus metrics at PATH (e.g. /metrics)",
     )
     parser.add_argument(
         "--app-dir",
@@ -197,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         metavar="SECONDS",
         help="how long to print replies (default: 1; --count ends sooner)",
+    )
+    p.add_argument(
+        "--reply",
+        action="store_true",
+        help="call the action and print what it returns (trio_cable servers; "
+        "waits up to --timeout)",
     )
     p.set_defaults(run=perform, is_async=True)
 

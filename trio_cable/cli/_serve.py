@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 from functools import partial
 from typing import Literal
@@ -36,9 +37,12 @@ def choose_transport(args: argparse.Namespace, target: Target) -> Chosen:
     """``--transport``, with ``auto`` resolved; usage errors for what the
     chosen transport cannot do."""
     single = args.workers == 1 and not args.reload
+    target.stats_path = args.stats_path or target.stats_path
+    target.metrics_path = args.metrics_path or target.metrics_path
+    endpoints = target.stats_path is not None or target.metrics_path is not None
     if args.transport == "auto":
         direct = target.cable is not None and target.needs_http is None
-        return "direct" if direct and single else "hypercorn"
+        return "direct" if direct and single and not endpoints else "hypercorn"
     if args.transport == "hypercorn":
         return "hypercorn"
     name: Chosen = args.transport
@@ -56,6 +60,12 @@ def choose_transport(args: argparse.Namespace, target: Target) -> Chosen:
             "from this one process",
             USAGE,
         )
+    if name == "trio-websocket" and endpoints:
+        raise CommandError(
+            "stats and metrics paths need --transport hypercorn or direct: "
+            "trio-websocket serves no plain HTTP",
+            USAGE,
+        )
     return name
 
 
@@ -63,7 +73,15 @@ def hypercorn_app(target: Target) -> str:
     """Hypercorn's ``MODULE:APP`` for ``target``: a bare cable is wrapped
     in a CableApp (Hypercorn evaluates APP in the module)."""
     if isinstance(target.value, Cable):
-        wrapped = f"__import__('trio_cable.asgi').asgi.CableApp({target.expr})"
+        paths = "".join(
+            f", {name}={value!r}"
+            for name, value in (
+                ("stats_path", target.stats_path),
+                ("metrics_path", target.metrics_path),
+            )
+            if value is not None
+        )
+        wrapped = f"__import__('trio_cable.asgi').asgi.CableApp({target.expr}{paths})"
         return f"{target.module}:{wrapped}"
     return target.spec
 
@@ -140,6 +158,8 @@ async def _serve_here(
         transport=transport,
         path=target.path,
         tune_gc=target.tune_gc or args.tune_gc,
+        stats_path=target.stats_path,
+        metrics_path=target.metrics_path,
     )
     stop = (signal.SIGTERM, signal.SIGINT)
     with trio.open_signal_receiver(*stop) as signals, single_error():
@@ -164,6 +184,12 @@ async def _serve_here(
 
 
 def _exec_hypercorn(args: argparse.Namespace, output: Output, target: Target) -> int:
+    if (args.stats_path or args.metrics_path) and not isinstance(target.value, Cable):
+        raise CommandError(
+            "--stats-path/--metrics-path apply to a bare Cable under Hypercorn: "
+            "give your CableApp stats_path=/metrics_path= instead",
+            USAGE,
+        )
     env = dict(os.environ)
     app_dir = os.path.abspath(args.app_dir)
     path = env.get("PYTHONPATH")
@@ -172,6 +198,7 @@ def _exec_hypercorn(args: argparse.Namespace, output: Output, target: Target) ->
     if args.print_command:
         output.data({"transport": "hypercorn", "command": command, "redis": args.redis})
         return OK
+    _check_bindable(args.host, args.port)
     output.event(
         "serving",
         app=args.app,
@@ -184,6 +211,19 @@ def _exec_hypercorn(args: argparse.Namespace, output: Output, target: Target) ->
     # (SIGTERM: connections get server_restart after --graceful-timeout).
     sys.stderr.flush()
     os.execve(sys.executable, command, env)
+
+
+def _check_bindable(host: str, port: int) -> None:
+    """Fail in one line, before saying "serving", when Hypercorn could not
+    listen (it would print a traceback after we did)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        for family, kind, proto, _, address in infos[:1]:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {host}:{port}: {exc}") from None
 
 
 def demo(args: argparse.Namespace, output: Output) -> int:

@@ -31,6 +31,10 @@ class Target:
     tune_gc: bool = False
     #: Why it needs an HTTP server (``None``: WebSocket alone will do).
     needs_http: str | None = None
+    #: The CableApp's stats and metrics paths (the direct transport serves
+    #: them too; ``auto`` still picks Hypercorn for them, as it did).
+    stats_path: str | None = None
+    metrics_path: str | None = None
 
 
 def load_target(spec: str, app_dir: str) -> Target:
@@ -63,10 +67,9 @@ def load_target(spec: str, app_dir: str) -> Target:
     elif isinstance(value, CableApp):
         target.cable, target.path = value.cable, value.path
         target.tune_gc = value.tune_gc
+        target.stats_path, target.metrics_path = value.stats_path, value.metrics_path
         if value.app is not None:
             target.needs_http = "wraps an HTTP app"
-        elif value.stats_path is not None:
-            target.needs_http = f"serves HTTP (stats_path={value.stats_path!r})"
     elif isinstance(value, type) and issubclass(value, Channel):
         raise CommandError(
             f"{spec} is a Channel: serve the Cable it is registered with", USAGE

@@ -25,6 +25,8 @@ Layout: the protocol rules are :class:`trio_cable.protocol.client.ClientProtocol
 ``_subscription`` is the consumer's side, ``_options`` the options.
 """
 
+from .._errors import ActionFailed as ActionFailed
+from .._errors import CallTimeout as CallTimeout
 from .._errors import ClientError as ClientError
 from .._errors import ConnectionDenied as ConnectionDenied
 from .._errors import ConnectionLost as ConnectionLost
@@ -47,7 +49,9 @@ from ._reconnect import backoff_delay as backoff_delay
 from ._subscription import Subscription as Subscription
 
 __all__ = [
+    "ActionFailed",
     "CableClient",
+    "CallTimeout",
     "ClientError",
     "ClientEvent",
     "ClientOptions",

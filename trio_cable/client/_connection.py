@@ -18,25 +18,31 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from .._errors import ClientError, SubscriptionRejected, SubscriptionTimeout
+from .._errors import (
+    ClientError,
+    ConnectionLost,
+    SubscriptionRejected,
+    SubscriptionTimeout,
+)
 from ..protocol.client import (
     ClientProtocol,
     Confirmed,
     ErrorReported,
     Received,
     Rejected,
+    Replied,
     make_identifier,
 )
 from ._events import Connected, Disconnected, Message, ServerError
 from ._handshake import Target, header_list
 from ._options import ClientOptions
-from ._subscription import Entry, Inbox, Subscription
+from ._subscription import Entry, Inbox, PendingCall, Subscription
 
 __all__ = ["ClientConnection"]
 
 log = logging.getLogger("trio_cable.client")
 
-SubscriptionEvent = Confirmed | Rejected | Received | ErrorReported
+SubscriptionEvent = Confirmed | Rejected | Received | Replied | ErrorReported
 
 
 class ClientConnection:
@@ -52,6 +58,7 @@ class ClientConnection:
         self.entries: dict[str, Entry] = {}
         self.ws: WebSocketConnection | None = None
         self.reconnects = 0
+        self._next_ref = 0  # calls' tags, unique across reconnects
         self.disconnect_reason: str | None = None
         self.ever_connected = False
         self.stopping = False
@@ -73,7 +80,15 @@ class ClientConnection:
             self._due.set()
         options = self.options
         inbox = Inbox(identifier, options.buffer_size, options.overflow)
-        sub = Subscription(self.send_message, entry, channel, dict(params), inbox)
+        sub = Subscription(
+            self.send_message,
+            self.call,
+            entry,
+            channel,
+            dict(params),
+            inbox,
+            options.subscribe_timeout,
+        )
         entry.subs.append(sub)
         if entry.confirmed:
             inbox.put(Connected(reconnected=False))
@@ -91,10 +106,16 @@ class ClientConnection:
                 del self.entries[identifier]
                 await self._unsubscribe(self.protocol.remove(entry.state))
 
-    async def send_message(self, entry: Entry, data: dict[str, Any]) -> None:
+    async def send_message(
+        self, entry: Entry, data: dict[str, Any], call: PendingCall | None = None
+    ) -> None:
         """Send once connected and confirmed; again on the next connection
-        if the socket closed under it."""
-        frame = self.protocol.encode_message(entry.state, data)
+        if the socket closed under it. ``call`` waits for its reply from
+        the moment its frame goes out (the reply may beat ``send`` back)."""
+        ref = None
+        if call is not None:
+            ref = self._next_ref = self._next_ref + 1
+        frame = self.protocol.encode_message(entry.state, data, ref)
         while True:
             await self.wait_for(lambda: self._ready(entry) or bool(entry.rejected))
             if entry.rejected is not None:
@@ -103,11 +124,28 @@ class ClientConnection:
                 raise ClientError(f"not subscribed: {entry.identifier}")
             ws = self.ws
             assert ws is not None
+            if ref is not None and call is not None:
+                entry.calls[ref] = call
             try:
                 await ws.send_message(frame)
                 return
             except ConnectionClosed:  # not sent: send it on the next connection
+                if ref is not None:
+                    entry.calls.pop(ref, None)
+                if call is not None and call.settled:
+                    return  # the loss already ended the call: never run it later
                 await self.wait_for(partial(self._replaced, ws))
+
+    async def call(self, entry: Entry, sub: Subscription, data: dict[str, Any]) -> Any:
+        """See :meth:`Subscription.call`."""
+        call = PendingCall(sub, str(data.get("action")))
+        try:
+            await self.send_message(entry, data, call)
+            return await call.wait()
+        finally:
+            for ref, waiting in list(entry.calls.items()):
+                if waiting is call:  # cancelled or timed out: forget it
+                    del entry.calls[ref]
 
     def _replaced(self, ws: WebSocketConnection) -> bool:
         return self.ws is not ws
@@ -167,6 +205,11 @@ class ClientConnection:
         self.disconnect_reason = reason
         for state in self.protocol.connection_lost():
             self.entries[state.identifier].put(Disconnected(reason, reconnecting))
+        # A reply never crosses connections: whatever was sent is answered
+        # on this one or not at all.
+        for entry in self.entries.values():
+            if entry.calls:
+                entry.fail_calls(ConnectionLost(reason))
         self._notify()
 
     def dispatch(self, event: SubscriptionEvent) -> None:
@@ -184,12 +227,16 @@ class ClientConnection:
             self.entries[event.identifier].put(ServerError(event.reason, event.message))
         elif isinstance(event, Received):
             self.entries[event.identifier].put(Message(event.message))
+        elif isinstance(event, Replied):
+            self.entries[event.identifier].replied(event.ref, event.result, event.error)
         elif isinstance(event, Confirmed):
             self.entries[event.identifier].put(Connected(event.reconnected))
             self._notify()
         else:
             entry = self.entries.pop(event.identifier)
-            entry.reject(SubscriptionRejected(event.identifier, event.reason))
+            entry.reject(
+                SubscriptionRejected(event.identifier, event.reason, event.message)
+            )
             self._notify()
 
     # -- the client's lifetime ---------------------------------------------------------

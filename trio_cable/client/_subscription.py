@@ -9,12 +9,17 @@ from typing import Any
 
 import trio
 
-from .._errors import SubscriptionOverflow, SubscriptionRejected
+from .._errors import (
+    ActionFailed,
+    CallTimeout,
+    SubscriptionOverflow,
+    SubscriptionRejected,
+)
 from ..protocol.client import SubscriptionState
 from ._events import ClientEvent, Message
 from ._options import OverflowPolicy
 
-__all__ = ["Entry", "Inbox", "Subscription"]
+__all__ = ["Entry", "Inbox", "PendingCall", "Subscription"]
 
 log = logging.getLogger("trio_cable.client")
 
@@ -71,14 +76,62 @@ class Inbox:
             await self._wakeup.wait()
 
 
+class PendingCall:
+    """A call waiting for its reply: settled once, by the reply or by the
+    end of what it depended on (its subscription, the connection)."""
+
+    __slots__ = ("_done", "_error", "_result", "action", "sub")
+
+    def __init__(self, sub: Subscription, action: str) -> None:
+        self.sub = sub
+        self.action = action
+        self._done = trio.Event()
+        self._result: Any = None
+        self._error: BaseException | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self._done.is_set()
+
+    def settle(self, result: Any = None, error: BaseException | None = None) -> None:
+        if not self._done.is_set():
+            self._result, self._error = result, error
+            self._done.set()
+
+    async def wait(self) -> Any:
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
 class Entry:
-    """One identifier on the client: its protocol state and every
-    :class:`Subscription` that shares it."""
+    """One identifier on the client: its protocol state, every
+    :class:`Subscription` that shares it, and their calls waiting for a
+    reply (by ``ref``)."""
 
     def __init__(self, state: SubscriptionState) -> None:
         self.state = state
         self.subs: list[Subscription] = []
         self.rejected: SubscriptionRejected | None = None
+        self.calls: dict[int, PendingCall] = {}
+
+    def replied(self, ref: object, result: Any, error: tuple[str, str] | None) -> None:
+        """Settle the call tagged ``ref`` (a late or unknown one is dropped)."""
+        call = self.calls.pop(ref, None) if isinstance(ref, int) else None
+        if call is None:
+            log.debug("%s: a reply to no waiting call (%r)", self.identifier, ref)
+        elif error is None:
+            call.settle(result)
+        else:
+            call.settle(error=ActionFailed(call.action, *error))
+
+    def fail_calls(self, error: BaseException, sub: Subscription | None = None) -> None:
+        """Every waiting call (of ``sub`` only, if given) ends with ``error``."""
+        for ref, call in list(self.calls.items()):
+            if sub is None or call.sub is sub:
+                del self.calls[ref]
+                call.settle(error=error)
 
     @property
     def identifier(self) -> str:
@@ -98,15 +151,19 @@ class Entry:
         self.rejected = error
         for sub in self.subs:
             sub._inbox.fail(error)
+        self.fail_calls(error)
 
     def detach(self, sub: Subscription, error: BaseException) -> None:
-        """``sub`` was left: its consumer gets ``error`` from now on."""
+        """``sub`` was left: its consumer and its calls get ``error``."""
         sub._inbox.fail(error)
+        self.fail_calls(error, sub)
         self.subs.remove(sub)
 
 
 #: Sends one ``message`` command for a subscription (the client's).
 SendMessage = Callable[[Entry, dict[str, Any]], Awaitable[None]]
+#: Sends one call and waits for its reply (the client's).
+SendCall = Callable[[Entry, "Subscription", dict[str, Any]], Awaitable[Any]]
 
 
 class Subscription:
@@ -127,12 +184,16 @@ class Subscription:
     def __init__(
         self,
         send_message: SendMessage,
+        send_call: SendCall,
         entry: Entry,
         channel: str,
         params: dict[str, Any],
         inbox: Inbox,
+        answer_timeout: float = 10.0,
     ) -> None:
         self._send_message = send_message
+        self._send_call = send_call
+        self._answer_timeout = answer_timeout
         self._entry = entry
         self._inbox = inbox
         self.channel = channel
@@ -161,15 +222,74 @@ class Subscription:
         """How many events overflow dropped so far."""
         return self._inbox.dropped
 
-    async def perform(self, action: str, data: Mapping[str, Any] | None = None) -> None:
+    async def perform(
+        self,
+        action: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        wait: bool | float = False,
+    ) -> None:
         """Call ``action`` on the server channel with ``data`` (a JSON object).
 
         Waits, if need be, until the client is connected and the
         subscription confirmed (across reconnects), then hands the frame to
-        the socket. Raises :class:`SubscriptionRejected` if the server
-        rejected the subscription.
+        the socket. Action Cable does not answer a perform, so by default
+        that is all: a failure shows only as a :class:`ServerError` event.
+
+        With ``wait=True`` (trio_cable servers only) it is a :meth:`call`
+        whose result is dropped: it waits until the server has run the
+        action, and raises if it did not; for at most the client's
+        ``subscribe_timeout``, or ``wait`` seconds if it is a number.
+
+        Raises:
+            SubscriptionRejected: the server rejected the subscription.
+            ActionFailed: with ``wait``, the server refused the action
+                (``unknown_action``: a typo; the message lists the actions)
+                or it raised (``server_error``).
+            CallTimeout: with ``wait``, no answer in time; a server that
+                is not trio_cable never answers.
+            ConnectionLost: with ``wait``, the connection dropped first.
         """
-        await self.send({**(data or {}), "action": action})
+        if not wait:
+            await self.send({**(data or {}), "action": action})
+            return
+        limit = self._answer_timeout if wait is True else float(wait)
+        await self.call(action, data, timeout=limit)
+
+    async def call(
+        self,
+        action: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        # A parameter, not the caller's fail_after: the error names the call.
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> Any:
+        """Call ``action`` and return what it returned (trio_cable servers).
+
+        Like :meth:`perform`, then waits for the action's reply, which the
+        server tags with this call: messages the action transmitted before
+        returning are already in this subscription's buffer when it
+        returns. ``timeout`` bounds the whole call, waiting to be connected
+        and confirmed included.
+
+        Raises:
+            ActionFailed: the action raised (``reason`` ``server_error``,
+                or the ``reason`` of its ``ActionError``) or was refused
+                (``unknown_action``...).
+            CallTimeout: no reply within ``timeout`` (the action may still
+                run: a server that does not know calls never replies).
+            ConnectionLost: the connection dropped before the reply came
+                (whether the action ran is unknown).
+            SubscriptionRejected: the server rejected the subscription.
+            ClientError: the subscription was left meanwhile.
+
+        Cancellation: the call is forgotten; a late reply is dropped.
+        """
+        with trio.move_on_after(timeout) as waiting:
+            data = {**(data or {}), "action": action}
+            return await self._send_call(self._entry, self, data)
+        assert waiting.cancelled_caught
+        raise CallTimeout(self.identifier, action, timeout)
 
     async def send(self, data: Mapping[str, Any]) -> None:
         """Send ``data`` as is: without an ``action`` key it reaches the

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .codec import PROTOCOL, encode_payload
+from .codec import PROTOCOL, Ref, encode_payload
 
 __all__ = [
     "OFFERED_SUBPROTOCOLS",
@@ -32,6 +32,7 @@ __all__ = [
     "Ping",
     "Received",
     "Rejected",
+    "Replied",
     "ServerEvent",
     "Status",
     "SubscriptionState",
@@ -64,11 +65,16 @@ def encode_unsubscribe(identifier: str) -> str:
     return f'{{"command":"unsubscribe","identifier":{encode_payload(identifier)}}}'
 
 
-def encode_message_command(identifier: str, data: Mapping[str, Any]) -> str:
-    """``data`` travels as a JSON *string* inside the frame, as Rails expects."""
+def encode_message_command(
+    identifier: str, data: Mapping[str, Any], ref: Ref | None = None
+) -> str:
+    """``data`` travels as a JSON *string* inside the frame, as Rails
+    expects; ``ref`` asks trio_cable for the action's reply, tagged with
+    it (a server that does not know ``ref`` ignores it)."""
+    tag = "" if ref is None else f',"ref":{encode_payload(ref)}'
     return (
         f'{{"command":"message","identifier":{encode_payload(identifier)},'
-        f'"data":{encode_payload(encode_payload(data))}}}'
+        f'"data":{encode_payload(encode_payload(data))}{tag}}}'
     )
 
 
@@ -103,6 +109,9 @@ class Rejected:
 
     identifier: str
     reason: str | None
+    #: What went wrong, for people (trio_cable: "no channel ... (did you
+    #: mean ...?)").
+    message: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +121,18 @@ class Received:
 
     identifier: str
     message: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Replied:
+    """The answer to the call tagged ``ref`` on ``identifier``: its
+    ``result``, or, when ``error`` is set, why it failed (``reason``,
+    ``message``)."""
+
+    identifier: str
+    ref: Ref
+    result: Any = None
+    error: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +167,7 @@ ServerEvent = (
     | Confirmed
     | Rejected
     | Received
+    | Replied
     | DisconnectRequested
     | ErrorReported
     | InvalidFrame
@@ -244,8 +266,13 @@ class ClientProtocol:
         waiting = [s.last_sent for s in self._states.values() if s.waiting]
         return min(waiting) + self.subscribe_retry if waiting else None
 
-    def encode_message(self, state: SubscriptionState, data: Mapping[str, Any]) -> str:
-        return encode_message_command(state.identifier, data)
+    def encode_message(
+        self,
+        state: SubscriptionState,
+        data: Mapping[str, Any],
+        ref: Ref | None = None,
+    ) -> str:
+        return encode_message_command(state.identifier, data, ref)
 
     # -- connections -------------------------------------------------------------
 
@@ -292,7 +319,9 @@ class ClientProtocol:
         if kind == "confirm_subscription":
             return self._confirm(state)
         if kind == "reject_subscription":
-            return self._reject(state, frame.get("reason"))
+            return self._reject(state, frame.get("reason"), frame.get("message"))
+        if kind == "reply":
+            return _reply(state, frame)
         if "message" in frame:  # data frames, and extensions' frames
             return Received(state.identifier, frame["message"])
         return None
@@ -302,10 +331,16 @@ class ClientProtocol:
             state.last_sent = -math.inf  # a new connection: send them all now
         return Welcome()
 
-    def _reject(self, state: SubscriptionState, reason: Any) -> Rejected:
+    def _reject(
+        self, state: SubscriptionState, reason: Any, message: Any = None
+    ) -> Rejected:
         state.status = Status.REJECTED
         del self._states[state.identifier]
-        return Rejected(state.identifier, reason if isinstance(reason, str) else None)
+        return Rejected(
+            state.identifier,
+            reason if isinstance(reason, str) else None,
+            message if isinstance(message, str) else None,
+        )
 
     def _confirm(self, state: SubscriptionState) -> Confirmed | None:
         if state.confirmed:
@@ -314,3 +349,19 @@ class ClientProtocol:
         event = Confirmed(state.identifier, reconnected=state.ever_confirmed)
         state.ever_confirmed = True
         return event
+
+
+def _reply(state: SubscriptionState, frame: dict[str, Any]) -> Replied | None:
+    ref = frame.get("ref")
+    if isinstance(ref, bool) or not isinstance(ref, int | str):
+        return None  # not a reply to any call of ours
+    error = frame.get("error")
+    if error is None:
+        return Replied(state.identifier, ref, frame.get("result"))
+    if not isinstance(error, dict):
+        error = {}
+    return Replied(
+        state.identifier,
+        ref,
+        error=(str(error.get("reason", "error")), str(error.get("message", ""))),
+    )

@@ -26,17 +26,23 @@ __all__ = [
     "Command",
     "Limits",
     "Message",
+    "Ref",
     "Subscribe",
     "Unsubscribe",
+    "check_depth",
+    "decode_json",
     "encode_confirm",
     "encode_disconnect",
     "encode_error",
     "encode_message",
     "encode_ping",
     "encode_reject",
+    "encode_reply",
+    "encode_reply_error",
     "encode_welcome",
     "message_prefix",
     "parse_frame",
+    "parse_ref",
     "select_subprotocol",
 ]
 
@@ -87,23 +93,53 @@ class Unsubscribe:
     identifier: str
 
 
+#: The tag of a call that wants a reply: what the client sent as ``ref``.
+Ref = int | str
+
+#: Longest string ``ref`` accepted (a counter or a short id is plenty).
+MAX_REF_LENGTH: Final = 64
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """``{"command":"message"}``: perform ``action`` with ``data``.
 
     ``data`` is the decoded ``data`` object, ``action`` key included (as Rails
     passes it); ``action`` is ``"receive"`` when the client sent none.
+    ``ref`` is set when the client asked for the action's reply (a call),
+    ``None`` otherwise (the official client never asks).
     """
 
     identifier: str
     action: str
     data: dict[str, Any] = field(hash=False)
+    ref: Ref | None = None
+
+
+def parse_ref(value: Any, identifier: str | None) -> Ref | None:
+    """A frame's ``ref``: absent (``None``), an integer, or a short string.
+
+    Raises:
+        ProtocolError: ``invalid_request`` for anything else.
+    """
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if -(2**53) < value < 2**53:  # exact in a JavaScript number
+            return value
+    elif isinstance(value, str) and len(value) <= MAX_REF_LENGTH:
+        return value
+    raise ProtocolError(
+        "invalid_request",
+        f"ref must be an integer or a string of at most {MAX_REF_LENGTH} characters",
+        identifier,
+    )
 
 
 Command = Subscribe | Unsubscribe | Message
 
 
-def _decode_object(text: str | bytes, what: str, identifier: str | None) -> Any:
+def decode_json(text: str | bytes, what: str, identifier: str | None) -> Any:
     try:
         return _loads(text)
     except (ValueError, RecursionError) as exc:
@@ -143,7 +179,7 @@ def json_depth(value: Any, limit: int) -> int:
     return depth
 
 
-def _check_depth(value: Any, what: str, limits: Limits, identifier: str) -> None:
+def check_depth(value: Any, what: str, limits: Limits, identifier: str) -> None:
     if json_depth(value, limits.max_json_depth) > limits.max_json_depth:
         raise ProtocolError(
             "json_too_deep",
@@ -163,7 +199,7 @@ def parse_frame(text: str | bytes, limits: Limits = DEFAULT_LIMITS) -> Command:
             ``json_too_deep`` (past ``limits``). ``identifier`` on the
             error is set whenever the frame named one.
     """
-    frame = _decode_object(text, "frame", None)
+    frame = decode_json(text, "frame", None)
     if not isinstance(frame, dict):
         raise ProtocolError("invalid_json", "frame must be a JSON object")
     identifier = frame.get("identifier")
@@ -185,26 +221,26 @@ def parse_frame(text: str | bytes, limits: Limits = DEFAULT_LIMITS) -> Command:
                 ident[:64],
             )
         channel, params = parse_identifier(ident)
-        _check_depth(params, "identifier", limits, ident)
+        check_depth(params, "identifier", limits, ident)
         return Subscribe(ident, channel, params)
     raw = frame.get("data")
     if not isinstance(raw, str):
         raise ProtocolError(
             "invalid_request", "data must be a JSON-encoded string", ident
         )
-    data = _decode_object(raw, "data", ident)
-    _check_depth(data, "data", limits, ident)
+    data = decode_json(raw, "data", ident)
+    check_depth(data, "data", limits, ident)
     if not isinstance(data, dict):
         raise ProtocolError("invalid_json", "data must encode an object", ident)
     action = data.get("action", "receive")
     if not isinstance(action, str):
         raise ProtocolError("invalid_action", "action must be a string", ident)
-    return Message(ident, action, data)
+    return Message(ident, action, data, parse_ref(frame.get("ref"), ident))
 
 
 def parse_identifier(identifier: str) -> tuple[str, dict[str, Any]]:
     """Split an identifier into its channel name and its params."""
-    decoded = _decode_object(identifier, "identifier", identifier)
+    decoded = decode_json(identifier, "identifier", identifier)
     if not isinstance(decoded, dict):
         raise ProtocolError(
             "invalid_request", "identifier must encode an object", identifier
@@ -242,13 +278,18 @@ def encode_confirm(identifier: str) -> str:
     return f'{{"identifier":{_dumps(identifier)},"type":"confirm_subscription"}}'
 
 
-def encode_reject(identifier: str, reason: str | None = None) -> str:
-    """A rejection; ``reason`` (e.g. ``unknown_channel``) is informational."""
+def encode_reject(
+    identifier: str, reason: str | None = None, message: str | None = None
+) -> str:
+    """A rejection; ``reason`` (e.g. ``unknown_channel``) and ``message``
+    (what went wrong, for people) are informational: clients that do not
+    know them ignore them."""
     if reason is None:
         return f'{{"identifier":{_dumps(identifier)},"type":"reject_subscription"}}'
+    explained = "" if message is None else f',"message":{_dumps(message)}'
     return (
         f'{{"identifier":{_dumps(identifier)},"type":"reject_subscription",'
-        f'"reason":{_dumps(reason)}}}'
+        f'"reason":{_dumps(reason)}{explained}}}'
     )
 
 
@@ -277,6 +318,31 @@ def encode_error(reason: str, message: str, identifier: str | None = None) -> st
     if identifier is not None:
         frame["about"] = identifier
     return _dumps(frame)
+
+
+def encode_reply(identifier: str, ref: Ref, result: str) -> str:
+    """The reply to a call: ``result`` is the action's encoded return value.
+
+    Typed ``reply``, so the official client (which never asks for one)
+    would hand it to ``received`` like any extension's frame; it never
+    gets one because it never sends a ``ref``.
+    """
+    return (
+        f'{{"identifier":{_dumps(identifier)},"type":"reply",'
+        f'"ref":{_dumps(ref)},"result":{result}}}'
+    )
+
+
+def encode_error_object(reason: str, message: str) -> str:
+    return f'{{"reason":{_dumps(reason)},"message":{_dumps(message)}}}'
+
+
+def encode_reply_error(identifier: str, ref: Ref, reason: str, message: str) -> str:
+    """The failed reply to a call: why (``reason``) and what (``message``)."""
+    return (
+        f'{{"identifier":{_dumps(identifier)},"type":"reply",'
+        f'"ref":{_dumps(ref)},"error":{encode_error_object(reason, message)}}}'
+    )
 
 
 def encode_payload(data: Any) -> str:

@@ -16,20 +16,27 @@ from .codec import (
     PROTOCOL,
     Command,
     Limits,
+    Ref,
     encode_confirm,
     encode_disconnect,
     encode_error,
     encode_ping,
     encode_reject,
+    encode_reply,
+    encode_reply_error,
     encode_welcome,
     message_prefix,
     parse_frame,
 )
+from .guide import ProperChannelsV1JSON
 
 __all__ = [
+    "ACTIONCABLE_V1_JSON",
     "DIALECTS",
+    "PROPER_CHANNELS_V1_JSON",
     "ActionCableV1JSON",
     "Dialect",
+    "ProperChannelsV1JSON",
     "choose_dialect",
 ]
 
@@ -46,13 +53,22 @@ class Dialect(Protocol):
         """A client frame as a command; raises ``ProtocolError``."""
         ...
 
-    def welcome(self) -> str: ...
+    @property
+    def pings(self) -> bool:
+        """Whether connections speaking it get the cable's ``ping`` frames."""
+        ...
+
+    def welcome(self) -> str | None:
+        """The frame that opens a connection (None: the dialect has none)."""
+        ...
 
     def ping(self, timestamp: int) -> str: ...
 
     def confirm(self, identifier: str) -> str: ...
 
-    def reject(self, identifier: str, reason: str | None = None) -> str: ...
+    def reject(
+        self, identifier: str, reason: str | None = None, message: str | None = None
+    ) -> str: ...
 
     def disconnect(self, reason: str, *, reconnect: bool) -> str: ...
 
@@ -62,6 +78,14 @@ class Dialect(Protocol):
 
     def message_prefix(self, identifier: str) -> str:
         """The head of a data frame; the frame is head + payload + ``}``."""
+        ...
+
+    def reply(self, identifier: str, ref: Ref, result: str) -> str:
+        """The answer to a call tagged ``ref``: ``result`` is encoded JSON."""
+        ...
+
+    def reply_error(self, identifier: str, ref: Ref, reason: str, message: str) -> str:
+        """The failed answer to a call tagged ``ref``."""
         ...
 
 
@@ -74,10 +98,14 @@ class ActionCableV1JSON:
     def subprotocol(self) -> str:
         return PROTOCOL
 
+    @property
+    def pings(self) -> bool:
+        return True
+
     def parse(self, text: str, limits: Limits = DEFAULT_LIMITS) -> Command:
         return parse_frame(text, limits)
 
-    def welcome(self) -> str:
+    def welcome(self) -> str | None:
         return encode_welcome()
 
     def ping(self, timestamp: int) -> str:
@@ -86,8 +114,10 @@ class ActionCableV1JSON:
     def confirm(self, identifier: str) -> str:
         return encode_confirm(identifier)
 
-    def reject(self, identifier: str, reason: str | None = None) -> str:
-        return encode_reject(identifier, reason)
+    def reject(
+        self, identifier: str, reason: str | None = None, message: str | None = None
+    ) -> str:
+        return encode_reject(identifier, reason, message)
 
     def disconnect(self, reason: str, *, reconnect: bool) -> str:
         return encode_disconnect(reason, reconnect=reconnect)
@@ -98,12 +128,22 @@ class ActionCableV1JSON:
     def message_prefix(self, identifier: str) -> str:
         return message_prefix(identifier)
 
+    def reply(self, identifier: str, ref: Ref, result: str) -> str:
+        return encode_reply(identifier, ref, result)
+
+    def reply_error(self, identifier: str, ref: Ref, reason: str, message: str) -> str:
+        return encode_reply_error(identifier, ref, reason, message)
+
 
 ACTIONCABLE_V1_JSON: Final = ActionCableV1JSON()
+#: The reference Channels guide's frames (see :mod:`.guide`).
+PROPER_CHANNELS_V1_JSON: Final = ProperChannelsV1JSON()
 
-#: Every dialect this server speaks, by subprotocol, in order of preference.
+#: Every dialect this server speaks, by subprotocol. A client offering
+#: several gets the first of its offer that is here.
 DIALECTS: Final[dict[str, Dialect]] = {
-    ACTIONCABLE_V1_JSON.subprotocol: ACTIONCABLE_V1_JSON
+    ACTIONCABLE_V1_JSON.subprotocol: ACTIONCABLE_V1_JSON,
+    PROPER_CHANNELS_V1_JSON.subprotocol: PROPER_CHANNELS_V1_JSON,
 }
 
 

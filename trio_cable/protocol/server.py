@@ -3,12 +3,13 @@
 :class:`ServerProtocol` owns every protocol rule of a connection: the
 limits (frame size, subscriptions, pending commands), the command rate
 bucket (driven by the ``now`` the caller passes in), the subscription
-states and what may be sent in each, and the refusal of actions a channel
-does not offer. It emits server frames, already encoded by its
-:class:`~trio_cable.protocol.dialects.Dialect`, through the ``send``
-callable it is given (which must not block), and returns the work the
-channel layer must do as events. It imports no event loop and no socket:
-the tests drive it with plain calls.
+states and what may be sent in each, the refusal of actions a channel
+does not offer, and the answers to calls (a ``message`` with a ``ref``:
+its reply, or a tagged refusal, never silence). It emits server frames,
+already encoded by its :class:`~trio_cable.protocol.dialects.Dialect`,
+through the ``send`` callable it is given (which must not block), and
+returns the work the channel layer must do as events. It imports no event
+loop and no socket: the tests drive it with plain calls.
 
 A :class:`ServerSubscription` is the protocol's record of one
 subscription. It holds what ``subscribed()`` transmits until the
@@ -19,18 +20,20 @@ sent just after it), and the commands waiting for the channel layer.
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from .._errors import ProtocolError
-from .codec import DEFAULT_LIMITS, Limits, Message, Subscribe, Unsubscribe
+from .codec import DEFAULT_LIMITS, Limits, Message, Ref, Subscribe, Unsubscribe
 from .dialects import Dialect
 
 __all__ = [
     "CONFIRMED",
     "LEAVING",
+    "MAX_WARNED_MISTAKES",
     "PENDING",
     "REJECTED",
     "ChannelRules",
@@ -42,6 +45,7 @@ __all__ = [
     "ServerSubscription",
     "SubscriptionRequested",
     "UnsubscribeRequested",
+    "did_you_mean",
     "refusal",
 ]
 
@@ -80,6 +84,21 @@ class ChannelRules:
     source: object = None
 
 
+#: Distinct mistakes (unknown channel or action names) logged at WARNING
+#: per connection; past it they are logged at INFO, so a client sending
+#: endless made-up names cannot flood the log.
+MAX_WARNED_MISTAKES: Final = 16
+
+
+def did_you_mean(name: str, names: Collection[str], kind: str) -> str:
+    """``" (did you mean 'x'? <kind>: a, b)"``, for a name that does not exist."""
+    ordered = sorted(names)
+    close = difflib.get_close_matches(name, ordered, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    listed = ", ".join(ordered[:20]) + (", ..." if len(ordered) > 20 else "")
+    return f" ({hint}{kind}: {listed or 'none'})"
+
+
 def refusal(rules: ChannelRules, action: str) -> tuple[str, str] | None:
     """Why ``action`` may not run on the channel (reason, message), or None."""
     if action.startswith("_"):
@@ -87,7 +106,8 @@ def refusal(rules: ChannelRules, action: str) -> tuple[str, str] | None:
     if action in rules.reserved:
         return "invalid_action", f"{action!r} is not an action"
     if action not in rules.actions:
-        return "unknown_action", f"{rules.name} has no action {action!r}"
+        hint = did_you_mean(action, rules.actions, "actions")
+        return "unknown_action", f"{rules.name} has no action {action!r}{hint}"
     return None
 
 
@@ -96,6 +116,10 @@ class ProtocolHost(Protocol):
 
     def channel_rules(self, name: str) -> ChannelRules | None:
         """The rules of the channel subscribed to as ``name`` (None: none)."""
+        ...
+
+    def channel_names(self) -> Collection[str]:
+        """Every channel name clients may subscribe to (for hints)."""
         ...
 
     def count(self, name: str) -> None:
@@ -194,9 +218,12 @@ class ServerSubscription:
                 # A broadcast while subscribed() runs: after the confirmation.
                 self._early.append(payload)
             return
-        frame = frames.get(self.identifier)
+        # Keyed by the frame's head, not the identifier: two dialects may
+        # share an identifier but never a head.
+        prefix = self.prefix
+        frame = frames.get(prefix)
         if frame is None:
-            frame = frames[self.identifier] = self.prefix + payload + "}"
+            frame = frames[prefix] = prefix + payload + "}"
         self._send(frame)
 
     def transmit(self, payload: str) -> None:
@@ -205,6 +232,20 @@ class ServerSubscription:
             self._held.append(payload)
         elif self.state is CONFIRMED:
             self._send(self.prefix + payload + "}")
+
+    def reply(self, ref: Ref, result: str) -> None:
+        """The answer to the call tagged ``ref`` (``result``: encoded JSON),
+        after whatever the action transmitted; nothing once it is closed."""
+        if self.state is CONFIRMED:
+            self._send(self._protocol.dialect.reply(self.identifier, ref, result))
+
+    def reply_error(self, ref: Ref, reason: str, message: str) -> None:
+        """The call tagged ``ref`` failed (its action raised, or refused)."""
+        if self.state is CONFIRMED:
+            protocol = self._protocol
+            log.info("conn %s: %s: %s", protocol.id, reason, message)
+            frame = protocol.dialect.reply_error(self.identifier, ref, reason, message)
+            self._send(frame)
 
     def confirm(self) -> None:
         """``subscribed()`` accepted it and its streams are live: what it
@@ -231,11 +272,9 @@ class ServerSubscription:
         protocol.forget(self)
         self._send(protocol.dialect.reject(self.identifier))
         log.info("conn %s: rejected %s", protocol.id, self.identifier)
-        queued, self._inbox = len(self._inbox or ()), None
-        for _ in range(queued):
-            protocol.error(
-                "not_subscribed", "the subscription was rejected", self.identifier
-            )
+        commands, self._inbox = self._inbox or [], None
+        for command in commands:
+            protocol.refuse(command, "not_subscribed", "the subscription was rejected")
 
     def leave(self) -> None:
         """Stop sending for it (unsubscribed, or the connection ends)."""
@@ -270,6 +309,7 @@ class ServerProtocol:
     """
 
     __slots__ = (
+        "_mistakes",
         "_rate_limited",
         "_refilled",
         "_tokens",
@@ -301,14 +341,45 @@ class ServerProtocol:
         self._tokens = float(settings.command_burst)
         self._refilled = now
         self._rate_limited = False
+        self._mistakes: set[tuple[str, str]] = set()
 
     def welcome(self) -> None:
-        self.send(self.dialect.welcome())
+        frame = self.dialect.welcome()
+        if frame is not None:
+            self.send(frame)
 
     def error(self, reason: str, message: str, identifier: str | None = None) -> None:
         """Report a protocol error to the client and the log; carry on."""
         log.info("conn %s: %s: %s", self.id, reason, message)
         self.send(self.dialect.error(reason, message, identifier))
+
+    def mistake(self, reason: str, message: str) -> None:
+        """Log a misspelt name: at WARNING the first time this connection
+        makes this mistake (a default logging setup shows it), at INFO
+        when it repeats (the official client may retry for ever)."""
+        key = (reason, message)
+        if key in self._mistakes or len(self._mistakes) >= MAX_WARNED_MISTAKES:
+            log.info("conn %s: %s: %s", self.id, reason, message)
+            return
+        self._mistakes.add(key)
+        log.warning("conn %s: %s: %s", self.id, reason, message)
+
+    def refuse(
+        self, command: Message, reason: str, message: str, *, logged: bool = False
+    ) -> None:
+        """``command`` cannot run: a tagged reply when it was a call (so the
+        caller's wait ends), else an error frame. ``logged``: the caller
+        has logged it already."""
+        if not logged:
+            log.info("conn %s: %s: %s", self.id, reason, message)
+        if command.ref is None:
+            self.send(self.dialect.error(reason, message, command.identifier))
+        else:
+            self.send(
+                self.dialect.reply_error(
+                    command.identifier, command.ref, reason, message
+                )
+            )
 
     def forget(self, sub: ServerSubscription) -> None:
         if self.subscriptions.get(sub.identifier) is sub:
@@ -321,6 +392,7 @@ class ServerProtocol:
         usable."""
         settings = self.settings
         if not self._take_token(now):
+            self._refuse_call(frame)
             return None
         if len(frame) > settings.max_frame_bytes:
             self.host.count("frame_too_large")
@@ -342,6 +414,25 @@ class ServerProtocol:
         if isinstance(command, Subscribe):
             return self._subscribe(command)
         return self._unsubscribe(command)
+
+    def _refuse_call(self, frame: str | bytes) -> None:
+        """A call dropped by the rate limit still gets its tagged answer,
+        or its caller would wait out its timeout. Only frames that may
+        carry a ``ref`` are parsed: a flood of plain commands costs no
+        more than before."""
+        if not isinstance(frame, str) or '"ref"' not in frame:
+            return
+        if len(frame) > self.settings.max_frame_bytes:
+            return
+        try:
+            command = self.dialect.parse(frame, self.settings.limits)
+        except ProtocolError:
+            return
+        if isinstance(command, Message) and command.ref is not None:
+            rate = self.settings.commands_per_second
+            self.refuse(
+                command, "rate_limited", f"more than {rate:g} commands per second"
+            )
 
     def _take_token(self, now: float) -> bool:
         """The token bucket for commands."""
@@ -378,8 +469,11 @@ class ServerProtocol:
             return None
         rules = self.host.channel_rules(command.channel)
         if rules is None:
-            log.info("conn %s: unknown channel %r", self.id, command.channel)
-            self.send(self.dialect.reject(identifier, "unknown_channel"))
+            self.host.count("unknown_channel")
+            hint = did_you_mean(command.channel, self.host.channel_names(), "channels")
+            explained = f"no channel {command.channel!r}{hint}"
+            self.mistake("unknown_channel", explained)
+            self.send(self.dialect.reject(identifier, "unknown_channel", explained))
             return None
         limit = self.settings.max_subscriptions
         if len(self.subscriptions) >= limit:
@@ -393,19 +487,24 @@ class ServerProtocol:
     def _message(self, command: Message) -> Event | None:
         sub = self.subscriptions.get(command.identifier)
         if sub is None:
-            self._not_subscribed(command.identifier)
+            self.refuse(command, "not_subscribed", _NOT_SUBSCRIBED)
             return None
         refused = refusal(sub.rules, command.action)
         if refused is not None:
-            self.error(refused[0], refused[1], command.identifier)
+            if refused[0] == "unknown_action":
+                self.host.count("unknown_action")
+                self.mistake(*refused)
+                self.refuse(command, *refused, logged=True)
+            else:
+                self.refuse(command, *refused)
             return None
         if sub.state is LEAVING:
             return None  # unsubscribed already: dropped, as Rails does
         if not sub._push(command):
-            self.error(
+            self.refuse(
+                command,
                 "too_many_commands",
                 f"more than {self.settings.max_pending_commands} commands pending",
-                command.identifier,
             )
             return None
         return CommandQueued(sub)
@@ -419,4 +518,7 @@ class ServerProtocol:
         return UnsubscribeRequested(sub)
 
     def _not_subscribed(self, identifier: str) -> None:
-        self.error("not_subscribed", "no subscription with this identifier", identifier)
+        self.error("not_subscribed", _NOT_SUBSCRIBED, identifier)
+
+
+_NOT_SUBSCRIBED: Final = "no subscription with this identifier"

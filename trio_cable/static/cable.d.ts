@@ -8,17 +8,19 @@ export interface CableOptions {
   path?: string
   /** First reconnect delay in ms (then doubled each attempt). Default 1000. */
   reconnectBaseDelay?: number
-  /** Largest reconnect delay in ms. Default 30000. */
+  /** Largest reconnect delay in ms. Default 5000. */
   reconnectMaxDelay?: number
   /** Each delay is moved by up to ±jitter (a fraction). Default 0.2. */
   reconnectJitter?: number
-  /** Reconnect attempts before giving up (Infinity: never). Default 10. */
+  /** Reconnect attempts before giving up. Default Infinity (never). */
   reconnectAttempts?: number
   /** ms without any frame (pings come every 3 s) before the connection
    * counts as dead and is replaced. Default 6000. */
   staleThreshold?: number
   /** ms between re-sends of an unanswered subscribe. Default 500. */
   subscribeRetryInterval?: number
+  /** ms a call() waits for its reply before rejecting. Default 10000. */
+  callTimeout?: number
   /** WebSocket constructor (default: globalThis.WebSocket). */
   WebSocket?: new (url: string, protocols: string[]) => WebSocket
   /** Random source for the jitter (default Math.random). */
@@ -37,6 +39,7 @@ export declare const DEFAULTS: Readonly<Required<
     | "reconnectAttempts"
     | "staleThreshold"
     | "subscribeRetryInterval"
+    | "callTimeout"
   >
 >>
 
@@ -71,9 +74,28 @@ export declare class Subscription<T = any> {
   readonly closed: boolean
   /** Call a server action; false when not sent (not connected, closed). */
   perform(action: string, data?: Params): boolean
+  /**
+   * Call a server action and resolve with its return value (trio_cable
+   * servers). Waits to be connected and confirmed; rejects with a
+   * {@link CallError} when the action fails or after `timeout` ms
+   * (default `options.callTimeout`).
+   */
+  call<R = any>(action: string, data?: Params, options?: { timeout?: number }): Promise<R>
   /** Send data to the default action (receive). */
   send(data: Params): boolean
   unsubscribe(): void
+}
+
+/** Why a call() failed. */
+export declare class CallError extends Error {
+  constructor(reason: string, message: string, action: string)
+  /**
+   * The server's reason (`server_error`, `unknown_action`, `invalid_action`,
+   * `not_subscribed`, `invalid_result`, an ActionError's own) or the
+   * client's: `timeout`, `connection_lost`, `rejected`, `unsubscribed`.
+   */
+  readonly reason: string
+  readonly action: string
 }
 
 export type CableState = "idle" | "connecting" | "open" | "waiting" | "failed" | "closed"
@@ -85,13 +107,17 @@ export declare class Cable extends EventTarget {
   readonly state: CableState
   /** Reconnect attempts since the last welcome. */
   readonly attempts: number
+  /** While `state` is "waiting": when the next attempt is due (Date.now()
+   * milliseconds); otherwise null. */
+  readonly retryAt: number | null
   readonly isConnected: boolean
   readonly subscriptions: Subscription[]
   connect(url?: string | URL | (() => string)): this
   disconnect(): this
   subscribe<T = any>(channel: string, callbacks?: Callbacks<T>): Subscription<T>
   subscribe<T = any>(channel: string, params: Params, callbacks?: Callbacks<T>): Subscription<T>
-  // Events: "statechange" (detail {state, reason}), "connected" (detail
+  // Events: "statechange" (detail {state, reason}, and retryIn (ms) when the
+  // state is "waiting"), "connected" (detail
   // {reconnected}), "disconnected" (detail DisconnectDetail).
 }
 

@@ -8,6 +8,7 @@
 //     connected() {}, disconnected() {}, rejected() {}, received(data) {},
 //   })
 //   chat.perform("speak", { message: "hello" })
+//   const saved = await chat.call("save", { text: "hi" }) // the action's return value
 //
 // It also defines <turbo-stream-channel channel="..." params='{...}'>, which
 // subscribes while it is in the document and hands every Turbo Stream it
@@ -18,11 +19,17 @@ export const PROTOCOLS = ["actioncable-v1-json", "actioncable-unsupported"]
 export const DEFAULTS = Object.freeze({
   path: "/cable",
   reconnectBaseDelay: 1000, // first retry after about 1 s, then 2 s, 4 s...
-  reconnectMaxDelay: 30000, // ...capped here
+  // ...capped here: a restarted server is found within about 5 s of being
+  // back, as with Phoenix's and Socket.IO's clients (a 30 s cap made a page
+  // wait 13 s longer than the restart took)
+  reconnectMaxDelay: 5000,
   reconnectJitter: 0.2, // each delay is moved by up to ±20 %
-  reconnectAttempts: 10, // then give up (Infinity: never)
+  // Never give up, as the official client, Phoenix and Socket.IO do: with
+  // the 5 s cap, 10 attempts gave up on a restart that took 45 s
+  reconnectAttempts: Infinity, // (a number: then give up, state "failed")
   staleThreshold: 6000, // no frame for this long: the connection is dead
   subscribeRetryInterval: 500, // re-send unanswered subscribes (like Rails 7)
+  callTimeout: 10000, // call() rejects with reason "timeout" after this long
 })
 
 const OPEN = 1
@@ -67,6 +74,18 @@ function isCallbacks(value) {
   )
 }
 
+/** Why a call() failed: `reason` is the server's (server_error,
+ * unknown_action, your ActionError's...) or the client's: timeout,
+ * connection_lost, rejected, unsubscribed. */
+export class CallError extends Error {
+  constructor(reason, message, action) {
+    super(`${action}: ${reason}${message ? `: ${message}` : ""}`)
+    this.name = "CallError"
+    this.reason = reason
+    this.action = action
+  }
+}
+
 /** One subscription: a channel with params, and the callbacks it feeds. */
 export class Subscription {
   constructor(cable, channel, params, callbacks) {
@@ -83,6 +102,14 @@ export class Subscription {
   /** Call the server action `action` with `data`; false if not sent. */
   perform(action, data = {}) {
     return this.cable._sendMessage(this, { ...data, action })
+  }
+
+  /** Call the server action `action` and resolve with what it returned
+   * (trio_cable servers). Waits to be connected and confirmed; rejects
+   * with a CallError (see its reasons) after `timeout` ms at the latest.
+   * Frames the action transmitted reach `received` before it resolves. */
+  call(action, data = {}, { timeout } = {}) {
+    return this.cable._callAction(this, { ...data, action }, timeout ?? this.cable.options.callTimeout)
   }
 
   /** Send `data` to the channel's default action (`receive`). */
@@ -124,10 +151,13 @@ export class Cable extends EventTarget {
     // reconnect false (only connect() reopens).
     this.state = "idle"
     this.attempts = 0
+    this.retryAt = null // while waiting: when the next attempt is due (ms)
     this.socket = null
     this.lastFrameAt = 0
     this._subscriptions = new Map() // identifier -> Set<Subscription>
     this._pending = new Set() // identifiers subscribed but not answered
+    this._calls = new Map() // ref -> a call() waiting for its reply
+    this._nextRef = 0
     this._welcomed = false
     this._everOpened = false
     this._reconnectTimer = null
@@ -258,6 +288,9 @@ export class Cable extends EventTarget {
         return this._onConfirm(identifier)
       case "reject_subscription":
         return this._onReject(identifier)
+      case "reply":
+        // Only ever sent for our own call()s: never a `received` callback.
+        return this._onReply(frame)
       default:
         // Data frames have no type; frames of unknown types that name a
         // subscription go to it too (protocol extensions). Error frames
@@ -297,6 +330,20 @@ export class Cable extends EventTarget {
       subscription._call("connected", { reconnected: subscription._wasConfirmed === true })
       subscription._wasConfirmed = true
     }
+    for (const [ref, call] of this._calls) {
+      if (!call.sent && call.subscription.identifier === identifier) this._sendCall(ref, call)
+    }
+  }
+
+  _onReply(frame) {
+    const call = this._calls.get(frame.ref)
+    if (!call || call.subscription.identifier !== frame.identifier) return
+    const error = frame.error
+    if (error && typeof error === "object") {
+      this._settle(frame.ref, new CallError(String(error.reason), String(error.message ?? ""), call.action))
+    } else {
+      this._settle(frame.ref, undefined, frame.result)
+    }
   }
 
   _onReject(identifier) {
@@ -306,6 +353,7 @@ export class Cable extends EventTarget {
     for (const subscription of group) {
       subscription.closed = true
       subscription._call("rejected")
+      this._failCalls("rejected", "the subscription was rejected", subscription)
     }
   }
 
@@ -345,6 +393,8 @@ export class Cable extends EventTarget {
   _closeSocket() {
     this._welcomed = false
     this._pending.clear()
+    // A reply never crosses connections; calls not sent yet keep waiting.
+    this._failCalls("connection_lost", "the connection closed before the reply", null, true)
     this._stopTimers()
     const socket = this.socket
     this.socket = null
@@ -369,7 +419,8 @@ export class Cable extends EventTarget {
     const random = this.options.random ?? Math.random
     const delay = backoffDelay(this.attempts, this.options, random)
     this.attempts += 1
-    this._setState("waiting", reason)
+    this.retryAt = Date.now() + delay
+    this._setState("waiting", reason, { retryIn: delay })
     this._reconnectTimer = setTimeout(() => {
       this._reconnectTimer = null
       this._open()
@@ -464,6 +515,7 @@ export class Cable extends EventTarget {
 
   _remove(subscription) {
     if (subscription.closed) return
+    this._failCalls("unsubscribed", "the subscription was left", subscription)
     subscription.closed = true
     subscription.confirmed = false
     const key = subscription.identifier
@@ -484,6 +536,49 @@ export class Cable extends EventTarget {
     })
   }
 
+  _callAction(subscription, data, timeout) {
+    return new Promise((resolve, reject) => {
+      if (subscription.closed) {
+        reject(new CallError("unsubscribed", "the subscription is closed", data.action))
+        return
+      }
+      const ref = ++this._nextRef
+      const call = { subscription, action: data.action, data, resolve, reject, sent: false, timer: null }
+      call.timer = setTimeout(
+        () => this._settle(ref, new CallError("timeout", `no reply within ${timeout} ms`, call.action)),
+        timeout,
+      )
+      this._calls.set(ref, call)
+      if (this._welcomed && subscription.confirmed) this._sendCall(ref, call)
+    })
+  }
+
+  _sendCall(ref, call) {
+    call.sent = this._send({
+      command: "message",
+      identifier: call.subscription.identifier,
+      data: JSON.stringify(call.data),
+      ref,
+    })
+  }
+
+  _settle(ref, error, result) {
+    const call = this._calls.get(ref)
+    if (!call) return
+    this._calls.delete(ref)
+    clearTimeout(call.timer)
+    if (error) call.reject(error)
+    else call.resolve(result)
+  }
+
+  _failCalls(reason, message, subscription, sentOnly = false) {
+    for (const [ref, call] of this._calls) {
+      if (subscription && call.subscription !== subscription) continue
+      if (sentOnly && !call.sent) continue
+      this._settle(ref, new CallError(reason, message, call.action))
+    }
+  }
+
   _send(command) {
     const socket = this.socket
     if (!socket || socket.readyState !== OPEN) return false
@@ -491,10 +586,11 @@ export class Cable extends EventTarget {
     return true
   }
 
-  _setState(state, reason) {
+  _setState(state, reason, extra = {}) {
     if (this.state === state) return
     this.state = state
-    this.dispatchEvent(new CustomEvent("statechange", { detail: { state, reason } }))
+    if (state !== "waiting") this.retryAt = null
+    this.dispatchEvent(new CustomEvent("statechange", { detail: { state, reason, ...extra } }))
   }
 
   _report(error) {

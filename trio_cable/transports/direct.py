@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any, Final
 
 import trio
@@ -39,7 +40,7 @@ from .._request import Request
 from ..protocol.wsframe import FrameCache
 from .scope import latin1, websocket_scope
 
-__all__ = ["DirectHandshake", "DirectTransport"]
+__all__ = ["DirectHandshake", "DirectTransport", "HTTPRoutes"]
 
 log = logging.getLogger("trio_cable.direct")
 
@@ -385,34 +386,74 @@ class DirectTransport:
 # -- the handshake ----------------------------------------------------------------
 
 
+#: A plain HTTP GET the direct server answers (stats, metrics): path ->
+#: (content type, body), or None for "not mine" (then a 400/426 as usual).
+HTTPRoutes = Callable[[str], "tuple[str, bytes] | None"]
+
+
 class DirectHandshake:
     """The handshake on a :class:`DirectTransport`, read with wsproto."""
 
-    __slots__ = ("_handshake", "_secure", "transport")
+    __slots__ = ("_handshake", "_http", "_secure", "transport")
 
-    def __init__(self, transport: DirectTransport, *, secure: bool) -> None:
+    def __init__(
+        self,
+        transport: DirectTransport,
+        *,
+        secure: bool,
+        http: HTTPRoutes | None = None,
+    ) -> None:
         self.transport = transport
         self._secure = secure
+        self._http = http
         self._handshake = H11Handshake(ConnectionType.SERVER)
 
     async def request(self) -> Request | None:
         """The client's upgrade request; None if it left or sent nonsense
-        (which is answered with wsproto's 400/426 here)."""
+        (which is answered with wsproto's 400/426 here), or sent a plain
+        GET that ``http`` answered."""
         transport, handshake = self.transport, self._handshake
+        head = b""  # kept only until the request is whole
         while True:
             data = await transport._recv()
             if not data:
                 return None
+            head += data
             try:
                 handshake.receive_data(data)
                 for event in handshake.events():
                     if isinstance(event, WSRequest):
                         return Request(_scope(event, self._peer(), self._secure))
             except RemoteProtocolError as exc:
+                if await self._plain_get(head):
+                    return None
                 hint = exc.event_hint
                 if isinstance(hint, RejectConnection):
                     await self.refuse(hint.status_code, str(exc))
                 return None
+
+    async def _plain_get(self, head: bytes) -> bool:
+        """Answer a plain ``GET`` (not an upgrade) from ``http``, if it has
+        the path; wsproto refused it already, so the answer is written by
+        hand, and the connection closes after it."""
+        if self._http is None:
+            return False
+        method, _, rest = head.partition(b" ")
+        target = rest.partition(b" ")[0].partition(b"?")[0]
+        if method not in (b"GET", b"HEAD"):
+            return False
+        answer = self._http(target.decode("latin-1"))
+        if answer is None:
+            return False
+        content_type, body = answer
+        response = (
+            b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n"
+            b"cache-control: no-store\r\nconnection: close\r\n\r\n"
+        ) % (content_type.encode(), len(body))
+        await self.transport._send_bytes(
+            response + (b"" if method == b"HEAD" else body)
+        )
+        return True
 
     async def refuse(self, status: int, reason: str) -> None:
         body = reason.encode()

@@ -18,7 +18,7 @@ from typing import Any, Final
 import trio
 
 from ..protocol.wsframe import FrameCache
-from .direct import DirectHandshake, DirectTransport
+from .direct import DirectHandshake, DirectTransport, HTTPRoutes
 
 __all__ = ["DirectAcceptor", "accept_forever", "port_of"]
 
@@ -49,9 +49,11 @@ class DirectAcceptor:
         *,
         secure: bool,
         max_message_size: int,
+        http: HTTPRoutes | None = None,
     ) -> None:
         self.handle = handle
         self.secure = secure
+        self.http = http
         self.max_message = max_message_size
         self.frames = FrameCache()
 
@@ -70,13 +72,17 @@ class DirectAcceptor:
         # Inline, not through a helper: one coroutine frame less per socket.
         transport = DirectTransport(sock, None, self.frames, self.max_message)
         try:
-            await self.handle(DirectHandshake(transport, secure=self.secure))
+            await self.handle(
+                DirectHandshake(transport, secure=self.secure, http=self.http)
+            )
         finally:
             await transport.aclose()
 
     async def _serve(self, transport: DirectTransport) -> None:
         try:
-            await self.handle(DirectHandshake(transport, secure=self.secure))
+            await self.handle(
+                DirectHandshake(transport, secure=self.secure, http=self.http)
+            )
         finally:
             await transport.aclose()
 

@@ -1,0 +1,117 @@
+"""The JavaScript samples of the README and the docs run as written.
+
+The README's block runs in Node with the official ``@rails/actioncable``
+client (the three shims of DESIGN.md, loaded with ``--import``) against the
+README's own Python cable; ``docs/client-js.md``'s block runs in headless
+Chromium as a page's module script, importing ``/cable.js`` from a real
+Hypercorn serving ``CableApp``. The only edit is the port (the samples say
+8000; the test uses a free one). Each must print what its comments say.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+from tests.browser.browser_driver import open_browser
+from tests.helpers import LOSS_BOUND, code_blocks, load_doc, served, wait_until
+from tests.interop.nodeclient import JS_DIR, ensure_node_modules, skip_unless_node
+from trio_cable.asgi import CableApp
+
+pytestmark = pytest.mark.node
+
+SHIMS = Path(__file__).with_name("doc_sample_shims.mjs")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+def test_every_js_sample_is_covered() -> None:
+    # A new ```js block must get a runner here, not slip through untested.
+    assert len(code_blocks("README.md", "js")) == 1
+    assert len(code_blocks("client-js.md", "js")) == 1
+    for doc in ("guide.md", "scaling.md", "client.md", "cli.md", "security.md"):
+        assert code_blocks(doc, "js") == [], doc
+
+
+async def test_readme_js_sample_prints_hello_with_the_official_client(
+    tmp_path: Path,
+) -> None:
+    skip_unless_node()
+    await trio.to_thread.run_sync(ensure_node_modules)
+    readme = load_doc("README.md")
+    (sample,) = code_blocks("README.md", "js")
+    assert "127.0.0.1:8000" in sample
+    async with served(readme.cable) as port:
+        script = tmp_path / "sample.mjs"
+        script.write_text(sample.replace("127.0.0.1:8000", f"127.0.0.1:{port}"))
+        (tmp_path / "node_modules").symlink_to(JS_DIR / "node_modules")
+        node = shutil.which("node")
+        assert node is not None
+        process = await trio.lowlevel.open_process(
+            [node, "--import", SHIMS.as_uri(), str(script)],
+            stdout=subprocess.PIPE,
+            cwd=tmp_path,
+        )
+        assert process.stdout is not None
+        output = b""
+        try:
+            with trio.fail_after(LOSS_BOUND):
+                while b"hello\n" not in output:
+                    chunk = await process.stdout.receive_some()
+                    assert chunk, f"node exited: {output!r}"
+                    output += chunk
+        finally:
+            process.kill()
+            await process.wait()
+            await process.stdout.aclose()
+    assert output == b"hello\n"
+
+
+def page_app(sample: str) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    body = f'<!doctype html>\n<script type="module">\n{sample}</script>\n'.encode()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        headers = [(b"content-type", b"text/html; charset=utf-8")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+async def test_client_js_sample_runs_in_chromium() -> None:
+    readme = load_doc("README.md")  # its ChatChannel answers the sample
+    (sample,) = code_blocks("client-js.md", "js")
+    app = CableApp(readme.cable, page_app(sample))
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(
+            lambda task_status: serve(app, config, task_status=task_status)
+        )
+        url = binds[0].replace("0.0.0.0", "127.0.0.1")
+        async with open_browser() as browser:
+            await browser.open("page", url + "/")
+            console = browser.console
+
+            async def poll() -> None:
+                while "[page] hello" not in console:
+                    await browser.evaluate("page", "1")  # collects console lines
+
+            with trio.fail_after(LOSS_BOUND):
+                await poll()
+            # received() unsubscribed and disconnected: the server sees it.
+            await wait_until(lambda: not readme.cable.connections)
+            assert not any("pageerror" in line for line in console), console
+        nursery.cancel_scope.cancel()
