@@ -4,7 +4,8 @@ The README's block runs in Node with the official ``@rails/actioncable``
 client (the three shims of DESIGN.md, loaded with ``--import``) against the
 README's own Python cable; ``docs/client-js.md``'s block runs in headless
 Chromium as a page's module script, importing ``/cable.js`` from a real
-Hypercorn serving ``CableApp``. The only edit is the port (the samples say
+Hypercorn serving ``CableApp`` (its calls fragment inside a page that
+defines the names it leaves to the reader). The only edit is the port (the samples say
 8000; the test uses a free one). Each must print what its comments say.
 """
 
@@ -24,6 +25,7 @@ from hypercorn.trio import serve
 from tests.browser.browser_driver import open_browser
 from tests.helpers import LOSS_BOUND, code_blocks, load_doc, served, wait_until
 from tests.interop.nodeclient import JS_DIR, ensure_node_modules, skip_unless_node
+from trio_cable import ActionError, Cable, Channel
 from trio_cable.asgi import CableApp
 
 pytestmark = pytest.mark.node
@@ -38,7 +40,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 def test_every_js_sample_is_covered() -> None:
     # A new ```js block must get a runner here, not slip through untested.
     assert len(code_blocks("README.md", "js")) == 1
-    assert len(code_blocks("client-js.md", "js")) == 1
+    assert len(code_blocks("client-js.md", "js")) == 2
     for doc in ("guide.md", "scaling.md", "client.md", "cli.md", "security.md"):
         assert code_blocks(doc, "js") == [], doc
 
@@ -91,7 +93,7 @@ def page_app(sample: str) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
 
 async def test_client_js_sample_runs_in_chromium() -> None:
     readme = load_doc("README.md")  # its ChatChannel answers the sample
-    (sample,) = code_blocks("client-js.md", "js")
+    sample, _calls = code_blocks("client-js.md", "js")
     app = CableApp(readme.cable, page_app(sample))
     config = Config()
     config.bind = ["127.0.0.1:0"]
@@ -113,5 +115,56 @@ async def test_client_js_sample_runs_in_chromium() -> None:
                 await poll()
             # received() unsubscribed and disconnected: the server sees it.
             await wait_until(lambda: not readme.cable.connections)
+            assert not any("pageerror" in line for line in console), console
+        nursery.cancel_scope.cancel()
+
+
+CALLS_PAGE = """import { cable } from "/cable.js"
+cable.connect()
+const todos = cable.subscribe("TodoChannel", {})
+const showSaved = (todo) => console.log(`saved ${todo.title} #${todo.id}`)
+const showError = (reason, message) => console.log(`refused ${reason}`)
+for (const title of ["milk", ""]) {
+%s
+}
+"""
+
+
+async def test_client_js_calls_sample_runs_in_chromium() -> None:
+    """The calls fragment, in a page giving it ``todos``, ``showSaved`` and
+    ``showError``: a call resolves with the action's return value, and an
+    action's ``ActionError`` rejects it with its reason."""
+    _, sample = code_blocks("client-js.md", "js")
+    assert '{ title: "milk" }' in sample
+    cable = Cable()
+
+    @cable.channel
+    class TodoChannel(Channel):
+        async def add(self, data: dict[str, Any]) -> dict[str, Any]:
+            if not data.get("title"):
+                raise ActionError("invalid", "a todo needs a title")
+            return {"id": 1, "title": data["title"]}
+
+    page = CALLS_PAGE % sample.replace('{ title: "milk" }', "{ title }")
+    app = CableApp(cable, page_app(page))
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(
+            lambda task_status: serve(app, config, task_status=task_status)
+        )
+        url = binds[0].replace("0.0.0.0", "127.0.0.1")
+        async with open_browser() as browser:
+            await browser.open("page", url + "/")
+            console = browser.console
+
+            async def poll() -> None:
+                while "[page] refused invalid" not in console:
+                    await browser.evaluate("page", "1")  # collects console lines
+
+            with trio.fail_after(LOSS_BOUND):
+                await poll()
+            assert "[page] saved milk #1" in console
             assert not any("pageerror" in line for line in console), console
         nursery.cancel_scope.cancel()

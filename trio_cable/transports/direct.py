@@ -264,15 +264,19 @@ class DirectTransport:
             try:
                 data = sock.recv(RECEIVE_SIZE)
             except BlockingIOError:
-                try:
-                    await trio.lowlevel.wait_readable(sock)
-                except trio.ClosedResourceError:
-                    return b""
-                continue
+                pass
             except OSError:
                 return b""
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return data
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
+            # Wait outside the except clause: inside it, the exception being
+            # handled (and its traceback) would live as long as the wait,
+            # half a KiB for every idle connection.
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except trio.ClosedResourceError:
+                return b""
 
     async def receive(self) -> str | bytes:
         while not self._messages:
