@@ -472,3 +472,29 @@ async def test_rescue_from_handles_a_timers_error_and_the_timer_goes_on(
         await ws.subscribe("Flaky")
         assert (await ws.receive())["message"] == {"handled": "call 1"}
         assert (await ws.receive())["message"] == {"handled": "call 2"}
+
+
+async def test_a_call_answered_by_rescue_from_gets_the_handlers_value() -> None:
+    cable = Cable()
+
+    @cable.channel
+    class Orders(Channel):
+        async def place(self, data: dict[str, Any]) -> dict[str, Any]:
+            if data["qty"] < 1:
+                raise Oops("nothing to order")
+            return {"placed": data["qty"]}
+
+        @rescue_from(Oops)
+        async def refused(self, exc: Oops) -> dict[str, Any]:
+            return {"refused": str(exc)}
+
+        async def broken(self) -> None:
+            raise RuntimeError("no handler for this")
+
+    async with cable_test_client(cable) as ws:
+        await ws.subscribe("Orders")
+        assert (await ws.call("Orders", "place", {"qty": 2}))["result"] == {"placed": 2}
+        reply = await ws.call("Orders", "place", {"qty": 0})
+        assert reply["result"] == {"refused": "nothing to order"}
+        failed = await ws.call("Orders", "broken")
+        assert failed["error"]["reason"] == "server_error"  # no handler: as before
