@@ -81,6 +81,15 @@ class Cable:
             commands beyond it are refused with ``rate_limited``.
         max_outbox_bytes: bytes queued for one client before the slow-client
             policy runs (besides ``max_outbox_frames``).
+        input_frames_per_second, input_bytes_per_second: what one client
+            may send the direct transport, counting every WebSocket frame
+            (pings and fragments too) and byte; a client past them is read
+            no faster (TCP pushes back on it), counted in
+            ``counters["input_throttled"]`` (1,000 frames and 1 MiB per
+            second, bursts of one second's worth).
+        max_fragments, message_timeout: a message in more fragments (1,024)
+            or unfinished for longer (10 s) closes its socket with code
+            1008 on the direct transport (``counters["message_refused"]``).
     """
 
     def __init__(

@@ -9,6 +9,7 @@ from typing import Final
 
 from .protocol.codec import Limits
 from .protocol.server import ProtocolSettings
+from .transports.inbound import InputLimits
 
 __all__ = ["DEFAULT_REDIS_PREFIX", "CableOptions"]
 
@@ -37,6 +38,20 @@ class CableOptions:
     max_json_depth: int = 16
     commands_per_second: float = 50.0
     command_burst: int = 100
+    input_frames_per_second: float = 1000.0
+    input_bytes_per_second: float = 1024.0 * 1024.0
+    max_fragments: int = 1024
+    message_timeout: float = 10.0
+
+    @cached_property
+    def input(self) -> InputLimits:
+        """What the direct transport lets one client send."""
+        return InputLimits(
+            frames_per_second=self.input_frames_per_second,
+            bytes_per_second=self.input_bytes_per_second,
+            max_fragments=self.max_fragments,
+            message_timeout=self.message_timeout,
+        )
 
     @cached_property
     def protocol(self) -> ProtocolSettings:

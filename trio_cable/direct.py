@@ -47,8 +47,13 @@ async def serve_cable_direct(
     403/503, before any WebSocket is accepted. ``ssl_context`` serves
     ``wss://`` (it wraps ``listeners`` too, if given).
 
-    A message over ``max_message_size`` closes its socket with code 1009;
-    invalid framing closes it with 1002 (or wsproto's more precise code).
+    A message over ``max_message_size`` bytes closes its socket with code
+    1009; one in more than the cable's ``max_fragments`` fragments, or
+    unfinished after its ``message_timeout``, with 1008; invalid framing
+    with 1002 (or wsproto's more precise code). A client sending frames or
+    bytes faster than the cable's ``input_frames_per_second`` and
+    ``input_bytes_per_second`` is read no faster (see docs/security.md).
+    A handshake not done within ``connect_timeout`` is dropped.
     ``tune_gc`` applies :func:`trio_cable.tune_gc` once listening, as
     :func:`~trio_cable.serve_cable` does.
 
@@ -77,6 +82,8 @@ async def serve_cable_direct(
         ),
         secure=ssl_context is not None,
         max_message_size=max_message_size,
+        limits=cable.options.input,
+        count=cable.count,
     )
     await serve_until_cancelled(
         cable,

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import socket
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import trio
@@ -37,7 +39,8 @@ from wsproto.utilities import RemoteProtocolError
 from .._errors import TransportClosed
 from .._request import Request
 from ..protocol.wsframe import FrameCache
-from .scope import latin1, websocket_scope
+from .inbound import Assembly, InputBudget, InputLimits, Refusal
+from .scope import wsproto_scope
 
 __all__ = ["DirectHandshake", "DirectTransport"]
 
@@ -69,26 +72,31 @@ class DirectTransport:
     stream unusable for framing, so nothing is written after it.
 
     One task reads (the connection's reader, or :meth:`close` when no
-    reader is left).
+    reader is left), within ``limits``: it lets other tasks run every few
+    frames, reads no faster than the client's frame and byte rates allow
+    (``count("input_throttled")`` once per episode), and puts messages
+    together bounded in bytes (``max_message_size``), fragments and time.
     """
 
     __slots__ = (
+        "_assembly",
         "_broken",
+        "_budget",
+        "_count",
         "_ended",
         "_ended_event",
+        "_events",
         "_flushing",
         "_frames",
         "_head_partial",
         "_idle",
-        "_max_message",
         "_messages",
-        "_parts",
         "_pending",
         "_pending_bytes",
         "_reading",
-        "_size",
         "_sock",
         "_stream",
+        "_throttled",
         "_ws",
     )
 
@@ -98,15 +106,21 @@ class DirectTransport:
         stream: trio.abc.Stream | None,
         frames: FrameCache,
         max_message_size: int,
+        limits: InputLimits | None = None,
+        count: Callable[[str], None] | None = None,
     ) -> None:
         self._sock = sock  # plain TCP: written and read directly
         self._stream = stream  # otherwise (TLS)
         self._ws: WSConnection | None = None  # set once the handshake is done
         self._frames = frames
-        self._max_message = max_message_size
+        limits = limits or InputLimits()
+        self._assembly = Assembly(max_message_size, limits)
+        self._budget = InputBudget(limits, trio.current_time())
+        self._count = count
+        self._throttled = False  # over its rates: logged once per episode
         self._messages: list[str | bytes] = []  # complete, not yet received
-        self._parts: list[Any] = []  # the message being reassembled
-        self._size = 0
+        # The parser's events of the last read, while some are not handled.
+        self._events: Iterator[Event] | None = None
         self._pending: list[bytes] = []  # bytes the socket has not taken yet
         self._pending_bytes = 0
         self._head_partial = False  # _pending[0] is the rest of a cut write
@@ -126,6 +140,11 @@ class DirectTransport:
     @property
     def backlog_bytes(self) -> int:
         return self._pending_bytes
+
+    @property
+    def unfinished_bytes(self) -> int:
+        """Bytes held of a message not yet complete."""
+        return self._assembly.buffered
 
     def write_nowait(self, frame: str) -> int:
         ws = self._ws
@@ -281,36 +300,86 @@ class DirectTransport:
         return self._messages.pop(0)
 
     async def _read_some(self) -> None:
+        """Handle the parser's events until a message is complete (the
+        rest wait for the next call), reading when none is left."""
+        events = self._events
+        if events is None:
+            data = await self._read_bounded()
+            if not data:
+                return
+            ws = self._ws
+            assert ws is not None
+            ws.receive_data(data)
+            events = self._events = ws.events()
+        budget = self._budget
+        for event in events:
+            await self._on_event(event)
+            if self._ended:
+                break
+            pause = budget.frame(trio.current_time())
+            if pause is not None:
+                await self._pause(pause, "frames")
+            if self._messages:
+                return  # the generator keeps the rest
+        self._events = None
+
+    async def _read_bounded(self) -> bytes:
+        """The next read, counted against the byte rate; b"" (and the
+        transport ended) once the peer is gone or a message timed out."""
         self._reading = True
         try:
-            data = await self._recv()
+            deadline = self._assembly.deadline
+            if deadline == math.inf:  # no scope per read while none is due
+                data = await self._recv()
+            else:
+                data = b""
+                with trio.move_on_at(deadline):
+                    data = await self._recv()
+                if trio.current_time() >= deadline:
+                    await self._refuse(self._assembly.timed_out())
+                    return b""
         finally:
             self._reading = False
         if not data:  # gone without a close frame
             self._end()
+            return b""
+        await self._pause(
+            self._budget.bytes_read(len(data), trio.current_time()), "bytes"
+        )
+        return data
+
+    async def _pause(self, seconds: float, what: str) -> None:
+        """Let the other tasks run; wait longer if the client is over its
+        rates (its socket is not read meanwhile, so TCP pushes back)."""
+        if seconds <= 0:
+            self._throttled = False
+            await trio.lowlevel.checkpoint()
             return
-        ws = self._ws
-        assert ws is not None
-        ws.receive_data(data)
-        for event in ws.events():
-            await self._on_event(event)
-            if self._ended:
-                return
+        if not self._throttled:
+            self._throttled = True
+            if self._count is not None:
+                self._count("input_throttled")
+            log.info(
+                "client %s sends %s faster than allowed; reading it slower",
+                _peer_of(self),
+                what,
+            )
+        await trio.sleep(seconds)
 
     async def _on_event(self, event: Event) -> None:
         ws = self._ws
         assert ws is not None
         if isinstance(event, TextMessage | BytesMessage):
-            self._parts.append(event.data)
-            self._size += len(event.data)
-            if self._size > self._max_message:
-                await self._fail(1009, f"messages are limited to {self._max_message}")
-            elif event.message_finished:
-                parts, self._parts, self._size = self._parts, [], 0
-                if isinstance(event, TextMessage):
-                    self._messages.append("".join(parts))
-                else:
-                    self._messages.append(b"".join(parts))
+            done = self._assembly.add(
+                event.data,
+                frame_finished=event.frame_finished,
+                message_finished=event.message_finished,
+                now=trio.current_time(),
+            )
+            if isinstance(done, Refusal):
+                await self._refuse(done)
+            elif done is not None:
+                self._messages.append(done)
         elif isinstance(event, Ping):
             if ws.state is ConnectionState.OPEN:
                 await self._send_event(event.response())
@@ -325,8 +394,13 @@ class DirectTransport:
                     await self._send_event(event.response())
                 self._end()
 
+    async def _refuse(self, refusal: Refusal) -> None:
+        if self._count is not None:
+            self._count("message_refused")
+        await self._fail(refusal.code, refusal.reason)
+
     async def _fail(self, code: int, reason: str) -> None:
-        log.info("closing a socket with code %d: %s", code, reason)
+        log.info("closing %s with code %d: %s", _peer_of(self), code, reason)
         self._end()
         assert self._ws is not None
         if self._ws.state is ConnectionState.OPEN:
@@ -334,7 +408,8 @@ class DirectTransport:
 
     def _end(self) -> None:
         self._ended = True
-        self._parts = []
+        self._events = None
+        self._assembly.reset()
         if self._ended_event is not None:
             self._ended_event.set()
 
@@ -365,6 +440,7 @@ class DirectTransport:
             return
         while not self._ended:
             await self._read_some()
+            self._messages.clear()  # too late for them
 
     async def aclose(self) -> None:
         """Close the socket now (no close handshake); idempotent."""
@@ -407,7 +483,8 @@ class DirectHandshake:
                 handshake.receive_data(data)
                 for event in handshake.events():
                     if isinstance(event, WSRequest):
-                        return Request(_scope(event, self._peer(), self._secure))
+                        scope = wsproto_scope(event, self._peer(), self._secure)
+                        return Request(scope)
             except RemoteProtocolError as exc:
                 hint = exc.event_hint
                 if isinstance(hint, RejectConnection):
@@ -441,34 +518,22 @@ class DirectHandshake:
         return transport
 
     def _peer(self) -> tuple[str, int] | None:
-        transport = self.transport
-        if transport._sock is not None:
-            sock: Any = transport._sock
-        else:
-            stream = transport._stream
-            while isinstance(stream, trio.SSLStream):
-                stream = stream.transport_stream
-            if not isinstance(stream, trio.SocketStream):
-                return None
-            sock = stream.socket
-        with contextlib.suppress(OSError):
-            address = sock.getpeername()
-            if isinstance(address, tuple):
-                return (str(address[0]), int(address[1]))
-        return None
+        return _peer_of(self.transport)
 
 
-def _scope(
-    event: WSRequest, client: tuple[str, int] | None, secure: bool
-) -> dict[str, Any]:
-    """An ASGI-style scope describing the handshake."""
-    # wsproto keeps Host out of the extra headers; put it back
-    headers = [(b"host", latin1(event.host))]
-    headers += [(latin1(name), latin1(value)) for name, value in event.extra_headers]
-    return websocket_scope(
-        event.target,
-        headers,
-        client=client,
-        subprotocols=event.subprotocols,
-        secure=secure,
-    )
+def _peer_of(transport: DirectTransport) -> tuple[str, int] | None:
+    """The client's address (None: not a TCP socket, or gone)."""
+    if transport._sock is not None:
+        sock: Any = transport._sock
+    else:
+        stream = transport._stream
+        while isinstance(stream, trio.SSLStream):
+            stream = stream.transport_stream
+        if not isinstance(stream, trio.SocketStream):
+            return None
+        sock = stream.socket
+    with contextlib.suppress(OSError):
+        address = sock.getpeername()
+        if isinstance(address, tuple):
+            return (str(address[0]), int(address[1]))
+    return None

@@ -19,6 +19,7 @@ import trio
 
 from ..protocol.wsframe import FrameCache
 from .direct import DirectHandshake, DirectTransport
+from .inbound import InputLimits
 
 __all__ = ["DirectAcceptor", "accept_forever", "port_of"]
 
@@ -41,7 +42,8 @@ _CONN_TASK: Final = "trio_cable.direct.connection"
 class DirectAcceptor:
     """Makes each accepted stream a direct transport and hands its
     handshake to ``handle`` (the serving path); the socket is closed when
-    ``handle`` returns. One frame cache serves every connection."""
+    ``handle`` returns. One frame cache serves every connection; each
+    reads within ``limits`` and reports what it refuses to ``count``."""
 
     def __init__(
         self,
@@ -49,11 +51,22 @@ class DirectAcceptor:
         *,
         secure: bool,
         max_message_size: int,
+        limits: InputLimits | None = None,
+        count: Callable[[str], None] | None = None,
     ) -> None:
         self.handle = handle
         self.secure = secure
         self.max_message = max_message_size
+        self.limits = limits or InputLimits()
+        self.count = count
         self.frames = FrameCache()
+
+    def _transport(
+        self, sock: socket.socket | None, stream: trio.abc.Stream | None
+    ) -> DirectTransport:
+        return DirectTransport(
+            sock, stream, self.frames, self.max_message, self.limits, self.count
+        )
 
     async def serve_stream(self, stream: trio.abc.Stream) -> None:
         """A stream from a listener other than a plain TCP one (TLS)."""
@@ -63,12 +76,12 @@ class DirectAcceptor:
             sock.setblocking(False)
             await self.serve_socket(sock)
             return
-        await self._serve(DirectTransport(None, stream, self.frames, self.max_message))
+        await self._serve(self._transport(None, stream))
 
     async def serve_socket(self, sock: socket.socket) -> None:
         """An accepted non-blocking socket, written and read directly."""
         # Inline, not through a helper: one coroutine frame less per socket.
-        transport = DirectTransport(sock, None, self.frames, self.max_message)
+        transport = self._transport(sock, None)
         try:
             await self.handle(DirectHandshake(transport, secure=self.secure))
         finally:

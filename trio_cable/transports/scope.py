@@ -7,9 +7,12 @@ Hypercorn hands us one; every other transport builds one here, so one
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["latin1", "websocket_scope"]
+if TYPE_CHECKING:
+    from wsproto.events import Request as WSRequest
+
+__all__ = ["latin1", "websocket_scope", "wsproto_scope"]
 
 
 def latin1(text: bytes | str) -> bytes:
@@ -40,3 +43,19 @@ def websocket_scope(
         "server": server,
         "subprotocols": list(subprotocols),
     }
+
+
+def wsproto_scope(
+    event: WSRequest, client: tuple[str, int] | None, secure: bool
+) -> dict[str, Any]:
+    """The scope of a handshake wsproto parsed (the direct transport's)."""
+    # wsproto keeps Host out of the extra headers; put it back
+    headers = [(b"host", latin1(event.host))]
+    headers += [(latin1(name), latin1(value)) for name, value in event.extra_headers]
+    return websocket_scope(
+        event.target,
+        headers,
+        client=client,
+        subprotocols=event.subprotocols,
+        secure=secure,
+    )
