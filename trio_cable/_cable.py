@@ -18,6 +18,7 @@ from ._broker import IN_PROCESS, Broker, open_broker
 from ._channel import Channel, rules_for
 from ._errors import CableError
 from ._hub import Hub, Subscriber
+from ._logsummary import LogSummary
 from ._options import DEFAULT_REDIS_PREFIX, CableOptions
 from ._redis import RedisBridge
 from ._registry import ConnectionSet
@@ -113,6 +114,8 @@ class Cable:
         self.counters: Counter[str] = Counter()
         self._connections: ConnectionSet[Connection] = ConnectionSet()
         self._token: trio.lowlevel.TrioToken | None = None
+        # Refused handshakes come in floods: one line, then a summary.
+        self._refusals = LogSummary(log)
 
     # Read-only views of the options most code reads.
     @property
@@ -147,13 +150,16 @@ class Cable:
         origin = request.headers.get("origin")
         if origin is not None and not self._origin_allowed(origin, request):
             self.count("origin_refused")
-            log.warning(
-                "refused a handshake from origin %r (not in allowed_origins)", origin
+            self._refusals.event(
+                "origin_refused",
+                "refused a handshake from origin %r (not in allowed_origins)",
+                origin[:100],
             )
             return 403, "origin not allowed"
         if len(self._connections) >= self.options.max_connections:
             self.count("connections_refused")
-            log.warning(
+            self._refusals.event(
+                "connections_refused",
                 "refused a handshake: %d connections open",
                 self.options.max_connections,
             )
@@ -346,6 +352,7 @@ class Cable:
                 finally:
                     await self.shutdown()
                     nursery.cancel_scope.cancel()
+                    self._refusals.flush()
 
     async def shutdown(
         self, reason: str = "server_restart", *, reconnect: bool = True
@@ -369,6 +376,7 @@ class Cable:
         # ping, and pings still flow when actions are slow.
         while True:
             await trio.sleep(self.options.ping_interval)
+            self._refusals.tick()
             frame = encode_ping(int(time.time()))
             for conn in list(self._connections):
                 if conn.ready:

@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Final
 
+from ..protocol.codec import utf8_size
+
 __all__ = ["STEP_FRAMES", "Assembly", "InputBudget", "InputLimits", "Refusal"]
 
 #: Frames one connection's reader handles before it lets other tasks run:
@@ -87,13 +89,6 @@ class Refusal:
 
     code: int
     reason: str
-
-
-def utf8_size(text: str) -> int:
-    """Bytes ``text`` takes in UTF-8 (what the wire carried)."""
-    if text.isascii():
-        return len(text)
-    return len(text.encode("utf-8", "surrogatepass"))
 
 
 class Assembly:
