@@ -72,8 +72,12 @@ class Cable:
             only the same origin as the ``Host`` header. Handshakes without
             an ``Origin`` header (non-browser clients) are allowed. Refused
             handshakes get HTTP 403 before any WebSocket is accepted.
-        max_connections: open connections per process; beyond it
-            handshakes get HTTP 503.
+        max_connections: open connections per process, handshakes under
+            way included; beyond it handshakes get HTTP 503.
+        max_handshakes: sockets accepted but not yet through their
+            handshake (the direct transport); beyond it new sockets are
+            closed at once, so slow handshakes cannot take every file
+            descriptor (``counters["handshakes_refused"]``).
         max_frame_bytes: largest client frame; larger ones are refused
             with ``frame_too_large``.
         max_identifier_bytes: longest identifier (``identifier_too_large``).
@@ -113,6 +117,8 @@ class Cable:
         self.hub = Hub()
         self.counters: Counter[str] = Counter()
         self._connections: ConnectionSet[Connection] = ConnectionSet()
+        #: Handshakes under way (counted by the serving path).
+        self.handshakes = 0
         self._token: trio.lowlevel.TrioToken | None = None
         # Refused handshakes come in floods: one line, then a summary.
         self._refusals = LogSummary(log)
@@ -145,7 +151,7 @@ class Cable:
 
         Every transport asks this before it accepts a WebSocket: 403 for a
         browser origin that is not allowed, 503 when ``max_connections``
-        are open.
+        are open or under way (this handshake counts).
         """
         origin = request.headers.get("origin")
         if origin is not None and not self._origin_allowed(origin, request):
@@ -156,7 +162,9 @@ class Cable:
                 origin[:100],
             )
             return 403, "origin not allowed"
-        if len(self._connections) >= self.options.max_connections:
+        if len(self._connections) + max(self.handshakes, 1) > (
+            self.options.max_connections
+        ):
             self.count("connections_refused")
             self._refusals.event(
                 "connections_refused",
@@ -281,6 +289,19 @@ class Cable:
     def count(self, name: str) -> None:
         """Add one to the counter ``name`` (see :meth:`stats`)."""
         self.counters[name] += 1
+
+    def refuse_socket(self) -> bool:
+        """Whether a socket just accepted must be closed before its
+        handshake: ``max_handshakes`` are under way (counted and logged)."""
+        if self.handshakes < self.options.max_handshakes:
+            return False
+        self.count("handshakes_refused")
+        self._refusals.event(
+            "handshakes_refused",
+            "closed a new socket: %d handshakes under way",
+            self.handshakes,
+        )
+        return True
 
     async def serve(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

@@ -33,6 +33,7 @@ class CableOptions:
     redis_buffer: int = 10_000
     allowed_origins: Sequence[str] | None = None
     max_connections: int = 10_000
+    max_handshakes: int = 1_000
     max_frame_bytes: int = 64 * 1024
     max_identifier_bytes: int = 1024
     max_json_depth: int = 16

@@ -53,7 +53,12 @@ async def serve_cable_direct(
     with 1002 (or wsproto's more precise code). A client sending frames or
     bytes faster than the cable's ``input_frames_per_second`` and
     ``input_bytes_per_second`` is read no faster (see docs/security.md).
-    A handshake not done within ``connect_timeout`` is dropped.
+    A handshake not done within ``connect_timeout`` (the handshake
+    timeout, 10 s) is dropped; handshakes under way count against the
+    cable's ``max_connections``, and past its ``max_handshakes`` new
+    sockets are closed at once. Running out of file descriptors is
+    logged once (then summarised every 10 s) and accepting backs off,
+    from 0.05 s up to 1 s between tries.
     ``tune_gc`` applies :func:`trio_cable.tune_gc` once listening, as
     :func:`~trio_cable.serve_cable` does.
 
@@ -84,6 +89,7 @@ async def serve_cable_direct(
         max_message_size=max_message_size,
         limits=cable.options.input,
         count=cable.count,
+        refuse=cable.refuse_socket,
     )
     await serve_until_cancelled(
         cable,
