@@ -101,6 +101,7 @@ class Connection:
         "_said",
         "_scope",
         "_told",
+        "_writer_ended",
         "_writer_on",
         "cable",
         "host",
@@ -143,6 +144,7 @@ class Connection:
         self._close: tuple[str, bool] | None = None
         self._open = True  # the transport is open
         self._writer_on = False  # a writer task is running
+        self._writer_ended: trio.Event | None = None  # made if someone waits
         self._said = False  # the disconnect frame was handed to the transport
         self._told = False  # ...and our close frame after it
 
@@ -275,6 +277,23 @@ class Connection:
             self._lost()
         finally:
             self._writer_on = False
+            if self._writer_ended is not None:
+                self._writer_ended.set()
+
+    async def _stop_writer(self, cut_off: float) -> None:
+        """Wait for the (cancelled) writer until ``cut_off`` at the latest,
+        then close the socket under it: a send that ignores cancellation
+        (Hypercorn shields its sends) would otherwise hold this connection,
+        its slot and its tasks for as long as the client does not read."""
+        self._writer_ended = ended = trio.Event()
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = cut_off
+            await ended.wait()
+        if self._writer_on:
+            log.info("conn %s: its socket does not take writes; cut off", self.id)
+            self._open = False
+            with trio.CancelScope(shield=True):
+                await self.transport.aclose()
 
     # -- the lifetime ----------------------------------------------------------
 
@@ -324,6 +343,16 @@ class Connection:
                     nursery.cancel_scope.cancel()
                     for record in list(self.protocol.subscriptions.values()):
                         record.owner.end()
+                    if self._writer_on:
+                        # Past its close deadline already (too slow) or
+                        # not (a shutdown): then one close_timeout more.
+                        now = trio.current_time()
+                        await self._stop_writer(
+                            min(
+                                max(now, nursery.cancel_scope.deadline),
+                                now + self.options.close_timeout,
+                            )
+                        )
                     # Nothing new starts from here on: the nursery
                     # closes when these last tasks end.
                     self._nursery = None

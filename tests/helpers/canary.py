@@ -106,7 +106,9 @@ async def _read(client: RawClient, report: CanaryReport, start: float) -> None:
         if message.get("end"):
             report.finished.set()
             return
-        n = message["i"]
+        n = message.get("i")
+        if n is None:
+            continue  # not the feed's
         report.received.append(n)
         report.latencies.append(trio.current_time() - (start + n / FEED_RATE))
     report.disconnected = True
@@ -118,7 +120,7 @@ async def canary_feed(cable: Cable, port: int) -> AsyncIterator[CanaryReport]:
     """A canary subscribed on ``port`` and the feed running for as long as
     the block runs; on exit every number must have reached it, in order
     (``AssertionError`` otherwise, ``trio.TooSlowError`` past the loss
-    bound)."""
+    bound). Other broadcasts to its stream (a storm) it reads and skips."""
     report = CanaryReport()
     async with AsyncExitStack() as stack:
         client = await raw_connect(stack, port, welcome=True)

@@ -6,6 +6,8 @@ import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import trio
+
 from .._errors import TransportClosed
 from .._request import Request
 from .queued import QueuedTransport
@@ -47,8 +49,36 @@ class _ASGISocket:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(OSError):
-            await self._send({"type": "websocket.close", "code": code})
+        closed = False
+        try:
+            with contextlib.suppress(OSError):
+                await self._send({"type": "websocket.close", "code": code})
+            closed = True
+        finally:
+            if not closed:
+                # Cancelled: the close may wait behind a send that ignores
+                # cancellation (Hypercorn shields them) for as long as the
+                # client does not read. Close the server's socket under it.
+                await _abort(self._send)
+
+
+async def _abort(send: Send) -> None:
+    """Close the socket under an ASGI ``send``, if it can be found.
+
+    Hypercorn's trio worker offers no way to drop a connection whose
+    client stopped reading: its sends ignore cancellation. Its ``send`` is
+    a bound method whose owner sends through another bound method, down
+    to the server that owns the trio stream; closing that stream wakes
+    the stuck send with an error Hypercorn handles as a closed socket.
+    """
+    callable_: Any = send
+    for _ in range(4):
+        owner = getattr(callable_, "__self__", None)
+        stream = getattr(owner, "stream", None)
+        if isinstance(stream, trio.abc.AsyncResource):
+            await trio.aclose_forcefully(stream)
+            return
+        callable_ = getattr(owner, "send", None)
 
 
 class ASGITransport(QueuedTransport):

@@ -1,0 +1,73 @@
+"""Stalled readers under a broadcast storm, on every transport, beside a
+canary (issue 15, point 3).
+
+Clients subscribe and then never read again (a small receive buffer, so
+the server's writes back up soon) while the feed's stream is stormed.
+Each must be cut off within a bound and its slot, tasks and socket
+freed; the canary, which reads, loses nothing and is never cut.
+
+Hypercorn shields its sends from cancellation, so a writer stuck on a
+client that does not read cannot be cancelled: the connection closes the
+server's socket under it instead. Hypercorn runs here in this process
+(``hypercorn.trio.serve``, its real trio worker code) so that the test
+can count the cable's connections and tasks directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
+from typing import Literal
+
+import pytest
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+from tests.helpers import RawClient, served, task_count, wait_until
+from tests.helpers.canary import CANARY, canary_feed, hostile_cable, open_fds
+from trio_cable import Cable
+from trio_cable.asgi import CableApp
+
+Server = Literal["direct", "trio-websocket", "hypercorn"]
+STALLED = 20
+
+
+@asynccontextmanager
+async def serving(cable: Cable, server: Server) -> AsyncIterator[int]:
+    if server != "hypercorn":
+        async with served(cable, server) as port:
+            yield port
+        return
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            partial(serve, CableApp(cable), config, shutdown_trigger=stop.wait)
+        )
+        yield int(binds[0].rsplit(":", 1)[1])
+        stop.set()
+
+
+@pytest.mark.parametrize("server", ["direct", "trio-websocket", "hypercorn"])
+async def test_stalled_readers_are_cut_and_freed(server: Server) -> None:
+    cable = hostile_cable(max_outbox_frames=64, close_timeout=0.5)
+    async with serving(cable, server) as port, canary_feed(cable, port) as canary:
+        tasks, fds = task_count(), open_fds()
+        async with AsyncExitStack() as stack:
+            for _ in range(STALLED):
+                client = await RawClient.connect(port, receive_buffer=4096)
+                stack.push_async_callback(client.aclose)
+                await client.subscribe(CANARY)  # then never reads again
+            # The storm: 1 KiB broadcasts until every stalled one is cut.
+            pad = "x" * 1024
+            with trio.fail_after(30):
+                while len(cable.connections) > 1:
+                    cable.broadcast_nowait("canary", {"pad": pad})
+                    await trio.sleep(0.001)
+            assert cable.counters["too_slow"] == STALLED
+            await wait_until(lambda: task_count() <= tasks)
+        await wait_until(lambda: open_fds() <= fds)
+    print(f"{server}: {STALLED} stalled clients cut; canary {canary.summary()}")
