@@ -32,6 +32,14 @@ from trio_cable.asgi import CableApp
 
 Server = Literal["direct", "trio-websocket", "hypercorn"]
 STALLED = 20
+#: Queued transports judge a client too slow by their queue, which also
+#: grows while a busy server's writer waits for its turn (issue 15,
+#: point 4): under a storm of bursts the reading canary is cut with the
+#: stalled clients. Known, not fixed yet.
+QUEUE_JUDGES_BUSY_AS_SLOW = pytest.mark.xfail(
+    strict=False,  # how busy is busy enough depends on the machine
+    reason="queued transports: a busy server looks like a slow client",
+)
 
 
 @asynccontextmanager
@@ -51,8 +59,26 @@ async def serving(cable: Cable, server: Server) -> AsyncIterator[int]:
         stop.set()
 
 
-@pytest.mark.parametrize("server", ["direct", "trio-websocket", "hypercorn"])
-async def test_stalled_readers_are_cut_and_freed(server: Server) -> None:
+@pytest.mark.parametrize(
+    ("server", "burst"),
+    [
+        ("direct", 1),
+        ("trio-websocket", 1),
+        ("hypercorn", 1),
+        pytest.param("direct", 10, id="direct-busy"),
+        pytest.param(
+            "trio-websocket",
+            10,
+            id="trio-websocket-busy",
+            marks=QUEUE_JUDGES_BUSY_AS_SLOW,
+        ),
+        pytest.param(
+            "hypercorn", 10, id="hypercorn-busy", marks=QUEUE_JUDGES_BUSY_AS_SLOW
+        ),
+    ],
+)
+async def test_stalled_readers_are_cut_and_freed(server: Server, burst: int) -> None:
+    """``burst`` broadcasts a millisecond (10: a busy server)."""
     cable = hostile_cable(max_outbox_frames=64, close_timeout=0.5)
     async with serving(cable, server) as port, canary_feed(cable, port) as canary:
         tasks, fds = task_count(), open_fds()
@@ -65,9 +91,10 @@ async def test_stalled_readers_are_cut_and_freed(server: Server) -> None:
             pad = "x" * 1024
             with trio.fail_after(30):
                 while len(cable.connections) > 1:
-                    cable.broadcast_nowait("canary", {"pad": pad})
+                    for _ in range(burst):
+                        cable.broadcast_nowait("canary", {"pad": pad})
                     await trio.sleep(0.001)
-            assert cable.counters["too_slow"] == STALLED
+            assert cable.counters["too_slow"] == STALLED  # not the canary
             await wait_until(lambda: task_count() <= tasks)
         await wait_until(lambda: open_fds() <= fds)
     print(f"{server}: {STALLED} stalled clients cut; canary {canary.summary()}")
