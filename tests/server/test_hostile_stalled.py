@@ -10,27 +10,19 @@ Hypercorn shields its sends from cancellation, so a writer stuck on a
 client that does not read cannot be cancelled: the connection closes the
 server's socket under it instead. Hypercorn runs here in this process
 (``hypercorn.trio.serve``, its real trio worker code) so that the test
-can count the cable's connections and tasks directly.
+can count the cable's connections and tasks directly (``served_on``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from functools import partial
-from typing import Literal
+from contextlib import AsyncExitStack
 
 import pytest
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 
-from tests.helpers import RawClient, served, task_count, wait_until
+from tests.helpers import RawClient, Server, served_on, task_count, wait_until
 from tests.helpers.canary import CANARY, canary_feed, hostile_cable, open_fds
-from trio_cable import Cable
-from trio_cable.asgi import CableApp
 
-Server = Literal["direct", "trio-websocket", "hypercorn"]
 STALLED = 20
 #: Queued transports judge a client too slow by their queue, which also
 #: grows while a busy server's writer waits for its turn (issue 15,
@@ -40,23 +32,6 @@ QUEUE_JUDGES_BUSY_AS_SLOW = pytest.mark.xfail(
     strict=False,  # how busy is busy enough depends on the machine
     reason="queued transports: a busy server looks like a slow client",
 )
-
-
-@asynccontextmanager
-async def serving(cable: Cable, server: Server) -> AsyncIterator[int]:
-    if server != "hypercorn":
-        async with served(cable, server) as port:
-            yield port
-        return
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            partial(serve, CableApp(cable), config, shutdown_trigger=stop.wait)
-        )
-        yield int(binds[0].rsplit(":", 1)[1])
-        stop.set()
 
 
 @pytest.mark.parametrize(
@@ -80,7 +55,7 @@ async def serving(cable: Cable, server: Server) -> AsyncIterator[int]:
 async def test_stalled_readers_are_cut_and_freed(server: Server, burst: int) -> None:
     """``burst`` broadcasts a millisecond (10: a busy server)."""
     cable = hostile_cable(max_outbox_frames=64, close_timeout=0.5)
-    async with serving(cable, server) as port, canary_feed(cable, port) as canary:
+    async with served_on(cable, server) as port, canary_feed(cable, port) as canary:
         tasks, fds = task_count(), open_fds()
         async with AsyncExitStack() as stack:
             for _ in range(STALLED):
