@@ -301,9 +301,11 @@ class Connection:
         """Serve this connection until the client leaves or we close it.
 
         Cancellation: every subscription ends (``unsubscribed()`` runs,
-        shielded and bounded), the client is sent ``disconnect`` with
-        reason ``server_restart`` and the socket is closed, all within the
-        cable's ``close_timeout``.
+        shielded and bounded), the client is sent what was queued for it
+        if that takes less than half the cable's ``close_timeout`` (else
+        the rest is dropped), then ``disconnect`` with reason
+        ``server_restart``, and the socket is closed, all within
+        ``close_timeout``.
         """
         cable = self.cable
         cable.register(self)
@@ -394,16 +396,25 @@ class Connection:
             return
         self._open = False
         transport = self.transport
-        if self._told:
-            # Said, and the close handshake has had its time.
+        scope = self._scope
+        cut_off = scope is not None and trio.current_time() >= scope.deadline
+        if self._told or cut_off:
+            # Said, and the close handshake has had its time; or cut off
+            # (too slow) after its close_timeout: no second one.
             await transport.aclose()
             return
         # One close_timeout for the goodbye and the close together: a client
         # that stopped reading would otherwise hold each up in turn.
+        close_timeout = self.options.close_timeout
         with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + self.options.close_timeout
+            scope.deadline = trio.current_time() + close_timeout
             if not self._said:  # never twice, nor after a write cut off
                 with contextlib.suppress(TransportClosed):
+                    # What was queued, if it goes out in half the time;
+                    # else the goodbye matters more than the rest of it.
+                    with trio.move_on_after(close_timeout / 2):
+                        await transport.flush()
+                    transport.drop_backlog()
                     self._say_why()
                     await transport.flush()
             await transport.close()

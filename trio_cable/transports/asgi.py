@@ -23,6 +23,10 @@ Send = Callable[[Message], Awaitable[None]]
 class _ASGISocket:
     __slots__ = ("_closed", "_receive", "_send")
 
+    # Hypercorn (the trio ASGI server) shields each write once it starts:
+    # a cancelled send waited for its turn and wrote nothing.
+    cancel_safe = True
+
     def __init__(self, receive: Receive, send: Send) -> None:
         self._receive = receive
         self._send = send

@@ -72,7 +72,10 @@ class Transport(Protocol):
 class MessageSocket(Protocol):
     """A WebSocket that can only send by waiting (trio-websocket, ASGI,
     in-memory); each method raises :class:`TransportClosed` once it is
-    gone."""
+    gone. ``cancel_safe``: a send cancelled has written nothing (so the
+    socket stays usable for a goodbye)."""
+
+    cancel_safe: bool
 
     async def send(self, frame: str) -> None: ...
 

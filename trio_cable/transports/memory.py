@@ -18,6 +18,8 @@ __all__ = ["MemoryHandshake", "MemoryTransport"]
 class _MemorySocket:
     __slots__ = ("_incoming", "_outgoing")
 
+    cancel_safe = True  # a channel send either happens or not
+
     def __init__(
         self,
         outgoing: trio.MemorySendChannel[str],

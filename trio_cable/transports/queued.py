@@ -75,8 +75,16 @@ class QueuedTransport:
             self._bytes -= len(frame)
             try:
                 await send(frame)
+            except trio.Cancelled:
+                if self.socket.cancel_safe:
+                    # Not sent at all: it goes out first with the goodbye.
+                    queue.appendleft(frame)
+                    self._bytes += len(frame)
+                else:  # maybe cut off mid-frame: nothing may follow
+                    self._broken = True
+                raise
             except BaseException:
-                # Cut off (maybe mid-frame) or gone: nothing may follow.
+                # Gone, or cut off: nothing may follow.
                 self._broken = True
                 raise
         if self._close_code is not None:

@@ -18,6 +18,8 @@ __all__ = ["WebSocketHandshake", "WebSocketTransport", "request_scope"]
 class _WebSocketSocket:
     __slots__ = ("ws",)
 
+    cancel_safe = False  # send_all may be cut off halfway
+
     def __init__(self, ws: WebSocketConnection) -> None:
         self.ws = ws
 
