@@ -299,6 +299,10 @@ async def test_delivery_resumes_soon_after_a_long_outage(
     ):
         await subscribe(wa, "r")
         await subscribe(wb, "r")
+        # One broadcast before: after the outage the bridge waits (5 s at
+        # most) for as many processes to be back as received it.
+        await a.broadcast("room:r", {"n": -1})
+        assert await next_message(wa) == await next_message(wb) == {"n": -1}
         redis_server.kill()
         await wait_until(lambda: not a.stats()["redis"]["connected"])
         down = trio.current_time()

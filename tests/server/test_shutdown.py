@@ -377,8 +377,14 @@ async def test_direct_5000_clients_leave_and_shutdown() -> None:
                 async with trio.open_nursery() as nursery:
                     for i, client in enumerate(all_open[:LEAVERS]):
                         nursery.start_soon(leave, i, client)
+                # A connection is unregistered a step before its handler
+                # task (which still closes the socket) ends: wait for both.
                 await wait_until(
-                    lambda: len(cable.connections) == clients - LEAVERS, timeout=30
+                    lambda: (
+                        len(cable.connections) == clients - LEAVERS
+                        and handler_tasks() == clients - LEAVERS
+                    ),
+                    timeout=30,
                 )
                 assert answers[1::2] == [1000] * (LEAVERS // 2)  # answered
                 assert {c.request.client for c in cable.connections} == staying

@@ -127,7 +127,7 @@ class DirectTransport:
         self._flushing = False  # a flush is under way
         self._idle: trio.Event | None = None  # made only when flushes contend
         self._broken = False  # the socket broke, or a write was cut off
-        self._reading = False  # a task is inside _recv()
+        self._reading = False  # a task is inside _read_some()
         self._ended = False  # nothing more will be read
         self._ended_event: trio.Event | None = None
 
@@ -302,6 +302,15 @@ class DirectTransport:
     async def _read_some(self) -> None:
         """Handle the parser's events until a message is complete (the
         rest wait for the next call), reading when none is left."""
+        # Flagged for the whole of it, pauses included: close() must not
+        # start a second reader on the same events.
+        self._reading = True
+        try:
+            await self._handle_events()
+        finally:
+            self._reading = False
+
+    async def _handle_events(self) -> None:
         events = self._events
         if events is None:
             data = await self._read_bounded()
@@ -326,20 +335,16 @@ class DirectTransport:
     async def _read_bounded(self) -> bytes:
         """The next read, counted against the byte rate; b"" (and the
         transport ended) once the peer is gone or a message timed out."""
-        self._reading = True
-        try:
-            deadline = self._assembly.deadline
-            if deadline == math.inf:  # no scope per read while none is due
+        deadline = self._assembly.deadline
+        if deadline == math.inf:  # no scope per read while none is due
+            data = await self._recv()
+        else:
+            data = b""
+            with trio.move_on_at(deadline):
                 data = await self._recv()
-            else:
-                data = b""
-                with trio.move_on_at(deadline):
-                    data = await self._recv()
-                if trio.current_time() >= deadline:
-                    await self._refuse(self._assembly.timed_out())
-                    return b""
-        finally:
-            self._reading = False
+            if trio.current_time() >= deadline:
+                await self._refuse(self._assembly.timed_out())
+                return b""
         if not data:  # gone without a close frame
             self._end()
             return b""
