@@ -20,7 +20,15 @@ from typing import Any
 import pytest
 import trio
 
-from tests.helpers import LOSS_BOUND, RawClient, Transport, raw_connect, served
+from tests.helpers import (
+    LOSS_BOUND,
+    SERVERS,
+    RawClient,
+    Server,
+    raw_connect,
+    served,
+    served_on,
+)
 from tests.helpers.canary import CANARY, canary_feed, hostile_cable
 from trio_cable._logsummary import LogSummary
 from trio_cable.protocol import ChannelRules, ProtocolSettings, ServerProtocol
@@ -106,13 +114,14 @@ def test_error_messages_quote_only_a_piece_of_what_was_sent() -> None:
     assert all(len(f["message"]) < 100 for f in errors), errors
 
 
+@pytest.mark.parametrize("server", SERVERS)
 async def test_an_emoji_frame_over_the_limit_is_refused_over_sockets(
-    transport: Transport,
+    server: Server,
 ) -> None:
     """The attack as it was: four times the limit in emoji, to broadcast."""
     cable = hostile_cable(max_frame_bytes=64 * 1024)
     async with (
-        served(cable, transport) as port,
+        served_on(cable, server) as port,
         canary_feed(cable, port),
         AsyncExitStack() as stack,
     ):
