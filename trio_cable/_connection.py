@@ -47,6 +47,9 @@ _ids = itertools.count(1)
 
 #: One name for every task a connection starts (trio would build one each).
 _TASK_NAME: Final = "trio_cable.connection"
+#: How far past max_outbox_frames/bytes a backlog may grow while the
+#: client still takes writes (the server is busy, the client is not slow).
+OUTBOX_SLACK: Final = 4
 
 
 class ConnectionHost(Protocol):
@@ -181,10 +184,14 @@ class Connection:
             return
         if backlog:
             options = self.options
-            if (
-                backlog > options.max_outbox_bytes
-                or transport.backlog_frames > options.max_outbox_frames
-            ):
+            over = max(
+                backlog / options.max_outbox_bytes,
+                transport.backlog_frames / options.max_outbox_frames,
+            )
+            # Too slow is what the client leaves unread: a backlog past the
+            # limits while its socket takes no more. A backlog that waits
+            # only for a busy server's writer may grow OUTBOX_SLACK times.
+            if over > 1 and (over > OUTBOX_SLACK or transport.stalled()):
                 self._too_slow()
             else:
                 self._start_writer()

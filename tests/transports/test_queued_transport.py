@@ -27,6 +27,9 @@ class Socket:
         await self.gate.wait()
         self.sent.append(frame)
 
+    def stalled(self) -> bool:
+        return not self.gate.is_set()
+
     async def receive(self) -> str | bytes:
         try:
             return await self.incoming.receive()

@@ -10,7 +10,7 @@ import trio
 
 from .._errors import TransportClosed
 from .._request import Request
-from .queued import QueuedTransport
+from .queued import QueuedTransport, stream_stalled
 
 __all__ = ["ASGIHandshake", "ASGITransport", "Message", "Receive", "Scope", "Send"]
 
@@ -26,6 +26,9 @@ class _ASGISocket:
     # Hypercorn (the trio ASGI server) shields each write once it starts:
     # a cancelled send waited for its turn and wrote nothing.
     cancel_safe = True
+
+    def stalled(self) -> bool:
+        return stream_stalled(_server_stream(self._send))
 
     def __init__(self, receive: Receive, send: Send) -> None:
         self._receive = receive
@@ -75,14 +78,21 @@ async def _abort(send: Send) -> None:
     to the server that owns the trio stream; closing that stream wakes
     the stuck send with an error Hypercorn handles as a closed socket.
     """
+    stream = _server_stream(send)
+    if stream is not None:
+        await trio.aclose_forcefully(stream)
+
+
+def _server_stream(send: Send) -> trio.abc.Stream | None:
+    """The server's stream under ``send`` (see :func:`_abort`), if found."""
     callable_: Any = send
     for _ in range(4):
         owner = getattr(callable_, "__self__", None)
         stream = getattr(owner, "stream", None)
-        if isinstance(stream, trio.abc.AsyncResource):
-            await trio.aclose_forcefully(stream)
-            return
+        if isinstance(stream, trio.abc.Stream):
+            return stream
         callable_ = getattr(owner, "send", None)
+    return None
 
 
 class ASGITransport(QueuedTransport):

@@ -141,6 +141,9 @@ class DirectTransport:
     def backlog_bytes(self) -> int:
         return self._pending_bytes
 
+    def stalled(self) -> bool:
+        return bool(self._pending)  # only what the socket refused waits here
+
     @property
     def unfinished_bytes(self) -> int:
         """Bytes held of a message not yet complete."""

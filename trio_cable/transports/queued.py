@@ -10,6 +10,7 @@ them in order with :meth:`flush`.
 
 from __future__ import annotations
 
+import select
 from collections import deque
 
 import trio
@@ -17,7 +18,7 @@ import trio
 from .._errors import TransportClosed
 from .base import MessageSocket
 
-__all__ = ["QueuedTransport"]
+__all__ = ["QueuedTransport", "stream_stalled"]
 
 
 class QueuedTransport:
@@ -50,6 +51,9 @@ class QueuedTransport:
     @property
     def backlog_bytes(self) -> int:
         return self._bytes
+
+    def stalled(self) -> bool:
+        return self.socket.stalled()
 
     def write_nowait(self, frame: str) -> int:
         if self._closed or self._broken or self._close_code is not None:
@@ -120,6 +124,22 @@ class QueuedTransport:
         finally:
             if self._receiving is not None:
                 self._receiving.cancel()
+
+
+def stream_stalled(stream: object) -> bool:
+    """Whether the TCP socket under a trio stream takes no more writes
+    (True if there is none to ask): with TCP_NOTSENT_LOWAT, which trio
+    sets, that is a client leaving 16 KiB unread."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return True
+    try:
+        poller = select.poll()
+        poller.register(stream.socket.fileno(), select.POLLOUT)
+        return not poller.poll(0)
+    except (OSError, ValueError):  # closed
+        return True
 
 
 async def _close_now(socket: MessageSocket) -> None:
