@@ -135,9 +135,12 @@ def stream_stalled(stream: object) -> bool:
     if not isinstance(stream, trio.SocketStream):
         return True
     try:
-        poller = select.poll()
-        poller.register(stream.socket.fileno(), select.POLLOUT)
-        return not poller.poll(0)
+        fd = stream.socket.fileno()
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+            return not poller.poll(0)
+        return not select.select([], [fd], [], 0)[1]  # Windows: no poll()
     except (OSError, ValueError):  # closed
         return True
 
