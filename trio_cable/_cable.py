@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
-from urllib.parse import urlsplit
 
 import trio
 
+from ._background import Background, guarded
 from ._broker import IN_PROCESS, Broker, open_broker
 from ._channel import Channel, rules_for
 from ._errors import CableError
 from ._hub import Hub, Subscriber
-from ._options import DEFAULT_REDIS_PREFIX, CableOptions
+from ._logsummary import LogSummary
+from ._options import DEFAULT_REDIS_PREFIX, CableOptions, origin_allowed
 from ._redis import RedisBridge
 from ._registry import ConnectionSet
 from ._remote import REMOTE_DISCONNECT, close_matching, encode_command
@@ -72,8 +72,12 @@ class Cable:
             only the same origin as the ``Host`` header. Handshakes without
             an ``Origin`` header (non-browser clients) are allowed. Refused
             handshakes get HTTP 403 before any WebSocket is accepted.
-        max_connections: open connections per process; beyond it
-            handshakes get HTTP 503.
+        max_connections: open connections per process, handshakes under
+            way included; beyond it handshakes get HTTP 503.
+        max_handshakes: sockets accepted but not yet through their
+            handshake (the direct transport); beyond it new sockets are
+            closed at once, so slow handshakes cannot take every file
+            descriptor (``counters["handshakes_refused"]``).
         max_frame_bytes: largest client frame; larger ones are refused
             with ``frame_too_large``.
         max_identifier_bytes: longest identifier (``identifier_too_large``).
@@ -82,6 +86,15 @@ class Cable:
             commands beyond it are refused with ``rate_limited``.
         max_outbox_bytes: bytes queued for one client before the slow-client
             policy runs (besides ``max_outbox_frames``).
+        input_frames_per_second, input_bytes_per_second: what one client
+            may send the direct transport, counting every WebSocket frame
+            (pings and fragments too) and byte; a client past them is read
+            no faster (TCP pushes back on it), counted in
+            ``counters["input_throttled"]`` (1,000 frames and 1 MiB per
+            second, bursts of one second's worth).
+        max_fragments, message_timeout: a message in more fragments (1,024)
+            or unfinished for longer (10 s) closes its socket with code
+            1008 on the direct transport (``counters["message_refused"]``).
     """
 
     def __init__(
@@ -104,9 +117,13 @@ class Cable:
         self.hub = Hub()
         self.counters: Counter[str] = Counter()
         self._connections: ConnectionSet[Connection] = ConnectionSet()
+        #: Handshakes under way (counted by the serving path).
+        self.handshakes = 0
         self._token: trio.lowlevel.TrioToken | None = None
         self._background: list[Callable[[], Awaitable[object]]] = []
-        self._tasks: _Background | None = None
+        self._tasks: Background | None = None
+        # Refused handshakes come in floods: one line, then a summary.
+        self._refusals = LogSummary(log)
 
     # Read-only views of the options most code reads.
     @property
@@ -136,34 +153,30 @@ class Cable:
 
         Every transport asks this before it accepts a WebSocket: 403 for a
         browser origin that is not allowed, 503 when ``max_connections``
-        are open.
+        are open or under way (this handshake counts).
         """
         origin = request.headers.get("origin")
-        if origin is not None and not self._origin_allowed(origin, request):
+        if origin is not None and not origin_allowed(
+            origin, request.headers.get("host"), self.options.allowed_origins
+        ):
             self.count("origin_refused")
-            log.warning(
-                "refused a handshake from origin %r (not in allowed_origins)", origin
+            self._refusals.event(
+                "origin_refused",
+                "refused a handshake from origin %r (not in allowed_origins)",
+                origin[:100],
             )
             return 403, "origin not allowed"
-        if len(self._connections) >= self.options.max_connections:
+        if len(self._connections) + max(self.handshakes, 1) > (
+            self.options.max_connections
+        ):
             self.count("connections_refused")
-            log.warning(
+            self._refusals.event(
+                "connections_refused",
                 "refused a handshake: %d connections open",
                 self.options.max_connections,
             )
             return 503, "too many connections"
         return None
-
-    def _origin_allowed(self, origin: str, request: Request) -> bool:
-        allowed = self.options.allowed_origins
-        if allowed is None:
-            host = request.headers.get("host")
-            netloc = urlsplit(origin).netloc
-            return host is not None and netloc.lower() == host.lower()
-        return any(
-            pattern == "*" or fnmatch.fnmatchcase(origin.lower(), pattern.lower())
-            for pattern in allowed
-        )
 
     # -- registration --------------------------------------------------------
 
@@ -234,17 +247,17 @@ class Cable:
         tasks = self._tasks
         if tasks is None or tasks.scope.cancel_called:
             raise CableError("the cable is not running: no nursery to start a task in")
-        tasks.nursery.start_soon(_guarded, fn, args, name=name or fn)
+        tasks.nursery.start_soon(guarded, fn, args, name=name or fn)
 
     async def _run_background(self, *, task_status: trio.TaskStatus[None]) -> None:
-        tasks = _Background()
+        tasks = Background()
         with tasks.scope:
             try:
                 async with trio.open_nursery() as nursery:
                     tasks.nursery = nursery
                     self._tasks = tasks
                     for fn in self._background:
-                        nursery.start_soon(_guarded, fn, (), name=fn)
+                        nursery.start_soon(guarded, fn, (), name=fn)
                     task_status.started()
                     await trio.sleep_forever()
             finally:
@@ -381,6 +394,19 @@ class Cable:
         """Add ``n`` to the counter ``name`` (see :meth:`stats`)."""
         self.counters[name] += n
 
+    def refuse_socket(self) -> bool:
+        """Whether a socket just accepted must be closed before its
+        handshake: ``max_handshakes`` are under way (counted and logged)."""
+        if self.handshakes < self.options.max_handshakes:
+            return False
+        self.count("handshakes_refused")
+        self._refusals.event(
+            "handshakes_refused",
+            "closed a new socket: %d handshakes under way",
+            self.handshakes,
+        )
+        return True
+
     async def serve(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
@@ -457,6 +483,7 @@ class Cable:
                 finally:
                     await self.shutdown()
                     nursery.cancel_scope.cancel()
+                    self._refusals.flush()
 
     async def shutdown(
         self, reason: str = "server_restart", *, reconnect: bool = True
@@ -482,28 +509,11 @@ class Cable:
         # ping, and pings still flow when actions are slow.
         while True:
             await trio.sleep(self.options.ping_interval)
+            self._refusals.tick()
             frame = encode_ping(int(time.time()))
             for conn in list(self._connections):
                 if conn.ready and conn.protocol.dialect.pings:
                     conn.enqueue(frame)
-
-
-class _Background:
-    """The cable's nursery for background tasks, and how to stop it."""
-
-    def __init__(self) -> None:
-        self.scope = trio.CancelScope()
-        self.nursery: trio.Nursery
-        self.done = trio.Event()
-
-
-async def _guarded(fn: Callable[..., Awaitable[object]], args: tuple[Any, ...]) -> None:
-    # A failing background task is a bug to log, not a reason to take every
-    # client down with the cable.
-    try:
-        await fn(*args)
-    except Exception:
-        log.exception("background task %s crashed", getattr(fn, "__qualname__", fn))
 
 
 class RedisCable(Cable):

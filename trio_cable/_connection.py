@@ -47,6 +47,9 @@ _ids = itertools.count(1)
 
 #: One name for every task a connection starts (trio would build one each).
 _TASK_NAME: Final = "trio_cable.connection"
+#: How far past max_outbox_frames/bytes a backlog may grow while the
+#: client still takes writes (the server is busy, the client is not slow).
+OUTBOX_SLACK: Final = 4
 
 
 class ConnectionHost(Protocol):
@@ -103,6 +106,7 @@ class Connection:
         "_said",
         "_scope",
         "_told",
+        "_writer_ended",
         "_writer_on",
         "cable",
         "host",
@@ -145,6 +149,7 @@ class Connection:
         self._close: tuple[str, bool] | None = None
         self._open = True  # the transport is open
         self._writer_on = False  # a writer task is running
+        self._writer_ended: trio.Event | None = None  # made if someone waits
         self._said = False  # the disconnect frame was handed to the transport
         self._told = False  # ...and our close frame after it
 
@@ -186,10 +191,14 @@ class Connection:
             return
         if backlog:
             options = self.options
-            if (
-                backlog > options.max_outbox_bytes
-                or transport.backlog_frames > options.max_outbox_frames
-            ):
+            over = max(
+                backlog / options.max_outbox_bytes,
+                transport.backlog_frames / options.max_outbox_frames,
+            )
+            # Too slow is what the client leaves unread: a backlog past the
+            # limits while its socket takes no more. A backlog that waits
+            # only for a busy server's writer may grow OUTBOX_SLACK times.
+            if over > 1 and (over > OUTBOX_SLACK or transport.stalled()):
                 self._too_slow()
             else:
                 self._start_writer()
@@ -283,6 +292,23 @@ class Connection:
             self._lost()
         finally:
             self._writer_on = False
+            if self._writer_ended is not None:
+                self._writer_ended.set()
+
+    async def _stop_writer(self, cut_off: float) -> None:
+        """Wait for the (cancelled) writer until ``cut_off`` at the latest,
+        then close the socket under it: a send that ignores cancellation
+        (Hypercorn shields its sends) would otherwise hold this connection,
+        its slot and its tasks for as long as the client does not read."""
+        self._writer_ended = ended = trio.Event()
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = cut_off
+            await ended.wait()
+        if self._writer_on:
+            log.info("conn %s: its socket does not take writes; cut off", self.id)
+            self._open = False
+            with trio.CancelScope(shield=True):
+                await self.transport.aclose()
 
     # -- the lifetime ----------------------------------------------------------
 
@@ -290,9 +316,11 @@ class Connection:
         """Serve this connection until the client leaves or we close it.
 
         Cancellation: every subscription ends (``unsubscribed()`` runs,
-        shielded and bounded), the client is sent ``disconnect`` with
-        reason ``server_restart`` and the socket is closed, all within the
-        cable's ``close_timeout``.
+        shielded and bounded), the client is sent what was queued for it
+        if that takes less than half the cable's ``close_timeout`` (else
+        the rest is dropped), then ``disconnect`` with reason
+        ``server_restart``, and the socket is closed, all within
+        ``close_timeout``.
         """
         cable = self.cable
         cable.register(self)
@@ -332,6 +360,16 @@ class Connection:
                     nursery.cancel_scope.cancel()
                     for record in list(self.protocol.subscriptions.values()):
                         record.owner.end()
+                    if self._writer_on:
+                        # Past its close deadline already (too slow) or
+                        # not (a shutdown): then one close_timeout more.
+                        now = trio.current_time()
+                        await self._stop_writer(
+                            min(
+                                max(now, nursery.cancel_scope.deadline),
+                                now + self.options.close_timeout,
+                            )
+                        )
                     # Nothing new starts from here on: the nursery
                     # closes when these last tasks end.
                     self._nursery = None
@@ -374,16 +412,25 @@ class Connection:
             return
         self._open = False
         transport = self.transport
-        if self._told:
-            # Said, and the close handshake has had its time.
+        scope = self._scope
+        cut_off = scope is not None and trio.current_time() >= scope.deadline
+        if self._told or cut_off:
+            # Said, and the close handshake has had its time; or cut off
+            # (too slow) after its close_timeout: no second one.
             await transport.aclose()
             return
         # One close_timeout for the goodbye and the close together: a client
         # that stopped reading would otherwise hold each up in turn.
+        close_timeout = self.options.close_timeout
         with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + self.options.close_timeout
+            scope.deadline = trio.current_time() + close_timeout
             if not self._said:  # never twice, nor after a write cut off
                 with contextlib.suppress(TransportClosed):
+                    # What was queued, if it goes out in half the time;
+                    # else the goodbye matters more than the rest of it.
+                    with trio.move_on_after(close_timeout / 2):
+                        await transport.flush()
+                    transport.drop_backlog()
                     self._say_why()
                     await transport.flush()
             await transport.close()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import fnmatch
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Final
+from urllib.parse import urlsplit
 
 from .protocol.codec import Limits
 from .protocol.server import ProtocolSettings
+from .transports.inbound import InputLimits
 
 __all__ = ["DEFAULT_REDIS_PREFIX", "CableOptions"]
 
@@ -32,11 +35,26 @@ class CableOptions:
     redis_buffer: int = 10_000
     allowed_origins: Sequence[str] | None = None
     max_connections: int = 10_000
+    max_handshakes: int = 1_000
     max_frame_bytes: int = 64 * 1024
     max_identifier_bytes: int = 1024
     max_json_depth: int = 16
     commands_per_second: float = 50.0
     command_burst: int = 100
+    input_frames_per_second: float = 1000.0
+    input_bytes_per_second: float = 1024.0 * 1024.0
+    max_fragments: int = 1024
+    message_timeout: float = 10.0
+
+    @cached_property
+    def input(self) -> InputLimits:
+        """What the direct transport lets one client send."""
+        return InputLimits(
+            frames_per_second=self.input_frames_per_second,
+            bytes_per_second=self.input_bytes_per_second,
+            max_fragments=self.max_fragments,
+            message_timeout=self.message_timeout,
+        )
 
     @cached_property
     def protocol(self) -> ProtocolSettings:
@@ -54,3 +72,18 @@ class CableOptions:
     def drain_timeout(self) -> float:
         """How long a shutdown waits for connections to end."""
         return self.close_timeout + self.hook_timeout
+
+
+def origin_allowed(
+    origin: str, host: str | None, allowed: Collection[str] | None
+) -> bool:
+    """Whether a browser ``origin`` may open a WebSocket: with ``allowed``
+    None, only the page's own host (``host``); else any of the ``allowed``
+    patterns (``fnmatch``-style, ``"*"`` for all), case-insensitively."""
+    if allowed is None:
+        netloc = urlsplit(origin).netloc
+        return host is not None and netloc.lower() == host.lower()
+    return any(
+        pattern == "*" or fnmatch.fnmatchcase(origin.lower(), pattern.lower())
+        for pattern in allowed
+    )

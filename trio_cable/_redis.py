@@ -14,10 +14,13 @@ no thread, no Redis connection.
   Each local subscriber thus gets every broadcast exactly once.
 * A stream's Redis channel is subscribed while this process has a local
   subscriber to it, and unsubscribed when the last one leaves.
-* When Redis goes away the bridge reconnects with capped exponential
-  backoff and resubscribes every stream still wanted; broadcasts made
-  meanwhile wait in a bounded buffer (the oldest are dropped and counted
-  past the bound).
+* When Redis goes away the bridge probes it again with exponential
+  backoff capped at ``max_backoff`` (1 s: an outage lasts about as long
+  as Redis is away, not 30 s more) and resubscribes every stream still
+  wanted; broadcasts made meanwhile wait in one bounded buffer per
+  process, all streams together (the oldest are dropped past the bound,
+  counted, and logged once when the drops begin and once, with their
+  number, when Redis is back).
 """
 
 from __future__ import annotations
@@ -169,7 +172,7 @@ class RedisBridge:
         *,
         prefix: str = DEFAULT_PREFIX,
         max_buffer: int = 10_000,
-        max_backoff: float = 30.0,
+        max_backoff: float = 1.0,
         subscribe_timeout: float = 5.0,
         rejoin_timeout: float = 5.0,
         heartbeat: float = 1.0,
@@ -194,6 +197,7 @@ class RedisBridge:
         self._published = 0
         self._received = 0
         self._dropped = 0
+        self._dropped_before_outage = 0  # the count when this outage began
         # (channel, payload, when it was buffered: for the lag)
         self._outgoing: deque[tuple[str, str, float]] = deque()
         self._wanted: set[str] = set()  # channels with local subscribers
@@ -212,13 +216,13 @@ class RedisBridge:
     def publish(self, stream: str, payload: str) -> None:
         if len(self._outgoing) >= self.max_buffer:
             self._outgoing.popleft()
-            self._dropped += 1
-            if self._dropped == 1 or self._dropped % 1000 == 0:
+            if self._dropped == self._dropped_before_outage:
                 log.warning(
-                    "redis buffer full (%d): dropped %d broadcasts so far",
+                    "redis buffer full (%d broadcasts): dropping the oldest "
+                    "until Redis is back",
                     self.max_buffer,
-                    self._dropped,
                 )
+            self._dropped += 1
         self._outgoing.append((self.prefix + stream, payload, time.monotonic()))
         self._outgoing_ready.set()
 
@@ -349,6 +353,14 @@ class RedisBridge:
             if self._was_connected:
                 self._reconnects += 1
                 log.info("redis reconnected (%d)", self._reconnects)
+                lost = self._dropped - self._dropped_before_outage
+                if lost:
+                    log.warning(
+                        "redis was away: %d broadcasts dropped (buffer of %d)",
+                        lost,
+                        self.max_buffer,
+                    )
+                self._dropped_before_outage = self._dropped
             else:
                 log.info("redis connected")
             self._was_connected = True

@@ -42,27 +42,35 @@ async def serve_connection(
     any), and with the cable's status if the cable refuses it (origin,
     connection cap); otherwise it is accepted with the subprotocol of the
     dialect chosen from the client's offer. All that within
-    ``connect_timeout``. The connection then runs counted in
+    ``connect_timeout`` (the handshake timeout: a client that has not
+    finished its handshake by then is dropped); while it runs, the
+    handshake counts against the cable's ``max_connections``. The
+    connection then runs counted in
     ``connections`` (the server's drain), and is reported through
     ``task_status``. A crash of one connection is logged, never raised:
     it must not stop the server.
     """
     transport: Transport | None = None
     request: Request | None = None
-    with trio.move_on_after(connect_timeout):
-        request = await handshake.request()
-        if request is None:
-            return
-        if path is not None and request.path != path:
-            cable.count("path_refused")
-            await handshake.refuse(404, "Not Found")
-            return
-        refused = cable.refuse_handshake(request)
-        if refused is not None:
-            await handshake.refuse(*refused)
-            return
-        subprotocol, dialect = choose_dialect(request.subprotocols)
-        transport = await handshake.accept(subprotocol)
+    # Counted against max_connections until it is a connection (or gone).
+    cable.handshakes += 1
+    try:
+        with trio.move_on_after(connect_timeout):
+            request = await handshake.request()
+            if request is None:
+                return
+            if path is not None and request.path != path:
+                cable.count("path_refused")
+                await handshake.refuse(404, "Not Found")
+                return
+            refused = cable.refuse_handshake(request)
+            if refused is not None:
+                await handshake.refuse(*refused)
+                return
+            subprotocol, dialect = choose_dialect(request.subprotocols)
+            transport = await handshake.accept(subprotocol)
+    finally:
+        cable.handshakes -= 1
     # Nothing of the handshake is kept for the connection's lifetime (the
     # direct one holds an HTTP parser): one per open socket adds up.
     del handshake

@@ -19,7 +19,8 @@ from ._connection import Connection
 from ._metrics import http_routes
 from ._registry import ConnectionSet
 from ._serving import serve_connection, serve_until_cancelled
-from .transports.direct import DirectHandshake, DirectTransport
+from .transports.direct import DirectTransport
+from .transports.direct_handshake import DirectHandshake
 from .transports.direct_server import DirectAcceptor, accept_forever, port_of
 
 __all__ = ["DirectHandshake", "DirectTransport", "serve_cable_direct"]
@@ -50,8 +51,18 @@ async def serve_cable_direct(
     403/503, before any WebSocket is accepted. ``ssl_context`` serves
     ``wss://`` (it wraps ``listeners`` too, if given).
 
-    A message over ``max_message_size`` closes its socket with code 1009;
-    invalid framing closes it with 1002 (or wsproto's more precise code).
+    A message over ``max_message_size`` bytes closes its socket with code
+    1009; one in more than the cable's ``max_fragments`` fragments, or
+    unfinished after its ``message_timeout``, with 1008; invalid framing
+    with 1002 (or wsproto's more precise code). A client sending frames or
+    bytes faster than the cable's ``input_frames_per_second`` and
+    ``input_bytes_per_second`` is read no faster (see docs/security.md).
+    A handshake not done within ``connect_timeout`` (the handshake
+    timeout, 10 s) is dropped; handshakes under way count against the
+    cable's ``max_connections``, and past its ``max_handshakes`` new
+    sockets are closed at once. Running out of file descriptors is
+    logged once (then summarised every 10 s) and accepting backs off,
+    from 0.05 s up to 1 s between tries.
     ``tune_gc`` applies :func:`trio_cable.tune_gc` once listening, as
     :func:`~trio_cable.serve_cable` does. ``stats_path`` and
     ``metrics_path`` (off by default) answer a plain HTTP GET with the
@@ -83,6 +94,9 @@ async def serve_cable_direct(
         secure=ssl_context is not None,
         max_message_size=max_message_size,
         http=http_routes(cable, stats_path, metrics_path),
+        limits=cable.options.input,
+        count=cable.count,
+        refuse=cable.refuse_socket,
     )
     await serve_until_cancelled(
         cable,

@@ -3,7 +3,9 @@ imports another's.
 
 - :mod:`.wsclient`: the raw RFC 6455 client (:class:`RawClient`) and
   :func:`ws_frame`, which writes any frame at all;
-- :mod:`.serving`: :func:`served`, a cable on a free port;
+- :mod:`.serving`: :func:`served`, a cable on a free port
+  (:func:`served_on`: on Hypercorn too);
+- :mod:`.canary`: the hostile-client suite's canary and feed;
 - :mod:`.transports`: the socket transports the behaviour suite runs on;
 - :mod:`.waiting`: :func:`wait_until` and its loss bound;
 - :mod:`.tasks`: the task-tree walker;
@@ -29,7 +31,7 @@ from tests.helpers.fuzzing import (
 )
 from tests.helpers.ports import free_port
 from tests.helpers.redis_server import RedisServer, redis_available, redis_server
-from tests.helpers.serving import served
+from tests.helpers.serving import SERVERS, Server, served, served_on
 from tests.helpers.tasks import all_tasks, task_count
 from tests.helpers.transports import TRANSPORTS, Transport
 from tests.helpers.waiting import LOSS_BOUND, wait_until
@@ -47,10 +49,12 @@ __all__ = [
     "LOSS_BOUND",
     "PROTOCOL",
     "ROOM",
+    "SERVERS",
     "TRANSPORTS",
     "FrameCaches",
     "RawClient",
     "RedisServer",
+    "Server",
     "Transport",
     "WireFrame",
     "all_tasks",
@@ -67,6 +71,7 @@ __all__ = [
     "redis_available",
     "redis_server",
     "served",
+    "served_on",
     "settle",
     "subscribers",
     "task_count",

@@ -1,16 +1,25 @@
-"""A cable served over real sockets, for as long as a test needs it."""
+"""A cable served over real sockets, for as long as a test needs it:
+:func:`served` on a transport of ``serve_cable``, :func:`served_on` on
+any server (those and Hypercorn)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import Any, Final, Literal
 
 import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
 
 from tests.helpers.transports import Transport
 from trio_cable import Cable, serve_cable
+from trio_cable.asgi import CableApp
+
+#: Every server a cable runs on: serve_cable's transports and Hypercorn.
+Server = Literal["direct", "trio-websocket", "hypercorn"]
+SERVERS: Final[tuple[Server, ...]] = ("direct", "trio-websocket", "hypercorn")
 
 
 @asynccontextmanager
@@ -27,3 +36,23 @@ async def served(
             0,
         )
         nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def served_on(cable: Cable, server: Server) -> AsyncIterator[int]:
+    """:func:`served`, or ``CableApp(cable)`` under Hypercorn's trio worker
+    (``hypercorn.trio.serve``, in this process, so a test can look at the
+    cable while it serves); yields the port."""
+    if server != "hypercorn":
+        async with served(cable, server) as port:
+            yield port
+        return
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            partial(serve, CableApp(cable), config, shutdown_trigger=stop.wait)
+        )
+        yield int(binds[0].rsplit(":", 1)[1])
+        stop.set()

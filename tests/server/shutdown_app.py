@@ -8,7 +8,9 @@ connection has ended) the worker prints one line to stdout::
     SHUTDOWN-REPORT {"subscribed": 200, "unsubscribed": 200, ...}
 
 so a test can check from outside that every ``unsubscribed()`` ran, the
-hub was left empty and the background ticker ran and was cancelled.
+hub was left empty and the background ticker ran and was cancelled. With
+``STORM_RATE`` set in the environment, the worker broadcasts that many
+frames a second to ``feed`` while it runs (a shutdown under load).
 """
 
 from __future__ import annotations
@@ -75,12 +77,26 @@ def report() -> dict[str, Any]:
     }
 
 
+async def storm(rate: float) -> None:
+    n = 0
+    while True:
+        await trio.sleep(1 / rate)
+        if cable.is_running:
+            cable.broadcast_nowait("feed", {"n": n})
+            n += 1
+
+
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "lifespan":
         await cable_app(scope, receive, send)
         return
     try:
-        await cable_app(scope, receive, send)
+        async with trio.open_nursery() as nursery:
+            rate = float(os.environ.get("STORM_RATE", "0"))
+            if rate:
+                nursery.start_soon(storm, rate)
+            await cable_app(scope, receive, send)
+            nursery.cancel_scope.cancel()
     finally:
         # A multiprocessing worker ends with os._exit: no atexit, so the
         # report is written here, unbuffered.

@@ -270,7 +270,7 @@ async def test_huge_numbers() -> None:
         assert (await next_frame(ws))["type"] == "confirm_subscription"
         ident = '{"channel":"Room","n":' + big + "}"
         await ws.send_raw(frame("subscribe", ident))  # ...5001: too large
-        await expect_error(ws, "identifier_too_large", ident[:64])
+        await expect_error(ws, "identifier_too_large")  # not echoed back
         # 1e400 is valid JSON and decodes to inf, which the server cannot
         # send back: an action that echoes it fails, cleanly.
         await ws.send_raw(message('{"action":"echo","n":1e400}'))

@@ -16,7 +16,8 @@ from trio_cable.transports import QueuedTransport, TransportClosed
 class Socket:
     """A MessageSocket whose sends wait until the test lets them through."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, cancel_safe: bool = False) -> None:
+        self.cancel_safe = cancel_safe
         self.sent: list[str] = []
         self.gate = trio.Event()
         self.closed_with: int | None = None
@@ -25,6 +26,9 @@ class Socket:
     async def send(self, frame: str) -> None:
         await self.gate.wait()
         self.sent.append(frame)
+
+    def stalled(self) -> bool:
+        return not self.gate.is_set()
 
     async def receive(self) -> str | bytes:
         try:
@@ -90,3 +94,19 @@ async def test_a_send_cut_off_breaks_the_transport() -> None:
         transport.write_nowait("next")
     await transport.close()
     assert socket.closed_with == 1000
+
+
+async def test_a_cancelled_send_that_wrote_nothing_keeps_its_frame() -> None:
+    """Hypercorn's sends (shielded once they start) and memory channels:
+    a cancelled send wrote nothing, so the frame waits to go first and a
+    goodbye can still follow it."""
+    socket = Socket(cancel_safe=True)
+    transport = QueuedTransport(socket)
+    transport.write_nowait("first")
+    with trio.move_on_after(0.01):
+        await transport.flush()  # the socket never takes it: cancelled
+    assert (transport.backlog_frames, transport.backlog_bytes) == (1, 5)
+    transport.write_nowait("goodbye")
+    socket.gate.set()
+    await transport.flush()
+    assert socket.sent == ["first", "goodbye"]

@@ -139,6 +139,20 @@ def parse_ref(value: Any, identifier: str | None) -> Ref | None:
 Command = Subscribe | Unsubscribe | Message
 
 
+def utf8_size(text: str) -> int:
+    """Bytes ``text`` takes in UTF-8 (what the wire carries), not characters."""
+    if text.isascii():
+        return len(text)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def brief(value: object, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters: error messages name what
+    a client sent without echoing all of it back."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def decode_json(text: str | bytes, what: str, identifier: str | None) -> Any:
     try:
         return _loads(text)
@@ -197,16 +211,25 @@ def parse_frame(text: str | bytes, limits: Limits = DEFAULT_LIMITS) -> Command:
             (missing or unknown ``command``), ``invalid_request`` (fields
             missing or of the wrong type), ``identifier_too_large`` or
             ``json_too_deep`` (past ``limits``). ``identifier`` on the
-            error is set whenever the frame named one.
+            error is set whenever the frame named one, unless it was
+            over the limit (an error never echoes it back).
     """
     frame = decode_json(text, "frame", None)
     if not isinstance(frame, dict):
         raise ProtocolError("invalid_json", "frame must be a JSON object")
     identifier = frame.get("identifier")
     ident = identifier if isinstance(identifier, str) else None
+    # Every command that names an identifier, before anything echoes it.
+    if ident is not None and utf8_size(ident) > limits.max_identifier_bytes:
+        raise ProtocolError(
+            "identifier_too_large",
+            f"identifiers are limited to {limits.max_identifier_bytes} bytes",
+        )
     command = frame.get("command")
     if command not in ("subscribe", "unsubscribe", "message"):
-        raise ProtocolError("unknown_command", f"unknown command {command!r}", ident)
+        raise ProtocolError(
+            "unknown_command", f"unknown command {brief(command)}", ident
+        )
     if ident is None:
         raise ProtocolError(
             "invalid_request", "identifier must be a JSON-encoded string"
@@ -214,12 +237,6 @@ def parse_frame(text: str | bytes, limits: Limits = DEFAULT_LIMITS) -> Command:
     if command == "unsubscribe":
         return Unsubscribe(ident)
     if command == "subscribe":
-        if len(ident) > limits.max_identifier_bytes:
-            raise ProtocolError(
-                "identifier_too_large",
-                f"identifiers are limited to {limits.max_identifier_bytes} bytes",
-                ident[:64],
-            )
         channel, params = parse_identifier(ident)
         check_depth(params, "identifier", limits, ident)
         return Subscribe(ident, channel, params)

@@ -27,7 +27,16 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from .._errors import ProtocolError
-from .codec import DEFAULT_LIMITS, Limits, Message, Ref, Subscribe, Unsubscribe
+from .codec import (
+    DEFAULT_LIMITS,
+    Limits,
+    Message,
+    Ref,
+    Subscribe,
+    Unsubscribe,
+    brief,
+    utf8_size,
+)
 from .dialects import Dialect
 
 __all__ = [
@@ -102,12 +111,12 @@ def did_you_mean(name: str, names: Collection[str], kind: str) -> str:
 def refusal(rules: ChannelRules, action: str) -> tuple[str, str] | None:
     """Why ``action`` may not run on the channel (reason, message), or None."""
     if action.startswith("_"):
-        return "invalid_action", f"{action!r} is private"
+        return "invalid_action", f"{brief(action)} is private"
     if action in rules.reserved:
-        return "invalid_action", f"{action!r} is not an action"
+        return "invalid_action", f"{brief(action)} is not an action"
     if action not in rules.actions:
         hint = did_you_mean(action, rules.actions, "actions")
-        return "unknown_action", f"{rules.name} has no action {action!r}{hint}"
+        return "unknown_action", f"{rules.name} has no action {brief(action)}{hint}"
     return None
 
 
@@ -397,7 +406,8 @@ class ServerProtocol:
         if not self._take_token(now):
             self._refuse_call(frame)
             return None
-        if len(frame) > settings.max_frame_bytes:
+        limit = settings.max_frame_bytes
+        if len(frame) > limit or (isinstance(frame, str) and utf8_size(frame) > limit):
             self.host.count("frame_too_large")
             self.error(
                 "frame_too_large",

@@ -6,9 +6,11 @@ import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import trio
+
 from .._errors import TransportClosed
 from .._request import Request
-from .queued import QueuedTransport
+from .queued import QueuedTransport, stream_stalled
 
 __all__ = ["ASGIHandshake", "ASGITransport", "Message", "Receive", "Scope", "Send"]
 
@@ -20,6 +22,13 @@ Send = Callable[[Message], Awaitable[None]]
 
 class _ASGISocket:
     __slots__ = ("_closed", "_receive", "_send")
+
+    # Hypercorn (the trio ASGI server) shields each write once it starts:
+    # a cancelled send waited for its turn and wrote nothing.
+    cancel_safe = True
+
+    def stalled(self) -> bool:
+        return stream_stalled(_server_stream(self._send))
 
     def __init__(self, receive: Receive, send: Send) -> None:
         self._receive = receive
@@ -47,8 +56,43 @@ class _ASGISocket:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(OSError):
-            await self._send({"type": "websocket.close", "code": code})
+        closed = False
+        try:
+            with contextlib.suppress(OSError):
+                await self._send({"type": "websocket.close", "code": code})
+            closed = True
+        finally:
+            if not closed:
+                # Cancelled: the close may wait behind a send that ignores
+                # cancellation (Hypercorn shields them) for as long as the
+                # client does not read. Close the server's socket under it.
+                await _abort(self._send)
+
+
+async def _abort(send: Send) -> None:
+    """Close the socket under an ASGI ``send``, if it can be found.
+
+    Hypercorn's trio worker offers no way to drop a connection whose
+    client stopped reading: its sends ignore cancellation. Its ``send`` is
+    a bound method whose owner sends through another bound method, down
+    to the server that owns the trio stream; closing that stream wakes
+    the stuck send with an error Hypercorn handles as a closed socket.
+    """
+    stream = _server_stream(send)
+    if stream is not None:
+        await trio.aclose_forcefully(stream)
+
+
+def _server_stream(send: Send) -> trio.abc.Stream | None:
+    """The server's stream under ``send`` (see :func:`_abort`), if found."""
+    callable_: Any = send
+    for _ in range(4):
+        owner = getattr(callable_, "__self__", None)
+        stream = getattr(owner, "stream", None)
+        if isinstance(stream, trio.abc.Stream):
+            return stream
+        callable_ = getattr(owner, "send", None)
+    return None
 
 
 class ASGITransport(QueuedTransport):

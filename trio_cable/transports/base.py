@@ -38,6 +38,12 @@ class Transport(Protocol):
         """Their size (bytes, or characters for a queued transport)."""
         ...
 
+    def stalled(self) -> bool:
+        """Whether the client has stopped taking data (its socket takes no
+        more writes): a backlog is then the client's doing, not a busy
+        server's."""
+        ...
+
     def write_nowait(self, frame: str) -> int:
         """Write ``frame`` now, or as much as the socket takes, and queue
         the rest; return the size now waiting (0: all written). Never
@@ -72,7 +78,14 @@ class Transport(Protocol):
 class MessageSocket(Protocol):
     """A WebSocket that can only send by waiting (trio-websocket, ASGI,
     in-memory); each method raises :class:`TransportClosed` once it is
-    gone."""
+    gone. ``cancel_safe``: a send cancelled has written nothing (so the
+    socket stays usable for a goodbye)."""
+
+    cancel_safe: bool
+
+    def stalled(self) -> bool:
+        """Whether the peer has stopped taking data (True if unknown)."""
+        ...
 
     async def send(self, frame: str) -> None: ...
 

@@ -13,34 +13,28 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import socket
-from collections.abc import Callable
-from typing import Any, Final
+from collections.abc import Callable, Iterator
+from typing import Final
 
 import trio
-from wsproto import ConnectionType
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import (
-    AcceptConnection,
     BytesMessage,
     CloseConnection,
     Event,
     Ping,
-    RejectConnection,
-    RejectData,
     TextMessage,
 )
-from wsproto.events import Request as WSRequest
-from wsproto.handshake import H11Handshake
-from wsproto.utilities import RemoteProtocolError
 
 from .._errors import TransportClosed
-from .._request import Request
 from ..protocol.wsframe import FrameCache
-from .scope import latin1, websocket_scope
+from .inbound import Assembly, InputBudget, InputLimits, Refusal
+from .scope import peer_address
 
-__all__ = ["DirectHandshake", "DirectTransport", "HTTPRoutes"]
+__all__ = ["DirectTransport"]
 
 log = logging.getLogger("trio_cable.direct")
 
@@ -70,26 +64,31 @@ class DirectTransport:
     stream unusable for framing, so nothing is written after it.
 
     One task reads (the connection's reader, or :meth:`close` when no
-    reader is left).
+    reader is left), within ``limits``: it lets other tasks run every few
+    frames, reads no faster than the client's frame and byte rates allow
+    (``count("input_throttled")`` once per episode), and puts messages
+    together bounded in bytes (``max_message_size``), fragments and time.
     """
 
     __slots__ = (
+        "_assembly",
         "_broken",
+        "_budget",
+        "_count",
         "_ended",
         "_ended_event",
+        "_events",
         "_flushing",
         "_frames",
         "_head_partial",
         "_idle",
-        "_max_message",
         "_messages",
-        "_parts",
         "_pending",
         "_pending_bytes",
         "_reading",
-        "_size",
         "_sock",
         "_stream",
+        "_throttled",
         "_ws",
     )
 
@@ -99,26 +98,41 @@ class DirectTransport:
         stream: trio.abc.Stream | None,
         frames: FrameCache,
         max_message_size: int,
+        limits: InputLimits | None = None,
+        count: Callable[[str], None] | None = None,
     ) -> None:
         self._sock = sock  # plain TCP: written and read directly
         self._stream = stream  # otherwise (TLS)
         self._ws: WSConnection | None = None  # set once the handshake is done
         self._frames = frames
-        self._max_message = max_message_size
+        limits = limits or InputLimits()
+        self._assembly = Assembly(max_message_size, limits)
+        self._budget = InputBudget(limits, trio.current_time())
+        self._count = count
+        self._throttled = False  # over its rates: logged once per episode
         self._messages: list[str | bytes] = []  # complete, not yet received
-        self._parts: list[Any] = []  # the message being reassembled
-        self._size = 0
+        # The parser's events of the last read, while some are not handled.
+        self._events: Iterator[Event] | None = None
         self._pending: list[bytes] = []  # bytes the socket has not taken yet
         self._pending_bytes = 0
         self._head_partial = False  # _pending[0] is the rest of a cut write
         self._flushing = False  # a flush is under way
         self._idle: trio.Event | None = None  # made only when flushes contend
         self._broken = False  # the socket broke, or a write was cut off
-        self._reading = False  # a task is inside _recv()
+        self._reading = False  # a task is inside _read_some()
         self._ended = False  # nothing more will be read
         self._ended_event: trio.Event | None = None
 
+    def attach(self, ws: WSConnection) -> None:
+        """The handshake is done: frames are read and written with ``ws``."""
+        self._ws = ws
+
     # -- writing -------------------------------------------------------------
+
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        """The client's address (None: not a TCP socket, or gone)."""
+        return peer_address(self._sock or self._stream)
 
     @property
     def backlog_frames(self) -> int:
@@ -128,13 +142,21 @@ class DirectTransport:
     def backlog_bytes(self) -> int:
         return self._pending_bytes
 
+    def stalled(self) -> bool:
+        return bool(self._pending)  # only what the socket refused waits here
+
+    @property
+    def unfinished_bytes(self) -> int:
+        """Bytes held of a message not yet complete."""
+        return self._assembly.buffered
+
     def write_nowait(self, frame: str) -> int:
         ws = self._ws
         if ws is None or ws.state is not ConnectionState.OPEN:
             raise TransportClosed  # no data after a close frame, either way
-        return self._write_nowait(self._frames.encode(frame))
+        return self.write_raw_nowait(self._frames.encode(frame))
 
-    def _write_nowait(self, data: bytes) -> int:
+    def write_raw_nowait(self, data: bytes) -> int:
         if self._broken:
             raise TransportClosed
         sock = self._sock
@@ -161,7 +183,7 @@ class DirectTransport:
         ws = self._ws
         if ws is None or ws.state is not ConnectionState.OPEN:
             return self._pending_bytes
-        return self._write_nowait(ws.send(CloseConnection(code)))
+        return self.write_raw_nowait(ws.send(CloseConnection(code)))
 
     def drop_backlog(self) -> None:
         keep = self._pending[:1] if self._head_partial else []
@@ -238,19 +260,19 @@ class DirectTransport:
                     raise TransportClosed from None
                 raise
 
-    async def _send_bytes(self, data: bytes) -> None:
+    async def send_raw(self, data: bytes) -> None:
         with contextlib.suppress(TransportClosed):
-            self._write_nowait(data)
+            self.write_raw_nowait(data)
             await self.flush()
 
     async def _send_event(self, event: Event) -> None:
         """A control frame (pong, close) through wsproto, which tracks state."""
         assert self._ws is not None
-        await self._send_bytes(self._ws.send(event))
+        await self.send_raw(self._ws.send(event))
 
     # -- reading ----------------------------------------------------------------
 
-    async def _recv(self) -> bytes:
+    async def recv_raw(self) -> bytes:
         """Bytes from the peer; b"" once it is gone."""
         sock = self._sock
         if sock is None:
@@ -286,36 +308,91 @@ class DirectTransport:
         return self._messages.pop(0)
 
     async def _read_some(self) -> None:
+        """Handle the parser's events until a message is complete (the
+        rest wait for the next call), reading when none is left."""
+        # Flagged for the whole of it, pauses included: close() must not
+        # start a second reader on the same events.
         self._reading = True
         try:
-            data = await self._recv()
+            await self._handle_events()
         finally:
             self._reading = False
-        if not data:  # gone without a close frame
-            self._end()
-            return
-        ws = self._ws
-        assert ws is not None
-        ws.receive_data(data)
-        for event in ws.events():
+
+    async def _handle_events(self) -> None:
+        events = self._events
+        if events is None:
+            data = await self._read_bounded()
+            if not data:
+                return
+            ws = self._ws
+            assert ws is not None
+            ws.receive_data(data)
+            events = self._events = ws.events()
+        budget = self._budget
+        for event in events:
             await self._on_event(event)
             if self._ended:
-                return
+                break
+            pause = budget.frame(trio.current_time())
+            if pause is not None:
+                await self._pause(pause, "frames")
+            if self._messages:
+                return  # the generator keeps the rest
+        self._events = None
+
+    async def _read_bounded(self) -> bytes:
+        """The next read, counted against the byte rate; b"" (and the
+        transport ended) once the peer is gone or a message timed out."""
+        deadline = self._assembly.deadline
+        if deadline == math.inf:  # no scope per read while none is due
+            data = await self.recv_raw()
+        else:
+            data = b""
+            with trio.move_on_at(deadline):
+                data = await self.recv_raw()
+            if trio.current_time() >= deadline:
+                await self._refuse(self._assembly.timed_out())
+                return b""
+        if not data:  # gone without a close frame
+            self._end()
+            return b""
+        await self._pause(
+            self._budget.bytes_read(len(data), trio.current_time()), "bytes"
+        )
+        return data
+
+    async def _pause(self, seconds: float, what: str) -> None:
+        """Let the other tasks run; wait longer if the client is over its
+        rates (its socket is not read meanwhile, so TCP pushes back)."""
+        if seconds <= 0:
+            self._throttled = False
+            await trio.lowlevel.checkpoint()
+            return
+        if not self._throttled:
+            self._throttled = True
+            if self._count is not None:
+                self._count("input_throttled")
+            log.info(
+                "client %s sends %s faster than allowed; reading it slower",
+                self.peer,
+                what,
+            )
+        await trio.sleep(seconds)
 
     async def _on_event(self, event: Event) -> None:
         ws = self._ws
         assert ws is not None
         if isinstance(event, TextMessage | BytesMessage):
-            self._parts.append(event.data)
-            self._size += len(event.data)
-            if self._size > self._max_message:
-                await self._fail(1009, f"messages are limited to {self._max_message}")
-            elif event.message_finished:
-                parts, self._parts, self._size = self._parts, [], 0
-                if isinstance(event, TextMessage):
-                    self._messages.append("".join(parts))
-                else:
-                    self._messages.append(b"".join(parts))
+            done = self._assembly.add(
+                event.data,
+                frame_finished=event.frame_finished,
+                message_finished=event.message_finished,
+                now=trio.current_time(),
+            )
+            if isinstance(done, Refusal):
+                await self._refuse(done)
+            elif done is not None:
+                self._messages.append(done)
         elif isinstance(event, Ping):
             if ws.state is ConnectionState.OPEN:
                 await self._send_event(event.response())
@@ -330,8 +407,13 @@ class DirectTransport:
                     await self._send_event(event.response())
                 self._end()
 
+    async def _refuse(self, refusal: Refusal) -> None:
+        if self._count is not None:
+            self._count("message_refused")
+        await self._fail(refusal.code, refusal.reason)
+
     async def _fail(self, code: int, reason: str) -> None:
-        log.info("closing a socket with code %d: %s", code, reason)
+        log.info("closing %s with code %d: %s", self.peer, code, reason)
         self._end()
         assert self._ws is not None
         if self._ws.state is ConnectionState.OPEN:
@@ -339,7 +421,8 @@ class DirectTransport:
 
     def _end(self) -> None:
         self._ended = True
-        self._parts = []
+        self._events = None
+        self._assembly.reset()
         if self._ended_event is not None:
             self._ended_event.set()
 
@@ -370,6 +453,7 @@ class DirectTransport:
             return
         while not self._ended:
             await self._read_some()
+            self._messages.clear()  # too late for them
 
     async def aclose(self) -> None:
         """Close the socket now (no close handshake); idempotent."""
@@ -388,132 +472,3 @@ class DirectTransport:
 
 
 # -- the handshake ----------------------------------------------------------------
-
-
-#: A plain HTTP GET the direct server answers (stats, metrics): path ->
-#: (content type, body), or None for "not mine" (then a 400/426 as usual).
-HTTPRoutes = Callable[[str], "tuple[str, bytes] | None"]
-
-
-class DirectHandshake:
-    """The handshake on a :class:`DirectTransport`, read with wsproto."""
-
-    __slots__ = ("_handshake", "_http", "_secure", "transport")
-
-    def __init__(
-        self,
-        transport: DirectTransport,
-        *,
-        secure: bool,
-        http: HTTPRoutes | None = None,
-    ) -> None:
-        self.transport = transport
-        self._secure = secure
-        self._http = http
-        self._handshake = H11Handshake(ConnectionType.SERVER)
-
-    async def request(self) -> Request | None:
-        """The client's upgrade request; None if it left or sent nonsense
-        (which is answered with wsproto's 400/426 here), or sent a plain
-        GET that ``http`` answered."""
-        transport, handshake = self.transport, self._handshake
-        head = b""  # kept only until the request is whole
-        while True:
-            data = await transport._recv()
-            if not data:
-                return None
-            head += data
-            try:
-                handshake.receive_data(data)
-                for event in handshake.events():
-                    if isinstance(event, WSRequest):
-                        return Request(_scope(event, self._peer(), self._secure))
-            except RemoteProtocolError as exc:
-                if await self._plain_get(head):
-                    return None
-                hint = exc.event_hint
-                if isinstance(hint, RejectConnection):
-                    await self.refuse(hint.status_code, str(exc))
-                return None
-
-    async def _plain_get(self, head: bytes) -> bool:
-        """Answer a plain ``GET`` (not an upgrade) from ``http``, if it has
-        the path; wsproto refused it already, so the answer is written by
-        hand, and the connection closes after it."""
-        if self._http is None:
-            return False
-        method, _, rest = head.partition(b" ")
-        target = rest.partition(b" ")[0].partition(b"?")[0]
-        if method not in (b"GET", b"HEAD"):
-            return False
-        answer = self._http(target.decode("latin-1"))
-        if answer is None:
-            return False
-        content_type, body = answer
-        response = (
-            b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n"
-            b"cache-control: no-store\r\nconnection: close\r\n\r\n"
-        ) % (content_type.encode(), len(body))
-        await self.transport._send_bytes(
-            response + (b"" if method == b"HEAD" else body)
-        )
-        return True
-
-    async def refuse(self, status: int, reason: str) -> None:
-        body = reason.encode()
-        headers = [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", b"%d" % len(body)),
-            (b"connection", b"close"),
-        ]
-        handshake = self._handshake
-        data = handshake.send(
-            RejectConnection(status_code=status, headers=headers, has_body=True)
-        )
-        data += handshake.send(RejectData(data=body))
-        await self.transport._send_bytes(data)
-
-    async def accept(self, subprotocol: str | None) -> DirectTransport | None:
-        transport, handshake = self.transport, self._handshake
-        data = handshake.send(AcceptConnection(subprotocol=subprotocol))
-        try:
-            transport._write_nowait(data)
-            await transport.flush()
-        except TransportClosed:
-            return None
-        transport._ws = handshake.connection
-        assert transport._ws is not None  # made by the accept
-        return transport
-
-    def _peer(self) -> tuple[str, int] | None:
-        transport = self.transport
-        if transport._sock is not None:
-            sock: Any = transport._sock
-        else:
-            stream = transport._stream
-            while isinstance(stream, trio.SSLStream):
-                stream = stream.transport_stream
-            if not isinstance(stream, trio.SocketStream):
-                return None
-            sock = stream.socket
-        with contextlib.suppress(OSError):
-            address = sock.getpeername()
-            if isinstance(address, tuple):
-                return (str(address[0]), int(address[1]))
-        return None
-
-
-def _scope(
-    event: WSRequest, client: tuple[str, int] | None, secure: bool
-) -> dict[str, Any]:
-    """An ASGI-style scope describing the handshake."""
-    # wsproto keeps Host out of the extra headers; put it back
-    headers = [(b"host", latin1(event.host))]
-    headers += [(latin1(name), latin1(value)) for name, value in event.extra_headers]
-    return websocket_scope(
-        event.target,
-        headers,
-        client=client,
-        subprotocols=event.subprotocols,
-        secure=secure,
-    )

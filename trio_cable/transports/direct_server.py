@@ -17,8 +17,12 @@ from typing import Any, Final
 
 import trio
 
+from .._logsummary import LogSummary
 from ..protocol.wsframe import FrameCache
-from .direct import DirectHandshake, DirectTransport, HTTPRoutes
+from .direct import DirectTransport
+from .direct_handshake import DirectHandshake
+from .inbound import InputLimits
+from .plain_http import HTTPRoutes
 
 __all__ = ["DirectAcceptor", "accept_forever", "port_of"]
 
@@ -36,12 +40,36 @@ _IGNORABLE_ACCEPT_ERRNOS: Final = frozenset(
 )
 #: The name of every connection's task (trio would format one per task).
 _CONN_TASK: Final = "trio_cable.direct.connection"
+#: Waits after accept() ran out of descriptors: doubling, up to the last.
+ACCEPT_BACKOFF: Final = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0)
+
+
+class _Backoff:
+    """How long to wait after each capacity error in a row, and one log
+    line (and a summary every 10 s) for the whole run of them."""
+
+    def __init__(self) -> None:
+        self.errors = 0
+        self.log = LogSummary(log, logging.ERROR)
+
+    async def wait(self, exc: OSError) -> None:
+        delay = ACCEPT_BACKOFF[min(self.errors, len(ACCEPT_BACKOFF) - 1)]
+        self.errors += 1
+        self.log.event("accept_failed", "accept failed (%s); backing off", exc)
+        await trio.sleep(delay)
+
+    def reset(self) -> None:
+        if self.errors:
+            self.errors = 0
+            self.log.flush()
 
 
 class DirectAcceptor:
     """Makes each accepted stream a direct transport and hands its
     handshake to ``handle`` (the serving path); the socket is closed when
-    ``handle`` returns. One frame cache serves every connection."""
+    ``handle`` returns. One frame cache serves every connection; each
+    reads within ``limits`` and reports what it refuses to ``count``. A
+    socket accepted while ``refuse`` says so is closed at once."""
 
     def __init__(
         self,
@@ -50,12 +78,25 @@ class DirectAcceptor:
         secure: bool,
         max_message_size: int,
         http: HTTPRoutes | None = None,
+        limits: InputLimits | None = None,
+        count: Callable[[str], None] | None = None,
+        refuse: Callable[[], bool] = lambda: False,
     ) -> None:
         self.handle = handle
         self.secure = secure
         self.http = http
         self.max_message = max_message_size
+        self.limits = limits or InputLimits()
+        self.count = count
+        self.refuse = refuse
         self.frames = FrameCache()
+
+    def _transport(
+        self, sock: socket.socket | None, stream: trio.abc.Stream | None
+    ) -> DirectTransport:
+        return DirectTransport(
+            sock, stream, self.frames, self.max_message, self.limits, self.count
+        )
 
     async def serve_stream(self, stream: trio.abc.Stream) -> None:
         """A stream from a listener other than a plain TCP one (TLS)."""
@@ -65,12 +106,12 @@ class DirectAcceptor:
             sock.setblocking(False)
             await self.serve_socket(sock)
             return
-        await self._serve(DirectTransport(None, stream, self.frames, self.max_message))
+        await self._serve(self._transport(None, stream))
 
     async def serve_socket(self, sock: socket.socket) -> None:
         """An accepted non-blocking socket, written and read directly."""
         # Inline, not through a helper: one coroutine frame less per socket.
-        transport = DirectTransport(sock, None, self.frames, self.max_message)
+        transport = self._transport(sock, None)
         try:
             await self.handle(
                 DirectHandshake(transport, secure=self.secure, http=self.http)
@@ -121,6 +162,7 @@ async def _accept_sockets(
         # accepted sockets come back as stdlib sockets.
         lsock = socket.socket(fileno=os.dup(listener.socket.fileno()))
         lsock.setblocking(False)
+        backoff = _Backoff()
         try:
             while True:
                 await trio.lowlevel.wait_readable(lsock)
@@ -134,9 +176,12 @@ async def _accept_sockets(
                             continue
                         if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
                             raise
-                        log.error("accept failed (%s); retrying in 0.1 s", exc)
-                        await trio.sleep(0.1)
+                        await backoff.wait(exc)
                         break
+                    backoff.reset()
+                    if acceptor.refuse():
+                        sock.close()
+                        continue
                     sock.setblocking(False)
                     if sock.family != socket.AF_UNIX:
                         _tcp_options(sock)
@@ -161,6 +206,7 @@ def _tcp_options(sock: socket.socket) -> None:
 async def _accept_streams(
     listener: trio.abc.Listener[Any], acceptor: DirectAcceptor, nursery: trio.Nursery
 ) -> None:
+    backoff = _Backoff()
     async with listener:
         while True:
             try:
@@ -168,8 +214,11 @@ async def _accept_streams(
             except OSError as exc:
                 if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
                     raise
-                log.error("accept failed (%s); retrying in 0.1 s", exc)
-                await trio.sleep(0.1)
+                await backoff.wait(exc)
+                continue
+            backoff.reset()
+            if acceptor.refuse():
+                await trio.aclose_forcefully(stream)
                 continue
             nursery.start_soon(_serve_stream, acceptor, stream, name=_CONN_TASK)
 

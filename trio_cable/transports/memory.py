@@ -18,6 +18,12 @@ __all__ = ["MemoryHandshake", "MemoryTransport"]
 class _MemorySocket:
     __slots__ = ("_incoming", "_outgoing")
 
+    cancel_safe = True  # a channel send either happens or not
+
+    def stalled(self) -> bool:
+        stats = self._outgoing.statistics()
+        return stats.current_buffer_used >= stats.max_buffer_size
+
     def __init__(
         self,
         outgoing: trio.MemorySendChannel[str],

@@ -10,12 +10,14 @@ them in order with :meth:`flush`.
 
 from __future__ import annotations
 
+import select
+
 import trio
 
 from .._errors import TransportClosed
 from .base import MessageSocket
 
-__all__ = ["QueuedTransport"]
+__all__ = ["QueuedTransport", "stream_stalled"]
 
 
 class QueuedTransport:
@@ -53,6 +55,9 @@ class QueuedTransport:
     def backlog_bytes(self) -> int:
         return self._bytes
 
+    def stalled(self) -> bool:
+        return self.socket.stalled()
+
     def write_nowait(self, frame: str) -> int:
         if self._closed or self._broken or self._close_code is not None:
             raise TransportClosed
@@ -74,8 +79,27 @@ class QueuedTransport:
     async def flush(self) -> None:
         send = self.socket.send
         while self._head < len(self._queue):
-            frame = self._queue[self._head]
+            queue = self._queue
+            frame = queue[self._head]
             self._head += 1
+            self._bytes -= len(frame)
+            try:
+                await send(frame)
+            except trio.Cancelled:
+                if self.socket.cancel_safe:
+                    # Not sent at all: it goes out first with the goodbye.
+                    if self._queue is queue and self._head > 0:
+                        self._head -= 1  # queue[self._head] is still frame
+                    else:  # the backlog was dropped meanwhile
+                        self._queue.insert(self._head, frame)
+                    self._bytes += len(frame)
+                else:  # maybe cut off mid-frame: nothing may follow
+                    self._broken = True
+                raise
+            except BaseException:
+                # Gone, or cut off: nothing may follow.
+                self._broken = True
+                raise
             if self._head == len(self._queue):
                 self._queue = []
                 self._head = 0
@@ -83,13 +107,6 @@ class QueuedTransport:
                 # A writer that never catches up: let go of what was sent.
                 del self._queue[: self._head]
                 self._head = 0
-            self._bytes -= len(frame)
-            try:
-                await send(frame)
-            except BaseException:
-                # Cut off (maybe mid-frame) or gone: nothing may follow.
-                self._broken = True
-                raise
         if self._close_code is not None:
             await self.close(self._close_code)
 
@@ -123,6 +140,25 @@ class QueuedTransport:
         finally:
             if self._receiving is not None:
                 self._receiving.cancel()
+
+
+def stream_stalled(stream: object) -> bool:
+    """Whether the TCP socket under a trio stream takes no more writes
+    (True if there is none to ask): with TCP_NOTSENT_LOWAT, which trio
+    sets, that is a client leaving 16 KiB unread."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return True
+    try:
+        fd = stream.socket.fileno()
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+            return not poller.poll(0)
+        return not select.select([], [fd], [], 0)[1]  # Windows: no poll()
+    except (OSError, ValueError):  # closed
+        return True
 
 
 async def _close_now(socket: MessageSocket) -> None:

@@ -9,7 +9,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from .._errors import TransportClosed
 from .._request import Request
-from .queued import QueuedTransport
+from .queued import QueuedTransport, stream_stalled
 from .scope import latin1, websocket_scope
 
 __all__ = ["WebSocketHandshake", "WebSocketTransport", "request_scope"]
@@ -17,6 +17,13 @@ __all__ = ["WebSocketHandshake", "WebSocketTransport", "request_scope"]
 
 class _WebSocketSocket:
     __slots__ = ("ws",)
+
+    cancel_safe = False  # send_all may be cut off halfway
+
+    def stalled(self) -> bool:
+        # trio-websocket keeps its stream private; without it, assume the
+        # worst (the client counts as too slow by its queue alone).
+        return stream_stalled(getattr(self.ws, "_stream", None))
 
     def __init__(self, ws: WebSocketConnection) -> None:
         self.ws = ws

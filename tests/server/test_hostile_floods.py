@@ -1,0 +1,105 @@
+"""Hostile clients flooding the server with tiny frames, beside a canary.
+
+One client, or ten, write tiny frames as fast as loopback takes them:
+bogus commands, empty pings, or two-fragment messages. A canary counts a
+numbered feed of 100 broadcasts a second throughout, on the direct
+transport, trio-websocket and Hypercorn (see
+``tests/helpers/canary.py``). Each case asserts that the canary lost
+nothing, that its lateness stays far from the seconds a starved process
+shows, that the direct transport throttled each offender (and said so),
+and that tasks and file descriptors are back to where they were once the
+offenders are gone. The latency figures printed here are the ones
+docs/security.md records; the tight bound (p99 under 100 ms) runs with
+``-m soak``, on a machine that is not loaded by anything else.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+import pytest
+import trio
+
+from tests.helpers import (
+    SERVERS,
+    RawClient,
+    Server,
+    raw_connect,
+    served_on,
+    task_count,
+    wait_until,
+    ws_frame,
+)
+from tests.helpers.canary import CanaryReport, canary_feed, hostile_cable, open_fds
+
+#: How long each attack runs.
+ATTACK_SECONDS = 2.0
+#: The canary's p99 lateness allowed in the default suite: a starved
+#: process made it 4 to 5 s; a loaded 2-core machine stays well under.
+LOADED_P99 = 1.0
+
+
+def flood(kind: str) -> bytes:
+    """About 64 KiB of one kind of tiny frame, written with one send."""
+    if kind == "commands":
+        frame = ws_frame(b'{"command":"bogus"}')
+    elif kind == "pings":
+        frame = ws_frame(b"", 0x9)
+    else:  # two-fragment messages: "{" then "}"
+        frame = ws_frame(b"{", 0x1, fin=False) + ws_frame(b"}", 0x0)
+    return frame * (65536 // len(frame))
+
+
+async def offend(client: RawClient, chunk: bytes) -> None:
+    while await client.send_raw(chunk):
+        pass
+
+
+async def attack(
+    server: Server, kind: str, offenders: int, seconds: float
+) -> CanaryReport:
+    """Run one flood beside the canary; check what it left behind."""
+    cable = hostile_cable()
+    tasks, fds = task_count(), open_fds()
+    chunk = flood(kind)
+    async with served_on(cable, server) as port:
+        async with (
+            canary_feed(cable, port) as canary,
+            AsyncExitStack() as stack,
+            trio.open_nursery() as nursery,
+        ):
+            for _ in range(offenders):
+                client = await raw_connect(stack, port)
+                nursery.start_soon(offend, client, chunk)
+            await trio.sleep(seconds)  # the attack's length
+            nursery.cancel_scope.cancel()
+        await wait_until(lambda: len(cable.connections) == 0)
+        if server == "direct":
+            assert cable.counters["input_throttled"] >= offenders, cable.counters
+    await wait_until(lambda: task_count() <= tasks and open_fds() <= fds)
+    print(f"{server} {kind} x{offenders}: {canary.summary()}")
+    return canary
+
+
+@pytest.mark.parametrize("offenders", [1, 10])
+@pytest.mark.parametrize("kind", ["commands", "pings", "fragments"])
+@pytest.mark.parametrize("server", SERVERS)
+async def test_tiny_frame_flood(server: Server, kind: str, offenders: int) -> None:
+    canary = await attack(server, kind, offenders, ATTACK_SECONDS)
+    if server == "trio-websocket" and offenders > 1:
+        # trio-websocket reads and parses in a task of its own, with no
+        # budget we can set: ten flooders made the canary 0.3-4 s late
+        # (late, never lost). docs/security.md says so.
+        return
+    assert canary.quantile(0.99) < LOADED_P99, canary.summary()
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("offenders", [1, 10])
+@pytest.mark.parametrize("kind", ["commands", "pings", "fragments"])
+@pytest.mark.parametrize("server", SERVERS)
+async def test_tiny_frame_flood_p99_under_100_ms(
+    server: Server, kind: str, offenders: int
+) -> None:
+    canary = await attack(server, kind, offenders, 10.0)
+    assert canary.quantile(0.99) < 0.1, canary.summary()
