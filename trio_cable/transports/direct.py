@@ -309,56 +309,55 @@ class DirectTransport:
 
     async def _read_some(self) -> None:
         """Handle the parser's events until a message is complete (the
-        rest wait for the next call), reading when none is left."""
+        rest wait for the next call), reading when none is left.
+
+        One method, the read inline: an idle connection waits here, and
+        every coroutine frame between its reader and the socket is memory
+        each idle connection holds."""
         # Flagged for the whole of it, pauses included: close() must not
         # start a second reader on the same events.
         self._reading = True
         try:
-            await self._handle_events()
+            events = self._events
+            if events is None:
+                if self._assembly.deadline == math.inf:  # no scope per read
+                    data = await self.recv_raw()
+                else:
+                    data = await self._read_before_deadline()
+                if not data:  # gone without a close frame, or timed out
+                    self._end()
+                    return
+                budget = self._budget
+                now = trio.current_time()
+                await self._pause(budget.bytes_read(len(data), now), "bytes")
+                ws = self._ws
+                assert ws is not None
+                ws.receive_data(data)
+                events = self._events = ws.events()
+            budget = self._budget
+            for event in events:
+                await self._on_event(event)
+                if self._ended:
+                    break
+                pause = budget.frame(trio.current_time())
+                if pause is not None:
+                    await self._pause(pause, "frames")
+                if self._messages:
+                    return  # the generator keeps the rest
+            self._events = None
         finally:
             self._reading = False
 
-    async def _handle_events(self) -> None:
-        events = self._events
-        if events is None:
-            data = await self._read_bounded()
-            if not data:
-                return
-            ws = self._ws
-            assert ws is not None
-            ws.receive_data(data)
-            events = self._events = ws.events()
-        budget = self._budget
-        for event in events:
-            await self._on_event(event)
-            if self._ended:
-                break
-            pause = budget.frame(trio.current_time())
-            if pause is not None:
-                await self._pause(pause, "frames")
-            if self._messages:
-                return  # the generator keeps the rest
-        self._events = None
-
-    async def _read_bounded(self) -> bytes:
-        """The next read, counted against the byte rate; b"" (and the
-        transport ended) once the peer is gone or a message timed out."""
+    async def _read_before_deadline(self) -> bytes:
+        """The next read while a message is unfinished: b"" (the message
+        refused) if its deadline passes first."""
         deadline = self._assembly.deadline
-        if deadline == math.inf:  # no scope per read while none is due
+        data = b""
+        with trio.move_on_at(deadline):
             data = await self.recv_raw()
-        else:
-            data = b""
-            with trio.move_on_at(deadline):
-                data = await self.recv_raw()
-            if trio.current_time() >= deadline:
-                await self._refuse(self._assembly.timed_out())
-                return b""
-        if not data:  # gone without a close frame
-            self._end()
+        if trio.current_time() >= deadline:
+            await self._refuse(self._assembly.timed_out())
             return b""
-        await self._pause(
-            self._budget.bytes_read(len(data), trio.current_time()), "bytes"
-        )
         return data
 
     async def _pause(self, seconds: float, what: str) -> None:

@@ -36,24 +36,15 @@ class InputLimits:
     message_timeout: float = 10.0
 
 
-class _Bucket:
+def _take(
+    rate: float, tokens: float, stamp: float, amount: float, now: float
+) -> tuple[float, float]:
     """A token bucket holding one second's worth, which may go into debt:
-    the debt is how long the taker must wait."""
-
-    __slots__ = ("_rate", "_stamp", "_tokens")
-
-    def __init__(self, rate: float, now: float) -> None:
-        self._rate = rate
-        self._tokens = rate
-        self._stamp = now
-
-    def take(self, amount: float, now: float) -> float:
-        """Take ``amount``; the seconds to wait before taking more (0: none)."""
-        rate = self._rate
-        self._tokens = min(rate, self._tokens + (now - self._stamp) * rate)
-        self._stamp = now
-        self._tokens -= amount
-        return 0.0 if self._tokens >= 0 else -self._tokens / rate
+    ``amount`` taken at ``now`` from ``tokens`` last counted at ``stamp``.
+    Returns the tokens left and the seconds to wait (0: none), which is
+    the debt."""
+    tokens = min(rate, tokens + (now - stamp) * rate) - amount
+    return tokens, (0.0 if tokens >= 0 else -tokens / rate)
 
 
 class InputBudget:
@@ -62,14 +53,24 @@ class InputBudget:
     Call :meth:`frame` for every frame (or part of one) the parser gives
     and :meth:`bytes_read` for every read; each returns None while the
     reader may go on, or how long it must pause (0.0: just let the others
-    run; more: the client is over its rate).
+    run; more: the client is over its rate). Two token buckets, kept as
+    plain fields (one object per connection, not three).
     """
 
-    __slots__ = ("_bytes", "_frames", "_step")
+    __slots__ = (
+        "_byte_rate",
+        "_byte_stamp",
+        "_bytes",
+        "_frame_rate",
+        "_frame_stamp",
+        "_frames",
+        "_step",
+    )
 
     def __init__(self, limits: InputLimits, now: float) -> None:
-        self._frames = _Bucket(limits.frames_per_second, now)
-        self._bytes = _Bucket(limits.bytes_per_second, now)
+        self._frame_rate = self._frames = limits.frames_per_second
+        self._byte_rate = self._bytes = limits.bytes_per_second
+        self._frame_stamp = self._byte_stamp = now
         self._step = 0
 
     def frame(self, now: float) -> float | None:
@@ -77,10 +78,18 @@ class InputBudget:
         if self._step < STEP_FRAMES:
             return None
         self._step = 0
-        return self._frames.take(STEP_FRAMES, now)
+        self._frames, wait = _take(
+            self._frame_rate, self._frames, self._frame_stamp, STEP_FRAMES, now
+        )
+        self._frame_stamp = now
+        return wait
 
     def bytes_read(self, count: int, now: float) -> float:
-        return self._bytes.take(count, now)
+        self._bytes, wait = _take(
+            self._byte_rate, self._bytes, self._byte_stamp, count, now
+        )
+        self._byte_stamp = now
+        return wait
 
 
 @dataclass(frozen=True, slots=True)
