@@ -17,6 +17,7 @@ import trio
 from ._broker import IN_PROCESS, Broker, open_broker
 from ._channel import Channel, rules_for
 from ._errors import CableError
+from ._history import HistoryConfig, HistoryPolicy, HistoryStore, Replay
 from ._hub import Hub, Subscriber
 from ._options import DEFAULT_REDIS_PREFIX, CableOptions
 from ._redis import RedisBridge
@@ -27,6 +28,7 @@ from .protocol.codec import encode_payload, encode_ping
 if TYPE_CHECKING:
     from ._connection import Connection
     from ._request import Request
+    from .protocol.ext import HistoryRequest
     from .protocol.server import ChannelRules
 
 __all__ = ["Cable", "ConnectHook"]
@@ -81,6 +83,16 @@ class Cable:
             commands beyond it are refused with ``rate_limited``.
         max_outbox_bytes: bytes queued for one client before the slow-client
             policy runs (besides ``max_outbox_frames``).
+        extended_protocol: speak AnyCable's ``actioncable-v1-ext-json``
+            (session ids, history, recovery) to clients that offer it
+            (default true); false refuses clients that offer only it.
+        history: the streams that keep history, for recovery (see
+            docs/reliability.md): names or ``fnmatch`` patterns, or a
+            mapping of them to a :class:`HistoryPolicy` (None: the
+            default one). Nothing keeps history by default.
+        history_limit, history_ttl: the default policy: the last
+            ``history_limit`` broadcasts of a stream (100), none older than
+            ``history_ttl`` seconds (300).
     """
 
     def __init__(
@@ -101,6 +113,9 @@ class Cable:
         self.channels: dict[str, type[Channel]] = {}
         self.connect_hook = connect
         self.hub = Hub()
+        config = options.history_config
+        if config is not None:
+            self.hub.history = HistoryStore(config)
         self.counters: Counter[str] = Counter()
         self._connections: ConnectionSet[Connection] = ConnectionSet()
         self._token: trio.lowlevel.TrioToken | None = None
@@ -251,6 +266,43 @@ class Cable:
     async def streams_live(self, streams: Iterable[str]) -> None:
         """Wait until broadcasts to ``streams`` reach this process."""
         await self.broker.streams_live(streams)
+
+    # -- history -------------------------------------------------------------
+
+    def keep_history(
+        self, stream: str, *, limit: int | None = None, ttl: float | None = None
+    ) -> None:
+        """Keep the history of ``stream`` (a name or an ``fnmatch``
+        pattern) from now on: its last ``limit`` broadcasts, none older
+        than ``ttl`` seconds (by default ``history_limit`` and
+        ``history_ttl``). Clients of the extended protocol recover what
+        they missed from it."""
+        options = self.options
+        policy = HistoryPolicy(
+            options.history_limit if limit is None else limit,
+            options.history_ttl if ttl is None else ttl,
+        )
+        history = self.hub.history
+        config = history.config if history is not None else None
+        streams = dict(config.streams) if config is not None else {}
+        streams[stream] = policy
+        default = HistoryPolicy(options.history_limit, options.history_ttl)
+        new = HistoryConfig(streams, default)
+        if history is None:
+            self.hub.history = HistoryStore(new)
+        else:
+            history.reconfigure(new)
+
+    async def read_history(
+        self, streams: Iterable[str], request: HistoryRequest
+    ) -> Replay | None:
+        """What a client missed of ``streams`` (see :class:`HistoryStore`);
+        None if it is gone."""
+        await trio.lowlevel.checkpoint()
+        history = self.hub.history
+        if history is None:  # nothing kept: any position is unknown
+            history = HistoryStore(HistoryConfig())
+        return history.read(streams, request)
 
     # -- running -------------------------------------------------------------
 

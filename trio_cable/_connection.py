@@ -15,6 +15,7 @@ import contextlib
 import inspect
 import itertools
 import logging
+import secrets
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import trio
@@ -32,10 +33,12 @@ from .protocol.server import (
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
 
+    from ._history import Replay
     from ._hub import Subscriber
     from ._options import CableOptions
     from ._request import Request
     from .protocol.dialects import Dialect
+    from .protocol.ext import HistoryRequest
     from .protocol.server import ChannelRules
     from .transports.base import Transport
 
@@ -72,6 +75,10 @@ class ConnectionHost(Protocol):
 
     async def streams_live(self, streams: Iterable[str]) -> None:
         """Wait until broadcasts to ``streams`` reach this process."""
+
+    async def read_history(
+        self, streams: Iterable[str], request: HistoryRequest
+    ) -> Replay | None: ...
 
     def broadcast_sync(self, stream: str, data: Any) -> int: ...
 
@@ -110,6 +117,7 @@ class Connection:
         "protocol",
         "ready",
         "request",
+        "sid",
         "transport",
     )
 
@@ -128,6 +136,8 @@ class Connection:
         self.request = request
         self.identity: Any = None
         self.ready = False
+        #: The session id the extended protocol's welcome carries.
+        self.sid = secrets.token_urlsafe(12) if dialect.extended else ""
         self.protocol = ServerProtocol(
             dialect,
             cable.options.protocol,
@@ -303,7 +313,7 @@ class Connection:
                 current_connection.set(self)
                 self._nursery = nursery
                 try:
-                    self.protocol.welcome()
+                    self.protocol.welcome(self.sid)
                     if self._close is not None:  # closed before it opened
                         self._start_writer()
                     self.ready = True
@@ -391,7 +401,7 @@ class Connection:
         if isinstance(event, CommandQueued):
             record.owner.start()
         elif isinstance(event, SubscriptionRequested):
-            record.owner = sub = Subscription(self, record, event.params)
+            record.owner = sub = Subscription(self, record, event.params, event.history)
             sub.start()
         else:
             record.owner.end()

@@ -7,13 +7,21 @@ share one frame string. Handing over never waits: each subscriber's
 connection queues the frame without blocking, and a connection whose
 bounded queue is full is dealt with by its slow-client policy, not by the
 broadcaster.
+
+A broadcast to a stream that keeps history is given its position there
+first (:mod:`._history`), whether it was made here or came from another
+process, and its frames carry that position.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ._history import HistoryStore
+    from .protocol.ext import Position
 
 __all__ = ["Hub", "HubStatistics", "Subscriber"]
 
@@ -23,9 +31,13 @@ class Subscriber(Protocol):
 
     identifier: str
 
-    def deliver(self, payload: str, frames: dict[str, str]) -> None:
+    def deliver(
+        self, payload: str, frames: dict[str, str], position: Position | None = None
+    ) -> None:
         """Queue ``payload`` without blocking; ``frames`` caches frames
-        built for this broadcast, keyed by identifier."""
+        built for this broadcast, keyed by identifier; ``position`` is the
+        broadcast's place in its stream's history (passed only to
+        subscribers of streams that keep one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +56,14 @@ class Hub:
     and unsubscribes its Redis channel there).
     """
 
-    __slots__ = ("_broadcasts", "_deliveries", "_streams", "on_first", "on_last")
+    __slots__ = (
+        "_broadcasts",
+        "_deliveries",
+        "_streams",
+        "history",
+        "on_first",
+        "on_last",
+    )
 
     def __init__(self) -> None:
         # dicts as insertion-ordered sets: delivery order follows join order
@@ -53,6 +72,8 @@ class Hub:
         self._deliveries = 0
         self.on_first: Callable[[str], None] | None = None
         self.on_last: Callable[[str], None] | None = None
+        #: The streams' history; None while no stream keeps one.
+        self.history: HistoryStore | None = None
 
     def add(self, stream: str, subscriber: Subscriber) -> None:
         subscribers = self._streams.get(stream)
@@ -79,13 +100,19 @@ class Hub:
         Returns the number of subscribers it was handed to. Never blocks.
         """
         self._broadcasts += 1
+        history = self.history
+        position = None if history is None else history.append(stream, payload)
         subscribers = self._streams.get(stream)
         if not subscribers:
             return 0
         frames: dict[str, str] = {}
         # A copy: a delivery may end a slow connection, which leaves streams.
-        for subscriber in tuple(subscribers):
-            subscriber.deliver(payload, frames)
+        if position is None:
+            for subscriber in tuple(subscribers):
+                subscriber.deliver(payload, frames)
+        else:
+            for subscriber in tuple(subscribers):
+                subscriber.deliver(payload, frames, position)
         self._deliveries += len(subscribers)
         return len(subscribers)
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Final
 
+from ._history import HistoryConfig, HistoryPolicy
 from .protocol.codec import Limits
 from .protocol.server import ProtocolSettings
 
@@ -37,6 +38,10 @@ class CableOptions:
     max_json_depth: int = 16
     commands_per_second: float = 50.0
     command_burst: int = 100
+    extended_protocol: bool = True
+    history: Sequence[str] | Mapping[str, HistoryPolicy | None] = ()
+    history_limit: int = 100
+    history_ttl: float = 300.0
 
     @cached_property
     def protocol(self) -> ProtocolSettings:
@@ -48,6 +53,20 @@ class CableOptions:
             max_pending_commands=self.max_pending_commands,
             commands_per_second=self.commands_per_second,
             command_burst=self.command_burst,
+        )
+
+    @cached_property
+    def history_config(self) -> HistoryConfig | None:
+        """Which streams keep history (None: none does)."""
+        if not self.history:
+            return None
+        streams = (
+            dict(self.history)
+            if isinstance(self.history, Mapping)
+            else dict.fromkeys(self.history)
+        )
+        return HistoryConfig(
+            streams, HistoryPolicy(self.history_limit, self.history_ttl)
         )
 
     @property

@@ -14,12 +14,13 @@ import trio
 
 from ._connection import Connection
 from ._gc import tune_gc as _tune_gc
-from .protocol.dialects import choose_dialect
+from .protocol.dialects import choose_dialect, speakable
 
 if TYPE_CHECKING:
     from ._cable import Cable
     from ._registry import ConnectionSet
     from ._request import Request
+    from .protocol.dialects import Dialect
     from .transports.base import Handshake, Transport
 
 __all__ = ["serve_connection", "serve_until_cancelled"]
@@ -41,7 +42,8 @@ async def serve_connection(
     The handshake is refused with 404 if its path is not ``path`` (None:
     any), and with the cable's status if the cable refuses it (origin,
     connection cap); otherwise it is accepted with the subprotocol of the
-    dialect chosen from the client's offer. All that within
+    dialect chosen from the client's offer (with 400 if it offers only
+    subprotocols the cable does not speak). All that within
     ``connect_timeout``. The connection then runs counted in
     ``connections`` (the server's drain), and is reported through
     ``task_status``. A crash of one connection is logged, never raised:
@@ -49,6 +51,7 @@ async def serve_connection(
     """
     transport: Transport | None = None
     request: Request | None = None
+    dialect: Dialect | None = None
     with trio.move_on_after(connect_timeout):
         request = await handshake.request()
         if request is None:
@@ -60,12 +63,30 @@ async def serve_connection(
         if refused is not None:
             await handshake.refuse(*refused)
             return
-        subprotocol, dialect = choose_dialect(request.subprotocols)
+        offered = request.subprotocols
+        subprotocol, dialect = choose_dialect(
+            offered, extended=cable.options.extended_protocol
+        )
+        if dialect is None:
+            # Accepted, the client would fail the handshake itself and
+            # retry forever with nothing said: refuse it in words.
+            cable.count("subprotocol_refused")
+            log.warning(
+                "refused a handshake offering only %s (this server speaks %s)",
+                ", ".join(offered),
+                ", ".join(speakable(cable.options.extended_protocol)),
+            )
+            await handshake.refuse(
+                400,
+                "unsupported subprotocol: this server speaks "
+                + ", ".join(speakable(cable.options.extended_protocol)),
+            )
+            return
         transport = await handshake.accept(subprotocol)
     # Nothing of the handshake is kept for the connection's lifetime (the
     # direct one holds an HTTP parser): one per open socket adds up.
     del handshake
-    if transport is None or request is None:
+    if transport is None or request is None or dialect is None:
         return
     conn = Connection(cable, transport, request, dialect)
     if connections is not None:

@@ -17,14 +17,15 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 import trio
 
 from ._channel import Channel, ConnectionView, action_for
-from .protocol.codec import encode_payload
+from .protocol.codec import Message, encode_payload
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
 
+    from ._history import Replay
     from ._hub import Subscriber
     from ._options import CableOptions
-    from .protocol.codec import Message
+    from .protocol.ext import History, HistoryRequest
     from .protocol.server import ServerSubscription
 
 __all__ = ["Subscription"]
@@ -40,6 +41,9 @@ class StreamHost(Protocol):
     def stream_added(self, stream: str, subscriber: Subscriber) -> None: ...
     def stream_removed(self, stream: str, subscriber: Subscriber) -> None: ...
     async def streams_live(self, streams: Iterable[str]) -> None: ...
+    async def read_history(
+        self, streams: Iterable[str], request: HistoryRequest
+    ) -> Replay | None: ...
 
 
 class SubscriptionOwner(ConnectionView, Protocol):
@@ -67,6 +71,7 @@ class Subscription:
         "_began",
         "_ending",
         "_finished",
+        "_history",
         "_running",
         "channel",
         "confirmed",
@@ -83,8 +88,11 @@ class Subscription:
         connection: SubscriptionOwner,
         record: ServerSubscription,
         params: dict[str, Any],
+        history: HistoryRequest | None = None,
     ) -> None:
         self.connection = connection
+        # What the client missed, replayed once it is confirmed.
+        self._history = history
         self.record = record
         self.identifier = record.identifier
         self.params = params
@@ -185,9 +193,31 @@ class Subscription:
             conn.forget(self)
             return False
         await conn.host.streams_live(self.streams)
-        self.record.confirm()
+        request, self._history = self._history, None
+        self.record.confirm(hold=request is not None)
         self.confirmed = True
+        if request is not None:
+            await self._replay(request)
         return True
+
+    async def _replay(self, request: HistoryRequest) -> None:
+        """Send what the client missed, then what came meanwhile: live
+        broadcasts are held back from before the history is read (the
+        streams are live already), and those the replay carried dropped."""
+        record = self.record
+        record.hold()
+        replay: Replay | None = None
+        try:
+            replay = await self.connection.host.read_history(self.streams, request)
+        except Exception:
+            log.exception(
+                "conn %s: reading the history of %s failed",
+                self.connection.id,
+                self.identifier,
+            )
+        finally:
+            # Also on cancellation: nothing stays held.
+            record.history(replay)
 
     async def _finish(self) -> None:
         if self._finished:
@@ -199,7 +229,10 @@ class Subscription:
         if self.confirmed:
             await self._unsubscribed()
 
-    async def _perform(self, message: Message) -> None:
+    async def _perform(self, message: Message | History) -> None:
+        if not isinstance(message, Message):
+            await self._replay(message.request)
+            return
         fn, is_async, takes_data = action_for(type(self.channel), message.action)
         args = (self.channel, message.data) if takes_data else (self.channel,)
         try:

@@ -223,7 +223,9 @@ def capture_broadcasts(cable: Cable, stream: str) -> Iterator[list[Any]]:
     class _Capture:
         identifier = ""
 
-        def deliver(self, payload: str, frames: dict[str, str]) -> None:
+        def deliver(
+            self, payload: str, frames: dict[str, str], position: object = None
+        ) -> None:
             captured.append(json.loads(payload))
 
     capture = _Capture()

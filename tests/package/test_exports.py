@@ -73,7 +73,14 @@ def test_methods_follow_their_class() -> None:
 
 def test_the_top_level_is_the_server_api() -> None:
     top = set(trio_cable.__all__)
-    for name in ("Cable", "Channel", "serve_cable", "CableError", "Request"):
+    for name in (
+        "Cable",
+        "Channel",
+        "serve_cable",
+        "CableError",
+        "Request",
+        "HistoryPolicy",
+    ):
         assert name in top
     # The client's classes are reached as trio_cable.client.X only.
     for name in ("Message", "Subscription", "CableClient", "open_cable_client"):

@@ -14,7 +14,6 @@ from typing import Final, Protocol
 from .codec import (
     DEFAULT_LIMITS,
     PROTOCOL,
-    Command,
     Limits,
     encode_confirm,
     encode_disconnect,
@@ -25,12 +24,23 @@ from .codec import (
     message_prefix,
     parse_frame,
 )
+from .ext import (
+    EXT_PROTOCOL,
+    ExtCommand,
+    encode_history_result,
+    encode_welcome_ext,
+    parse_ext_frame,
+)
 
 __all__ = [
+    "ACTIONCABLE_V1_EXT_JSON",
+    "ACTIONCABLE_V1_JSON",
     "DIALECTS",
+    "ActionCableV1ExtJSON",
     "ActionCableV1JSON",
     "Dialect",
     "choose_dialect",
+    "speakable",
 ]
 
 
@@ -42,11 +52,22 @@ class Dialect(Protocol):
         """The subprotocol name that selects this dialect."""
         ...
 
-    def parse(self, text: str, limits: Limits = DEFAULT_LIMITS) -> Command:
+    @property
+    def extended(self) -> bool:
+        """AnyCable's extensions: session ids, history, pongs."""
+        ...
+
+    def parse(self, text: str, limits: Limits = DEFAULT_LIMITS) -> ExtCommand:
         """A client frame as a command; raises ``ProtocolError``."""
         ...
 
-    def welcome(self) -> str: ...
+    def welcome(self, sid: str = "", restored_ids: list[str] | None = None) -> str:
+        """``welcome``; the extended dialect adds the session id."""
+        ...
+
+    def history_result(self, identifier: str, *, ok: bool) -> str:
+        """``confirm_history`` or ``reject_history`` (extended only)."""
+        ...
 
     def ping(self, timestamp: int) -> str: ...
 
@@ -74,11 +95,19 @@ class ActionCableV1JSON:
     def subprotocol(self) -> str:
         return PROTOCOL
 
-    def parse(self, text: str, limits: Limits = DEFAULT_LIMITS) -> Command:
+    @property
+    def extended(self) -> bool:
+        return False
+
+    def parse(self, text: str, limits: Limits = DEFAULT_LIMITS) -> ExtCommand:
         return parse_frame(text, limits)
 
-    def welcome(self) -> str:
+    def welcome(self, sid: str = "", restored_ids: list[str] | None = None) -> str:
         return encode_welcome()
+
+    def history_result(self, identifier: str, *, ok: bool) -> str:
+        # Never asked: plain clients cannot request history.
+        return encode_history_result(identifier, ok=ok)
 
     def ping(self, timestamp: int) -> str:
         return encode_ping(timestamp)
@@ -99,20 +128,57 @@ class ActionCableV1JSON:
         return message_prefix(identifier)
 
 
-ACTIONCABLE_V1_JSON: Final = ActionCableV1JSON()
+class ActionCableV1ExtJSON(ActionCableV1JSON):
+    """``actioncable-v1-ext-json``: AnyCable's extended protocol (session
+    ids, stream history and recovery, pongs; see :mod:`.ext`)."""
 
-#: Every dialect this server speaks, by subprotocol, in order of preference.
+    __slots__ = ()
+
+    @property
+    def subprotocol(self) -> str:
+        return EXT_PROTOCOL
+
+    @property
+    def extended(self) -> bool:
+        return True
+
+    def parse(self, text: str, limits: Limits = DEFAULT_LIMITS) -> ExtCommand:
+        return parse_ext_frame(text, limits)
+
+    def welcome(self, sid: str = "", restored_ids: list[str] | None = None) -> str:
+        return encode_welcome_ext(sid, restored_ids)
+
+
+ACTIONCABLE_V1_JSON: Final = ActionCableV1JSON()
+ACTIONCABLE_V1_EXT_JSON: Final = ActionCableV1ExtJSON()
+
+#: Every dialect this server speaks, by subprotocol, best first.
 DIALECTS: Final[dict[str, Dialect]] = {
-    ACTIONCABLE_V1_JSON.subprotocol: ACTIONCABLE_V1_JSON
+    ACTIONCABLE_V1_EXT_JSON.subprotocol: ACTIONCABLE_V1_EXT_JSON,
+    ACTIONCABLE_V1_JSON.subprotocol: ACTIONCABLE_V1_JSON,
 }
 
 
-def choose_dialect(offered: list[str] | tuple[str, ...]) -> tuple[str | None, Dialect]:
-    """The subprotocol to accept from the client's offer (None: none of
-    ours), and the dialect to speak: ``actioncable-v1-json`` when the
-    client offered nothing we know (it may still speak it)."""
-    for proto in offered:
-        dialect = DIALECTS.get(proto)
-        if dialect is not None:
+def choose_dialect(
+    offered: list[str] | tuple[str, ...], *, extended: bool = True
+) -> tuple[str | None, Dialect | None]:
+    """The subprotocol to accept and the dialect to speak.
+
+    The best dialect the client offered wins (the extended one first,
+    unless ``extended`` is false). A client that offers no subprotocol
+    at all is spoken to in ``actioncable-v1-json`` with none selected (some
+    clients never offer one). A client that offers only subprotocols we
+    do not speak gets ``(None, None)``: the handshake must be refused,
+    since it would fail on the client's side anyway.
+    """
+    for proto, dialect in DIALECTS.items():
+        if proto in offered and (extended or not dialect.extended):
             return proto, dialect
-    return None, ACTIONCABLE_V1_JSON
+    if not offered:
+        return None, ACTIONCABLE_V1_JSON
+    return None, None
+
+
+def speakable(extended: bool = True) -> list[str]:
+    """The subprotocols a server speaks, best first."""
+    return [p for p, d in DIALECTS.items() if extended or not d.extended]

@@ -27,6 +27,7 @@ from typing import Any, Final, Protocol
 from .._errors import ProtocolError
 from .codec import DEFAULT_LIMITS, Limits, Message, Subscribe, Unsubscribe
 from .dialects import Dialect
+from .ext import History, HistoryRequest, Position
 
 __all__ = [
     "CONFIRMED",
@@ -113,6 +114,8 @@ class SubscriptionRequested:
 
     subscription: ServerSubscription
     params: dict[str, Any]
+    #: What the client missed, to replay after the confirmation (extended).
+    history: HistoryRequest | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,10 +172,10 @@ class ServerSubscription:
         #: The channel layer's object for this subscription (its runner).
         self.owner: Any = None
         self._held: list[str] | None = []
-        self._early: list[str] | None = []
+        self._early: list[tuple[str, Position | None]] | None = []
         # Made with the first queued command: most subscriptions never
         # have one waiting, and a list per subscription adds up.
-        self._inbox: list[Subscribe | Message] | None = None
+        self._inbox: list[Subscribe | Message | History] | None = None
 
     def __repr__(self) -> str:
         return f"<ServerSubscription {self.identifier} {self.state}>"
@@ -186,17 +189,25 @@ class ServerSubscription:
     def pending_commands(self) -> int:
         return len(self._inbox or ())
 
-    def deliver(self, payload: str, frames: dict[str, str]) -> None:
-        """A broadcast's encoded ``payload``; ``frames`` caches the frames
+    def deliver(
+        self, payload: str, frames: dict[str, str], position: Position | None = None
+    ) -> None:
+        """A broadcast's encoded ``payload`` (and its ``position`` in its
+        stream's history, if it has one); ``frames`` caches the frames
         built for this broadcast, by identifier."""
+        early = self._early
+        if early is not None:
+            # A broadcast while subscribed() runs, or while history is
+            # read: after the confirmation, or after the history.
+            if not self.closed:
+                early.append((payload, position))
+            return
         if self.state is not CONFIRMED:
-            if self.state is PENDING and self._early is not None:
-                # A broadcast while subscribed() runs: after the confirmation.
-                self._early.append(payload)
             return
         frame = frames.get(self.identifier)
         if frame is None:
-            frame = frames[self.identifier] = self.prefix + payload + "}"
+            tail = "}" if position is None else position.tail
+            frame = frames[self.identifier] = self.prefix + payload + tail
         self._send(frame)
 
     def transmit(self, payload: str) -> None:
@@ -206,12 +217,14 @@ class ServerSubscription:
         elif self.state is CONFIRMED:
             self._send(self.prefix + payload + "}")
 
-    def confirm(self) -> None:
+    def confirm(self, *, hold: bool = False) -> None:
         """``subscribed()`` accepted it and its streams are live: what it
         transmitted, the confirmation, then the broadcasts that came early
-        (unless it was left meanwhile)."""
+        (unless it was left meanwhile). With ``hold``, broadcasts keep
+        waiting until :meth:`history` has replayed what the client missed."""
         held, self._held = self._held or [], None
-        early, self._early = self._early or [], None
+        early = self._early or []
+        self._early = None
         if self.state is not PENDING:
             return
         self.state = CONFIRMED
@@ -219,8 +232,48 @@ class ServerSubscription:
         for payload in held:
             send(prefix + payload + "}")
         send(self._protocol.dialect.confirm(self.identifier))
-        for payload in early:
-            send(prefix + payload + "}")
+        if hold:
+            self._early = early
+            return
+        for payload, position in early:
+            send(prefix + payload + ("}" if position is None else position.tail))
+
+    def hold(self) -> None:
+        """Keep broadcasts back while history is read (see :meth:`history`)."""
+        if self.state is CONFIRMED and self._early is None:
+            self._early = []
+
+    def history(self, replay: list[tuple[str, Position]] | None) -> None:
+        """Answer a history request: the missed broadcasts ``replay`` (in
+        order) and ``confirm_history``, or, for None (history gone),
+        ``reject_history``; then the broadcasts held back meanwhile, less
+        those the replay already carried (same stream, epoch, and an
+        offset not past the replay's last): no gap and no duplicate at
+        the hand-off from history to live."""
+        held = self._early or []
+        self._early = None
+        if self.state is not CONFIRMED:
+            return
+        send, prefix = self._send, self.prefix
+        dialect = self._protocol.dialect
+        seen: dict[str, Position] = {}
+        if replay is None:
+            send(dialect.history_result(self.identifier, ok=False))
+        else:
+            for payload, spot in replay:
+                send(prefix + payload + spot.tail)
+                seen[spot.stream] = spot
+            send(dialect.history_result(self.identifier, ok=True))
+        for payload, position in held:
+            if position is not None:
+                last = seen.get(position.stream)
+                if (
+                    last is not None
+                    and last.epoch == position.epoch
+                    and position.offset <= last.offset
+                ):
+                    continue
+            send(prefix + payload + ("}" if position is None else position.tail))
 
     def reject(self) -> None:
         """``subscribed()`` refused it: forget it, say so, and answer what
@@ -245,19 +298,20 @@ class ServerSubscription:
         if self.state is not REJECTED:
             self.state = LEAVING
 
-    def next_command(self) -> Message | None:
-        """The next queued action to perform, or None. A repeated subscribe
-        is answered here, in order with the actions around it."""
+    def next_command(self) -> Message | History | None:
+        """The next queued action (or history request) to perform, or None.
+        A repeated subscribe is answered here, in order with the actions
+        around it."""
         inbox = self._inbox
         while inbox:
             command = inbox.pop(0)
-            if isinstance(command, Message):
+            if not isinstance(command, Subscribe):
                 return command
             if self.state is CONFIRMED:
                 self._send(self._protocol.dialect.confirm(self.identifier))
         return None
 
-    def _push(self, command: Subscribe | Message) -> bool:
+    def _push(self, command: Subscribe | Message | History) -> bool:
         inbox = self._inbox
         if inbox is None:
             inbox = self._inbox = []
@@ -312,8 +366,9 @@ class ServerProtocol:
         self._refilled = now
         self._rate_limited = False
 
-    def welcome(self) -> None:
-        self.send(self.dialect.welcome())
+    def welcome(self, sid: str = "", restored_ids: list[str] | None = None) -> None:
+        """Send ``welcome`` (with the session id, in the extended dialect)."""
+        self.send(self.dialect.welcome(sid, restored_ids))
 
     def error(self, reason: str, message: str, identifier: str | None = None) -> None:
         """Report a protocol error to the client and the log; carry on."""
@@ -351,7 +406,28 @@ class ServerProtocol:
             return self._message(command)
         if isinstance(command, Subscribe):
             return self._subscribe(command)
-        return self._unsubscribe(command)
+        if isinstance(command, Unsubscribe):
+            return self._unsubscribe(command)
+        if isinstance(command, History):
+            return self._history(command)
+        # A Pong: any frame shows the client is alive; it needs no answer.
+        return None
+
+    def _history(self, command: History) -> Event | None:
+        sub = self.subscriptions.get(command.identifier)
+        if sub is None:
+            self._not_subscribed(command.identifier)
+            return None
+        if sub.state is LEAVING:
+            return None
+        if not sub._push(command):
+            self.error(
+                "too_many_commands",
+                f"more than {self.settings.max_pending_commands} commands pending",
+                command.identifier,
+            )
+            return None
+        return CommandQueued(sub)
 
     def _take_token(self, now: float) -> bool:
         """The token bucket for commands."""
@@ -393,7 +469,7 @@ class ServerProtocol:
             return None
         sub = ServerSubscription(self, identifier, rules)
         self.subscriptions[identifier] = sub
-        return SubscriptionRequested(sub, command.params)
+        return SubscriptionRequested(sub, command.params, command.history)
 
     def _message(self, command: Message) -> Event | None:
         sub = self.subscriptions.get(command.identifier)
