@@ -34,6 +34,8 @@ Match = Mapping[str, object] | Callable[[Event], bool]
 
 JS_DIR = Path(__file__).resolve().parents[2] / "js"
 DRIVER = Path(__file__).resolve().with_name("ac_driver.mjs")
+#: The driver of AnyCable's own client, ``@anycable/web`` (same line protocol).
+ANYCABLE_DRIVER = Path(__file__).resolve().with_name("anycable_driver.mjs")
 
 
 def node_available() -> bool:
@@ -145,9 +147,10 @@ class NodeClient:
 
 @asynccontextmanager
 async def open_ac_client(
-    *, debug: bool = False, ready_timeout: float = 10.0
+    *, debug: bool = False, ready_timeout: float = 10.0, driver: Path = DRIVER
 ) -> AsyncIterator[NodeClient]:
-    """Start ``node ac_driver.mjs`` and wait for its ``ready`` event.
+    """Start ``node ac_driver.mjs`` (or another ``driver``, e.g.
+    :data:`ANYCABLE_DRIVER`) and wait for its ``ready`` event.
 
     With *debug* (or env ``AC_DEBUG=1``) the client's logger writes to
     stderr, which pytest shows for failed tests.
@@ -164,7 +167,7 @@ async def open_ac_client(
     if debug:
         env["AC_DEBUG"] = "1"
     process = await trio.lowlevel.open_process(
-        [node, str(DRIVER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+        [node, str(driver)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
     )
     try:
         client = NodeClient(process)
