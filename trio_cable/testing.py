@@ -15,7 +15,7 @@ same connection code every real transport runs), and
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from http.cookies import SimpleCookie
 from typing import Any
@@ -69,6 +69,8 @@ class TestClient:
         self._from_server = from_server
         self._pending: list[Frame] = []
         self.closed = False
+        #: The ``welcome`` frame (with ``sid`` in the extended protocol).
+        self.welcome: Frame = {}
 
     async def send_raw(self, text: str | bytes) -> None:
         """Send one frame as is (for testing bad input)."""
@@ -157,8 +159,13 @@ async def cable_test_client(
     cookies: Mapping[str, str] | None = None,
     query: Mapping[str, str] | None = None,
     buffer: int = 1000,
+    subprotocols: Sequence[str] = ("actioncable-v1-json", "actioncable-unsupported"),
 ) -> AsyncIterator[TestClient]:
     """Connect an in-memory client to ``cable``; runs the cable if needed.
+
+    ``subprotocols`` is what the client offers, as the official client's by
+    default; offer ``["actioncable-v1-ext-json"]`` to speak AnyCable's
+    extended protocol (session ids, history; see docs/reliability.md).
 
     ``headers``, ``cookies`` and ``query`` make up the handshake request the
     connect hook sees. ``buffer`` bounds frames the client has not read
@@ -185,7 +192,7 @@ async def cable_test_client(
         target,
         raw_headers,
         client=("127.0.0.1", 0),
-        subprotocols=["actioncable-v1-json", "actioncable-unsupported"],
+        subprotocols=list(subprotocols),
         server=("testserver", 80),
     )
     to_server, server_in = trio.open_memory_channel[str | bytes](buffer)
@@ -205,6 +212,7 @@ async def cable_test_client(
                         reason=first.get("reason"),
                         reconnect=bool(first.get("reconnect")),
                     )
+                client.welcome = first
                 try:
                     yield client
                 finally:

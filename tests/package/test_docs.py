@@ -62,3 +62,9 @@ async def test_guide_blocking_action_and_website() -> None:
 
     await guide.app({"type": "http", "path": "/"}, receive, send)
     assert sent[-1]["body"] == b"hello"
+
+
+@pytest.mark.parametrize("test_name", doc_tests("reliability.md"))
+async def test_reliability_examples(test_name: str) -> None:
+    doc = load_doc("reliability.md")  # a fresh cable per test
+    await getattr(doc, test_name)()
