@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -86,6 +87,10 @@ class Cable:
         extended_protocol: speak AnyCable's ``actioncable-v1-ext-json``
             (session ids, history, recovery) to clients that offer it
             (default true); false refuses clients that offer only it.
+        pong_timeout: seconds an extended-protocol client may stay silent
+            (no pong, no frame at all) before it is sent ``disconnect``
+            with reason ``no_pong`` (reconnect true) and closed; checked
+            at each ping. None (the default): never.
         history: the streams that keep history, for recovery (see
             docs/reliability.md): names or ``fnmatch`` patterns, or a
             mapping of them to a :class:`HistoryPolicy` (None: the
@@ -410,11 +415,24 @@ class Cable:
     async def _ping_forever(self) -> NoReturn:
         # One timer for every connection: no task per connection just to
         # ping, and pings still flow when actions are slow.
+        pong_timeout = self.options.pong_timeout
         while True:
             await trio.sleep(self.options.ping_interval)
             frame = encode_ping(int(time.time()))
+            silent_since = (
+                -math.inf
+                if pong_timeout is None
+                else trio.current_time() - pong_timeout
+            )
             for conn in list(self._connections):
-                if conn.ready:
+                if not conn.ready:
+                    continue
+                protocol = conn.protocol
+                if protocol.last_seen < silent_since and protocol.dialect.extended:
+                    self.count("no_pong")
+                    log.info("conn %s: no pong for %gs", conn.id, pong_timeout)
+                    conn.close("no_pong", reconnect=True)
+                else:
                     conn.enqueue(frame)
 
 

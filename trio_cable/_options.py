@@ -39,6 +39,7 @@ class CableOptions:
     commands_per_second: float = 50.0
     command_burst: int = 100
     extended_protocol: bool = True
+    pong_timeout: float | None = None
     history: Sequence[str] | Mapping[str, HistoryPolicy | None] = ()
     history_limit: int = 100
     history_ttl: float = 300.0

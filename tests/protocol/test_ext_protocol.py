@@ -254,3 +254,12 @@ def test_reading_since_a_time_and_expiry() -> None:
     assert offsets(history.read(["h:1"], HistoryRequest(1))) == [2]
     position = HistoryRequest(None, {"h:1": StreamPosition("E", 0)})
     assert history.read(["h:1"], position) is None  # expired: a gap
+
+
+def test_a_client_ping_is_answered_and_any_frame_counts_as_alive() -> None:
+    wire = Wire()
+    assert wire.proto.receive('{"command":"ping"}', 7.0) is None
+    assert wire.frames() == [{"type": "pong"}]
+    assert wire.proto.last_seen == 7.0
+    wire.proto.receive("not json", 9.0)
+    assert wire.proto.last_seen == 9.0

@@ -12,7 +12,9 @@ them on the wire):
   for it later (:class:`HistoryRequest`): since a UNIX time in seconds,
   or per stream after an epoch and offset; the answer is the missed
   messages, then ``confirm_history`` (or only ``reject_history``);
-* the client answers pings with ``pong``.
+* the client answers pings with ``pong`` (and may ping, answered with
+  ``{"type":"pong"}``); a client silent for ``pong_timeout`` is
+  disconnected with ``no_pong``.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ from .codec import (
 
 __all__ = [
     "EXT_PROTOCOL",
+    "PONG",
     "History",
     "HistoryRequest",
+    "Ping",
     "Pong",
     "Position",
     "StreamPosition",
@@ -98,7 +102,15 @@ class Pong:
     """``{"command":"pong"}``: the client is alive."""
 
 
-ExtCommand = Command | History | Pong
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """``{"command":"ping"}``: the client asks whether we are alive."""
+
+
+ExtCommand = Command | History | Pong | Ping
+
+#: The answer to a client's ping (as anycable/anycable's server sends it).
+PONG: Final = '{"type":"pong"}'
 
 #: Presence is the extended protocol's, but not (yet) ours: said clearly.
 _UNSUPPORTED: Final = ("join", "leave", "presence")
@@ -152,6 +164,8 @@ def parse_ext_frame(text: str | bytes, limits: Limits = DEFAULT_LIMITS) -> ExtCo
     command = frame.get("command")
     if command == "pong":
         return Pong()
+    if command == "ping":
+        return Ping()
     identifier = frame.get("identifier")
     ident = identifier if isinstance(identifier, str) else None
     if command in _UNSUPPORTED:

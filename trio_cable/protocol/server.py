@@ -27,7 +27,7 @@ from typing import Any, Final, Protocol
 from .._errors import ProtocolError
 from .codec import DEFAULT_LIMITS, Limits, Message, Subscribe, Unsubscribe
 from .dialects import Dialect
-from .ext import History, HistoryRequest, Position
+from .ext import PONG, History, HistoryRequest, Ping, Position
 
 __all__ = [
     "CONFIRMED",
@@ -341,6 +341,7 @@ class ServerProtocol:
         "dialect",
         "host",
         "id",
+        "last_seen",
         "send",
         "settings",
         "subscriptions",
@@ -365,6 +366,8 @@ class ServerProtocol:
         self._tokens = float(settings.command_burst)
         self._refilled = now
         self._rate_limited = False
+        #: When the client last sent a frame (for ``no_pong``).
+        self.last_seen = now
 
     def welcome(self, sid: str = "", restored_ids: list[str] | None = None) -> None:
         """Send ``welcome`` (with the session id, in the extended dialect)."""
@@ -385,6 +388,7 @@ class ServerProtocol:
         any. Errors are answered through ``send`` and leave the connection
         usable."""
         settings = self.settings
+        self.last_seen = now
         if not self._take_token(now):
             return None
         if len(frame) > settings.max_frame_bytes:
@@ -410,7 +414,9 @@ class ServerProtocol:
             return self._unsubscribe(command)
         if isinstance(command, History):
             return self._history(command)
-        # A Pong: any frame shows the client is alive; it needs no answer.
+        if isinstance(command, Ping):
+            self.send(PONG)
+        # A Pong needs no answer: any frame shows the client is alive.
         return None
 
     def _history(self, command: History) -> Event | None:
