@@ -251,6 +251,11 @@ class Cable:
         except trio.RunFinishedError:
             raise CableError("the cable is not running") from None
 
+    def whisper(self, stream: str, payload: str, sender: Subscriber) -> int:
+        """A client's whisper: to the local subscribers of ``stream`` but
+        ``sender``; not stored in history, not carried to other processes."""
+        return self.hub.publish_except(stream, payload, sender)
+
     def _publish(self, stream: str, payload: str) -> int:
         self.broker.publish(stream, payload)
         return self.hub.publish(stream, payload)

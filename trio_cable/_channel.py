@@ -47,7 +47,7 @@ class SubscriptionView(Protocol):
     @property
     def streams(self) -> list[str]: ...
     def call_soon(self, fn: Callable[..., None], *args: Any) -> None: ...
-    def stream_from(self, stream: str) -> None: ...
+    def stream_from(self, stream: str, whisper: bool = False) -> None: ...
     def stop_stream_from(self, stream: str) -> None: ...
     def stop_all_streams(self) -> None: ...
     def transmit(self, data: Any) -> None: ...
@@ -145,9 +145,16 @@ class Channel:
 
     # -- streams and output (non-blocking; callable from threads) ----------
 
-    def stream_from(self, stream: str) -> None:
-        """Deliver broadcasts to ``stream`` to this subscription."""
-        self._subscription.call_soon(self._subscription.stream_from, stream)
+    def stream_from(self, stream: str, *, whisper: bool = False) -> None:
+        """Deliver broadcasts to ``stream`` to this subscription.
+
+        With ``whisper``, the client may also whisper on it (AnyCable's
+        ``channel.whisper(data)``): each whisper goes to the stream's other
+        subscribers in this process, never back to the sender, never into
+        history. One stream per subscription takes whispers (the last one
+        opened so).
+        """
+        self._subscription.call_soon(self._subscription.stream_from, stream, whisper)
 
     def stop_stream_from(self, stream: str) -> None:
         """Stop listening to ``stream``."""

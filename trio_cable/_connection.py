@@ -28,6 +28,7 @@ from .protocol.server import (
     CommandQueued,
     ServerProtocol,
     SubscriptionRequested,
+    WhisperRequested,
 )
 
 if TYPE_CHECKING:
@@ -81,6 +82,8 @@ class ConnectionHost(Protocol):
     ) -> Replay | None: ...
 
     def broadcast_sync(self, stream: str, data: Any) -> int: ...
+
+    def whisper(self, stream: str, payload: str, sender: Subscriber) -> int: ...
 
 
 class Connection:
@@ -400,6 +403,8 @@ class Connection:
         record = event.subscription
         if isinstance(event, CommandQueued):
             record.owner.start()
+        elif isinstance(event, WhisperRequested):
+            record.owner.whisper(event.payload)
         elif isinstance(event, SubscriptionRequested):
             record.owner = sub = Subscription(self, record, event.params, event.history)
             sub.start()

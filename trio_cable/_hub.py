@@ -116,6 +116,21 @@ class Hub:
         self._deliveries += len(subscribers)
         return len(subscribers)
 
+    def publish_except(self, stream: str, payload: str, sender: Subscriber) -> int:
+        """A transient message (a whisper) to every local subscriber of
+        ``stream`` but ``sender``: no history position, never stored."""
+        subscribers = self._streams.get(stream)
+        if not subscribers:
+            return 0
+        frames: dict[str, str] = {}
+        handed = 0
+        for subscriber in tuple(subscribers):
+            if subscriber is not sender:
+                subscriber.deliver(payload, frames)
+                handed += 1
+        self._deliveries += handed
+        return handed
+
     def subscribers(self, stream: str) -> int:
         return len(self._streams.get(stream, ()))
 

@@ -41,6 +41,7 @@ class StreamHost(Protocol):
     def stream_added(self, stream: str, subscriber: Subscriber) -> None: ...
     def stream_removed(self, stream: str, subscriber: Subscriber) -> None: ...
     async def streams_live(self, streams: Iterable[str]) -> None: ...
+    def whisper(self, stream: str, payload: str, sender: Subscriber) -> int: ...
     async def read_history(
         self, streams: Iterable[str], request: HistoryRequest
     ) -> Replay | None: ...
@@ -81,6 +82,7 @@ class Subscription:
         "record",
         "rejected",
         "streams",
+        "whisper_stream",
     )
 
     def __init__(
@@ -99,6 +101,8 @@ class Subscription:
         # A list: a subscription has one stream or a few, and an empty
         # list is a quarter of an empty set (one per subscription).
         self.streams: list[str] = []
+        #: The stream the client may whisper on (the channel opens it).
+        self.whisper_stream: str | None = None
         self.rejected = False
         self.confirmed = False
         self._running = False  # a task is working for this subscription
@@ -117,20 +121,27 @@ class Subscription:
             # A plain-def hook or action running in its worker thread.
             trio.from_thread.run_sync(fn, *args)
 
-    def stream_from(self, stream: str) -> None:
+    def stream_from(self, stream: str, whisper: bool = False) -> None:
         if not isinstance(stream, str):
             raise TypeError(f"stream names are strings, not {type(stream).__name__}")
-        if self.record.closed or stream in self.streams:
+        if self.record.closed:
+            return
+        if whisper:
+            self.whisper_stream = stream
+        if stream in self.streams:
             return
         self.streams.append(stream)
         self.connection.host.stream_added(stream, self.record)
 
     def stop_stream_from(self, stream: str) -> None:
+        if stream == self.whisper_stream:
+            self.whisper_stream = None
         if stream in self.streams:
             self.streams.remove(stream)
             self.connection.host.stream_removed(stream, self.record)
 
     def stop_all_streams(self) -> None:
+        self.whisper_stream = None
         host = self.connection.host
         for stream in self.streams:
             host.stream_removed(stream, self.record)
@@ -138,6 +149,19 @@ class Subscription:
 
     def transmit(self, data: Any) -> None:
         self.record.transmit(encode_payload(data))
+
+    def whisper(self, payload: str) -> None:
+        """The client's whisper: to every other subscriber of the whisper
+        stream, in this process, never stored, never back to the sender."""
+        stream = self.whisper_stream
+        if stream is None:
+            self.connection.error(
+                "whisper_not_allowed",
+                "the channel opened no stream for whispers",
+                self.identifier,
+            )
+            return
+        self.connection.host.whisper(stream, payload, self.record)
 
     # -- called by the connection ------------------------------------------
 

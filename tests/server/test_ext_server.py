@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from trio_cable import Cable, Channel
-from trio_cable.testing import cable_test_client
+from trio_cable.testing import cable_test_client, identifier_for
 
 EXT = ["actioncable-v1-ext-json"]
 
@@ -93,3 +93,86 @@ async def test_history_on_a_live_cable_with_the_hand_off() -> None:
                 "type": "reject_history",
                 "identifier": identifier,
             }
+
+
+def whisper_cable() -> Cable:
+    cable = Cable()
+
+    @cable.channel
+    class Typing(Channel):
+        async def subscribed(self) -> None:
+            self.stream_from(f"typing:{self.params['room']}", whisper=True)
+
+    @cable.channel
+    class Quiet(Channel):
+        async def subscribed(self) -> None:
+            self.stream_from("quiet")
+
+    return cable
+
+
+def whisper(channel: str, data: object, **params: object) -> str:
+    identifier = identifier_for(channel, **params)
+    return json.dumps({"command": "whisper", "identifier": identifier, "data": data})
+
+
+async def test_whispers_reach_the_others_not_the_sender() -> None:
+    cable = whisper_cable()
+    async with (
+        cable.running(),
+        cable_test_client(cable, subprotocols=EXT) as ann,
+        cable_test_client(cable, subprotocols=EXT) as bob,
+        cable_test_client(cable, subprotocols=EXT) as eve,
+    ):
+        for client in (ann, bob):
+            await client.subscribe("Typing", room="r")
+        await eve.subscribe("Typing", room="elsewhere")
+        await ann.send_raw(whisper("Typing", {"typing": True}, room="r"))
+        frame = await bob.receive()
+        assert frame["message"] == {"typing": True}
+        assert "offset" not in frame  # never stored
+        # Not the sender, not another room; a broadcast after it comes first.
+        await cable.broadcast("typing:r", {"marker": 1})
+        assert (await ann.receive())["message"] == {"marker": 1}
+        await cable.broadcast("typing:elsewhere", {"marker": 2})
+        assert (await eve.receive())["message"] == {"marker": 2}
+
+
+async def test_a_stream_not_opened_for_whispers_refuses_them() -> None:
+    cable = whisper_cable()
+    async with (
+        cable.running(),
+        cable_test_client(cable, subprotocols=EXT) as ann,
+        cable_test_client(cable, subprotocols=EXT) as bob,
+    ):
+        await ann.subscribe("Quiet")
+        await bob.subscribe("Quiet")
+        await ann.send_raw(whisper("Quiet", {"typing": True}))
+        error = await ann.receive()
+        assert error["type"] == "error"
+        assert error["reason"] == "whisper_not_allowed"
+        await ann.send_raw(whisper("Typing", {"x": 1}, room="r"))  # not subscribed
+        assert (await ann.receive())["reason"] == "not_subscribed"
+        await cable.broadcast("quiet", {"marker": 1})
+        assert (await bob.receive())["message"] == {"marker": 1}
+
+
+async def test_whispers_count_against_the_rate_limit() -> None:
+    cable = Cable(commands_per_second=1, command_burst=3)
+    cable.channel(whisper_cable().channels["Typing"])
+    async with (
+        cable.running(),
+        cable_test_client(cable, subprotocols=EXT) as ann,
+        cable_test_client(cable, subprotocols=EXT) as bob,
+    ):
+        await ann.subscribe("Typing", room="r")
+        await bob.subscribe("Typing", room="r")
+        for n in range(5):
+            await ann.send_raw(whisper("Typing", {"n": n}, room="r"))
+        error = await ann.receive()
+        assert error["reason"] == "rate_limited"
+        got = [(await bob.receive())["message"] for _ in range(1)]
+        await cable.broadcast("typing:r", {"marker": 1})
+        while (frame := await bob.receive())["message"] != {"marker": 1}:
+            got.append(frame["message"])
+        assert len(got) < 5

@@ -42,6 +42,7 @@ __all__ = [
     "Pong",
     "Position",
     "StreamPosition",
+    "Whisper",
     "encode_history_result",
     "encode_welcome_ext",
     "parse_ext_frame",
@@ -107,7 +108,16 @@ class Ping:
     """``{"command":"ping"}``: the client asks whether we are alive."""
 
 
-ExtCommand = Command | History | Pong | Ping
+@dataclass(frozen=True, slots=True)
+class Whisper:
+    """``{"command":"whisper"}``: ``payload`` (encoded ``data``) for the
+    other subscribers of the subscription's whisper stream."""
+
+    identifier: str
+    payload: str
+
+
+ExtCommand = Command | History | Pong | Ping | Whisper
 
 #: The answer to a client's ping (as anycable/anycable's server sends it).
 PONG: Final = '{"type":"pong"}'
@@ -172,6 +182,15 @@ def parse_ext_frame(text: str | bytes, limits: Limits = DEFAULT_LIMITS) -> ExtCo
         raise ProtocolError(
             "unsupported_command", f"{command!r} (presence) is not supported", ident
         )
+    if command == "whisper":
+        if ident is None:
+            raise ProtocolError(
+                "invalid_request", "identifier must be a JSON-encoded string"
+            )
+        if "data" not in frame:
+            raise ProtocolError("invalid_request", "a whisper needs data", ident)
+        # AnyCable's client sends data as JSON, not as a JSON string.
+        return Whisper(ident, dumps(frame["data"]))
     if command == "history":
         if ident is None:
             raise ProtocolError(

@@ -27,7 +27,7 @@ from typing import Any, Final, Protocol
 from .._errors import ProtocolError
 from .codec import DEFAULT_LIMITS, Limits, Message, Subscribe, Unsubscribe
 from .dialects import Dialect
-from .ext import PONG, History, HistoryRequest, Ping, Position
+from .ext import PONG, History, HistoryRequest, Ping, Position, Whisper
 
 __all__ = [
     "CONFIRMED",
@@ -43,6 +43,7 @@ __all__ = [
     "ServerSubscription",
     "SubscriptionRequested",
     "UnsubscribeRequested",
+    "WhisperRequested",
     "refusal",
 ]
 
@@ -134,7 +135,16 @@ class UnsubscribeRequested:
     subscription: ServerSubscription
 
 
-Event = SubscriptionRequested | CommandQueued | UnsubscribeRequested
+@dataclass(frozen=True, slots=True)
+class WhisperRequested:
+    """The client whispers ``payload`` on the subscription: hand it to the
+    other subscribers of its whisper stream (if the channel opened one)."""
+
+    subscription: ServerSubscription
+    payload: str
+
+
+Event = SubscriptionRequested | CommandQueued | UnsubscribeRequested | WhisperRequested
 
 
 class ServerSubscription:
@@ -414,10 +424,19 @@ class ServerProtocol:
             return self._unsubscribe(command)
         if isinstance(command, History):
             return self._history(command)
+        if isinstance(command, Whisper):
+            return self._whisper(command)
         if isinstance(command, Ping):
             self.send(PONG)
         # A Pong needs no answer: any frame shows the client is alive.
         return None
+
+    def _whisper(self, command: Whisper) -> Event | None:
+        sub = self.subscriptions.get(command.identifier)
+        if sub is None or sub.state is not CONFIRMED:
+            self._not_subscribed(command.identifier)
+            return None
+        return WhisperRequested(sub, command.payload)
 
     def _history(self, command: History) -> Event | None:
         sub = self.subscriptions.get(command.identifier)
