@@ -270,3 +270,30 @@ async def test_history_gone_after_a_restart_is_reported(tmp_path: Path) -> None:
             got = await client.expect({"event": "message", "key": "f"}, LOSS_BOUND)
             assert got["data"] == {"n": 1}
             assert got["meta"]["offset"] == 1  # a new epoch counts afresh
+
+
+async def test_whispers_between_two_anycable_clients() -> None:
+    """``channel.whisper()`` of @anycable/web reaches the other client and
+    not the sender (once a broadcast made after it has reached both)."""
+    cable = Cable()
+
+    @cable.channel
+    class TypingChannel(Channel):
+        async def subscribed(self) -> None:
+            self.stream_from("typing", whisper=True)
+
+    async with served(cable) as port, anycable() as ann, anycable() as bob:
+        url = f"ws://127.0.0.1:{port}/cable"
+        for client in (ann, bob):
+            await client.send({"cmd": "connect", "url": url})
+            await client.send(
+                {"cmd": "subscribe", "key": "t", "channel": "TypingChannel"}
+            )
+            await client.expect({"event": "subscribed", "key": "t"})
+        await ann.send({"cmd": "whisper", "key": "t", "data": {"typing": "ann"}})
+        got = await bob.expect({"event": "message", "key": "t"})
+        assert got["data"] == {"typing": "ann"}
+        await cable.broadcast("typing", {"marker": 1})
+        first = await ann.expect({"event": "message", "key": "t"})
+        assert first["data"] == {"marker": 1}  # its own whisper never came
+        await bob.expect({"event": "message", "key": "t"})
