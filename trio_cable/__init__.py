@@ -22,6 +22,7 @@ from ._errors import HandshakeRefused as HandshakeRefused
 from ._errors import ProtocolError as ProtocolError
 from ._errors import Unauthorized as Unauthorized
 from ._gc import tune_gc as tune_gc
+from ._history import HistoryPolicy as HistoryPolicy
 from ._hub import HubStatistics as HubStatistics
 from ._redis import BridgeStatistics as BridgeStatistics
 from ._redis import redis_broadcast as redis_broadcast
@@ -52,6 +53,7 @@ __all__ = [
     "ConnectionRejected",
     "HandshakeRefused",
     "Headers",
+    "HistoryPolicy",
     "HubStatistics",
     "InvalidSignature",
     "InvalidToken",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
@@ -16,6 +17,13 @@ from ._background import Background, guarded
 from ._broker import IN_PROCESS, Broker, open_broker
 from ._channel import Channel, rules_for
 from ._errors import CableError
+from ._history import (
+    HistoryConfig,
+    HistoryPolicy,
+    HistoryStore,
+    Replay,
+    keep_stream_history,
+)
 from ._hub import Hub, Subscriber
 from ._logsummary import LogSummary
 from ._options import DEFAULT_REDIS_PREFIX, CableOptions, origin_allowed
@@ -28,6 +36,7 @@ from .protocol.codec import encode_payload, encode_ping
 if TYPE_CHECKING:
     from ._connection import Connection
     from ._request import Request
+    from .protocol.ext import HistoryRequest
     from .protocol.server import ChannelRules
 
 __all__ = ["Cable", "ConnectHook"]
@@ -54,47 +63,10 @@ class Cable:
             with the :meth:`connect` decorator.
         options: a :class:`CableOptions` holding the options below (any
             keyword argument given besides overrides its field).
-        ping_interval: seconds between ``ping`` frames (3, like Rails;
-            the official client calls a connection stale after 6).
-        max_outbox_frames: frames queued for one client before it counts
-            as too slow: it is sent ``disconnect`` (reason ``too_slow``,
-            reconnect true) and closed, and no broadcaster ever waits.
-        max_pending_commands: commands queued for one subscription while
-            an earlier action runs; more are refused (``too_many_commands``).
-        max_subscriptions: subscriptions per connection.
-        hook_timeout: how long ``unsubscribed()`` may run at disconnect.
-        close_timeout: bound on the close handshake at disconnect/shutdown.
-        redis_url, redis_prefix, redis_buffer: cross-process broadcasts
-            through Redis (see docs/scaling.md).
-        allowed_origins: browser origins allowed to connect: exact origins
-            (``"https://example.com"``) or patterns
-            (``"https://*.example.com"``), or ``"*"`` for any. By default
-            only the same origin as the ``Host`` header. Handshakes without
-            an ``Origin`` header (non-browser clients) are allowed. Refused
-            handshakes get HTTP 403 before any WebSocket is accepted.
-        max_connections: open connections per process, handshakes under
-            way included; beyond it handshakes get HTTP 503.
-        max_handshakes: sockets accepted but not yet through their
-            handshake (the direct transport); beyond it new sockets are
-            closed at once, so slow handshakes cannot take every file
-            descriptor (``counters["handshakes_refused"]``).
-        max_frame_bytes: largest client frame; larger ones are refused
-            with ``frame_too_large``.
-        max_identifier_bytes: longest identifier (``identifier_too_large``).
-        max_json_depth: deepest nesting of params and data (``json_too_deep``).
-        commands_per_second, command_burst: a token bucket per connection;
-            commands beyond it are refused with ``rate_limited``.
-        max_outbox_bytes: bytes queued for one client before the slow-client
-            policy runs (besides ``max_outbox_frames``).
-        input_frames_per_second, input_bytes_per_second: what one client
-            may send the direct transport, counting every WebSocket frame
-            (pings and fragments too) and byte; a client past them is read
-            no faster (TCP pushes back on it), counted in
-            ``counters["input_throttled"]`` (1,000 frames and 1 MiB per
-            second, bursts of one second's worth).
-        max_fragments, message_timeout: a message in more fragments (1,024)
-            or unfinished for longer (10 s) closes its socket with code
-            1008 on the direct transport (``counters["message_refused"]``).
+        **options: any field of :class:`CableOptions` (each documented
+            there): ping and close timing, the slow-client and input
+            limits, Redis, origins, the connection cap, the extended
+            protocol and stream history.
     """
 
     def __init__(
@@ -115,6 +87,9 @@ class Cable:
         self.channels: dict[str, type[Channel]] = {}
         self.connect_hook = connect
         self.hub = Hub()
+        config = options.history_config
+        if config is not None:
+            self.hub.history = HistoryStore(config)
         self.counters: Counter[str] = Counter()
         self._connections: ConnectionSet[Connection] = ConnectionSet()
         #: Handshakes under way (counted by the serving path).
@@ -354,6 +329,10 @@ class Cable:
     def _disconnect_here(self, payload: str) -> int:
         return close_matching(self._connections, payload)
 
+    def whisper(self, stream: str, payload: str, sender: Subscriber) -> int:
+        """A whisper, to this process's subscribers of ``stream`` but ``sender``."""
+        return self.hub.publish_except(stream, payload, sender)
+
     def _publish(self, stream: str, payload: str) -> int:
         self.broker.publish(stream, payload)
         return self.hub.publish(stream, payload)
@@ -378,6 +357,32 @@ class Cable:
     async def streams_live(self, streams: Iterable[str]) -> None:
         """Wait until broadcasts to ``streams`` reach this process."""
         await self.broker.streams_live(streams)
+
+    # -- history -------------------------------------------------------------
+
+    def keep_history(
+        self, stream: str, *, limit: int | None = None, ttl: float | None = None
+    ) -> None:
+        """Keep the history of ``stream`` (a name or an ``fnmatch``
+        pattern) from now on: its last ``limit`` broadcasts, none older
+        than ``ttl`` seconds (by default ``history_limit`` and
+        ``history_ttl``). Clients of the extended protocol recover what
+        they missed from it."""
+        options = self.options
+        default = HistoryPolicy(options.history_limit, options.history_ttl)
+        self.hub.history = keep_stream_history(
+            self.hub.history, stream, default, limit=limit, ttl=ttl
+        )
+
+    async def read_history(
+        self, streams: Iterable[str], request: HistoryRequest
+    ) -> Replay | None:
+        """What a client missed of ``streams``; None if it is gone."""
+        await trio.lowlevel.checkpoint()
+        history = self.hub.history
+        if history is None:  # nothing kept: any position is unknown
+            history = HistoryStore(HistoryConfig())
+        return history.read(streams, request)
 
     # -- running -------------------------------------------------------------
 
@@ -507,12 +512,25 @@ class Cable:
     async def _ping_forever(self) -> NoReturn:
         # One timer for every connection: no task per connection just to
         # ping, and pings still flow when actions are slow.
+        pong_timeout = self.options.pong_timeout
         while True:
             await trio.sleep(self.options.ping_interval)
             self._refusals.tick()
             frame = encode_ping(int(time.time()))
+            silent_since = (
+                -math.inf
+                if pong_timeout is None
+                else trio.current_time() - pong_timeout
+            )
             for conn in list(self._connections):
-                if conn.ready and conn.protocol.dialect.pings:
+                if not conn.ready:
+                    continue
+                protocol = conn.protocol
+                if protocol.last_seen < silent_since and protocol.dialect.extended:
+                    self.count("no_pong")
+                    log.info("conn %s: no pong for %gs", conn.id, pong_timeout)
+                    conn.close("no_pong", reconnect=True)
+                elif protocol.dialect.pings:
                     conn.enqueue(frame)
 
 

@@ -62,7 +62,10 @@ class SubscriptionView(Protocol):
     def streams(self) -> list[str]: ...
     def call_soon(self, fn: Callable[..., None], *args: Any) -> None: ...
     def stream_from(
-        self, stream: str, callback: StreamCallback | None = None
+        self,
+        stream: str,
+        callback: StreamCallback | None = None,
+        whisper: bool = False,
     ) -> None: ...
     def add_timer(self, fn: Callable[[], Any], seconds: float) -> None: ...
     def stop_stream_from(self, stream: str) -> None: ...
@@ -255,7 +258,13 @@ class Channel:
 
     # -- streams and output (non-blocking; callable from threads) ----------
 
-    def stream_from(self, stream: str, callback: StreamCallback | None = None) -> None:
+    def stream_from(
+        self,
+        stream: str,
+        callback: StreamCallback | None = None,
+        *,
+        whisper: bool = False,
+    ) -> None:
         """Deliver broadcasts to ``stream`` to this subscription.
 
         With ``callback`` (Rails' block form), each broadcast's decoded data
@@ -265,8 +274,16 @@ class Channel:
         exception drops that message for this subscription and is logged.
         It costs a decode and an encode per message for this subscription
         only (the encode-once fan-out carries on for every other one).
+
+        With ``whisper``, the client may also whisper on it (AnyCable's
+        ``channel.whisper(data)``): each whisper goes to the stream's other
+        subscribers in this process, never back to the sender, never into
+        history. One stream per subscription takes whispers (the last one
+        opened so).
         """
-        self._subscription.call_soon(self._subscription.stream_from, stream, callback)
+        self._subscription.call_soon(
+            self._subscription.stream_from, stream, callback, whisper
+        )
 
     def stream_for(self, obj: Any, callback: StreamCallback | None = None) -> None:
         """:meth:`stream_from` the stream of ``obj`` for this channel (see

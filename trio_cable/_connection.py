@@ -15,6 +15,7 @@ import contextlib
 import inspect
 import itertools
 import logging
+import secrets
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import trio
@@ -27,15 +28,18 @@ from .protocol.server import (
     CommandQueued,
     ServerProtocol,
     SubscriptionRequested,
+    WhisperRequested,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection, Iterable
 
+    from ._history import Replay
     from ._hub import Subscriber
     from ._options import CableOptions
     from ._request import Request
     from .protocol.dialects import Dialect
+    from .protocol.ext import HistoryRequest
     from .protocol.server import ChannelRules
     from .transports.base import Transport
 
@@ -78,7 +82,13 @@ class ConnectionHost(Protocol):
     async def streams_live(self, streams: Iterable[str]) -> None:
         """Wait until broadcasts to ``streams`` reach this process."""
 
+    async def read_history(
+        self, streams: Iterable[str], request: HistoryRequest
+    ) -> Replay | None: ...
+
     def broadcast_sync(self, stream: str, data: Any) -> int: ...
+
+    def whisper(self, stream: str, payload: str, sender: Subscriber) -> int: ...
 
 
 class Connection:
@@ -116,6 +126,7 @@ class Connection:
         "protocol",
         "ready",
         "request",
+        "sid",
         "transport",
     )
 
@@ -134,6 +145,8 @@ class Connection:
         self.request = request
         self.identity: Any = None
         self.ready = False
+        #: The session id the extended protocol's welcome carries.
+        self.sid = secrets.token_urlsafe(12) if dialect.extended else ""
         self.protocol = ServerProtocol(
             dialect,
             cable.options.protocol,
@@ -339,7 +352,7 @@ class Connection:
                 current_connection.set(self)
                 self._nursery = nursery
                 try:
-                    self.protocol.welcome()
+                    self.protocol.welcome(self.sid)
                     if self._close is not None:  # closed before it opened
                         self._start_writer()
                     self.ready = True
@@ -446,8 +459,10 @@ class Connection:
         record = event.subscription
         if isinstance(event, CommandQueued):
             record.owner.start()
+        elif isinstance(event, WhisperRequested):
+            record.owner.whisper(event.payload)
         elif isinstance(event, SubscriptionRequested):
-            record.owner = sub = Subscription(self, record, event.params)
+            record.owner = sub = Subscription(self, record, event.params, event.history)
             sub.start()
         else:
             record.owner.end()

@@ -7,13 +7,21 @@ share one frame string. Handing over never waits: each subscriber's
 connection queues the frame without blocking, and a connection whose
 bounded queue is full is dealt with by its slow-client policy, not by the
 broadcaster.
+
+A broadcast to a stream that keeps history is given its position there
+first (:mod:`._history`), whether it was made here or came from another
+process, and its frames carry that position.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ._history import HistoryStore
+    from .protocol.ext import Position
 
 __all__ = ["Hub", "HubStatistics", "Subscriber"]
 
@@ -23,10 +31,14 @@ class Subscriber(Protocol):
 
     identifier: str
 
-    def deliver(self, payload: str, frames: dict[str, str]) -> None:
+    def deliver(
+        self, payload: str, frames: dict[str, str], position: Position | None = None
+    ) -> None:
         """Queue ``payload`` without blocking; ``frames`` caches frames
         built for this broadcast, keyed by the frame's head (two dialects
-        may share an identifier, never a head)."""
+        may share an identifier, never a head); ``position`` is the
+        broadcast's place in its stream's history (passed only to
+        subscribers of streams that keep one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +66,7 @@ class Hub:
         "_deliveries",
         "_streams",
         "control",
+        "history",
         "on_first",
         "on_last",
     )
@@ -66,6 +79,8 @@ class Hub:
         self.on_first: Callable[[str], None] | None = None
         self.on_last: Callable[[str], None] | None = None
         self.control: dict[str, Callable[[str], object]] = {}
+        #: The streams' history; None while no stream keeps one.
+        self.history: HistoryStore | None = None
 
     def add(self, stream: str, subscriber: Subscriber) -> None:
         subscribers = self._streams.get(stream)
@@ -92,6 +107,8 @@ class Hub:
         Returns the number of subscribers it was handed to. Never blocks.
         """
         self._broadcasts += 1
+        history = self.history
+        position = None if history is None else history.append(stream, payload)
         subscribers = self._streams.get(stream)
         if not subscribers:
             handler = self.control.get(stream)  # off the hot path: rare
@@ -100,10 +117,29 @@ class Hub:
             return 0
         frames: dict[str, str] = {}
         # A copy: a delivery may end a slow connection, which leaves streams.
-        for subscriber in tuple(subscribers):
-            subscriber.deliver(payload, frames)
+        if position is None:
+            for subscriber in tuple(subscribers):
+                subscriber.deliver(payload, frames)
+        else:
+            for subscriber in tuple(subscribers):
+                subscriber.deliver(payload, frames, position)
         self._deliveries += len(subscribers)
         return len(subscribers)
+
+    def publish_except(self, stream: str, payload: str, sender: Subscriber) -> int:
+        """A transient message (a whisper) to every local subscriber of
+        ``stream`` but ``sender``: no history position, never stored."""
+        subscribers = self._streams.get(stream)
+        if not subscribers:
+            return 0
+        frames: dict[str, str] = {}
+        handed = 0
+        for subscriber in tuple(subscribers):
+            if subscriber is not sender:
+                subscriber.deliver(payload, frames)
+                handed += 1
+        self._deliveries += handed
+        return handed
 
     def subscribers(self, stream: str) -> int:
         return len(self._streams.get(stream, ()))

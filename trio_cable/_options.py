@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Final
 from urllib.parse import urlsplit
 
+from ._history import HistoryConfig, HistoryPolicy
 from .protocol.codec import Limits
 from .protocol.server import ProtocolSettings
 from .transports.inbound import InputLimits
@@ -20,8 +21,66 @@ DEFAULT_REDIS_PREFIX: Final = "trio_cable:"
 
 @dataclass(frozen=True)
 class CableOptions:
-    """The options of :class:`~trio_cable.Cable` (its keyword arguments;
-    see its docstring for what each one means)."""
+    """The options of :class:`~trio_cable.Cable`, given as its keyword
+    arguments (or as one ``options=CableOptions(...)``).
+
+    Fields:
+        ping_interval: seconds between ``ping`` frames (3, like Rails;
+            the official client calls a connection stale after 6).
+        max_outbox_frames: frames queued for one client before it counts
+            as too slow: it is sent ``disconnect`` (reason ``too_slow``,
+            reconnect true) and closed, and no broadcaster ever waits.
+        max_pending_commands: commands queued for one subscription while
+            an earlier action runs; more are refused (``too_many_commands``).
+        max_subscriptions: subscriptions per connection.
+        hook_timeout: how long ``unsubscribed()`` may run at disconnect.
+        close_timeout: bound on the close handshake at disconnect/shutdown.
+        redis_url, redis_prefix, redis_buffer: cross-process broadcasts
+            through Redis (see docs/scaling.md).
+        allowed_origins: browser origins allowed to connect: exact origins
+            (``"https://example.com"``) or patterns
+            (``"https://*.example.com"``), or ``"*"`` for any. By default
+            only the same origin as the ``Host`` header. Handshakes without
+            an ``Origin`` header (non-browser clients) are allowed. Refused
+            handshakes get HTTP 403 before any WebSocket is accepted.
+        max_connections: open connections per process, handshakes under
+            way included; beyond it handshakes get HTTP 503.
+        max_handshakes: sockets accepted but not yet through their
+            handshake (the direct transport); beyond it new sockets are
+            closed at once, so slow handshakes cannot take every file
+            descriptor (``counters["handshakes_refused"]``).
+        max_frame_bytes: largest client frame; larger ones are refused
+            with ``frame_too_large``.
+        max_identifier_bytes: longest identifier (``identifier_too_large``).
+        max_json_depth: deepest nesting of params and data (``json_too_deep``).
+        commands_per_second, command_burst: a token bucket per connection;
+            commands beyond it are refused with ``rate_limited``.
+        max_outbox_bytes: bytes queued for one client before the slow-client
+            policy runs (besides ``max_outbox_frames``).
+        input_frames_per_second, input_bytes_per_second: what one client
+            may send the direct transport, counting every WebSocket frame
+            (pings and fragments too) and byte; a client past them is read
+            no faster (TCP pushes back on it), counted in
+            ``counters["input_throttled"]`` (1,000 frames and 1 MiB per
+            second, bursts of one second's worth).
+        max_fragments, message_timeout: a message in more fragments (1,024)
+            or unfinished for longer (10 s) closes its socket with code
+            1008 on the direct transport (``counters["message_refused"]``).
+        extended_protocol: speak AnyCable's ``actioncable-v1-ext-json``
+            (session ids, history, recovery) to clients that offer it
+            (default true); false refuses clients that offer only it.
+        pong_timeout: seconds an extended-protocol client may stay silent
+            (no pong, no frame at all) before it is sent ``disconnect``
+            with reason ``no_pong`` (reconnect true) and closed; checked
+            at each ping. None (the default): never.
+        history: the streams that keep history, for recovery (see
+            docs/reliability.md): names or ``fnmatch`` patterns, or a
+            mapping of them to a :class:`HistoryPolicy` (None: the
+            default one). Nothing keeps history by default.
+        history_limit, history_ttl: the default policy: the last
+            ``history_limit`` broadcasts of a stream (100), none older than
+            ``history_ttl`` seconds (300).
+    """
 
     ping_interval: float = 3.0
     max_outbox_frames: int = 1024
@@ -41,6 +100,11 @@ class CableOptions:
     max_json_depth: int = 16
     commands_per_second: float = 50.0
     command_burst: int = 100
+    extended_protocol: bool = True
+    pong_timeout: float | None = None
+    history: Sequence[str] | Mapping[str, HistoryPolicy | None] = ()
+    history_limit: int = 100
+    history_ttl: float = 300.0
     input_frames_per_second: float = 1000.0
     input_bytes_per_second: float = 1024.0 * 1024.0
     max_fragments: int = 1024
@@ -66,6 +130,20 @@ class CableOptions:
             max_pending_commands=self.max_pending_commands,
             commands_per_second=self.commands_per_second,
             command_burst=self.command_burst,
+        )
+
+    @cached_property
+    def history_config(self) -> HistoryConfig | None:
+        """Which streams keep history (None: none does)."""
+        if not self.history:
+            return None
+        streams = (
+            dict(self.history)
+            if isinstance(self.history, Mapping)
+            else dict.fromkeys(self.history)
+        )
+        return HistoryConfig(
+            streams, HistoryPolicy(self.history_limit, self.history_ttl)
         )
 
     @property

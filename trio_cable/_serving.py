@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -14,12 +14,13 @@ import trio
 
 from ._connection import Connection
 from ._gc import tune_gc as _tune_gc
-from .protocol.dialects import choose_dialect
+from .protocol.dialects import choose_dialect, speakable
 
 if TYPE_CHECKING:
     from ._cable import Cable
     from ._registry import ConnectionSet
     from ._request import Request
+    from .protocol.dialects import Dialect
     from .transports.base import Handshake, Transport
 
 __all__ = ["serve_connection", "serve_until_cancelled"]
@@ -41,7 +42,8 @@ async def serve_connection(
     The handshake is refused with 404 if its path is not ``path`` (None:
     any), and with the cable's status if the cable refuses it (origin,
     connection cap); otherwise it is accepted with the subprotocol of the
-    dialect chosen from the client's offer. All that within
+    dialect chosen from the client's offer (with 400 if it offers only
+    subprotocols the cable does not speak). All that within
     ``connect_timeout`` (the handshake timeout: a client that has not
     finished its handshake by then is dropped); while it runs, the
     handshake counts against the cable's ``max_connections``. The
@@ -52,6 +54,7 @@ async def serve_connection(
     """
     transport: Transport | None = None
     request: Request | None = None
+    dialect: Dialect | None = None
     # Counted against max_connections until it is a connection (or gone).
     cable.handshakes += 1
     try:
@@ -67,14 +70,22 @@ async def serve_connection(
             if refused is not None:
                 await handshake.refuse(*refused)
                 return
-            subprotocol, dialect = choose_dialect(request.subprotocols)
+            offered = request.subprotocols
+            subprotocol, dialect = choose_dialect(
+                offered, extended=cable.options.extended_protocol
+            )
+            if dialect is None:
+                # Accepted, the client would fail the handshake itself and
+                # retry forever with nothing said: refuse it in words.
+                await _refuse_subprotocols(cable, handshake, offered)
+                return
             transport = await handshake.accept(subprotocol)
     finally:
         cable.handshakes -= 1
     # Nothing of the handshake is kept for the connection's lifetime (the
     # direct one holds an HTTP parser): one per open socket adds up.
     del handshake
-    if transport is None or request is None:
+    if transport is None or request is None or dialect is None:
         return
     conn = Connection(cable, transport, request, dialect)
     if connections is not None:
@@ -141,3 +152,16 @@ async def serve_until_cancelled(
                 await served.drain(cable.options.drain_timeout, shield=True)
                 server_scope.cancel()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _refuse_subprotocols(
+    cable: Cable, handshake: Handshake, offered: Sequence[str]
+) -> None:
+    speaks = ", ".join(speakable(cable.options.extended_protocol))
+    cable.count("subprotocol_refused")
+    log.warning(
+        "refused a handshake offering only %s (this server speaks %s)",
+        ", ".join(offered),
+        speaks,
+    )
+    await handshake.refuse(400, "unsupported subprotocol: this server speaks " + speaks)

@@ -20,15 +20,17 @@ import trio
 
 from ._channel import Channel, ConnectionView, action_for
 from ._errors import ActionError
-from .protocol.codec import encode_payload
+from .protocol.codec import Message, encode_payload
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
 
     from ._channel import StreamCallback
+    from ._history import Replay
     from ._hub import Subscriber
     from ._options import CableOptions
-    from .protocol.codec import Message, Ref
+    from .protocol.codec import Ref
+    from .protocol.ext import History, HistoryRequest, Position
     from .protocol.server import ServerSubscription
 
 __all__ = ["RESERVED_PREFIX", "Subscription"]
@@ -48,6 +50,10 @@ class StreamHost(Protocol):
     def stream_removed(self, stream: str, subscriber: Subscriber) -> None: ...
     async def streams_live(self, streams: Iterable[str]) -> None: ...
     def count(self, name: str) -> None: ...
+    def whisper(self, stream: str, payload: str, sender: Subscriber) -> int: ...
+    async def read_history(
+        self, streams: Iterable[str], request: HistoryRequest
+    ) -> Replay | None: ...
 
 
 class SubscriptionOwner(ConnectionView, Protocol):
@@ -76,6 +82,7 @@ class Subscription:
         "_ending",
         "_filters",
         "_finished",
+        "_history",
         "_running",
         "_timer_scopes",
         "_timers",
@@ -88,6 +95,7 @@ class Subscription:
         "record",
         "rejected",
         "streams",
+        "whisper_stream",
     )
 
     def __init__(
@@ -95,14 +103,19 @@ class Subscription:
         connection: SubscriptionOwner,
         record: ServerSubscription,
         params: dict[str, Any],
+        history: HistoryRequest | None = None,
     ) -> None:
         self.connection = connection
+        # What the client missed, replayed once it is confirmed.
+        self._history = history
         self.record = record
         self.identifier = record.identifier
         self.params = params
         # A list: a subscription has one stream or a few, and an empty
         # list is a quarter of an empty set (one per subscription).
         self.streams: list[str] = []
+        #: The stream the client may whisper on (the channel opens it).
+        self.whisper_stream: str | None = None
         self.rejected = False
         self.confirmed = False
         self._running = False  # a task is working for this subscription
@@ -126,12 +139,21 @@ class Subscription:
             # A plain-def hook or action running in its worker thread.
             trio.from_thread.run_sync(fn, *args)
 
-    def stream_from(self, stream: str, callback: StreamCallback | None = None) -> None:
+    def stream_from(
+        self,
+        stream: str,
+        callback: StreamCallback | None = None,
+        whisper: bool = False,
+    ) -> None:
         if not isinstance(stream, str):
             raise TypeError(f"stream names are strings, not {type(stream).__name__}")
         if stream.startswith(RESERVED_PREFIX):
             raise ValueError(f"stream names starting {RESERVED_PREFIX!r} are reserved")
-        if self.record.closed or stream in self.streams:
+        if self.record.closed:
+            return
+        if whisper:
+            self.whisper_stream = stream
+        if stream in self.streams:
             return
         self.streams.append(stream)
         subscriber: Subscriber = self.record
@@ -148,11 +170,14 @@ class Subscription:
         return self.record
 
     def stop_stream_from(self, stream: str) -> None:
+        if stream == self.whisper_stream:
+            self.whisper_stream = None
         if stream in self.streams:
             self.streams.remove(stream)
             self.connection.host.stream_removed(stream, self._subscriber(stream))
 
     def stop_all_streams(self) -> None:
+        self.whisper_stream = None
         host = self.connection.host
         for stream in self.streams:
             host.stream_removed(stream, self._subscriber(stream))
@@ -169,6 +194,19 @@ class Subscription:
 
     def transmit(self, data: Any) -> None:
         self.record.transmit(encode_payload(data))
+
+    def whisper(self, payload: str) -> None:
+        """The client's whisper: to every other subscriber of the whisper
+        stream, in this process, never stored, never back to the sender."""
+        stream = self.whisper_stream
+        if stream is None:
+            self.connection.error(
+                "whisper_not_allowed",
+                "the channel opened no stream for whispers",
+                self.identifier,
+            )
+            return
+        self.connection.host.whisper(stream, payload, self.record)
 
     # -- called by the connection ------------------------------------------
 
@@ -231,9 +269,12 @@ class Subscription:
             conn.forget(self)
             return False
         await conn.host.streams_live(self.streams)
-        self.record.confirm()
+        request, self._history = self._history, None
+        self.record.confirm(hold=request is not None)
         self.confirmed = True
         self._start_timers()
+        if request is not None:
+            await self._replay(request)
         return True
 
     def _start_timers(self) -> None:
@@ -267,6 +308,25 @@ class Subscription:
             if not self._timer_scopes and self._timers_gone is not None:
                 self._timers_gone.set()
 
+    async def _replay(self, request: HistoryRequest) -> None:
+        """Send what the client missed, then what came meanwhile: live
+        broadcasts are held back from before the history is read (the
+        streams are live already), and those the replay carried dropped."""
+        record = self.record
+        record.hold()
+        replay: Replay | None = None
+        try:
+            replay = await self.connection.host.read_history(self.streams, request)
+        except Exception:
+            log.exception(
+                "conn %s: reading the history of %s failed",
+                self.connection.id,
+                self.identifier,
+            )
+        finally:
+            # Also on cancellation: nothing stays held.
+            record.history(replay)
+
     async def _finish(self) -> None:
         if self._finished:
             return
@@ -277,11 +337,15 @@ class Subscription:
         if self.confirmed:
             await self._unsubscribed()
 
-    async def _perform(self, message: Message) -> None:
+    async def _perform(self, message: Message | History) -> None:
         """Run one action; a call (``ref`` set) gets its return value or
         its error back, after whatever the action transmitted. An error is
         the channel's ``rescue_from`` handler's to answer first (a call
-        then gets what the handler returned)."""
+        then gets what the handler returned). A ``history`` command (the
+        extended protocol) replays instead."""
+        if not isinstance(message, Message):
+            await self._replay(message.request)
+            return
         fn, is_async, takes_data = action_for(type(self.channel), message.action)
         args = (self.channel, message.data) if takes_data else (self.channel,)
         try:
@@ -429,7 +493,9 @@ class Filtered:
         self.identifier = owner.identifier
         self.callback = callback
 
-    def deliver(self, payload: str, frames: dict[str, str]) -> None:
+    def deliver(
+        self, payload: str, frames: dict[str, str], position: Position | None = None
+    ) -> None:
         record = self.owner.record
         if record.closed:
             return
@@ -445,7 +511,8 @@ class Filtered:
                 self.identifier,
             )
             return
-        record.deliver(encoded, {})  # a frame of its own, not the shared one
+        # A frame of its own, not the shared one (at the same position).
+        record.deliver(encoded, {}, position)
 
 
 #: Worker threads for hooks are counted by trio's default limiter, taken

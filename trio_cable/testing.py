@@ -18,7 +18,7 @@ Channels guide's frames (``proper-channels-v1-json``).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from http.cookies import SimpleCookie
 from typing import Any, Final
@@ -77,6 +77,8 @@ class TestClient:
         self._pending: list[Frame] = []
         self._refs = 0
         self.closed = False
+        #: The ``welcome`` frame (with ``sid`` in the extended protocol).
+        self.welcome: Frame = {}
 
     async def send_raw(self, text: str | bytes) -> None:
         """Send one frame as is (for testing bad input)."""
@@ -190,8 +192,13 @@ async def cable_test_client(
     cookies: Mapping[str, str] | None = None,
     query: Mapping[str, str] | None = None,
     buffer: int = 1000,
+    subprotocols: Sequence[str] = ("actioncable-v1-json", "actioncable-unsupported"),
 ) -> AsyncIterator[TestClient]:
     """Connect an in-memory client to ``cable``; runs the cable if needed.
+
+    ``subprotocols`` is what the client offers, as the official client's by
+    default; offer ``["actioncable-v1-ext-json"]`` to speak AnyCable's
+    extended protocol (session ids, history; see docs/reliability.md).
 
     ``headers``, ``cookies`` and ``query`` make up the handshake request the
     connect hook sees. ``buffer`` bounds frames the client has not read
@@ -204,19 +211,17 @@ async def cable_test_client(
     Leaving the block closes the client socket and waits until the server
     side has finished (every ``unsubscribed()`` ran).
     """
-    request = _request(path, headers, cookies, query, _ACTION_CABLE)
+    request = _request(path, headers, cookies, query, list(subprotocols))
     async with _memory_connection(cable, request, buffer) as (conn, to, from_):
         client = TestClient(conn, to, from_)
         first = await client.receive()
         if first.get("type") == "disconnect":
             raise _rejected(first)
+        client.welcome = first
         try:
             yield client
         finally:
             await client.close()
-
-
-_ACTION_CABLE: Final = ["actioncable-v1-json", "actioncable-unsupported"]
 
 
 def _rejected(frame: Frame) -> ConnectionRejected:
@@ -440,7 +445,9 @@ def capture_broadcasts(cable: Cable, stream: str) -> Iterator[list[Any]]:
     class _Capture:
         identifier = ""
 
-        def deliver(self, payload: str, frames: dict[str, str]) -> None:
+        def deliver(
+            self, payload: str, frames: dict[str, str], position: object = None
+        ) -> None:
             captured.append(json.loads(payload))
 
     capture = _Capture()

@@ -24,6 +24,8 @@ Channels:
   ``{"message": ..., "room": ...}``) and ``whoami``.
 * ``EchoChannel`` (param ``topic``): streams from ``echo:<topic>``; the
   default action ``receive`` transmits ``{"echo": data}`` back.
+* ``FeedChannel`` (param ``room``): streams from ``feed:<room>``, a stream
+  that keeps history (``feed:*``), for the recovery tests.
 * ``RejectingChannel``: transmits something, then always rejects (the
   transmitted message must never arrive).
 
@@ -61,7 +63,7 @@ Send = Callable[[Message], Awaitable[None]]
 #: "<event>" alone; served at GET /stats so tests can see into a server.
 events: Counter[str] = Counter()
 
-cable = Cable()
+cable = Cable(history=["feed:*"], history_limit=1000)
 
 
 @cable.connect
@@ -113,6 +115,13 @@ class EchoChannel(Channel):
 
     async def receive(self, data: dict[str, Any]) -> None:
         self.transmit({"echo": data})
+
+
+@cable.channel
+class FeedChannel(Channel):
+    async def subscribed(self) -> None:
+        events[f"subscribed {self.identifier}"] += 1
+        self.stream_from(f"feed:{self.params.get('room', 'all')}")
 
 
 @cable.channel

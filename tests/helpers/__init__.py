@@ -11,6 +11,7 @@ imports another's.
 - :mod:`.tasks`: the task-tree walker;
 - :mod:`.ports`: :func:`free_port`, for servers in another process;
 - :mod:`.redis_server`: a real redis-server per test;
+- :mod:`.tcp_proxy`: :func:`tcp_proxy`, a network a test can cut;
 - :mod:`.fuzzing`: the cable, commands and measures the fuzz and the
   churn soak share;
 - :mod:`.docs`: the docs' Python blocks, run as modules.
@@ -33,6 +34,7 @@ from tests.helpers.ports import free_port
 from tests.helpers.redis_server import RedisServer, redis_available, redis_server
 from tests.helpers.serving import SERVERS, Server, served, served_on
 from tests.helpers.tasks import all_tasks, task_count
+from tests.helpers.tcp_proxy import TcpProxy, tcp_proxy
 from tests.helpers.transports import TRANSPORTS, Transport
 from tests.helpers.waiting import LOSS_BOUND, wait_until
 from tests.helpers.wsclient import (
@@ -55,6 +57,7 @@ __all__ = [
     "RawClient",
     "RedisServer",
     "Server",
+    "TcpProxy",
     "Transport",
     "WireFrame",
     "all_tasks",
@@ -75,6 +78,7 @@ __all__ = [
     "settle",
     "subscribers",
     "task_count",
+    "tcp_proxy",
     "traced",
     "wait_until",
     "ws_frame",

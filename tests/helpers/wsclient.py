@@ -116,16 +116,22 @@ class RawClient:
         assert f"sec-websocket-protocol: {PROTOCOL}".encode() in head.lower()
 
     async def handshake(
-        self, port: int, path: str = "/cable", headers: str = ""
+        self,
+        port: int,
+        path: str = "/cable",
+        headers: str = "",
+        protocol: str = PROTOCOL,
     ) -> bytes:
-        """Send the upgrade request; return the response head (and, for a
-        refusal, its body after a blank line)."""
+        """Send the upgrade request offering ``protocol`` (a comma-separated
+        list; empty: none); return the response head (and, for a refusal,
+        its body after a blank line)."""
         key = base64.b64encode(os.urandom(16)).decode()
         request = (
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Sec-WebSocket-Protocol: {PROTOCOL}\r\n{headers}\r\n"
+            + (f"Sec-WebSocket-Protocol: {protocol}\r\n" if protocol else "")
+            + f"{headers}\r\n"
         )
         await self.stream.send_all(request.encode())
         while b"\r\n\r\n" not in self.buffer:

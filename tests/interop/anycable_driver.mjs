@@ -4,16 +4,20 @@
 // on stdin, events out on stdout, one JSON object per line; logs on stderr.
 //
 // Commands:
-//   {"cmd":"connect","url":"ws://...","protocol":"actioncable-v1-json",
-//    "options":{...}}          extra createCable options (e.g. protocolOptions)
+//   {"cmd":"connect","url":"ws://...","protocol":"actioncable-v1-ext-json",
+//    "options":{...},          extra createCable options (e.g. protocolOptions)
+//    "reconnectDelay":300}     ms before each reconnect (default: AnyCable's backoff)
 //   {"cmd":"subscribe","key":"k1","channel":"ChatChannel","params":{...}}
 //   {"cmd":"perform","key":"k1","action":"speak","data":{...}}
+//   {"cmd":"whisper","key":"k1","data":{...}}
+//   {"cmd":"stream","key":"k1","name":"..."}        cable.streamFrom
+//   {"cmd":"stream_signed","key":"k1","name":"..."} cable.streamFromSigned
 //   {"cmd":"disconnect"}  {"cmd":"exit"}
 // Events:
 //   ready; cable_connect {reconnect, restored}; cable_disconnect {reason};
 //   cable_close {reason}; connect {key, reconnect, restored};
-//   message {key, data, meta}; subscribed {key}; rejected {key, error};
-//   closed {key, error}; socket_open {protocol}; socket_close {code};
+//   message {key, data, meta}; info {key, type}; rejected {key, error};
+//   subscribed {key}; socket_open {protocol}; socket_close {code};
 //   socket_error {error}; uncaught {error}; error {cmd, error}.
 
 import { createRequire } from "node:module";
@@ -42,7 +46,7 @@ process.stdout.on("error", () => process.exit(0));
 class TracingWebSocket extends WsWebSocket {
   constructor(url, protocols) {
     super(url, protocols);
-    this.addEventListener("open", () => emit({ event: "socket_open", protocol: this.protocol }));
+    this.addEventListener("open", () => emit({ event: "socket_open", protocol: this.protocol, url: String(url) }));
     this.addEventListener("close", (e) => emit({ event: "socket_close", code: e.code }));
     this.addEventListener("error", (e) => emit({ event: "socket_error", error: e.message }));
   }
@@ -51,6 +55,21 @@ class TracingWebSocket extends WsWebSocket {
 let cable = null;
 const channels = new Map();
 
+function watch(key, channel) {
+  channels.set(key, channel);
+  channel.on("connect", (ev) => emit({ event: "connect", key, reconnect: ev.reconnect, restored: ev.restored }));
+  channel.on("message", (data, meta) => emit({ event: "message", key, data, meta: meta ?? null }));
+  channel.on("info", (ev) => emit({ event: "info", key, type: ev.type }));
+  channel.on("close", (err) => emit({ event: "closed", key, error: err ? String(err) : null }));
+}
+
+function subscribed(key, promise) {
+  promise.then(
+    () => emit({ event: "subscribed", key }),
+    (err) => emit({ event: "rejected", key, error: String(err) }),
+  );
+}
+
 function channel(key) {
   const found = channels.get(key);
   if (!found) throw new Error(`no channel with key ${JSON.stringify(key)}`);
@@ -58,16 +77,16 @@ function channel(key) {
 }
 
 const commands = {
-  connect({ url, protocol = "actioncable-v1-json", options = {} }) {
+  connect({ url, protocol = "actioncable-v1-ext-json", options = {}, reconnectDelay }) {
     if (cable) throw new Error("connect: already connected");
-    const debug = process.env.AC_DEBUG === "1";
+    if (reconnectDelay !== undefined) options = { ...options, reconnectStrategy: () => reconnectDelay };
     cable = createCable(url, {
       protocol,
       websocketImplementation: TracingWebSocket,
-      logLevel: debug ? "debug" : "warn",
+      logLevel: process.env.AC_DEBUG === "1" ? "debug" : "error",
       logger: {
-        debug: (...a) => debug && console.error("debug", ...a),
-        info: (...a) => debug && console.error("info", ...a),
+        debug: (...a) => process.env.AC_DEBUG === "1" && console.error("debug", ...a),
+        info: (...a) => process.env.AC_DEBUG === "1" && console.error("info", ...a),
         warn: (...a) => console.error("warn", ...a),
         error: (...a) => console.error("error", ...a),
       },
@@ -80,17 +99,24 @@ const commands = {
   },
   subscribe({ key, channel: name, params = {} }) {
     const ch = cable.subscribeTo(name, params);
-    channels.set(key, ch);
-    ch.on("connect", (ev) => emit({ event: "connect", key, reconnect: ev.reconnect, restored: ev.restored }));
-    ch.on("message", (data, meta) => emit({ event: "message", key, data, meta: meta ?? null }));
-    ch.on("close", (err) => emit({ event: "closed", key, error: err ? String(err) : null }));
-    ch.ensureSubscribed().then(
-      () => emit({ event: "subscribed", key }),
-      (err) => emit({ event: "rejected", key, error: String(err) }),
-    );
+    watch(key, ch);
+    subscribed(key, ch.ensureSubscribed());
+  },
+  stream({ key, name }) {
+    const ch = cable.streamFrom(name);
+    watch(key, ch);
+    subscribed(key, ch.ensureSubscribed());
+  },
+  stream_signed({ key, name }) {
+    const ch = cable.streamFromSigned(name);
+    watch(key, ch);
+    subscribed(key, ch.ensureSubscribed());
   },
   perform({ key, action, data = {} }) {
     channel(key).perform(action, data).catch((err) => emit({ event: "error", cmd: "perform", error: String(err) }));
+  },
+  whisper({ key, data = {} }) {
+    channel(key).whisper(data).catch((err) => emit({ event: "error", cmd: "whisper", error: String(err) }));
   },
   disconnect() {
     if (cable) cable.disconnect();

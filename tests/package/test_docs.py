@@ -89,3 +89,9 @@ async def test_guide_metrics_example_runs(capsys: pytest.CaptureFixture[str]) ->
         await guide.main_metrics()
     assert re.match(r"http://127\.0\.0\.1:\d+/metrics", capsys.readouterr().out)
     assert guide.metrics_app.metrics_path == "/metrics"
+
+
+@pytest.mark.parametrize("test_name", doc_tests("reliability.md"))
+async def test_reliability_examples(test_name: str) -> None:
+    doc = load_doc("reliability.md")  # a fresh cable per test
+    await getattr(doc, test_name)()

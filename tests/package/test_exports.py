@@ -81,6 +81,7 @@ def test_the_top_level_is_the_server_api() -> None:
         "Request",
         "ActionError",
         "run",
+        "HistoryPolicy",
     ):
         assert name in top
     # The channel decorators (issue 12) sit beside Channel.

@@ -78,7 +78,9 @@ def test_welcome_and_the_dialect_chosen_by_subprotocol() -> None:
         "actioncable-v1-json",
         ACTIONCABLE_V1_JSON,
     )
-    assert choose_dialect(["other"]) == (None, ACTIONCABLE_V1_JSON)
+    # Only what we do not speak: refused. Nothing offered: plain, unselected.
+    assert choose_dialect(["other"]) == (None, None)
+    assert choose_dialect([]) == (None, ACTIONCABLE_V1_JSON)
 
 
 def test_subscribe_holds_transmits_until_confirmed_then_sends_early_broadcasts() -> (

@@ -30,7 +30,9 @@ __all__ = [
     "Subscribe",
     "Unsubscribe",
     "check_depth",
+    "decode_frame",
     "decode_json",
+    "dumps",
     "encode_confirm",
     "encode_disconnect",
     "encode_error",
@@ -41,6 +43,7 @@ __all__ = [
     "encode_reply_error",
     "encode_welcome",
     "message_prefix",
+    "parse_command",
     "parse_frame",
     "parse_ref",
     "select_subprotocol",
@@ -65,6 +68,11 @@ def _no_constants(name: str) -> Any:
 _loads = functools.partial(json.loads, parse_constant=_no_constants)
 
 
+def dumps(value: Any) -> str:
+    """Compact JSON, UTF-8 where it can be (the server's one encoder)."""
+    return _dumps(value)
+
+
 def _dumps(value: Any) -> str:
     text = _dumps_utf8(value)
     if not text.isascii():
@@ -84,6 +92,9 @@ class Subscribe:
     identifier: str
     channel: str
     params: dict[str, Any] = field(hash=False)
+    #: What the client asked to be replayed (the extended dialect's
+    #: ``history``, a :class:`~trio_cable.protocol.ext.HistoryRequest`).
+    history: Any = field(default=None, hash=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,9 +225,19 @@ def parse_frame(text: str | bytes, limits: Limits = DEFAULT_LIMITS) -> Command:
             error is set whenever the frame named one, unless it was
             over the limit (an error never echoes it back).
     """
+    return parse_command(decode_frame(text), limits)
+
+
+def decode_frame(text: str | bytes) -> dict[str, Any]:
+    """A client frame's JSON object (``ProtocolError`` if it is none)."""
     frame = decode_json(text, "frame", None)
     if not isinstance(frame, dict):
         raise ProtocolError("invalid_json", "frame must be a JSON object")
+    return frame
+
+
+def parse_command(frame: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> Command:
+    """A decoded client frame as a :data:`Command` (see :func:`parse_frame`)."""
     identifier = frame.get("identifier")
     ident = identifier if isinstance(identifier, str) else None
     # Every command that names an identifier, before anything echoes it.

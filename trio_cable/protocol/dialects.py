@@ -14,7 +14,6 @@ from typing import Final, Protocol
 from .codec import (
     DEFAULT_LIMITS,
     PROTOCOL,
-    Command,
     Limits,
     Ref,
     encode_confirm,
@@ -28,16 +27,26 @@ from .codec import (
     message_prefix,
     parse_frame,
 )
+from .ext import (
+    EXT_PROTOCOL,
+    ExtCommand,
+    encode_history_result,
+    encode_welcome_ext,
+    parse_ext_frame,
+)
 from .guide import ProperChannelsV1JSON
 
 __all__ = [
+    "ACTIONCABLE_V1_EXT_JSON",
     "ACTIONCABLE_V1_JSON",
     "DIALECTS",
     "PROPER_CHANNELS_V1_JSON",
+    "ActionCableV1ExtJSON",
     "ActionCableV1JSON",
     "Dialect",
     "ProperChannelsV1JSON",
     "choose_dialect",
+    "speakable",
 ]
 
 
@@ -49,7 +58,12 @@ class Dialect(Protocol):
         """The subprotocol name that selects this dialect."""
         ...
 
-    def parse(self, text: str, limits: Limits = DEFAULT_LIMITS) -> Command:
+    @property
+    def extended(self) -> bool:
+        """AnyCable's extensions: session ids, history, pongs."""
+        ...
+
+    def parse(self, text: str, limits: Limits = DEFAULT_LIMITS) -> ExtCommand:
         """A client frame as a command; raises ``ProtocolError``."""
         ...
 
@@ -58,8 +72,15 @@ class Dialect(Protocol):
         """Whether connections speaking it get the cable's ``ping`` frames."""
         ...
 
-    def welcome(self) -> str | None:
-        """The frame that opens a connection (None: the dialect has none)."""
+    def welcome(
+        self, sid: str = "", restored_ids: list[str] | None = None
+    ) -> str | None:
+        """The frame that opens a connection (None: the dialect has none);
+        the extended dialect adds the session id."""
+        ...
+
+    def history_result(self, identifier: str, *, ok: bool) -> str:
+        """``confirm_history`` or ``reject_history`` (extended only)."""
         ...
 
     def ping(self, timestamp: int) -> str: ...
@@ -102,11 +123,21 @@ class ActionCableV1JSON:
     def pings(self) -> bool:
         return True
 
-    def parse(self, text: str, limits: Limits = DEFAULT_LIMITS) -> Command:
+    @property
+    def extended(self) -> bool:
+        return False
+
+    def parse(self, text: str, limits: Limits = DEFAULT_LIMITS) -> ExtCommand:
         return parse_frame(text, limits)
 
-    def welcome(self) -> str | None:
+    def welcome(
+        self, sid: str = "", restored_ids: list[str] | None = None
+    ) -> str | None:
         return encode_welcome()
+
+    def history_result(self, identifier: str, *, ok: bool) -> str:
+        # Never asked: plain clients cannot request history.
+        return encode_history_result(identifier, ok=ok)
 
     def ping(self, timestamp: int) -> str:
         return encode_ping(timestamp)
@@ -135,24 +166,63 @@ class ActionCableV1JSON:
         return encode_reply_error(identifier, ref, reason, message)
 
 
+class ActionCableV1ExtJSON(ActionCableV1JSON):
+    """``actioncable-v1-ext-json``: AnyCable's extended protocol (session
+    ids, stream history and recovery, pongs; see :mod:`.ext`)."""
+
+    __slots__ = ()
+
+    @property
+    def subprotocol(self) -> str:
+        return EXT_PROTOCOL
+
+    @property
+    def extended(self) -> bool:
+        return True
+
+    def parse(self, text: str, limits: Limits = DEFAULT_LIMITS) -> ExtCommand:
+        return parse_ext_frame(text, limits)
+
+    def welcome(
+        self, sid: str = "", restored_ids: list[str] | None = None
+    ) -> str | None:
+        return encode_welcome_ext(sid, restored_ids)
+
+
 ACTIONCABLE_V1_JSON: Final = ActionCableV1JSON()
+ACTIONCABLE_V1_EXT_JSON: Final = ActionCableV1ExtJSON()
 #: The reference Channels guide's frames (see :mod:`.guide`).
 PROPER_CHANNELS_V1_JSON: Final = ProperChannelsV1JSON()
 
-#: Every dialect this server speaks, by subprotocol. A client offering
-#: several gets the first of its offer that is here.
+#: Every dialect this server speaks, by subprotocol, best first: a client
+#: offering several gets the best of its offer.
 DIALECTS: Final[dict[str, Dialect]] = {
+    ACTIONCABLE_V1_EXT_JSON.subprotocol: ACTIONCABLE_V1_EXT_JSON,
     ACTIONCABLE_V1_JSON.subprotocol: ACTIONCABLE_V1_JSON,
     PROPER_CHANNELS_V1_JSON.subprotocol: PROPER_CHANNELS_V1_JSON,
 }
 
 
-def choose_dialect(offered: list[str] | tuple[str, ...]) -> tuple[str | None, Dialect]:
-    """The subprotocol to accept from the client's offer (None: none of
-    ours), and the dialect to speak: ``actioncable-v1-json`` when the
-    client offered nothing we know (it may still speak it)."""
-    for proto in offered:
-        dialect = DIALECTS.get(proto)
-        if dialect is not None:
+def choose_dialect(
+    offered: list[str] | tuple[str, ...], *, extended: bool = True
+) -> tuple[str | None, Dialect | None]:
+    """The subprotocol to accept and the dialect to speak.
+
+    The best dialect the client offered wins (the extended one first,
+    unless ``extended`` is false). A client that offers no subprotocol
+    at all is spoken to in ``actioncable-v1-json`` with none selected (some
+    clients never offer one). A client that offers only subprotocols we
+    do not speak gets ``(None, None)``: the handshake must be refused,
+    since it would fail on the client's side anyway.
+    """
+    for proto, dialect in DIALECTS.items():
+        if proto in offered and (extended or not dialect.extended):
             return proto, dialect
-    return None, ACTIONCABLE_V1_JSON
+    if not offered:
+        return None, ACTIONCABLE_V1_JSON
+    return None, None
+
+
+def speakable(extended: bool = True) -> list[str]:
+    """The subprotocols a server speaks, best first."""
+    return [p for p, d in DIALECTS.items() if extended or not d.extended]

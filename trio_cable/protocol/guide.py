@@ -98,6 +98,10 @@ class ProperChannelsV1JSON:
     def pings(self) -> bool:
         return False
 
+    @property
+    def extended(self) -> bool:
+        return False
+
     def parse(self, text: str, limits: Limits = DEFAULT_LIMITS) -> Command:
         frame = decode_json(text, "frame", None)
         if not isinstance(frame, dict):
@@ -125,8 +129,15 @@ class ProperChannelsV1JSON:
         ref = parse_ref(frame.get("ref"), identifier)
         return Message(identifier, action, {**data, "action": action}, ref)
 
-    def welcome(self) -> str | None:
+    def welcome(
+        self, sid: str = "", restored_ids: list[str] | None = None
+    ) -> str | None:
         return None
+
+    def history_result(self, identifier: str, *, ok: bool) -> str:
+        # Never asked: the guide's clients cannot request history.
+        kind = "confirm_history" if ok else "reject_history"
+        return f'{{"type":{json.dumps(kind)},{_address(identifier)}}}'
 
     def ping(self, timestamp: int) -> str:
         return encode_ping(timestamp)  # not sent: pings is False

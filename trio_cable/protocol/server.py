@@ -28,16 +28,23 @@ from typing import Any, Final, Protocol
 
 from .._errors import ProtocolError
 from .codec import (
-    DEFAULT_LIMITS,
-    Limits,
     Message,
-    Ref,
     Subscribe,
     Unsubscribe,
     brief,
     utf8_size,
 )
 from .dialects import Dialect
+from .ext import PONG, History, HistoryRequest, Ping, Whisper
+from .subscription import (
+    CONFIRMED,
+    LEAVING,
+    PENDING,
+    REJECTED,
+    ChannelRules,
+    ProtocolSettings,
+    ServerSubscription,
+)
 
 __all__ = [
     "CONFIRMED",
@@ -54,44 +61,12 @@ __all__ = [
     "ServerSubscription",
     "SubscriptionRequested",
     "UnsubscribeRequested",
+    "WhisperRequested",
     "did_you_mean",
     "refusal",
 ]
 
 log = logging.getLogger("trio_cable.connection")
-
-#: Subscription states. Pending: ``subscribed()`` runs. Confirmed: frames
-#: flow. Rejected, leaving: nothing more is sent for it.
-PENDING: Final = "pending"
-CONFIRMED: Final = "confirmed"
-REJECTED: Final = "rejected"
-LEAVING: Final = "leaving"
-
-
-@dataclass(frozen=True, slots=True)
-class ProtocolSettings:
-    """The limits one connection's protocol enforces (see ``Cable``)."""
-
-    max_frame_bytes: int = 64 * 1024
-    limits: Limits = DEFAULT_LIMITS
-    max_subscriptions: int = 256
-    max_pending_commands: int = 64
-    commands_per_second: float = 50.0
-    command_burst: int = 100
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelRules:
-    """What the protocol needs to know of a channel class: its name, its
-    actions, and the public names that are never actions."""
-
-    name: str
-    actions: Collection[str]
-    reserved: Collection[str]
-    #: What the resolver wants back with the subscription (the channel
-    #: class); the protocol never looks at it.
-    source: object = None
-
 
 #: Distinct mistakes (unknown channel or action names) logged at WARNING
 #: per connection; past it they are logged at INFO, so a client sending
@@ -146,6 +121,8 @@ class SubscriptionRequested:
 
     subscription: ServerSubscription
     params: dict[str, Any]
+    #: What the client missed, to replay after the confirmation (extended).
+    history: HistoryRequest | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,145 +141,16 @@ class UnsubscribeRequested:
     subscription: ServerSubscription
 
 
-Event = SubscriptionRequested | CommandQueued | UnsubscribeRequested
+@dataclass(frozen=True, slots=True)
+class WhisperRequested:
+    """The client whispers ``payload`` on the subscription: hand it to the
+    other subscribers of its whisper stream (if the channel opened one)."""
+
+    subscription: ServerSubscription
+    payload: str
 
 
-class ServerSubscription:
-    """The protocol's record of one subscription (and the hub's subscriber).
-
-    :meth:`deliver` is the broadcast hot path: one dict lookup shares a
-    frame between every subscriber of one identifier, and the frame goes
-    straight to ``send``.
-    """
-
-    __slots__ = (
-        "_early",
-        "_held",
-        "_inbox",
-        "_protocol",
-        "_send",
-        "channel",
-        "identifier",
-        "owner",
-        "prefix",
-        "rules",
-        "state",
-    )
-
-    def __init__(
-        self, protocol: ServerProtocol, identifier: str, rules: ChannelRules
-    ) -> None:
-        self._protocol = protocol
-        self._send = protocol.send
-        self.identifier = identifier
-        self.channel = rules.name
-        self.rules = rules
-        self.prefix = protocol.dialect.message_prefix(identifier)
-        self.state: str = PENDING
-        #: The channel layer's object for this subscription (its runner).
-        self.owner: Any = None
-        self._held: list[str] | None = []
-        self._early: list[str] | None = []
-        # Made with the first queued command: most subscriptions never
-        # have one waiting, and a list per subscription adds up.
-        self._inbox: list[Message] | None = None
-
-    def __repr__(self) -> str:
-        return f"<ServerSubscription {self.identifier} {self.state}>"
-
-    @property
-    def closed(self) -> bool:
-        """Rejected or leaving: no more streams nor frames."""
-        return self.state is REJECTED or self.state is LEAVING
-
-    @property
-    def pending_commands(self) -> int:
-        return len(self._inbox or ())
-
-    def deliver(self, payload: str, frames: dict[str, str]) -> None:
-        """A broadcast's encoded ``payload``; ``frames`` caches the frames
-        built for this broadcast, by identifier."""
-        if self.state is not CONFIRMED:
-            if self.state is PENDING and self._early is not None:
-                # A broadcast while subscribed() runs: after the confirmation.
-                self._early.append(payload)
-            return
-        # Keyed by the frame's head, not the identifier: two dialects may
-        # share an identifier but never a head.
-        prefix = self.prefix
-        frame = frames.get(prefix)
-        if frame is None:
-            frame = frames[prefix] = prefix + payload + "}"
-        self._send(frame)
-
-    def transmit(self, payload: str) -> None:
-        """Data for this subscription only (held until it is confirmed)."""
-        if self._held is not None:
-            self._held.append(payload)
-        elif self.state is CONFIRMED:
-            self._send(self.prefix + payload + "}")
-
-    def reply(self, ref: Ref, result: str) -> None:
-        """The answer to the call tagged ``ref`` (``result``: encoded JSON),
-        after whatever the action transmitted; nothing once it is closed."""
-        if self.state is CONFIRMED:
-            self._send(self._protocol.dialect.reply(self.identifier, ref, result))
-
-    def reply_error(self, ref: Ref, reason: str, message: str) -> None:
-        """The call tagged ``ref`` failed (its action raised, or refused)."""
-        if self.state is CONFIRMED:
-            protocol = self._protocol
-            log.info("conn %s: %s: %s", protocol.id, reason, message)
-            frame = protocol.dialect.reply_error(self.identifier, ref, reason, message)
-            self._send(frame)
-
-    def confirm(self) -> None:
-        """``subscribed()`` accepted it and its streams are live: what it
-        transmitted, the confirmation, then the broadcasts that came early
-        (unless it was left meanwhile)."""
-        held, self._held = self._held or [], None
-        early, self._early = self._early or [], None
-        if self.state is not PENDING:
-            return
-        self.state = CONFIRMED
-        send, prefix = self._send, self.prefix
-        for payload in held:
-            send(prefix + payload + "}")
-        send(self._protocol.dialect.confirm(self.identifier))
-        for payload in early:
-            send(prefix + payload + "}")
-
-    def reject(self) -> None:
-        """``subscribed()`` refused it: forget it, say so, and answer what
-        queued up behind the subscribe."""
-        self._held = self._early = None
-        self.state = REJECTED
-        protocol = self._protocol
-        protocol.forget(self)
-        self._send(protocol.dialect.reject(self.identifier))
-        log.info("conn %s: rejected %s", protocol.id, self.identifier)
-        commands, self._inbox = self._inbox or [], None
-        for command in commands:
-            protocol.refuse(command, "not_subscribed", "the subscription was rejected")
-
-    def leave(self) -> None:
-        """Stop sending for it (unsubscribed, or the connection ends)."""
-        if self.state is not REJECTED:
-            self.state = LEAVING
-
-    def next_command(self) -> Message | None:
-        """The next queued action to perform, or None."""
-        inbox = self._inbox
-        return inbox.pop(0) if inbox else None
-
-    def _push(self, command: Message) -> bool:
-        inbox = self._inbox
-        if inbox is None:
-            inbox = self._inbox = []
-        elif len(inbox) >= self._protocol.settings.max_pending_commands:
-            return False
-        inbox.append(command)
-        return True
+Event = SubscriptionRequested | CommandQueued | UnsubscribeRequested | WhisperRequested
 
 
 class ServerProtocol:
@@ -326,6 +174,7 @@ class ServerProtocol:
         "dialect",
         "host",
         "id",
+        "last_seen",
         "send",
         "settings",
         "subscriptions",
@@ -352,9 +201,13 @@ class ServerProtocol:
         self._rate_limited = False
         # Made on the first mistake: an empty set is 216 bytes per connection.
         self._mistakes: set[tuple[str, str]] | None = None
+        #: When the client last sent a frame (for ``no_pong``).
+        self.last_seen = now
 
-    def welcome(self) -> None:
-        frame = self.dialect.welcome()
+    def welcome(self, sid: str = "", restored_ids: list[str] | None = None) -> None:
+        """Send ``welcome`` (with the session id, in the extended dialect),
+        if the dialect has one."""
+        frame = self.dialect.welcome(sid, restored_ids)
         if frame is not None:
             self.send(frame)
 
@@ -403,6 +256,7 @@ class ServerProtocol:
         any. Errors are answered through ``send`` and leave the connection
         usable."""
         settings = self.settings
+        self.last_seen = now
         if not self._take_token(now):
             self._refuse_call(frame)
             return None
@@ -426,7 +280,39 @@ class ServerProtocol:
             return self._message(command)
         if isinstance(command, Subscribe):
             return self._subscribe(command)
-        return self._unsubscribe(command)
+        if isinstance(command, Unsubscribe):
+            return self._unsubscribe(command)
+        if isinstance(command, History):
+            return self._history(command)
+        if isinstance(command, Whisper):
+            return self._whisper(command)
+        if isinstance(command, Ping):
+            self.send(PONG)
+        # A Pong needs no answer: any frame shows the client is alive.
+        return None
+
+    def _whisper(self, command: Whisper) -> Event | None:
+        sub = self.subscriptions.get(command.identifier)
+        if sub is None or sub.state is not CONFIRMED:
+            self._not_subscribed(command.identifier)
+            return None
+        return WhisperRequested(sub, command.payload)
+
+    def _history(self, command: History) -> Event | None:
+        sub = self.subscriptions.get(command.identifier)
+        if sub is None:
+            self._not_subscribed(command.identifier)
+            return None
+        if sub.state is LEAVING:
+            return None
+        if not sub.push(command):
+            self.error(
+                "too_many_commands",
+                f"more than {self.settings.max_pending_commands} commands pending",
+                command.identifier,
+            )
+            return None
+        return CommandQueued(sub)
 
     def _refuse_call(self, frame: str | bytes) -> None:
         """A call dropped by the rate limit still gets its tagged answer,
@@ -495,7 +381,7 @@ class ServerProtocol:
             return None
         sub = ServerSubscription(self, identifier, rules)
         self.subscriptions[identifier] = sub
-        return SubscriptionRequested(sub, command.params)
+        return SubscriptionRequested(sub, command.params, command.history)
 
     def _message(self, command: Message) -> Event | None:
         sub = self.subscriptions.get(command.identifier)
@@ -513,7 +399,7 @@ class ServerProtocol:
             return None
         if sub.state is LEAVING:
             return None  # unsubscribed already: dropped, as Rails does
-        if not sub._push(command):
+        if not sub.push(command):
             self.refuse(
                 command,
                 "too_many_commands",
