@@ -9,6 +9,7 @@ server does not speak is refused in words on every transport.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -21,7 +22,14 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from tests.helpers import LOSS_BOUND, RawClient, TcpProxy, served, tcp_proxy
+from tests.helpers import (
+    LOSS_BOUND,
+    RawClient,
+    TcpProxy,
+    command,
+    served,
+    tcp_proxy,
+)
 from tests.interop.nodeclient import (
     ANYCABLE_DRIVER,
     NodeClient,
@@ -297,3 +305,64 @@ async def test_whispers_between_two_anycable_clients() -> None:
         first = await ann.expect({"event": "message", "key": "t"})
         assert first["data"] == {"marker": 1}  # its own whisper never came
         await bob.expect({"event": "message", "key": "t"})
+
+
+# -- $pubsub: streams without a channel ------------------------------------------
+
+PUBSUB_SECRET = "interop streams secret"
+
+
+@pytest.mark.parametrize("public", [False, True], ids=["public-off", "public-on"])
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+async def test_pubsub_streams_signed_and_public(
+    kind: ServerKind, public: bool, tmp_path: Path
+) -> None:
+    """``cable.streamFromSigned(signed)`` receives what is broadcast over
+    HTTP to the server; ``cable.streamFrom(name)`` only when the server
+    has public streams on; a tampered or forged signature is rejected."""
+    room = uuid.uuid4().hex[:8]
+    env = {"CHAT_APP_STREAMS_SECRET": PUBSUB_SECRET}
+    if public:
+        env["CHAT_APP_PUBLIC_STREAMS"] = "1"
+    signed = Cable(streams_secret=PUBSUB_SECRET).signed_stream_name(f"news:{room}")
+    encoded, digest = signed.split("--")
+    tampered = f"{encoded}--{digest[:-1]}{'0' if digest[-1] != '0' else '1'}"
+    forged = Cable(streams_secret="guessed").signed_stream_name(f"news:{room}")
+    with ServerProcess(kind, tmp_path, env=env) as server:
+        await server.wait_ready()
+        async with anycable() as client:
+            await client.send({"cmd": "connect", "url": server.url})
+            streams = [
+                ("stream_signed", "signed", signed),
+                ("stream", "public", f"open:{room}"),
+                ("stream_signed", "tampered", tampered),
+                ("stream_signed", "forged", forged),
+            ]
+            for cmd, key, name in streams:
+                await client.send({"cmd": cmd, "key": key, "name": name})
+            await client.expect({"event": "subscribed", "key": "signed"}, LOSS_BOUND)
+            for key in ("tampered", "forged"):
+                await client.expect({"event": "rejected", "key": key}, LOSS_BOUND)
+            outcome = "subscribed" if public else "rejected"
+            await client.expect({"event": outcome, "key": "public"}, LOSS_BOUND)
+            assert await server.broadcast(f"news:{room}", {"n": 1}) == 1
+            got = await client.expect({"event": "message", "key": "signed"})
+            assert got["data"] == {"n": 1}
+            delivered = await server.broadcast(f"open:{room}", {"n": 2})
+            assert delivered == int(public)
+            if public:
+                got = await client.expect({"event": "message", "key": "public"})
+                assert got["data"] == {"n": 2}
+            # The reason is on the wire (@anycable/core drops it).
+            raw = await RawClient.connect(server.port, welcome=True)
+            identifier = json.dumps(
+                {"channel": "$pubsub", "signed_stream_name": tampered}
+            )
+            await raw.send_text(command("subscribe", identifier))
+            frame = await raw.receive()
+            assert frame is not None
+            assert frame["type"] == "reject_subscription"
+            assert frame["reason"] == "invalid_signature"
+            await raw.aclose()
+            await client.assert_no_event({"event": "message"}, within=0.2)
+            await client.assert_no_event({"event": "uncaught"}, within=0)
