@@ -4,7 +4,9 @@ It speaks ``actioncable-v1-ext-json`` (the extended protocol): the server
 selects it, welcomes with a session id, positions broadcasts to streams
 with history, and replays what a client missed when its connection was
 cut, with no gap and no duplicate. A handshake that offers only what the
-server does not speak is refused in words on every transport.
+server does not speak is refused in words on every transport. Its
+``$pubsub`` streams (``streamFromSigned``, ``streamFrom``) work as with
+AnyCable, with history and whispers.
 """
 
 from __future__ import annotations
@@ -366,3 +368,56 @@ async def test_pubsub_streams_signed_and_public(
             await raw.aclose()
             await client.assert_no_event({"event": "message"}, within=0.2)
             await client.assert_no_event({"event": "uncaught"}, within=0)
+
+
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+async def test_a_signed_pubsub_stream_recovers_across_a_cut(
+    kind: ServerKind, tmp_path: Path
+) -> None:
+    """``streamFromSigned`` to a stream with history (``feed:*``) recovers
+    like a channel's: 300 numbered broadcasts at about 100/s, the client's
+    connection cut midway by the proxy, each received once, in order."""
+    room = uuid.uuid4().hex[:8]
+    env = {"CHAT_APP_STREAMS_SECRET": PUBSUB_SECRET}
+    signed = Cable(streams_secret=PUBSUB_SECRET).signed_stream_name(f"feed:{room}")
+    with ServerProcess(kind, tmp_path, env=env) as server:
+        await server.wait_ready()
+        async with tcp_proxy(server.port) as proxy, anycable() as client:
+            url = f"ws://127.0.0.1:{proxy.port}/cable"
+            await client.send({"cmd": "connect", "url": url, "reconnectDelay": 300})
+            await client.send({"cmd": "stream_signed", "key": "p", "name": signed})
+            await client.expect({"event": "subscribed", "key": "p"}, LOSS_BOUND)
+            unconnected: list[int] = []
+
+            async def broadcaster() -> None:
+                stream = f"feed:{room}"
+                made = await broadcast_numbered(server, stream, 300, 100, proxy)
+                unconnected.append(made)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(broadcaster)
+                numbers = await received_numbers(client, "p", 300)
+            assert numbers == list(range(300))
+            assert unconnected[0] >= 1  # some came from the history
+            await client.assert_no_event({"event": "message"}, within=1.0)
+            assert (proxy.cuts, proxy.accepted) == (1, 2)
+            await client.assert_no_event({"event": "uncaught"}, within=0)
+
+
+async def test_whispers_on_a_public_pubsub_stream() -> None:
+    """Public ``$pubsub`` streams allow whispers (as in AnyCable): from
+    ``cable.streamFrom(name).whisper()`` to the other client, not the sender."""
+    cable = Cable(public_streams=True)
+    async with served(cable) as port, anycable() as ann, anycable() as bob:
+        url = f"ws://127.0.0.1:{port}/cable"
+        for client in (ann, bob):
+            await client.send({"cmd": "connect", "url": url})
+            await client.send({"cmd": "stream", "key": "t", "name": "typing:1"})
+            await client.expect({"event": "subscribed", "key": "t"})
+        await ann.send({"cmd": "whisper", "key": "t", "data": {"typing": "ann"}})
+        got = await bob.expect({"event": "message", "key": "t"})
+        assert got["data"] == {"typing": "ann"}
+        await cable.broadcast("typing:1", {"marker": 1})
+        first = await ann.expect({"event": "message", "key": "t"})
+        assert first["data"] == {"marker": 1}  # its own whisper never came
+        await bob.expect({"event": "message", "key": "t"})
