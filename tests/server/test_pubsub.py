@@ -12,9 +12,11 @@ import logging
 
 import pytest
 
+from tests.helpers import served
 from trio_cable import Cable, CableError, Channel
 from trio_cable._pubsub import Opened, PubSubRules, Refusal
-from trio_cable.testing import cable_test_client
+from trio_cable.client import SubscriptionRejected, open_cable_client
+from trio_cable.testing import cable_test_client, identifier_for
 from trio_cable.turbo import StreamSigner
 
 SECRET = "s3cr3t-for-tests"
@@ -198,9 +200,29 @@ async def test_refusals_name_the_reason_log_once_and_lose_nothing(
             lines = [r for r in caplog.records if identifier in r.getMessage()]
             assert len(lines) == 1, [r.getMessage() for r in lines]
             assert reason in lines[0].getMessage()
-        # The connection and its other subscription carry on.
+        # Nothing of them is left; the connection and its other
+        # subscription carry on.
+        assert list(client.connection.subscriptions) == [identifier_for("Room")]
+        assert cable.hub.streams() == ["room"]
         await cable.broadcast("room", {"still": "here"})
         assert (await client.receive())["message"] == {"still": "here"}
+
+
+async def test_the_python_client_subscribes_and_is_told_why_not() -> None:
+    cable = Cable(streams_secret=SECRET)
+    async with (
+        served(cable) as port,
+        open_cable_client(f"ws://127.0.0.1:{port}/cable") as client,
+    ):
+        signed = cable.signed_stream_name("news")
+        async with client.subscribe("$pubsub", signed_stream_name=signed) as news:
+            await cable.broadcast("news", {"n": 1})
+            assert await news.receive() == {"n": 1}
+        with pytest.raises(SubscriptionRejected) as info:
+            async with client.subscribe("$pubsub", signed_stream_name=signed + "0"):
+                pytest.fail("not reached")  # pragma: no cover
+        assert info.value.reason == "invalid_signature"
+        assert client.connected
 
 
 async def test_public_streams_subscribe_when_on() -> None:
