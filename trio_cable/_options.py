@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Final
 from urllib.parse import urlsplit
@@ -117,7 +117,8 @@ class CableOptions:
     history: Sequence[str] | Mapping[str, HistoryPolicy | None] = ()
     history_limit: int = 100
     history_ttl: float = 300.0
-    streams_secret: Keys | None = None
+    # Kept out of repr(): options get logged, secrets must not be.
+    streams_secret: Keys | None = field(default=None, repr=False)
     public_streams: bool = False
     streams_whisper: bool = False
     input_frames_per_second: float = 1000.0

@@ -146,6 +146,10 @@ def test_signing_needs_a_secret_and_a_string() -> None:
         Cable(streams_secret="")
 
 
+def test_the_secret_stays_out_of_the_options_repr() -> None:
+    assert SECRET not in repr(Cable(streams_secret=SECRET).options)
+
+
 def test_the_channel_is_there_only_when_asked_for() -> None:
     assert "$pubsub" not in Cable().channels
     assert "$pubsub" in Cable(streams_secret=SECRET).channels
