@@ -13,7 +13,6 @@ here, and back. The rules (which names open which stream) are pure:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
@@ -24,9 +23,7 @@ from ._signing import Keys, MessageVerifier
 if TYPE_CHECKING:
     from ._options import CableOptions
 
-__all__ = ["PUBSUB_CHANNEL", "PubSubRules", "Refusal", "pubsub_channel"]
-
-log = logging.getLogger("trio_cable.pubsub")
+__all__ = ["PUBSUB_CHANNEL", "Opened", "PubSubRules", "Refusal", "pubsub_channel"]
 
 #: The channel name ``@anycable/web`` subscribes to for streams.
 PUBSUB_CHANNEL: Final = "$pubsub"
