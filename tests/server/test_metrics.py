@@ -190,7 +190,17 @@ async def test_socket_servers_serve_metrics_and_stats(transport: Transport) -> N
 async def test_metrics_are_off_unless_asked(transport: Transport) -> None:
     async with served(Cable(), transport) as port:
         status, _, _ = await http_get(port, "/metrics")
+        # trio-cable stats says what is missing, in one line.
+        result = await trio.run_process(
+            [sys.executable, "-m", "trio_cable", "stats",
+             f"ws://127.0.0.1:{port}/cable"],
+            capture_stdout=True, capture_stderr=True, check=False,
+        )  # fmt: skip
     assert status == 400  # a WebSocket server: no HTTP routes by default
+    assert result.returncode == 1
+    error = result.stderr.decode()
+    assert error.count("\n") == 1
+    assert "HTTP 400 (is a stats_path set?" in error
 
 
 @asynccontextmanager
