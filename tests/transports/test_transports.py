@@ -14,6 +14,7 @@ transports themselves.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import ssl
 from collections.abc import AsyncIterator
@@ -278,20 +279,34 @@ async def test_wss_request_scope_says_wss(
     client_context: ssl.SSLContext,
 ) -> None:
     """A channel sees ``self.request.scope["scheme"] == "wss"`` (as ASGI
-    servers report it) when the cable is served with ``ssl_context``."""
+    servers report it) when the cable is served with ``ssl_context``; and
+    the stats path answers over HTTPS on the same port."""
     cable = room_cable()
+    serve = partial(
+        serve_cable,
+        transport=transport,
+        ssl_context=server_context,
+        stats_path="/cable/stats",
+    )
     with trio.fail_after(10):
         async with trio.open_nursery() as server:
-            port = await server.start(
-                partial(serve_cable, transport=transport, ssl_context=server_context),
-                cable,
-                "127.0.0.1",
-                0,
-            )
+            port = await server.start(serve, cable, "127.0.0.1", 0)
             async with tls_client(port, client_context) as raw:
                 await raw.subscribe(ROOM)
+                https = await trio.open_ssl_over_tcp_stream(
+                    "127.0.0.1", port, ssl_context=client_context, https_compatible=True
+                )
+                async with https:
+                    await https.send_all(
+                        b"GET /cable/stats HTTP/1.1\r\nHost: x\r\n\r\n"
+                    )
+                    answer = b""
+                    while chunk := await https.receive_some():
+                        answer += chunk
             server.cancel_scope.cancel()
     assert cable.schemes == ["wss"]
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["subscriptions"] == 1
 
 
 @pytest.fixture

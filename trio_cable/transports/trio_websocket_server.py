@@ -107,12 +107,12 @@ async def serve_trio_websocket(
                 if handshake is not None:
                     await handle(handshake)
             finally:
-                if handshake is not None and handshake.connection is not None:
-                    with trio.move_on_after(disconnect_timeout):
-                        # It closes the stream even if cancelled.
+                # Each closes the stream even if cancelled (then abruptly).
+                with trio.move_on_after(disconnect_timeout):
+                    if handshake is not None and handshake.connection is not None:
                         await handshake.connection.aclose()
-                nursery.cancel_scope.cancel()  # the reader task
-                await trio.aclose_forcefully(stream)
+                    nursery.cancel_scope.cancel()  # the reader task
+                    await stream.aclose()
 
     async def _handshake(
         stream: trio.abc.Stream, nursery: trio.Nursery
