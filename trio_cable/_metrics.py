@@ -2,7 +2,7 @@
 the stats JSON (``trio-cable stats``) and the Prometheus text format.
 
 Both are opt-in paths (``CableApp(stats_path=..., metrics_path=...)``,
-``serve_cable(..., stats_path=..., metrics_path=...)`` on the direct
+``serve_cable(..., stats_path=..., metrics_path=...)`` on either
 transport), computed on request from counters the cable keeps anyway: a
 scrape costs a walk over the open connections, nothing between scrapes.
 The metrics are documented in docs/guide.md ("Metrics").

@@ -13,18 +13,20 @@ from functools import partial
 from typing import Any, Literal, NoReturn
 
 import trio
-from trio_websocket import WebSocketRequest, serve_websocket
 
 from ._cable import Cable
 from ._connection import Connection
+from ._metrics import http_routes
 from ._registry import ConnectionSet
 from ._serving import serve_connection, serve_until_cancelled
 from .direct import serve_cable_direct
+from .transports.direct_server import port_of
 from .transports.trio_websocket import (
     WebSocketHandshake,
     WebSocketTransport,
     request_scope,
 )
+from .transports.trio_websocket_server import serve_trio_websocket
 
 __all__ = [
     "Transport",
@@ -48,26 +50,37 @@ async def serve_cable_trio_websocket(
     max_message_size: int = 1 << 20,
     connect_timeout: float = 10.0,
     tune_gc: bool = False,
+    stats_path: str | None = None,
+    metrics_path: str | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve ``cable`` through trio-websocket at ``ws://host:port/path``.
 
     Never returns. The same contract and options as :func:`serve_cable`
     (which calls this for ``transport="trio-websocket"``), but no
-    ``listeners``.
+    ``listeners``. trio-websocket reads each handshake and runs each
+    WebSocket; the listening sockets are ours, so that a plain GET of
+    ``stats_path`` or ``metrics_path`` is answered before trio-websocket
+    sees it.
     """
 
-    async def handler(request: WebSocketRequest) -> None:
-        handshake = WebSocketHandshake(request, secure=ssl_context is not None)
+    async def handle(handshake: WebSocketHandshake) -> None:
         await serve_connection(cable, handshake, path=path, connections=served)
 
+    listeners: list[trio.abc.Listener[Any]] = []
+    if ssl_context is None:
+        listeners += await trio.open_tcp_listeners(port, host=host)
+    else:
+        listeners += await trio.open_ssl_over_tcp_listeners(
+            port, ssl_context, host=host, https_compatible=True
+        )
     served: ConnectionSet[Connection] = ConnectionSet()
     serve = partial(
-        serve_websocket,
-        handler,
-        host,
-        port,
-        ssl_context,
+        serve_trio_websocket,
+        handle,
+        listeners,
+        secure=ssl_context is not None,
+        http=http_routes(cable, stats_path, metrics_path),
         max_message_size=max_message_size,
         connect_timeout=connect_timeout,
         disconnect_timeout=cable.close_timeout,
@@ -75,7 +88,7 @@ async def serve_cable_trio_websocket(
     await serve_until_cancelled(
         cable,
         serve,
-        lambda server: server.port,
+        lambda listeners: port_of(listeners[0]),
         served,
         name="trio-websocket",
         host=host,
@@ -116,8 +129,8 @@ async def serve_cable(
     ``host`` and ``port``. A message over ``max_message_size`` closes its
     socket (code 1009).
 
-    ``stats_path`` and ``metrics_path`` (direct only; off by default)
-    answer a plain HTTP GET there with the cable's stats as JSON (what
+    ``stats_path`` and ``metrics_path`` (off by default; on either
+    transport) answer a plain HTTP GET there with the cable's stats as JSON (what
     ``trio-cable stats`` reads) and its metrics in the Prometheus text
     format.
 
@@ -151,13 +164,8 @@ async def serve_cable(
         raise ValueError(
             f"transport must be 'direct' or 'trio-websocket', not {transport!r}"
         )
-    for name, given in (
-        ("listeners", listeners),
-        ("stats_path", stats_path),
-        ("metrics_path", metrics_path),
-    ):
-        if given is not None:
-            raise ValueError(f"{name}= is supported by the direct transport only")
+    if listeners is not None:
+        raise ValueError("listeners= is supported by the direct transport only")
     await serve_cable_trio_websocket(
         cable,
         host,
@@ -167,5 +175,7 @@ async def serve_cable(
         max_message_size=max_message_size,
         connect_timeout=connect_timeout,
         tune_gc=tune_gc,
+        stats_path=stats_path,
+        metrics_path=metrics_path,
         task_status=task_status,
     )

@@ -671,7 +671,6 @@ async def test_serve_wraps_a_bare_cable_for_hypercorn(app_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("target", "args", "text"),
     [
-        ("myapp:app", ["--transport", "trio-websocket"], "stats and metrics paths"),
         ("website:app", ["--transport", "direct"], "wraps an HTTP app"),
         ("website:pages", ["--transport", "trio-websocket"], "is an ASGI app"),
         ("myapp:cable", ["--transport", "direct", "-w", "2"], "--workers 2 needs"),
@@ -742,19 +741,20 @@ async def test_serve_a_cable_in_this_process(
 
 
 @pytest.mark.parametrize("target", ["myapp:cable", "myapp:app"])
-async def test_stats_and_metrics_on_the_direct_transport(
-    app_dir: Path, background: Any, target: str
+async def test_stats_and_metrics_on_the_socket_transports(
+    app_dir: Path, background: Any, target: str, transport: str
 ) -> None:
-    """``trio-cable stats`` works against the direct transport: a bare
-    cable with ``--stats-path``, or a CableApp's own ``stats_path``."""
+    """``trio-cable stats`` works against the direct and the trio-websocket
+    transport: a bare cable with ``--stats-path``, or a CableApp's own
+    ``stats_path``."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    args = ["--transport", "direct", "--stats-path", "/cable/stats"]
+    args = ["--transport", transport, "--stats-path", "/cable/stats"]
     with trio.fail_after(15):
         _server, event = await serving(
             background, app_dir, target, *args, "--metrics-path", "/metrics"
         )
-        assert event["transport"] == "direct"
+        assert event["transport"] == transport
         async with (
             open_cable_client(event["url"]) as client,
             client.subscribe("ChatChannel", room="general"),

@@ -1,8 +1,8 @@
 """The operator's endpoints: Prometheus metrics and the stats JSON, opt-in
-paths on the direct transport and on ``CableApp`` (under real Hypercorn),
-fetched over real HTTP from a running server and read with
-``prometheus_client``'s own parser; ``trio-cable stats`` (its real entry
-point) against the direct transport."""
+paths on both socket transports of ``serve_cable`` and on ``CableApp``
+(under real Hypercorn), fetched over real HTTP from a running server and
+read with ``prometheus_client``'s own parser; ``trio-cable stats`` (its
+real entry point) against each socket transport."""
 
 from __future__ import annotations
 
@@ -12,14 +12,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import pytest
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import LOSS_BOUND, RawClient, RedisServer, served
-from trio_cable import Cable, Channel, Request, Unauthorized, serve_cable
+from tests.helpers import LOSS_BOUND, RawClient, RedisServer, Transport, served
+from trio_cable import Cable, Channel, Request, Unauthorized
 from trio_cable.asgi import CableApp
 
 ROOM = json.dumps({"channel": "RoomChannel"})
@@ -157,10 +156,10 @@ def check_counts(metrics: dict[str, dict[Any, float]]) -> None:
     assert not any(name.startswith("trio_cable_redis") for name in metrics)
 
 
-async def test_direct_transport_serves_metrics_and_stats() -> None:
+async def test_socket_servers_serve_metrics_and_stats(transport: Transport) -> None:
     cable = metered_cable()
     async with served(
-        cable, stats_path="/cable/stats", metrics_path="/metrics"
+        cable, transport, stats_path="/cable/stats", metrics_path="/metrics"
     ) as port:
         client = await make_traffic(cable, port)
         # the intruder's connection ends after its disconnect frame
@@ -188,14 +187,20 @@ async def test_direct_transport_serves_metrics_and_stats() -> None:
         await client.aclose()
 
 
-async def test_metrics_are_off_unless_asked() -> None:
-    async with served(Cable()) as port:
+async def test_metrics_are_off_unless_asked(transport: Transport) -> None:
+    async with served(Cable(), transport) as port:
         status, _, _ = await http_get(port, "/metrics")
+        # trio-cable stats says what is missing, in one line.
+        result = await trio.run_process(
+            [sys.executable, "-m", "trio_cable", "stats",
+             f"ws://127.0.0.1:{port}/cable"],
+            capture_stdout=True, capture_stderr=True, check=False,
+        )  # fmt: skip
     assert status == 400  # a WebSocket server: no HTTP routes by default
-    with pytest.raises(ValueError, match="direct transport only"):
-        await serve_cable(
-            Cable(), "127.0.0.1", 0, transport="trio-websocket", metrics_path="/m"
-        )
+    assert result.returncode == 1
+    error = result.stderr.decode()
+    assert error.count("\n") == 1
+    assert "HTTP 400 (is a stats_path set?" in error
 
 
 @asynccontextmanager

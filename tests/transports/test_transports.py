@@ -14,6 +14,7 @@ transports themselves.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import ssl
 from collections.abc import AsyncIterator
@@ -23,9 +24,18 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 import trustme
 
-from tests.helpers import RawClient, Transport, all_tasks, raw_connect, served
+from tests.helpers import (
+    LOSS_BOUND,
+    RawClient,
+    Transport,
+    all_tasks,
+    raw_connect,
+    served,
+    wait_until,
+)
 from trio_cable import Cable, Channel, serve_cable
 from trio_cable.client import Connected, Disconnected, open_cable_client
 from trio_cable.testing import identifier_for
@@ -67,6 +77,7 @@ class RoomCable(Cable):
     def __init__(self) -> None:
         super().__init__()
         self.schemes: list[str] = []  # what each subscription's request said
+        self.clients: list[tuple[str, int] | None] = []
         self.unsubscribed = 0
 
 
@@ -77,6 +88,7 @@ def room_cable() -> RoomCable:
     class RoomChannel(Channel):
         async def subscribed(self) -> None:
             cable.schemes.append(self.request.scope["scheme"])
+            cable.clients.append(self.request.client)
             self.stream_from(f"room:{self.params['room']}")
 
         async def unsubscribed(self) -> None:
@@ -120,6 +132,79 @@ async def test_serve_cable_runs_the_transport_it_is_given(
     expected = {"direct": "DirectTransport", "trio-websocket": "WebSocketTransport"}
     assert kind == expected[transport]
     assert f"/cable ({transport})" in caplog.text  # its "serving a cable at" line
+
+
+# -- plain GETs beside WebSockets ---------------------------------------------------
+
+
+async def test_stats_paths_share_the_port_with_websockets(transport: Transport) -> None:
+    """With stats and metrics paths, each request's head is read before the
+    WebSocket layer sees it (on trio-websocket, by our accept loop, which
+    then replays it): a GET sent a byte at a time is answered; a WebSocket
+    client is served, and its channel sees the client's real address (not
+    the replaying wrapper's); a peer that leaves
+    halfway through its head leaves nothing behind; shutting down with a
+    head still unfinished is prompt and leaves no task."""
+    cable = room_cable()
+    tasks_before = all_tasks()
+    server_scope = trio.CancelScope()
+    serve = partial(
+        serve_cable,
+        transport=transport,
+        stats_path="/cable/stats",
+        metrics_path="/metrics",
+    )
+
+    async def server(*, task_status: trio.TaskStatus[int]) -> None:
+        with server_scope:
+            await serve(cable, "127.0.0.1", 0, task_status=task_status)
+
+    with trio.fail_after(LOSS_BOUND):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server)
+            serving = all_tasks()
+
+            byte_by_byte = await RawClient.open(port)
+            async with byte_by_byte.stream:
+                for byte in b"GET /cable/stats HTTP/1.1\r\nHost: x\r\n\r\n":
+                    await byte_by_byte.send_bytes(bytes([byte]))
+                    await trio.testing.wait_all_tasks_blocked()
+                answer = await byte_by_byte.read_to_eof()
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+            assert b'"connections": 0' in answer
+
+            async with AsyncExitStack() as stack:
+                client = await raw_connect(stack, port, welcome=True)
+                await client.subscribe(ROOM)
+                assert await cable.broadcast("room:tls", {"n": 1}) == 1
+                assert await client.receive() == {
+                    "identifier": ROOM,
+                    "message": {"n": 1},
+                }
+                assert isinstance(client.stream, trio.SocketStream)
+                assert cable.clients == [client.stream.socket.getsockname()]
+                await client.close_handshake()
+            await wait_until(lambda: not cable.connections)
+
+            gone = await RawClient.open(port)
+            async with gone.stream:
+                await gone.send_bytes(b"GET /cable/st")
+                await trio.testing.wait_all_tasks_blocked()
+            await wait_until(lambda: all_tasks() == serving)
+
+            unfinished = await RawClient.open(port)
+            async with unfinished.stream:
+                await unfinished.send_bytes(b"GET /metrics HTTP/1.1\r\n")
+                await trio.testing.wait_all_tasks_blocked()
+                started = trio.current_time()
+                server_scope.cancel()
+        shutdown = trio.current_time() - started
+    assert server_scope.cancelled_caught
+    # Well within the 10 s connect_timeout an unfinished head could hold
+    # its task for, on a loaded machine too (nothing to drain: at once).
+    assert shutdown < 5.0, shutdown
+    assert cable.connections == frozenset()
+    assert {t.name for t in all_tasks() - tasks_before} == set()
 
 
 # -- wss:// ------------------------------------------------------------------------
@@ -195,20 +280,34 @@ async def test_wss_request_scope_says_wss(
     client_context: ssl.SSLContext,
 ) -> None:
     """A channel sees ``self.request.scope["scheme"] == "wss"`` (as ASGI
-    servers report it) when the cable is served with ``ssl_context``."""
+    servers report it) when the cable is served with ``ssl_context``; and
+    the stats path answers over HTTPS on the same port."""
     cable = room_cable()
+    serve = partial(
+        serve_cable,
+        transport=transport,
+        ssl_context=server_context,
+        stats_path="/cable/stats",
+    )
     with trio.fail_after(10):
         async with trio.open_nursery() as server:
-            port = await server.start(
-                partial(serve_cable, transport=transport, ssl_context=server_context),
-                cable,
-                "127.0.0.1",
-                0,
-            )
+            port = await server.start(serve, cable, "127.0.0.1", 0)
             async with tls_client(port, client_context) as raw:
                 await raw.subscribe(ROOM)
+                https = await trio.open_ssl_over_tcp_stream(
+                    "127.0.0.1", port, ssl_context=client_context, https_compatible=True
+                )
+                async with https:
+                    await https.send_all(
+                        b"GET /cable/stats HTTP/1.1\r\nHost: x\r\n\r\n"
+                    )
+                    answer = b""
+                    while chunk := await https.receive_some():
+                        answer += chunk
             server.cancel_scope.cancel()
     assert cable.schemes == ["wss"]
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["subscriptions"] == 1
 
 
 @pytest.fixture

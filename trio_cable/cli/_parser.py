@@ -240,7 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
         commands,
         "stats",
         "Show a server's connections, subscriptions, streams and counters "
-        "(served by CableApp(..., stats_path='/cable/stats')).",
+        "(served at a stats_path: CableApp(..., stats_path='/cable/stats'), "
+        "serve_cable(..., stats_path=...) on either transport, or "
+        "trio-cable serve --stats-path).",
         "trio-cable stats http://127.0.0.1:8000/cable/stats",
     )
     p.add_argument(

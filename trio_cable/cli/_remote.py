@@ -59,7 +59,12 @@ def stats(args: argparse.Namespace, output: Output) -> int:
         with urllib.request.urlopen(url, timeout=args.timeout) as response:
             payload = json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        hint = " (is CableApp(..., stats_path=...) set?)" if exc.code == 404 else ""
+        hint = ""
+        if exc.code in (400, 404, 426):  # no such route; a socket server: no GETs
+            hint = (
+                " (is a stats_path set? CableApp or serve_cable(..., "
+                "stats_path='/cable/stats'), or trio-cable serve --stats-path)"
+            )
         raise CommandError(f"GET {url}: HTTP {exc.code}{hint}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)

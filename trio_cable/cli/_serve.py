@@ -60,12 +60,6 @@ def choose_transport(args: argparse.Namespace, target: Target) -> Chosen:
             "from this one process",
             USAGE,
         )
-    if name == "trio-websocket" and endpoints:
-        raise CommandError(
-            "stats and metrics paths need --transport hypercorn or direct: "
-            "trio-websocket serves no plain HTTP",
-            USAGE,
-        )
     return name
 
 

@@ -8,7 +8,9 @@ This package is a leaf: it imports neither the cable nor the connection.
 * :mod:`.queued`: :class:`QueuedTransport`, the contract for a
   :class:`MessageSocket`.
 * :mod:`.direct`, :mod:`.direct_server`: sockets we own (the default).
-* :mod:`.trio_websocket`, :mod:`.asgi`, :mod:`.memory`: the others.
+* :mod:`.trio_websocket`, :mod:`.trio_websocket_server`: trio-websocket's
+  connections, on listeners we serve (so plain GETs reach us).
+* :mod:`.asgi`, :mod:`.memory`: the others.
 """
 
 from .base import Handshake as Handshake

@@ -1,8 +1,10 @@
 """Plain HTTP ``GET`` answers on a WebSocket port (stats, metrics).
 
 The direct transport hands a request that is not an upgrade to
-:func:`plain_get_response`; wsproto has refused it already, so the answer
-is written by hand, and the connection closes after it.
+:func:`plain_get_response` (wsproto has refused it already), and so does
+the trio-websocket server (:mod:`.trio_websocket_server`) before
+trio-websocket sees the request: the answer is written by hand, and the
+connection closes after it.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, overload
 
+import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from .._errors import TransportClosed
@@ -16,17 +17,18 @@ __all__ = ["WebSocketHandshake", "WebSocketTransport", "request_scope"]
 
 
 class _WebSocketSocket:
-    __slots__ = ("ws",)
+    __slots__ = ("stream", "ws")
 
     cancel_safe = False  # send_all may be cut off halfway
 
     def stalled(self) -> bool:
+        return stream_stalled(self.stream)
+
+    def __init__(self, ws: WebSocketConnection, stream: object) -> None:
+        self.ws = ws
         # trio-websocket keeps its stream private; without it, assume the
         # worst (the client counts as too slow by its queue alone).
-        return stream_stalled(getattr(self.ws, "_stream", None))
-
-    def __init__(self, ws: WebSocketConnection) -> None:
-        self.ws = ws
+        self.stream = getattr(ws, "_stream", None) if stream is None else stream
 
     async def send(self, frame: str) -> None:
         try:
@@ -46,39 +48,65 @@ class _WebSocketSocket:
 
 
 class WebSocketTransport(QueuedTransport):
-    """A trio-websocket connection as a cable transport."""
+    """A trio-websocket connection as a cable transport.
+
+    ``stream`` is the TCP (or TLS) stream under ``ws``, if it is not
+    trio-websocket's own: what tells a client that stopped reading.
+    """
 
     __slots__ = ()
 
-    def __init__(self, ws: WebSocketConnection) -> None:
-        super().__init__(_WebSocketSocket(ws))
+    def __init__(
+        self, ws: WebSocketConnection, stream: trio.abc.Stream | None = None
+    ) -> None:
+        super().__init__(_WebSocketSocket(ws, stream))
 
 
 class WebSocketHandshake:
-    """A handshake trio-websocket has read, for the serving path."""
+    """A handshake trio-websocket has read, for the serving path.
 
-    __slots__ = ("_request", "_secure")
+    ``stream``: the socket's own stream, when trio-websocket was handed a
+    wrapper of it (the client's address and stalls are read from it).
+    ``connection`` is the WebSocket once accepted.
+    """
 
-    def __init__(self, request: WebSocketRequest, *, secure: bool) -> None:
+    __slots__ = ("_request", "_secure", "_stream", "connection")
+
+    def __init__(
+        self,
+        request: WebSocketRequest,
+        *,
+        secure: bool,
+        stream: trio.abc.Stream | None = None,
+    ) -> None:
         self._request = request
         self._secure = secure
+        self._stream = stream
+        self.connection: WebSocketConnection | None = None
 
     async def request(self) -> Request:
-        return Request(_LazyScope(self._request, self._secure))
+        return Request(_LazyScope(self._request, self._secure, self._stream))
 
     async def refuse(self, status: int, reason: str) -> None:
         await self._request.reject(status, body=reason.encode())
 
     async def accept(self, subprotocol: str | None) -> WebSocketTransport:
-        return WebSocketTransport(await self._request.accept(subprotocol=subprotocol))
+        self.connection = await self._request.accept(subprotocol=subprotocol)
+        return WebSocketTransport(self.connection, self._stream)
 
 
 def request_scope(request: WebSocketRequest, secure: bool = False) -> dict[str, Any]:
     """An ASGI-style scope describing a trio-websocket handshake."""
+    return _scope(request, secure, _client(request))
+
+
+def _scope(
+    request: WebSocketRequest, secure: bool, client: tuple[str, int] | None
+) -> dict[str, Any]:
     return websocket_scope(
         request.path,
         list(_HeaderView(request)),
-        client=_client(request),
+        client=client,
         subprotocols=request.proposed_subprotocols,
         secure=secure,
     )
@@ -96,16 +124,24 @@ class _LazyScope(Mapping[str, Any]):
     the path or the client: a server holds one per open connection, and
     trio-websocket keeps the handshake's headers anyway."""
 
-    __slots__ = ("_request", "_scope", "_secure")
+    __slots__ = ("_request", "_scope", "_secure", "_stream")
 
-    def __init__(self, request: WebSocketRequest, secure: bool) -> None:
+    def __init__(
+        self, request: WebSocketRequest, secure: bool, stream: trio.abc.Stream | None
+    ) -> None:
         self._request = request
         self._secure = secure
+        self._stream = stream
         self._scope: dict[str, Any] | None = None
+
+    def _client(self) -> tuple[str, int] | None:
+        if self._stream is None:
+            return _client(self._request)
+        return stream_peer(self._stream)
 
     def _full(self) -> dict[str, Any]:
         if self._scope is None:
-            self._scope = request_scope(self._request, self._secure)
+            self._scope = _scope(self._request, self._secure, self._client())
         return self._scope
 
     def __getitem__(self, key: str) -> Any:
@@ -113,7 +149,7 @@ class _LazyScope(Mapping[str, Any]):
             if key == "path":
                 return self._request.path.partition("?")[0]
             if key == "client":
-                return _client(self._request)
+                return self._client()
             if key == "headers":
                 return _HeaderView(self._request)
             if key == "subprotocols":
@@ -156,3 +192,16 @@ def _client(request: WebSocketRequest) -> tuple[str, int] | None:
     except OSError:  # ENOTCONN: the peer left before we asked who it was
         return None
     return None if isinstance(remote, str) else (str(remote.address), remote.port)
+
+
+def stream_peer(stream: trio.abc.Stream) -> tuple[str, int] | None:
+    """The address of the peer of a TCP (or TLS over TCP) stream."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return None
+    try:
+        address = stream.socket.getpeername()
+    except OSError:  # ENOTCONN: the peer left before we asked who it was
+        return None
+    return (str(address[0]), address[1]) if isinstance(address, tuple) else None

@@ -1,0 +1,136 @@
+"""Accepting trio-websocket connections on listeners of our own.
+
+trio-websocket's own server answers every request itself, so a plain HTTP
+``GET`` (stats, metrics: see :mod:`.plain_http`) would never reach us.
+Here the listeners are served with :func:`trio.serve_listeners`; when
+there are HTTP routes, each request's head is read first, a plain ``GET``
+of one of their paths is answered, and anything else is handed to
+trio-websocket (:func:`trio_websocket.wrap_server_stream`) with the bytes
+already read replayed first (:class:`ReplayStream`). Each connection then
+lives as it does under trio-websocket's own server: a nursery for its
+reader task, the handshake within ``connect_timeout``, the close within
+``disconnect_timeout``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import trio
+from trio_websocket import wrap_server_stream
+
+from .plain_http import HTTPRoutes, plain_get_response
+from .trio_websocket import WebSocketHandshake
+
+__all__ = ["ReplayStream", "read_request_head", "serve_trio_websocket"]
+
+#: The most of a request's head read before it is handed on as it is
+#: (h11, under trio-websocket, refuses longer heads itself).
+MAX_HEAD: Final = 16 * 1024
+#: What trio-websocket reads at a time.
+_RECEIVE_BYTES: Final = 4 * 1024
+
+
+class ReplayStream(trio.abc.Stream):
+    """``transport_stream``, with ``head`` (read from it already) received
+    first."""
+
+    def __init__(self, transport_stream: trio.abc.Stream, head: bytes) -> None:
+        self.transport_stream = transport_stream
+        self._head = head
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        head = self._head
+        if not head:
+            return await self.transport_stream.receive_some(max_bytes)
+        await trio.lowlevel.checkpoint()
+        size = len(head) if max_bytes is None else max_bytes
+        self._head = head[size:]
+        return head[:size]
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.transport_stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.transport_stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        self._head = b""
+        await self.transport_stream.aclose()
+
+
+async def read_request_head(stream: trio.abc.Stream) -> bytes | None:
+    """Bytes from ``stream`` up to the end of an HTTP request's head (or
+    :data:`MAX_HEAD` of them, or more if they came together); None if the
+    peer left (or broke the TLS handshake) before its head was whole."""
+    head = bytearray()
+    while len(head) < MAX_HEAD:
+        try:
+            data = await stream.receive_some(_RECEIVE_BYTES)
+        except trio.BrokenResourceError:
+            return None
+        if not data:
+            return None
+        # A new end of head can only start 3 bytes back into what we had.
+        start = max(len(head) - 3, 0)
+        head += data
+        if head.find(b"\r\n\r\n", start) >= 0:
+            break
+    return bytes(head)
+
+
+async def serve_trio_websocket(
+    handle: Callable[[WebSocketHandshake], Awaitable[None]],
+    listeners: list[trio.abc.Listener[Any]],
+    *,
+    secure: bool,
+    http: HTTPRoutes | None = None,
+    max_message_size: int,
+    connect_timeout: float,
+    disconnect_timeout: float,
+    task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]] = (
+        trio.TASK_STATUS_IGNORED
+    ),
+) -> None:
+    """Serve ``listeners`` with trio-websocket, each handshake handed to
+    ``handle`` (the serving path); plain ``GET``\\ s answered from
+    ``http``. Reports the listeners through ``task_status``."""
+
+    async def serve_stream(stream: trio.abc.Stream) -> None:
+        async with trio.open_nursery() as nursery:
+            handshake: WebSocketHandshake | None = None
+            with trio.move_on_after(connect_timeout):
+                handshake = await _handshake(stream, nursery)
+            try:
+                if handshake is not None:
+                    await handle(handshake)
+            finally:
+                # Each closes the stream even if cancelled (then abruptly).
+                with trio.move_on_after(disconnect_timeout):
+                    if handshake is not None and handshake.connection is not None:
+                        await handshake.connection.aclose()
+                    nursery.cancel_scope.cancel()  # the reader task
+                    await stream.aclose()
+
+    async def _handshake(
+        stream: trio.abc.Stream, nursery: trio.Nursery
+    ) -> WebSocketHandshake | None:
+        ws_stream = stream
+        if http is not None:
+            head = await read_request_head(stream)
+            if head is None:
+                return None
+            response = plain_get_response(head, http)
+            if response is not None:
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await stream.send_all(response)
+                return None
+            ws_stream = ReplayStream(stream, head)
+        request = await wrap_server_stream(
+            nursery, ws_stream, max_message_size=max_message_size
+        )
+        return WebSocketHandshake(request, secure=secure, stream=stream)
+
+    await trio.serve_listeners(serve_stream, listeners, task_status=task_status)
