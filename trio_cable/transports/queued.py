@@ -6,11 +6,19 @@ wait in a queue bounded by the connection's slow-client policy (it reads
 :attr:`backlog_frames` and :attr:`backlog_bytes` after every write), and
 the connection's writer task, which runs only while frames wait, sends
 them in order with :meth:`flush`.
+
+Closing does not wake a :meth:`receive` that is waiting: that would take
+a cancel scope around every receive, two trio objects (0.9 KiB) for each
+idle connection. Whoever closes ends the reader instead; a :meth:`flush`
+that ran the close (after :meth:`close_nowait`) says so by raising
+:class:`~trio_cable.TransportClosed`.
 """
 
 from __future__ import annotations
 
 import select
+from collections.abc import Coroutine
+from typing import Any
 
 import trio
 
@@ -31,7 +39,6 @@ class QueuedTransport:
         "_closed",
         "_head",
         "_queue",
-        "_receiving",
         "socket",
     )
 
@@ -45,7 +52,6 @@ class QueuedTransport:
         self._close_code: int | None = None  # close_nowait() was called
         self._closed = False
         self._broken = False  # a send was cut off: nothing may follow it
-        self._receiving: trio.CancelScope | None = None
 
     @property
     def backlog_frames(self) -> int:
@@ -109,37 +115,31 @@ class QueuedTransport:
                 self._head = 0
         if self._close_code is not None:
             await self.close(self._close_code)
+            # The close handshake is over: the socket is gone, and a
+            # receive() waiting on it is the caller's to end.
+            raise TransportClosed
 
-    async def receive(self) -> str | bytes:
+    def receive(self) -> Coroutine[Any, Any, str | bytes]:
+        """The socket's own receive: no frame of ours waits under it (an
+        idle connection waits here, one per socket)."""
         if self._closed:
             raise TransportClosed
-        with trio.CancelScope() as self._receiving:
-            return await self.socket.receive()
-        # close() cancelled us: our close handshake is over.
-        raise TransportClosed
+        return self.socket.receive()
 
     async def close(self, code: int = 1000) -> None:
         if self._closed:
             return
         self._closed = True
-        try:
-            if self._broken:
-                await _close_now(self.socket)
-            else:
-                await self.socket.close(code)
-        finally:
-            if self._receiving is not None:
-                self._receiving.cancel()
+        if self._broken:
+            await _close_now(self.socket)
+        else:
+            await self.socket.close(code)
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
-        try:
-            await _close_now(self.socket)
-        finally:
-            if self._receiving is not None:
-                self._receiving.cancel()
+        await _close_now(self.socket)
 
 
 def stream_stalled(stream: object) -> bool:
