@@ -420,6 +420,25 @@ async def test_a_server_side_close_ends_the_connection_without_waiting(
     assert ended < 1.0, ended  # virtual time: close_timeout would be 10
 
 
+def test_channel_rules_are_made_once_per_class_and_follow_its_name() -> None:
+    # Each subscription holds its channel's rules: one object per class,
+    # not one per subscription (memory per connection).
+    cable, _ = make_cable()
+    rules = cable.channel_rules("RoomChannel")
+    assert rules is not None and rules is cable.channel_rules("RoomChannel")
+    assert "speak" in rules.actions
+
+    class Lobby(Channel):
+        async def wave(self) -> None: ...
+
+    other = Cable()
+    other.channel(Lobby)
+    assert other.channel_rules("Lobby") is not None
+    cable.channel(name="Hall")(Lobby)  # the class is renamed
+    hall = cable.channel_rules("Hall")
+    assert hall is not None and hall.name == "Hall" and "wave" in hall.actions
+
+
 async def test_stop_stream_from_and_streams_added_in_actions() -> None:
     cable, _ = make_cable()
     async with cable_test_client(cable) as ws:
