@@ -44,9 +44,10 @@ class QueuedTransport:
 
     def __init__(self, socket: MessageSocket) -> None:
         self.socket = socket
-        # A list read from _head, not a deque: an empty deque costs a
-        # 600-byte block, per connection, idle or not.
-        self._queue: list[str] = []
+        # A list read from _head, not a deque (an empty deque costs a
+        # 600-byte block), and none while nothing waits (an empty list is
+        # 56 bytes): one of these per connection, idle or not.
+        self._queue: list[str] | None = None
         self._head = 0
         self._bytes = 0  # characters queued (frames are ASCII-heavy)
         self._close_code: int | None = None  # close_nowait() was called
@@ -55,7 +56,7 @@ class QueuedTransport:
 
     @property
     def backlog_frames(self) -> int:
-        return len(self._queue) - self._head
+        return 0 if self._queue is None else len(self._queue) - self._head
 
     @property
     def backlog_bytes(self) -> int:
@@ -67,7 +68,10 @@ class QueuedTransport:
     def write_nowait(self, frame: str) -> int:
         if self._closed or self._broken or self._close_code is not None:
             raise TransportClosed
-        self._queue.append(frame)
+        if self._queue is None:
+            self._queue = [frame]
+        else:
+            self._queue.append(frame)
         self._bytes += len(frame)
         return self._bytes
 
@@ -78,14 +82,13 @@ class QueuedTransport:
         return self._bytes + 1  # the close itself waits for flush()
 
     def drop_backlog(self) -> None:
-        self._queue = []
+        self._queue = None
         self._head = 0
         self._bytes = 0
 
     async def flush(self) -> None:
         send = self.socket.send
-        while self._head < len(self._queue):
-            queue = self._queue
+        while (queue := self._queue) is not None and self._head < len(queue):
             frame = queue[self._head]
             self._head += 1
             self._bytes -= len(frame)
@@ -96,7 +99,9 @@ class QueuedTransport:
                     # Not sent at all: it goes out first with the goodbye.
                     if self._queue is queue and self._head > 0:
                         self._head -= 1  # queue[self._head] is still frame
-                    else:  # the backlog was dropped meanwhile
+                    elif self._queue is None:  # the backlog was dropped
+                        self._queue = [frame]
+                    else:  # ...and more written since
                         self._queue.insert(self._head, frame)
                     self._bytes += len(frame)
                 else:  # maybe cut off mid-frame: nothing may follow
@@ -106,12 +111,15 @@ class QueuedTransport:
                 # Gone, or cut off: nothing may follow.
                 self._broken = True
                 raise
-            if self._head == len(self._queue):
-                self._queue = []
+            queue = self._queue  # maybe dropped, or another, since
+            if queue is None:
+                continue
+            if self._head == len(queue):
+                self._queue = None
                 self._head = 0
-            elif self._head >= 64 and 2 * self._head >= len(self._queue):
+            elif self._head >= 64 and 2 * self._head >= len(queue):
                 # A writer that never catches up: let go of what was sent.
-                del self._queue[: self._head]
+                del queue[: self._head]
                 self._head = 0
         if self._close_code is not None:
             await self.close(self._close_code)
