@@ -425,7 +425,8 @@ def test_channel_rules_are_made_once_per_class_and_follow_its_name() -> None:
     # not one per subscription (memory per connection).
     cable, _ = make_cable()
     rules = cable.channel_rules("RoomChannel")
-    assert rules is not None and rules is cable.channel_rules("RoomChannel")
+    assert rules is not None
+    assert rules is cable.channel_rules("RoomChannel")
     assert "speak" in rules.actions
 
     class Lobby(Channel):
@@ -436,7 +437,8 @@ def test_channel_rules_are_made_once_per_class_and_follow_its_name() -> None:
     assert other.channel_rules("Lobby") is not None
     cable.channel(name="Hall")(Lobby)  # the class is renamed
     hall = cable.channel_rules("Hall")
-    assert hall is not None and hall.name == "Hall" and "wave" in hall.actions
+    assert hall is not None
+    assert (hall.name, "wave" in hall.actions) == ("Hall", True)
 
 
 async def test_stop_stream_from_and_streams_added_in_actions() -> None:
