@@ -192,6 +192,7 @@ class Channel:
     #: The cables this very class is registered on (read from its own
     #: ``__dict__``: a subclass is registered on its own).
     _cables: ClassVar[tuple[BroadcastHost, ...]]
+    _rules: ClassVar[ChannelRules]  # made by rules_for(), on first use
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -403,7 +404,13 @@ def _collect_marks(
 
 def rules_for(cls: type[Channel]) -> ChannelRules:
     """What the protocol needs to know to refuse actions ``cls`` lacks."""
-    return ChannelRules(cls.channel_name, cls._actions, RESERVED, cls)
+    # One per class, not per subscription (each holds its rules); made
+    # anew if the class was registered under another name since.
+    rules: ChannelRules | None = cls.__dict__.get("_rules")
+    if rules is None or rules.name != cls.channel_name:
+        rules = ChannelRules(cls.channel_name, cls._actions, RESERVED, cls)
+        cls._rules = rules
+    return rules
 
 
 def action_for(

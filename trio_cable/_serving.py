@@ -19,9 +19,7 @@ from .protocol.dialects import choose_dialect, speakable
 if TYPE_CHECKING:
     from ._cable import Cable
     from ._registry import ConnectionSet
-    from ._request import Request
-    from .protocol.dialects import Dialect
-    from .transports.base import Handshake, Transport
+    from .transports.base import Handshake
 
 __all__ = ["serve_connection", "serve_until_cancelled"]
 
@@ -52,42 +50,12 @@ async def serve_connection(
     ``task_status``. A crash of one connection is logged, never raised:
     it must not stop the server.
     """
-    transport: Transport | None = None
-    request: Request | None = None
-    dialect: Dialect | None = None
-    # Counted against max_connections until it is a connection (or gone).
-    cable.handshakes += 1
-    try:
-        with trio.move_on_after(connect_timeout):
-            request = await handshake.request()
-            if request is None:
-                return
-            if path is not None and request.path != path:
-                cable.count("path_refused")
-                await handshake.refuse(404, "Not Found")
-                return
-            refused = cable.refuse_handshake(request)
-            if refused is not None:
-                await handshake.refuse(*refused)
-                return
-            offered = request.subprotocols
-            subprotocol, dialect = choose_dialect(
-                offered, extended=cable.options.extended_protocol
-            )
-            if dialect is None:
-                # Accepted, the client would fail the handshake itself and
-                # retry forever with nothing said: refuse it in words.
-                await _refuse_subprotocols(cable, handshake, offered)
-                return
-            transport = await handshake.accept(subprotocol)
-    finally:
-        cable.handshakes -= 1
+    conn = await _accept(cable, handshake, path, connect_timeout)
     # Nothing of the handshake is kept for the connection's lifetime (the
     # direct one holds an HTTP parser): one per open socket adds up.
     del handshake
-    if transport is None or request is None or dialect is None:
+    if conn is None:
         return
-    conn = Connection(cable, transport, request, dialect)
     if connections is not None:
         connections.add(conn)
     task_status.started(conn)
@@ -98,6 +66,44 @@ async def serve_connection(
     finally:
         if connections is not None:
             connections.discard(conn)
+
+
+async def _accept(
+    cable: Cable, handshake: Handshake, path: str | None, connect_timeout: float
+) -> Connection | None:
+    """The handshake's part of :func:`serve_connection` (a coroutine of its
+    own: its locals are gone before the connection runs)."""
+    # Counted against max_connections until it is a connection (or gone).
+    cable.handshakes += 1
+    try:
+        with trio.move_on_after(connect_timeout):
+            request = await handshake.request()
+            if request is None:
+                return None
+            if path is not None and request.path != path:
+                cable.count("path_refused")
+                await handshake.refuse(404, "Not Found")
+                return None
+            refused = cable.refuse_handshake(request)
+            if refused is not None:
+                await handshake.refuse(*refused)
+                return None
+            offered = request.subprotocols
+            subprotocol, dialect = choose_dialect(
+                offered, extended=cable.options.extended_protocol
+            )
+            if dialect is None:
+                # Accepted, the client would fail the handshake itself and
+                # retry forever with nothing said: refuse it in words.
+                await _refuse_subprotocols(cable, handshake, offered)
+                return None
+            transport = await handshake.accept(subprotocol)
+            if transport is None:
+                return None
+            return Connection(cable, transport, request, dialect)
+        return None  # out of time
+    finally:
+        cable.handshakes -= 1
 
 
 async def serve_until_cancelled(

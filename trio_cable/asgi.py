@@ -76,7 +76,13 @@ class CableApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "websocket" and scope["path"] == self.path:
-            await self._websocket(scope, receive, send)
+            # Straight into the serving path: every coroutine between
+            # Hypercorn and the connection is a frame each idle socket
+            # holds, and every local of this one a word in it.
+            if self.cable.is_running:
+                await serve_connection(self.cable, ASGIHandshake(scope, receive, send))
+            else:
+                await _not_running(receive, send)
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
         elif kind == "http" and scope["path"] == self.client_path:
@@ -84,8 +90,7 @@ class CableApp:
         elif kind == "http" and scope["path"] == self.stats_path:
             await _serve_bytes(send, "application/json", stats_json(self.cable))
         elif kind == "http" and scope["path"] == self.metrics_path:
-            body = metrics_text(self.cable).encode()
-            await _serve_bytes(send, METRICS_CONTENT_TYPE, body)
+            await _serve_metrics(self.cable, send)
         elif self.app is not None:
             await self.app(scope, receive, send)
         elif kind == "http":
@@ -93,16 +98,6 @@ class CableApp:
         elif kind == "websocket":
             self.cable.count("path_refused")
             await send({"type": "websocket.close", "code": 1000})
-
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        message = await receive()
-        if message["type"] != "websocket.connect":
-            return
-        if not self.cable.is_running:
-            log.error("cable is not running: does the server run the ASGI lifespan?")
-            await send({"type": "websocket.close", "code": 1011})
-            return
-        await serve_connection(self.cable, ASGIHandshake(scope, receive, send))
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
@@ -205,6 +200,10 @@ async def _serve_client(scope: Scope, send: Send) -> None:
     await send({"type": "http.response.body", "body": b"" if head else body})
 
 
+async def _serve_metrics(cable: Cable, send: Send) -> None:
+    await _serve_bytes(send, METRICS_CONTENT_TYPE, metrics_text(cable).encode())
+
+
 async def _serve_bytes(send: Send, content_type: str, body: bytes) -> None:
     """``GET stats_path`` or ``metrics_path``: numbers, never cached."""
     headers = [
@@ -214,6 +213,14 @@ async def _serve_bytes(send: Send, content_type: str, body: bytes) -> None:
     ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _not_running(receive: Receive, send: Send) -> None:
+    """A WebSocket at the cable's path while the cable is not running."""
+    message = await receive()
+    if message["type"] == "websocket.connect":
+        log.error("cable is not running: does the server run the ASGI lifespan?")
+        await send({"type": "websocket.close", "code": 1011})
 
 
 async def _not_found(send: Send) -> None:

@@ -10,6 +10,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests.helpers import wait_until
 from trio_cable import Cable, Channel, ConnectionRejected, Unauthorized
 from trio_cable.testing import (
     TestClient,
@@ -396,6 +397,48 @@ async def test_server_shutdown_sends_server_restart_and_runs_hooks() -> None:
         {"type": "disconnect", "reason": "server_restart", "reconnect": True}
     ]
     assert len(log["unsubscribed"]) == 1
+
+
+async def test_a_server_side_close_ends_the_connection_without_waiting(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A queued socket (the in-memory one here) runs the whole close in
+    the writer; the connection then ends its reader itself, at once, not
+    close_timeout later for want of a client that says anything more."""
+    cable, log = make_cable(close_timeout=10.0)
+    async with cable.running(), cable_test_client(cable) as ws:
+        await subscribe(ws, "a")
+        await ws.receive()
+        await trio.testing.wait_all_tasks_blocked()  # idle: no writer task
+        started = trio.current_time()
+        ws.connection.close("bye", reconnect=False)
+        frames = await drain(ws)  # the client never closes its side
+        await wait_until(lambda: not cable.connections)
+        ended = trio.current_time() - started
+    assert frames == [{"type": "disconnect", "reason": "bye", "reconnect": False}]
+    assert len(log["unsubscribed"]) == 1
+    assert ended < 1.0, ended  # virtual time: close_timeout would be 10
+
+
+def test_channel_rules_are_made_once_per_class_and_follow_its_name() -> None:
+    # Each subscription holds its channel's rules: one object per class,
+    # not one per subscription (memory per connection).
+    cable, _ = make_cable()
+    rules = cable.channel_rules("RoomChannel")
+    assert rules is not None
+    assert rules is cable.channel_rules("RoomChannel")
+    assert "speak" in rules.actions
+
+    class Lobby(Channel):
+        async def wave(self) -> None: ...
+
+    other = Cable()
+    other.channel(Lobby)
+    assert other.channel_rules("Lobby") is not None
+    cable.channel(name="Hall")(Lobby)  # the class is renamed
+    hall = cable.channel_rules("Hall")
+    assert hall is not None
+    assert (hall.name, "wave" in hall.actions) == ("Hall", True)
 
 
 async def test_stop_stream_from_and_streams_added_in_actions() -> None:

@@ -105,7 +105,8 @@ class ASGITransport(QueuedTransport):
 
 
 class ASGIHandshake:
-    """A ``websocket.connect`` not yet answered."""
+    """An ASGI WebSocket scope whose ``websocket.connect`` is not yet
+    received, or not yet answered."""
 
     __slots__ = ("_receive", "_scope", "_send")
 
@@ -114,7 +115,10 @@ class ASGIHandshake:
         self._receive = receive
         self._send = send
 
-    async def request(self) -> Request:
+    async def request(self) -> Request | None:
+        message = await self._receive()
+        if message["type"] != "websocket.connect":
+            return None  # gone before its handshake
         return Request(self._scope)
 
     async def refuse(self, status: int, reason: str) -> None:

@@ -52,7 +52,9 @@ class Transport(Protocol):
 
     async def flush(self) -> None:
         """Wait until everything queued is written (our close frame too,
-        after :meth:`close_nowait`). Raises :class:`TransportClosed`."""
+        after :meth:`close_nowait`). Raises :class:`TransportClosed` if the
+        socket is gone, also when this flush ran the whole close handshake
+        (a queued transport's close does)."""
 
     def close_nowait(self, code: int = 1000) -> int:
         """Queue our close frame after the backlog (if still open); return
@@ -63,8 +65,12 @@ class Transport(Protocol):
         """Forget queued frames (keeping the rest of one half sent)."""
 
     async def receive(self) -> str | bytes:
-        """The next frame from the peer; :class:`TransportClosed` at the end
-        (also once our close handshake is over)."""
+        """The next frame from the peer; :class:`TransportClosed` at the end.
+
+        A receive that is waiting while our close handshake runs ends with
+        it where the reader is the one that sees the peer's reply (the
+        direct transport); where :meth:`flush` or :meth:`close` run the
+        handshake to its end instead, the caller ends the reader."""
         ...
 
     async def close(self, code: int = 1000) -> None:
