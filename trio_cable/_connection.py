@@ -339,7 +339,8 @@ class Connection:
         if that takes less than half the cable's ``close_timeout`` (else
         the rest is dropped), then ``disconnect`` with reason
         ``server_restart``, and the socket is closed, all within
-        ``close_timeout``.
+        ``close_timeout``. (A dropped extended client's subscriptions are
+        kept in its session instead: see ``_sessions``.)
         """
         cable = self.cable
         cable.register(self)
@@ -347,6 +348,7 @@ class Connection:
         log.info(
             "conn %s: open %s from %s", self.id, self.request.path, self.request.client
         )
+        kept: Session | None = None
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
@@ -383,7 +385,7 @@ class Connection:
                     # subscription now (each runs unsubscribed()).
                     self.ready = False
                     nursery.cancel_scope.cancel()
-                    self._end_subscriptions()
+                    kept = self._end_subscriptions()
                     if self._writer_on:
                         # Past its close deadline already (too slow) or
                         # not (a shutdown): then one close_timeout more.
@@ -401,6 +403,8 @@ class Connection:
             self.ready = False
             self._nursery = None
             try:
+                if kept is not None:  # once no task of ours touches it
+                    await self._keep(kept)
                 await self._finish()
             finally:
                 cable.unregister(self)
@@ -440,10 +444,10 @@ class Connection:
         await trio.sleep(RESTORE_HOLD)
         self.protocol.release_restored()
 
-    def _end_subscriptions(self) -> None:
+    def _end_subscriptions(self) -> Session | None:
         """End every subscription (each runs ``unsubscribed()``); or, when
-        an extended client dropped, keep the confirmed ones in a session
-        it may resume (their ``unsubscribed()`` runs if it expires)."""
+        an extended client dropped, detach the confirmed ones into a
+        session it may resume (their ``unsubscribed()`` runs at expiry)."""
         records = list(self.protocol.subscriptions.values())
         sessions = self.host.sessions
         if not (
@@ -453,7 +457,7 @@ class Connection:
         ):
             for record in records:
                 record.owner.end()
-            return
+            return None
         session = Session(self.identity)
         for record in records:
             sub = record.owner
@@ -461,7 +465,12 @@ class Connection:
                 session.subscriptions.append(sub.detach())
             else:
                 sub.end()
-        sessions.keep(self.sid, session)
+        return session
+
+    async def _keep(self, session: Session) -> None:
+        if not self.host.sessions.keep(self.sid, session):  # the cable stopped
+            for kept in session.subscriptions:
+                await kept.former.run_unsubscribed()
 
     async def _authenticate(self) -> bool:
         hook = self.cable.connect_hook

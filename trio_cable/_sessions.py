@@ -160,11 +160,18 @@ class SessionKeeper:
         """Whether a dropped connection may leave its session here."""
         return self._running and self.ttl > 0
 
-    def keep(self, sid: str, session: Session) -> None:
-        """Keep ``session`` for ``ttl`` seconds (see :attr:`accepting`)."""
+    def keep(self, sid: str, session: Session) -> bool:
+        """Keep ``session`` for ``ttl`` seconds; False if not
+        :attr:`accepting` (then the caller ends it)."""
+        if not self.accepting:
+            return False
         expires = trio.current_time() + self.ttl
         self._ending += self.store.put(sid, session, expires)
         self._changed.set()
+        log.debug(
+            "session %s kept (%d subscriptions)", sid[:4], len(session.subscriptions)
+        )
+        return True
 
     def take(self, sid: str) -> Session | None:
         """The session kept under ``sid``, once; None if unknown or expired."""
