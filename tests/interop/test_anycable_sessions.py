@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.helpers import LOSS_BOUND, served, tcp_proxy, wait_until
+from tests.helpers import LOSS_BOUND, SERVERS, Server, served_on, tcp_proxy, wait_until
 from tests.interop.nodeclient import (
     ANYCABLE_DRIVER,
     NodeClient,
@@ -59,10 +59,11 @@ async def subscribe(client: NodeClient, url: str, reconnect_delay: int) -> None:
     await client.expect({"event": "subscribed", "key": "f"}, LOSS_BOUND)
 
 
-async def test_a_cut_client_is_restored_and_misses_nothing() -> None:
+@pytest.mark.parametrize("server", SERVERS)
+async def test_a_cut_client_is_restored_and_misses_nothing(server: Server) -> None:
     cable, calls = counting_cable()
     async with (
-        served(cable) as port,
+        served_on(cable, server) as port,
         tcp_proxy(port) as proxy,
         open_ac_client(driver=ANYCABLE_DRIVER) as client,
     ):
@@ -112,7 +113,7 @@ async def test_a_cut_client_is_restored_and_misses_nothing() -> None:
 async def test_a_client_back_after_the_ttl_gets_a_fresh_session() -> None:
     cable, calls = counting_cable(session_ttl=0.2)
     async with (
-        served(cable) as port,
+        served_on(cable, "direct") as port,
         tcp_proxy(port) as proxy,
         open_ac_client(driver=ANYCABLE_DRIVER) as client,
     ):
