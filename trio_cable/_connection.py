@@ -352,7 +352,7 @@ class Connection:
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
-                session = self._take_session()
+                session = await self._take_session()
                 if session is not None:
                     self.identity = session.identity  # no connect hook
                 elif not await self._authenticate():
@@ -416,9 +416,9 @@ class Connection:
 
     # -- sessions (the extended protocol) ----------------------------------------
 
-    def _take_session(self) -> Session | None:
+    async def _take_session(self) -> Session | None:
         sid = restore_sid(self.request) if self.protocol.dialect.extended else None
-        return None if sid is None else self.host.sessions.take(sid)
+        return None if sid is None else await self.host.sessions.take(sid)
 
     async def _restore(self, session: Session) -> list[str]:
         """Take a kept session's subscriptions over (no ``subscribed()``):
@@ -465,6 +465,7 @@ class Connection:
                 session.subscriptions.append(sub.detach())
             else:
                 sub.end()
+        sessions.expect(self.sid)
         return session
 
     async def _keep(self, session: Session) -> None:

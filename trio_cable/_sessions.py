@@ -149,6 +149,8 @@ class SessionKeeper:
         self._running = False
         self._changed = trio.Event()
         self._ending: list[Session] = []  # evicted: end them in run()
+        # Sessions on their way here: their connection's tasks are ending.
+        self._coming: dict[str, trio.Event] = {}
 
     @classmethod
     def in_memory(cls, options: CableOptions) -> SessionKeeper:
@@ -160,9 +162,20 @@ class SessionKeeper:
         """Whether a dropped connection may leave its session here."""
         return self._running and self.ttl > 0
 
+    def expect(self, sid: str) -> None:
+        """A session will be kept under ``sid`` (or :meth:`given_up`) once
+        its connection's tasks end: :meth:`take` waits for it."""
+        self._coming[sid] = trio.Event()
+
+    def given_up(self, sid: str) -> None:
+        coming = self._coming.pop(sid, None)
+        if coming is not None:
+            coming.set()
+
     def keep(self, sid: str, session: Session) -> bool:
         """Keep ``session`` for ``ttl`` seconds; False if not
         :attr:`accepting` (then the caller ends it)."""
+        self.given_up(sid)
         if not self.accepting:
             return False
         expires = trio.current_time() + self.ttl
@@ -173,8 +186,13 @@ class SessionKeeper:
         )
         return True
 
-    def take(self, sid: str) -> Session | None:
-        """The session kept under ``sid``, once; None if unknown or expired."""
+    async def take(self, sid: str) -> Session | None:
+        """The session kept under ``sid``, once; None if unknown or expired.
+        A client back before its old connection has ended waits for it
+        (bounded by that connection's close)."""
+        coming = self._coming.get(sid)
+        if coming is not None:
+            await coming.wait()
         if not self._running:
             return None
         session = self.store.take(sid)
