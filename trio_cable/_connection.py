@@ -469,7 +469,7 @@ class Connection:
         return session
 
     async def _keep(self, session: Session) -> None:
-        if not self.host.sessions.keep(self.sid, session):  # the cable stopped
+        if not await self.host.sessions.keep(self.sid, session):  # the cable stopped
             for kept in session.subscriptions:
                 await kept.former.run_unsubscribed()
 

@@ -84,16 +84,24 @@ class SessionStore(Protocol):
 
     ``put`` keeps ``session`` under ``sid`` until ``expires`` (on
     :func:`trio.current_time`'s clock) and returns the sessions it gave
-    up to make room; ``take`` removes and returns it (once); ``due``
-    removes and returns those expired by ``now``, and ``next_expiry``
-    says when the next one does. A store across processes (Redis) keeps
-    the identity and the subscriptions' identifiers, params and streams,
-    and rebuilds channel instances from them.
+    up to make room; ``take`` removes and returns it (once) unless it
+    expired by ``now``; ``due`` removes and returns those expired by
+    ``now``, and ``next_expiry`` says when the next one does (as far as
+    this process knows). Async, so that a store across processes (Redis,
+    a later step) fits: it would keep the identity and each
+    subscription's identifier, params and streams, and rebuild channel
+    instances from them.
     """
 
-    def put(self, sid: str, session: Session, expires: float) -> list[Session]: ...
-    def take(self, sid: str) -> Session | None: ...
-    def due(self, now: float) -> list[Session]: ...
+    async def put(self, sid: str, session: Session, expires: float) -> list[Session]:
+        """Keep ``session``; the sessions given up to make room."""
+
+    async def take(self, sid: str, now: float) -> Session | None:
+        """The session under ``sid``, removed; None if none or expired."""
+
+    async def due(self, now: float) -> list[Session]:
+        """The sessions expired by ``now``, removed."""
+
     def next_expiry(self) -> float: ...
     def __len__(self) -> int: ...
 
@@ -106,7 +114,7 @@ class MemorySessionStore:
         self.max_sessions = max_sessions
         self._kept: OrderedDict[str, tuple[float, Session]] = OrderedDict()
 
-    def put(self, sid: str, session: Session, expires: float) -> list[Session]:
+    async def put(self, sid: str, session: Session, expires: float) -> list[Session]:
         evicted = []
         while self._kept and len(self._kept) >= self.max_sessions:
             evicted.append(self._kept.popitem(last=False)[1][1])
@@ -116,11 +124,14 @@ class MemorySessionStore:
             evicted.append(session)
         return evicted
 
-    def take(self, sid: str) -> Session | None:
-        kept = self._kept.pop(sid, None)
-        return None if kept is None else kept[1]
+    async def take(self, sid: str, now: float) -> Session | None:
+        kept = self._kept.get(sid)
+        if kept is None or kept[0] <= now:
+            return None  # an expired one is left for due()
+        del self._kept[sid]
+        return kept[1]
 
-    def due(self, now: float) -> list[Session]:
+    async def due(self, now: float) -> list[Session]:
         out = []
         while self._kept:
             sid, (expires, session) = next(iter(self._kept.items()))
@@ -172,18 +183,15 @@ class SessionKeeper:
         if coming is not None:
             coming.set()
 
-    def keep(self, sid: str, session: Session) -> bool:
+    async def keep(self, sid: str, session: Session) -> bool:
         """Keep ``session`` for ``ttl`` seconds; False if not
         :attr:`accepting` (then the caller ends it)."""
         self.given_up(sid)
         if not self.accepting:
             return False
         expires = trio.current_time() + self.ttl
-        self._ending += self.store.put(sid, session, expires)
+        self._ending += await self.store.put(sid, session, expires)
         self._changed.set()
-        log.debug(
-            "session %s kept (%d subscriptions)", sid[:4], len(session.subscriptions)
-        )
         return True
 
     async def take(self, sid: str) -> Session | None:
@@ -195,10 +203,7 @@ class SessionKeeper:
             await coming.wait()
         if not self._running:
             return None
-        session = self.store.take(sid)
-        if session is not None and self.store.next_expiry() < trio.current_time():
-            self._changed.set()  # let run() end what is overdue
-        return session
+        return await self.store.take(sid, trio.current_time())
 
     async def run(self) -> None:
         """End sessions as they expire, until cancelled; then end them all.
@@ -212,7 +217,7 @@ class SessionKeeper:
             while True:
                 self._changed = trio.Event()
                 ending, self._ending = self._ending, []
-                ending += self.store.due(trio.current_time())
+                ending += await self.store.due(trio.current_time())
                 if ending:
                     await _end(ending)
                     continue
@@ -220,10 +225,10 @@ class SessionKeeper:
                     await self._changed.wait()
         finally:
             self._running = False
-            left = self._ending + self.store.due(math.inf)
-            self._ending = []
-            if left:
-                with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True):
+                left = self._ending + await self.store.due(math.inf)
+                self._ending = []
+                if left:
                     await _end(left)
 
 

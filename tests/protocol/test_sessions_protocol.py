@@ -1,4 +1,5 @@
-"""Restored subscriptions and the session store, with no event loop.
+"""Restored subscriptions and the session store, with no event loop (the
+store's methods are async, for a store across processes, but never wait).
 
 A restored session's subscriptions are confirmed with no frame (the
 client learns of them from ``welcome``'s ``restored_ids``), and live
@@ -110,20 +111,21 @@ def test_a_restored_subscription_takes_actions_and_unsubscribe() -> None:
     assert wire.frames() == []
 
 
-def test_the_memory_store_takes_once_expires_in_order_and_is_bounded() -> None:
+async def test_the_memory_store_takes_once_expires_in_order_and_is_bounded() -> None:
     store = MemorySessionStore(max_sessions=2)
     a, b, c = Session("a"), Session("b"), Session("c")
-    assert store.put("a", a, 10.0) == []
-    assert store.put("b", b, 20.0) == []
+    assert await store.put("a", a, 10.0) == []
+    assert await store.put("b", b, 20.0) == []
     assert store.next_expiry() == 10.0
-    assert store.put("c", c, 30.0) == [a]  # the oldest gives way
-    assert store.take("b") is b
-    assert store.take("b") is None  # once
-    assert store.due(29.0) == []
-    assert store.due(30.0) == [c]
+    assert await store.put("c", c, 30.0) == [a]  # the oldest gives way
+    assert await store.take("b", 0.0) is b
+    assert await store.take("b", 0.0) is None  # once
+    assert await store.take("c", 30.0) is None  # expired: left for due()
+    assert await store.due(29.0) == []
+    assert await store.due(30.0) == [c]
     assert len(store) == 0
     assert store.next_expiry() == float("inf")
-    assert MemorySessionStore(max_sessions=0).put("x", a, 1.0) == [a]
+    assert await MemorySessionStore(max_sessions=0).put("x", a, 1.0) == [a]
 
 
 def test_the_sid_comes_from_the_header_or_the_query() -> None:
