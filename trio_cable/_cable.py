@@ -325,6 +325,7 @@ class Cable:
         return self._disconnect_here(payload)
 
     def _disconnect_here(self, payload: str) -> int:
+        self.sessions.revoke(payload)  # kept sessions of it are not restored
         return close_matching(self._connections, payload)
 
     def whisper(self, stream: str, payload: str, sender: Subscriber) -> int:

@@ -17,6 +17,7 @@ the cable stops, of every session still kept.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections import OrderedDict
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import trio
+
+from ._remote import identity_matches
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -77,6 +80,8 @@ class Session:
 
     identity: Any
     subscriptions: list[KeptSubscription] = field(default_factory=list)
+    #: When its client dropped (:func:`trio.current_time`).
+    dropped_at: float = field(default_factory=trio.current_time)
 
 
 class SessionStore(Protocol):
@@ -162,6 +167,8 @@ class SessionKeeper:
         self._ending: list[Session] = []  # evicted: end them in run()
         # Sessions on their way here: their connection's tasks are ending.
         self._coming: dict[str, trio.Event] = {}
+        # Remote disconnects (identity, when) of the last ttl seconds.
+        self._revoked: list[tuple[Any, float]] = []
 
     @classmethod
     def in_memory(cls, options: CableOptions) -> SessionKeeper:
@@ -194,6 +201,25 @@ class SessionKeeper:
         self._changed.set()
         return True
 
+    def revoke(self, payload: str) -> None:
+        """A remote disconnect (``cable.disconnect(identity)``'s payload):
+        sessions of that identity dropped before now are not restored
+        (a logged-out user's session must not come back); they end at
+        their expiry."""
+        now = trio.current_time()
+        try:
+            match = json.loads(payload)["identity"]
+        except (ValueError, KeyError, TypeError):
+            return  # logged where the connections are matched
+        self._revoked = [r for r in self._revoked if r[1] > now - self.ttl]
+        self._revoked.append((match, now))
+
+    def _is_revoked(self, session: Session) -> bool:
+        return session.identity is not None and any(
+            when >= session.dropped_at and identity_matches(session.identity, match)
+            for match, when in self._revoked
+        )
+
     async def take(self, sid: str) -> Session | None:
         """The session kept under ``sid``, once; None if unknown or expired.
         A client back before its old connection has ended waits for it
@@ -203,7 +229,12 @@ class SessionKeeper:
             await coming.wait()
         if not self._running:
             return None
-        return await self.store.take(sid, trio.current_time())
+        session = await self.store.take(sid, trio.current_time())
+        if session is not None and self._is_revoked(session):
+            self._ending.append(session)  # run() ends it
+            self._changed.set()
+            return None
+        return session
 
     async def run(self) -> None:
         """End sessions as they expire, until cancelled; then end them all.

@@ -353,3 +353,29 @@ async def test_a_client_back_before_its_old_connection_ended_is_restored() -> No
             assert welcome == []  # waiting for the old connection
             release.set()
         assert welcome[0]["restored_ids"] == [identifier_for("Slow")]
+
+
+async def test_a_remote_disconnect_revokes_kept_sessions_of_that_identity() -> None:
+    """Logged out while away: its session must not bring the identity
+    back without the connect hook. A session dropped later is kept."""
+    cable, calls = room_cable()
+    async with cable.running():
+
+        async def dropped(user: str) -> str:
+            query = {"user": user}
+            async with cable_test_client(cable, subprotocols=EXT, query=query) as c:
+                await c.subscribe("Room", room="r1")
+                await drop(c)
+                return str(c.welcome["sid"])
+
+        ann, bob = await dropped("ann"), await dropped("bob")
+        assert await cable.disconnect("ann") == 0  # no open connection
+        later = await dropped("ann")
+        for sid, restored in ((ann, False), (bob, True), (later, True)):
+            async with cable_test_client(
+                cable, subprotocols=EXT, query={"sid": sid}
+            ) as c:
+                assert c.welcome.get("restored", False) is restored
+        while calls["unsubscribed"] < 1:  # the revoked one ended
+            await trio.testing.wait_all_tasks_blocked()
+        assert calls["connect"] == 4
