@@ -379,3 +379,18 @@ async def test_a_remote_disconnect_revokes_kept_sessions_of_that_identity() -> N
         while calls["unsubscribed"] < 1:  # the revoked one ended
             await trio.testing.wait_all_tasks_blocked()
         assert calls["connect"] == 4
+
+
+async def test_a_client_cut_off_for_no_pong_keeps_its_session(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    cable, calls = room_cable(ping_interval=1.0, pong_timeout=5.0)
+    async with cable.running():
+        async with cable_test_client(cable, subprotocols=EXT) as silent:
+            sid = silent.welcome["sid"]
+            await silent.subscribe("Room", room="r1")
+            assert (await silent.receive())["reason"] == "no_pong"
+            await drop(silent)
+        assert calls["unsubscribed"] == 0
+        async with cable_test_client(cable, subprotocols=EXT, query={"sid": sid}) as c:
+            assert c.welcome["restored_ids"] == [ROOM]
