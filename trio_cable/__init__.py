@@ -9,7 +9,6 @@ This namespace is the server's API; the Python client is
 
 from ._cable import Cable as Cable
 from ._cable import ConnectHook as ConnectHook
-from ._cable import RedisCable as RedisCable
 from ._channel import Channel as Channel
 from ._channel import periodically as periodically
 from ._channel import rescue_from as rescue_from
@@ -26,6 +25,7 @@ from ._history import HistoryPolicy as HistoryPolicy
 from ._hub import HubStatistics as HubStatistics
 from ._redis import BridgeStatistics as BridgeStatistics
 from ._redis import redis_broadcast as redis_broadcast
+from ._redis_cable import RedisCable as RedisCable
 from ._remote import redis_disconnect as redis_disconnect
 from ._request import Headers as Headers
 from ._request import Request as Request

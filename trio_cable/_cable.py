@@ -20,7 +20,8 @@ from ._errors import CableError
 from ._history import HistoryConfig, HistoryPolicy, HistoryStore, keep_stream_history
 from ._hub import Hub, Subscriber
 from ._logsummary import LogSummary
-from ._options import DEFAULT_REDIS_PREFIX, CableOptions, origin_allowed
+from ._options import CableOptions, origin_allowed
+from ._pubsub import PubSubRules
 from ._redis import RedisBridge
 from ._registry import ConnectionSet
 from ._remote import REMOTE_DISCONNECT, close_matching, encode_command
@@ -62,7 +63,7 @@ class Cable:
         **options: any field of :class:`CableOptions` (each documented
             there): ping and close timing, the slow-client and input
             limits, Redis, origins, the connection cap, the extended
-            protocol and stream history.
+            protocol, stream history and ``$pubsub`` streams.
     """
 
     def __init__(
@@ -86,6 +87,8 @@ class Cable:
         config = options.history_config
         if config is not None:
             self.hub.history = HistoryStore(config)
+        # Which $pubsub streams clients may open (streams_secret...).
+        self._pubsub = PubSubRules.install(options, self.channel)
         self.counters: Counter[str] = Counter()
         self._connections: ConnectionSet[Connection] = ConnectionSet()
         #: Handshakes under way (counted by the serving path).
@@ -179,6 +182,17 @@ class Cable:
             return cls
 
         return register if cls is None else register(cls)
+
+    def signed_stream_name(self, stream: str) -> str:
+        """``stream`` signed with ``streams_secret``, for a client's
+        ``$pubsub`` subscription (``cable.streamFromSigned(signed)``), in
+        AnyCable's format (Turbo's too: the same secret, the same name).
+
+        Raises:
+            CableError: the cable has no ``streams_secret``.
+            TypeError: ``stream`` is not a string.
+        """
+        return self._pubsub.sign(stream)
 
     def connect(self, hook: ConnectHook) -> ConnectHook:
         """Set the connect hook (a decorator); see :data:`ConnectHook`."""
@@ -531,19 +545,3 @@ class Cable:
                     conn.close("no_pong", reconnect=True)
                 elif protocol.dialect.pings:
                     conn.enqueue(frame)
-
-
-class RedisCable(Cable):
-    """A :class:`Cable` whose broadcasts cross processes through Redis.
-
-    The same as ``Cable(redis_url=url, redis_prefix=prefix, ...)``; any
-    cable also turns cross-process when the ``TRIO_CABLE_REDIS_URL``
-    environment variable is set as it starts, so application code does
-    not change between the two.
-
-    Raises:
-        CableError: at start-up, if the ``redis`` package is missing.
-    """
-
-    def __init__(self, url: str, *, prefix: str = DEFAULT_REDIS_PREFIX, **options: Any):
-        super().__init__(redis_url=url, redis_prefix=prefix, **options)

@@ -50,7 +50,8 @@ class ConnectionView(Protocol):
 class SubscriptionView(Protocol):
     """What a channel instance needs of the subscription it serves."""
 
-    rejected: bool
+    #: False, True (rejected), or why: (reason, message) for the frame.
+    rejected: bool | tuple[str, str | None]
 
     @property
     def identifier(self) -> str: ...
@@ -345,9 +346,14 @@ class Channel:
         cable = self._subscription.connection.cable
         return cable.broadcast_sync(stream, data)
 
-    def reject(self) -> None:
-        """Refuse the subscription (call it from :meth:`subscribed`)."""
-        self._subscription.rejected = True
+    def reject(self, reason: str | None = None, message: str | None = None) -> None:
+        """Refuse the subscription (call it from :meth:`subscribed`).
+
+        ``reason`` (a short code such as ``forbidden``) and ``message``
+        (what went wrong, for people) go in the ``reject_subscription``
+        frame and the log line; clients that do not know them ignore them.
+        """
+        self._subscription.rejected = True if reason is None else (reason, message)
 
 
 def _collect_actions(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Final
 from urllib.parse import urlsplit
 
 from ._history import HistoryConfig, HistoryPolicy
+from ._signing import Keys
 from .protocol.codec import Limits
 from .protocol.server import ProtocolSettings
 from .transports.inbound import InputLimits
@@ -85,6 +86,17 @@ class CableOptions:
         history_limit, history_ttl: the default policy: the last
             ``history_limit`` broadcasts of a stream (100), none older than
             ``history_ttl`` seconds (300).
+        streams_secret: the key (or keys: the first signs, any verifies)
+            of signed ``$pubsub`` streams, AnyCable's ``streams_secret``:
+            with it the cable has a ``$pubsub`` channel, and a client
+            subscribes to any stream the server signed for it
+            (:meth:`~trio_cable.Cable.signed_stream_name`; see
+            docs/reliability.md). None (the default): no signed streams.
+        public_streams: the ``$pubsub`` channel also opens unsigned
+            ``stream_name`` streams (``cable.streamFrom(name)``): any client
+            may listen to any stream it can name. Off by default.
+        streams_whisper: clients may whisper on signed ``$pubsub`` streams
+            (public ones always allow it, as in AnyCable).
     """
 
     ping_interval: float = 3.0
@@ -112,6 +124,10 @@ class CableOptions:
     history_ttl: float = 300.0
     session_ttl: float = 300.0
     max_sessions: int = 10_000
+    # Kept out of repr(): options get logged, secrets must not be.
+    streams_secret: Keys | None = field(default=None, repr=False)
+    public_streams: bool = False
+    streams_whisper: bool = False
     input_frames_per_second: float = 1000.0
     input_bytes_per_second: float = 1024.0 * 1024.0
     max_fragments: int = 1024

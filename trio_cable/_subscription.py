@@ -117,7 +117,7 @@ class Subscription:
         self.streams: list[str] = []
         #: The stream the client may whisper on (the channel opens it).
         self.whisper_stream: str | None = None
-        self.rejected = False
+        self.rejected: bool | tuple[str, str | None] = False
         self.confirmed = False
         self._running = False  # a task is working for this subscription
         self._began = False  # subscribed() has been called
@@ -295,7 +295,8 @@ class Subscription:
                 self.rejected = True
         if self.rejected:
             self._finished = self._ending = True
-            self.record.reject()
+            why = self.rejected
+            self.record.reject(*(why if isinstance(why, tuple) else ()))
             self.stop_all_streams()
             conn.forget(self)
             return False

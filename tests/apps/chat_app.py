@@ -29,6 +29,10 @@ Channels:
 * ``RejectingChannel``: transmits something, then always rejects (the
   transmitted message must never arrive).
 
+``$pubsub`` (AnyCable's streams without a channel) is there when the
+environment asks for it: ``CHAT_APP_STREAMS_SECRET`` (signed streams) and
+``CHAT_APP_PUBLIC_STREAMS=1`` (public ones).
+
 The connect hook takes the identity from the ``user`` query parameter and
 refuses ``user=intruder`` as ``unauthorized``.
 """
@@ -63,7 +67,17 @@ Send = Callable[[Message], Awaitable[None]]
 #: "<event>" alone; served at GET /stats so tests can see into a server.
 events: Counter[str] = Counter()
 
-cable = Cable(history=["feed:*"], history_limit=1000)
+#: The ``$pubsub`` channel's secret, when set (signed streams on); with
+#: ``CHAT_APP_PUBLIC_STREAMS=1``, public streams too.
+STREAMS_SECRET_ENV = "CHAT_APP_STREAMS_SECRET"
+PUBLIC_STREAMS_ENV = "CHAT_APP_PUBLIC_STREAMS"
+
+cable = Cable(
+    history=["feed:*"],
+    history_limit=1000,
+    streams_secret=os.environ.get(STREAMS_SECRET_ENV) or None,
+    public_streams=os.environ.get(PUBLIC_STREAMS_ENV) == "1",
+)
 
 
 @cable.connect

@@ -4,11 +4,14 @@ It speaks ``actioncable-v1-ext-json`` (the extended protocol): the server
 selects it, welcomes with a session id, positions broadcasts to streams
 with history, and replays what a client missed when its connection was
 cut, with no gap and no duplicate. A handshake that offers only what the
-server does not speak is refused in words on every transport.
+server does not speak is refused in words on every transport. Its
+``$pubsub`` streams (``streamFromSigned``, ``streamFrom``) work as with
+AnyCable, with history and whispers.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -21,7 +24,14 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from tests.helpers import LOSS_BOUND, RawClient, TcpProxy, served, tcp_proxy
+from tests.helpers import (
+    LOSS_BOUND,
+    RawClient,
+    TcpProxy,
+    command,
+    served,
+    tcp_proxy,
+)
 from tests.interop.nodeclient import (
     ANYCABLE_DRIVER,
     NodeClient,
@@ -294,6 +304,120 @@ async def test_whispers_between_two_anycable_clients() -> None:
         got = await bob.expect({"event": "message", "key": "t"})
         assert got["data"] == {"typing": "ann"}
         await cable.broadcast("typing", {"marker": 1})
+        first = await ann.expect({"event": "message", "key": "t"})
+        assert first["data"] == {"marker": 1}  # its own whisper never came
+        await bob.expect({"event": "message", "key": "t"})
+
+
+# -- $pubsub: streams without a channel ------------------------------------------
+
+PUBSUB_SECRET = "interop streams secret"
+
+
+@pytest.mark.parametrize("public", [False, True], ids=["public-off", "public-on"])
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+async def test_pubsub_streams_signed_and_public(
+    kind: ServerKind, public: bool, tmp_path: Path
+) -> None:
+    """``cable.streamFromSigned(signed)`` receives what is broadcast over
+    HTTP to the server; ``cable.streamFrom(name)`` only when the server
+    has public streams on; a tampered or forged signature is rejected."""
+    room = uuid.uuid4().hex[:8]
+    env = {"CHAT_APP_STREAMS_SECRET": PUBSUB_SECRET}
+    if public:
+        env["CHAT_APP_PUBLIC_STREAMS"] = "1"
+    signed = Cable(streams_secret=PUBSUB_SECRET).signed_stream_name(f"news:{room}")
+    encoded, digest = signed.split("--")
+    tampered = f"{encoded}--{digest[:-1]}{'0' if digest[-1] != '0' else '1'}"
+    forged = Cable(streams_secret="guessed").signed_stream_name(f"news:{room}")
+    with ServerProcess(kind, tmp_path, env=env) as server:
+        await server.wait_ready()
+        async with anycable() as client:
+            await client.send({"cmd": "connect", "url": server.url})
+            streams = [
+                ("stream_signed", "signed", signed),
+                ("stream", "public", f"open:{room}"),
+                ("stream_signed", "tampered", tampered),
+                ("stream_signed", "forged", forged),
+            ]
+            for cmd, key, name in streams:
+                await client.send({"cmd": cmd, "key": key, "name": name})
+            await client.expect({"event": "subscribed", "key": "signed"}, LOSS_BOUND)
+            for key in ("tampered", "forged"):
+                await client.expect({"event": "rejected", "key": key}, LOSS_BOUND)
+            outcome = "subscribed" if public else "rejected"
+            await client.expect({"event": outcome, "key": "public"}, LOSS_BOUND)
+            assert await server.broadcast(f"news:{room}", {"n": 1}) == 1
+            got = await client.expect({"event": "message", "key": "signed"})
+            assert got["data"] == {"n": 1}
+            delivered = await server.broadcast(f"open:{room}", {"n": 2})
+            assert delivered == int(public)
+            if public:
+                got = await client.expect({"event": "message", "key": "public"})
+                assert got["data"] == {"n": 2}
+            # The reason is on the wire (@anycable/core drops it).
+            raw = await RawClient.connect(server.port, welcome=True)
+            identifier = json.dumps(
+                {"channel": "$pubsub", "signed_stream_name": tampered}
+            )
+            await raw.send_text(command("subscribe", identifier))
+            frame = await raw.receive()
+            assert frame is not None
+            assert frame["type"] == "reject_subscription"
+            assert frame["reason"] == "invalid_signature"
+            await raw.aclose()
+            await client.assert_no_event({"event": "message"}, within=0.2)
+            await client.assert_no_event({"event": "uncaught"}, within=0)
+
+
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+async def test_a_signed_pubsub_stream_recovers_across_a_cut(
+    kind: ServerKind, tmp_path: Path
+) -> None:
+    """``streamFromSigned`` to a stream with history (``feed:*``) recovers
+    like a channel's: 300 numbered broadcasts at about 100/s, the client's
+    connection cut midway by the proxy, each received once, in order."""
+    room = uuid.uuid4().hex[:8]
+    env = {"CHAT_APP_STREAMS_SECRET": PUBSUB_SECRET}
+    signed = Cable(streams_secret=PUBSUB_SECRET).signed_stream_name(f"feed:{room}")
+    with ServerProcess(kind, tmp_path, env=env) as server:
+        await server.wait_ready()
+        async with tcp_proxy(server.port) as proxy, anycable() as client:
+            url = f"ws://127.0.0.1:{proxy.port}/cable"
+            await client.send({"cmd": "connect", "url": url, "reconnectDelay": 300})
+            await client.send({"cmd": "stream_signed", "key": "p", "name": signed})
+            await client.expect({"event": "subscribed", "key": "p"}, LOSS_BOUND)
+            unconnected: list[int] = []
+
+            async def broadcaster() -> None:
+                stream = f"feed:{room}"
+                made = await broadcast_numbered(server, stream, 300, 100, proxy)
+                unconnected.append(made)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(broadcaster)
+                numbers = await received_numbers(client, "p", 300)
+            assert numbers == list(range(300))
+            assert unconnected[0] >= 1  # some came from the history
+            await client.assert_no_event({"event": "message"}, within=1.0)
+            assert (proxy.cuts, proxy.accepted) == (1, 2)
+            await client.assert_no_event({"event": "uncaught"}, within=0)
+
+
+async def test_whispers_on_a_public_pubsub_stream() -> None:
+    """Public ``$pubsub`` streams allow whispers (as in AnyCable): from
+    ``cable.streamFrom(name).whisper()`` to the other client, not the sender."""
+    cable = Cable(public_streams=True)
+    async with served(cable) as port, anycable() as ann, anycable() as bob:
+        url = f"ws://127.0.0.1:{port}/cable"
+        for client in (ann, bob):
+            await client.send({"cmd": "connect", "url": url})
+            await client.send({"cmd": "stream", "key": "t", "name": "typing:1"})
+            await client.expect({"event": "subscribed", "key": "t"})
+        await ann.send({"cmd": "whisper", "key": "t", "data": {"typing": "ann"}})
+        got = await bob.expect({"event": "message", "key": "t"})
+        assert got["data"] == {"typing": "ann"}
+        await cable.broadcast("typing:1", {"marker": 1})
         first = await ann.expect({"event": "message", "key": "t"})
         assert first["data"] == {"marker": 1}  # its own whisper never came
         await bob.expect({"event": "message", "key": "t"})

@@ -11,6 +11,7 @@ defines the names it leaves to the reader). The only edit is the port (the sampl
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -41,6 +42,7 @@ def test_every_js_sample_is_covered() -> None:
     # A new ```js block must get a runner here, not slip through untested.
     assert len(code_blocks("README.md", "js")) == 1
     assert len(code_blocks("client-js.md", "js")) == 2
+    assert len(code_blocks("reliability.md", "js")) == 1
     for doc in ("guide.md", "scaling.md", "client.md", "cli.md", "security.md"):
         assert code_blocks(doc, "js") == [], doc
 
@@ -77,6 +79,47 @@ async def test_readme_js_sample_prints_hello_with_the_official_client(
             await process.wait()
             await process.stdout.aclose()
     assert output == b"hello\n"
+
+
+async def test_reliability_pubsub_sample_prints_hi_with_anycable_web(
+    tmp_path: Path,
+) -> None:
+    """The ``$pubsub`` sample in Node (the shims, and the page's ``<body
+    data-alerts-stream>`` given as ``document.body``) against the doc's own
+    cable, with the name the doc's ``page_for(17)`` signs."""
+    skip_unless_node()
+    await trio.to_thread.run_sync(ensure_node_modules)
+    doc = load_doc("reliability.md")
+    (sample,) = code_blocks("reliability.md", "js")
+    assert "127.0.0.1:8000" in sample
+    async with served(doc.streams) as port:
+        script = tmp_path / "sample.mjs"
+        body = {"dataset": {"alertsStream": doc.page_for(17)}}
+        page = f"globalThis.document.body = {json.dumps(body)};\n"
+        script.write_text(page + sample.replace("127.0.0.1:8000", f"127.0.0.1:{port}"))
+        (tmp_path / "node_modules").symlink_to(JS_DIR / "node_modules")
+        node = shutil.which("node")
+        assert node is not None
+        process = await trio.lowlevel.open_process(
+            [node, "--import", SHIMS.as_uri(), str(script)],
+            stdout=subprocess.PIPE,
+            cwd=tmp_path,
+        )
+        assert process.stdout is not None
+        output = b""
+        try:
+            await wait_until(lambda: doc.streams.hub.subscribers("alerts:17"))
+            await doc.streams.broadcast("alerts:17", {"text": "hi"})
+            with trio.fail_after(LOSS_BOUND):
+                while b"hi\n" not in output:
+                    chunk = await process.stdout.receive_some()
+                    assert chunk, f"node exited: {output!r}"
+                    output += chunk
+        finally:
+            process.kill()
+            await process.wait()
+            await process.stdout.aclose()
+    assert output == b"hi\n"
 
 
 def page_app(sample: str) -> Callable[[Scope, Receive, Send], Awaitable[None]]:

@@ -67,6 +67,13 @@ def test_methods_follow_their_class() -> None:
     assert trio_cable.Cable.__module__ == "trio_cable"
     assert trio_cable.Cable.broadcast.__module__ == "trio_cable"
     assert trio_cable.Cable.broadcast.__qualname__ == "Cable.broadcast"
+    # $pubsub (issue 13): a method of the cable, no new top-level name.
+    signed = trio_cable.Cable.signed_stream_name
+    assert (signed.__module__, signed.__qualname__) == (
+        "trio_cable",
+        "Cable.signed_stream_name",
+    )
+    assert trio_cable.RedisCable.__module__ == "trio_cable"
     assert trio_cable.client.CableClient.__module__ == "trio_cable.client"
     assert repr(trio_cable.CableError) == "<class 'trio_cable.CableError'>"
 

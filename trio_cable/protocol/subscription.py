@@ -251,15 +251,17 @@ class ServerSubscription:
                     continue
             send(prefix + payload + ("}" if position is None else position.tail))
 
-    def reject(self) -> None:
-        """``subscribed()`` refused it: forget it, say so, and answer what
+    def reject(self, reason: str | None = None, message: str | None = None) -> None:
+        """``subscribed()`` refused it (``reason``, ``message``: why, for the
+        frame and the one log line): forget it, say so, and answer what
         queued up behind the subscribe."""
         self._held = self._early = None
         self.state = REJECTED
         protocol = self._protocol
         protocol.forget(self)
-        self._send(protocol.dialect.reject(self.identifier))
-        log.info("conn %s: rejected %s", protocol.id, self.identifier)
+        self._send(protocol.dialect.reject(self.identifier, reason, message))
+        why = "" if reason is None else f" ({reason}: {message or '-'})"
+        log.info("conn %s: rejected %s%s", protocol.id, self.identifier, why)
         commands, self._inbox = self._inbox or [], None
         for command in commands:
             if isinstance(command, Message):
