@@ -394,3 +394,25 @@ async def test_a_client_cut_off_for_no_pong_keeps_its_session(
         assert calls["unsubscribed"] == 0
         async with cable_test_client(cable, subprotocols=EXT, query={"sid": sid}) as c:
             assert c.welcome["restored_ids"] == [ROOM]
+
+
+async def test_a_pubsub_stream_is_restored_too() -> None:
+    """The built-in ``$pubsub`` channel is a channel like any other: its
+    subscription comes back with its stream."""
+    cable = Cable(public_streams=True)
+    identifier = json.dumps({"channel": "$pubsub", "stream_name": "news"})
+    async with cable.running():
+        async with cable_test_client(cable, subprotocols=EXT) as first:
+            sid = first.welcome["sid"]
+            await first.send_raw(
+                json.dumps({"command": "subscribe", "identifier": identifier})
+            )
+            assert (await first.receive())["type"] == "confirm_subscription"
+            await drop(first)
+        async with cable_test_client(cable, subprotocols=EXT, query={"sid": sid}) as c:
+            assert c.welcome["restored_ids"] == [identifier]
+            history = {"command": "history", "identifier": identifier, "history": {}}
+            await c.send_raw(json.dumps(history))
+            assert (await c.receive())["type"] == "confirm_history"
+            await cable.broadcast("news", {"n": 1})
+            assert (await c.receive())["message"] == {"n": 1}
