@@ -17,13 +17,7 @@ from ._background import Background, guarded
 from ._broker import IN_PROCESS, Broker, open_broker
 from ._channel import Channel, rules_for
 from ._errors import CableError
-from ._history import (
-    HistoryConfig,
-    HistoryPolicy,
-    HistoryStore,
-    Replay,
-    keep_stream_history,
-)
+from ._history import HistoryConfig, HistoryPolicy, HistoryStore, keep_stream_history
 from ._hub import Hub, Subscriber
 from ._logsummary import LogSummary
 from ._options import CableOptions, origin_allowed
@@ -31,11 +25,13 @@ from ._pubsub import PubSubRules
 from ._redis import RedisBridge
 from ._registry import ConnectionSet
 from ._remote import REMOTE_DISCONNECT, close_matching, encode_command
+from ._sessions import SessionKeeper
 from ._util import single_error
 from .protocol.codec import encode_payload, encode_ping
 
 if TYPE_CHECKING:
     from ._connection import Connection
+    from ._history import Replay
     from ._request import Request
     from .protocol.ext import HistoryRequest
     from .protocol.server import ChannelRules
@@ -98,7 +94,9 @@ class Cable:
         #: Handshakes under way (counted by the serving path).
         self.handshakes = 0
         self._token: trio.lowlevel.TrioToken | None = None
-        self._background: list[Callable[[], Awaitable[object]]] = []
+        #: Sessions of dropped extended-protocol clients, to resume.
+        self.sessions = SessionKeeper.in_memory(options)
+        self._background: list[Callable[[], Awaitable[object]]] = [self.sessions.run]
         self._tasks: Background | None = None
         # Refused handshakes come in floods: one line, then a summary.
         self._refusals = LogSummary(log)
@@ -341,6 +339,7 @@ class Cable:
         return self._disconnect_here(payload)
 
     def _disconnect_here(self, payload: str) -> int:
+        self.sessions.revoke(payload)  # kept sessions of it are not restored
         return close_matching(self._connections, payload)
 
     def whisper(self, stream: str, payload: str, sender: Subscriber) -> int:

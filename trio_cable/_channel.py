@@ -255,7 +255,9 @@ class Channel:
         """Called after the subscription ended and its streams were left.
 
         Runs on unsubscribe and on every kind of disconnect, shielded from
-        cancellation for at most the cable's ``hook_timeout``.
+        cancellation for at most the cable's ``hook_timeout``; for an
+        extended-protocol client that dropped, when its kept session
+        expires unrestored (see docs/reliability.md), not at the drop.
         """
 
     # -- streams and output (non-blocking; callable from threads) ----------

@@ -22,6 +22,7 @@ import trio
 
 from ._current import current_connection, current_user
 from ._errors import ConnectionRejected, TransportClosed
+from ._sessions import Session, restore_sid
 from ._subscription import Subscription
 from .protocol.dialects import ACTIONCABLE_V1_JSON
 from .protocol.server import (
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from ._hub import Subscriber
     from ._options import CableOptions
     from ._request import Request
+    from ._sessions import SessionKeeper
     from .protocol.dialects import Dialect
     from .protocol.ext import HistoryRequest
     from .protocol.server import ChannelRules
@@ -51,6 +53,12 @@ _ids = itertools.count(1)
 
 #: One name for every task a connection starts (trio would build one each).
 _TASK_NAME: Final = "trio_cable.connection"
+#: How long a restored subscription holds live broadcasts back for the
+#: client's history request (@anycable/web sends it with the welcome).
+RESTORE_HOLD: Final = 5.0
+#: Server-side closes after which a session is kept: the network's fault,
+#: not a decision against the client (remote, unauthorized, shutdown).
+_KEEPS_SESSION: Final = ("too_slow", "no_pong")
 #: How far past max_outbox_frames/bytes a backlog may grow while the
 #: client still takes writes (the server is busy, the client is not slow).
 OUTBOX_SLACK: Final = 4
@@ -61,6 +69,7 @@ class ConnectionHost(Protocol):
 
     options: CableOptions
     connect_hook: Callable[[Request], Any] | None
+    sessions: SessionKeeper
 
     def channel_rules(self, name: str) -> ChannelRules | None:
         """The rules of the channel clients subscribe to as ``name``;
@@ -335,7 +344,8 @@ class Connection:
         if that takes less than half the cable's ``close_timeout`` (else
         the rest is dropped), then ``disconnect`` with reason
         ``server_restart``, and the socket is closed, all within
-        ``close_timeout``.
+        ``close_timeout``. (A dropped extended client's subscriptions are
+        kept in its session instead: see ``_sessions``.)
         """
         cable = self.cable
         cable.register(self)
@@ -343,10 +353,14 @@ class Connection:
         log.info(
             "conn %s: open %s from %s", self.id, self.request.path, self.request.client
         )
+        kept: Session | None = None
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
-                if not await self._authenticate():
+                session = await self._take_session()
+                if session is not None:
+                    self.identity = session.identity  # no connect hook
+                elif not await self._authenticate():
                     return
                 # Inherited by this connection's tasks (and their threads)
                 # only: each connection runs in a task of its own.
@@ -354,7 +368,10 @@ class Connection:
                 current_connection.set(self)
                 self._nursery = nursery
                 try:
-                    self.protocol.welcome(self.sid)
+                    restored = None
+                    if session is not None:
+                        restored = await self._restore(session)
+                    self.protocol.welcome(self.sid, restored)
                     if self._close is not None:  # closed before it opened
                         self._start_writer()
                     self.ready = True
@@ -374,8 +391,7 @@ class Connection:
                     # subscription now (each runs unsubscribed()).
                     self.ready = False
                     nursery.cancel_scope.cancel()
-                    for record in list(self.protocol.subscriptions.values()):
-                        record.owner.end()
+                    kept = self._end_subscriptions()
                     if self._writer_on:
                         # Past its close deadline already (too slow) or
                         # not (a shutdown): then one close_timeout more.
@@ -393,6 +409,8 @@ class Connection:
             self.ready = False
             self._nursery = None
             try:
+                if kept is not None:  # once no task of ours touches it
+                    await self._keep(kept)
                 await self._finish()
             finally:
                 cable.unregister(self)
@@ -401,6 +419,65 @@ class Connection:
                 self.id,
                 self._close[0] if self._close else "client left",
             )
+
+    # -- sessions (the extended protocol) ----------------------------------------
+
+    async def _take_session(self) -> Session | None:
+        sid = restore_sid(self.request) if self.protocol.dialect.extended else None
+        return None if sid is None else await self.host.sessions.take(sid)
+
+    async def _restore(self, session: Session) -> list[str]:
+        """Take a kept session's subscriptions over (no ``subscribed()``):
+        their streams live again and their timers running; broadcasts
+        wait for the client's history request, RESTORE_HOLD at most."""
+        restored, streams = [], []
+        for kept in session.subscriptions:
+            rules = self.host.channel_rules(kept.channel.channel_name)
+            assert rules is not None  # registered: it was subscribed to
+            record = self.protocol.restore(kept.identifier, rules)
+            record.owner = sub = Subscription(self, record, kept.params)
+            sub.adopt(kept)
+            restored.append(kept.identifier)
+            streams += sub.streams
+        self.host.count("sessions_restored")
+        log.info("conn %s: session restored (%d subscriptions)", self.id, len(restored))
+        await self.host.streams_live(streams)
+        if restored:
+            self.spawn(self._release_restored)
+        return restored
+
+    async def _release_restored(self) -> None:
+        await trio.sleep(RESTORE_HOLD)
+        self.protocol.release_restored()
+
+    def _end_subscriptions(self) -> Session | None:
+        """End every subscription (each runs ``unsubscribed()``); or, when
+        an extended client dropped, detach the confirmed ones into a
+        session it may resume (their ``unsubscribed()`` runs at expiry)."""
+        records = list(self.protocol.subscriptions.values())
+        sessions = self.host.sessions
+        if not (
+            self.protocol.dialect.extended
+            and sessions.accepting
+            and (self._close is None or self._close[0] in _KEEPS_SESSION)
+        ):
+            for record in records:
+                record.owner.end()
+            return None
+        session = Session(self.identity)
+        for record in records:
+            sub = record.owner
+            if sub.confirmed and not record.closed:
+                session.subscriptions.append(sub.detach())
+            else:
+                sub.end()
+        sessions.expect(self.sid)
+        return session
+
+    async def _keep(self, session: Session) -> None:
+        if not await self.host.sessions.keep(self.sid, session):  # the cable stopped
+            for kept in session.subscriptions:
+                await kept.former.run_unsubscribed()
 
     async def _authenticate(self) -> bool:
         hook = self.cable.connect_hook

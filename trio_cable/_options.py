@@ -78,6 +78,11 @@ class CableOptions:
             docs/reliability.md): names or ``fnmatch`` patterns, or a
             mapping of them to a :class:`HistoryPolicy` (None: the
             default one). Nothing keeps history by default.
+        session_ttl: how long (seconds) the session of an extended-protocol
+            client that dropped is kept for it to resume: its identity and
+            subscriptions back, no connect hook, no ``subscribed()`` (300,
+            as AnyCable; 0: never kept). See docs/reliability.md.
+        max_sessions: sessions kept at most; the oldest gives way.
         history_limit, history_ttl: the default policy: the last
             ``history_limit`` broadcasts of a stream (100), none older than
             ``history_ttl`` seconds (300).
@@ -117,6 +122,8 @@ class CableOptions:
     history: Sequence[str] | Mapping[str, HistoryPolicy | None] = ()
     history_limit: int = 100
     history_ttl: float = 300.0
+    session_ttl: float = 300.0
+    max_sessions: int = 10_000
     # Kept out of repr(): options get logged, secrets must not be.
     streams_secret: Keys | None = field(default=None, repr=False)
     public_streams: bool = False

@@ -12,7 +12,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import math
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
@@ -20,6 +19,8 @@ import trio
 
 from ._channel import Channel, ConnectionView, action_for
 from ._errors import ActionError
+from ._hooks import call, call_hook
+from ._sessions import KeptSubscription
 from .protocol.codec import Message, encode_payload
 
 if TYPE_CHECKING:
@@ -229,6 +230,36 @@ class Subscription:
     def _stop_timers(self) -> None:
         for scope in self._timer_scopes or ():
             scope.cancel()
+
+    def detach(self) -> KeptSubscription:
+        """Keep this confirmed subscription for its session (see
+        ``_sessions``): off the hub, timers stopped, no ``unsubscribed()``."""
+        filters = self._filters or {}
+        streams = [(s, getattr(filters.get(s), "callback", None)) for s in self.streams]
+        kept = KeptSubscription(
+            self.identifier, self.params, self.channel, streams,
+            self.whisper_stream, self._timers, self,
+        )  # fmt: skip
+        self._finished = True  # its task, cancelled, must not run the hook
+        self.record.leave()
+        self.stop_all_streams()
+        self._stop_timers()
+        return kept
+
+    def adopt(self, kept: KeptSubscription) -> None:
+        """Take a kept subscription over, confirmed, on a new connection."""
+        self.channel = kept.channel
+        kept.channel._subscription = self
+        self._began = self.confirmed = True
+        for stream, callback in kept.streams:
+            self.stream_from(stream, callback, stream == kept.whisper_stream)
+        self._timers = kept.timers
+        for fn, seconds in kept.timers or ():
+            self.connection.spawn(partial(self._every, fn, seconds))
+
+    async def run_unsubscribed(self) -> None:
+        """A kept subscription's end: its session expired unrestored."""
+        await self._unsubscribed()
 
     # -- the subscription's work (a task while there is some) ----------------
 
@@ -473,15 +504,6 @@ class Subscription:
             )
 
 
-async def call(fn: Callable[..., Any], *args: Any) -> None:
-    """Await ``fn(*args)`` if it is ``async def``, else run it in a worker
-    thread."""
-    if inspect.iscoroutinefunction(fn):
-        await fn(*args)
-    else:
-        await trio.to_thread.run_sync(fn, *args)
-
-
 class Filtered:
     """A ``stream_from`` callback between the hub and one subscription: it
     decodes each broadcast, calls the callback and encodes what it returns,
@@ -514,25 +536,3 @@ class Filtered:
             return
         # A frame of its own, not the shared one (at the same position).
         record.deliver(encoded, {}, position)
-
-
-#: Worker threads for hooks are counted by trio's default limiter, taken
-#: before the hook's own time starts (see call_hook); this one only passes.
-_TAKEN: Final = trio.CapacityLimiter(1 << 30)
-
-
-async def call_hook(channel: Channel, hook: str, limit: float | None = None) -> bool:
-    """Run a hook (``async def`` here, plain ``def`` in a worker thread);
-    True if it ran out of ``limit`` seconds and was cancelled."""
-    fn = getattr(type(channel), hook)
-    if inspect.iscoroutinefunction(fn):
-        if limit is None:
-            await fn(channel)
-            return False
-        with trio.move_on_after(limit) as scope:
-            await fn(channel)
-        return scope.cancelled_caught
-    async with trio.to_thread.current_default_thread_limiter():
-        with trio.move_on_after(math.inf if limit is None else limit) as scope:
-            await trio.to_thread.run_sync(fn, channel, limiter=_TAKEN)
-    return scope.cancelled_caught

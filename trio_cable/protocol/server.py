@@ -169,6 +169,7 @@ class ServerProtocol:
         "_mistakes",
         "_rate_limited",
         "_refilled",
+        "_restoring",
         "_tokens",
         "count",
         "dialect",
@@ -201,6 +202,8 @@ class ServerProtocol:
         self._rate_limited = False
         # Made on the first mistake: an empty set is 216 bytes per connection.
         self._mistakes: set[tuple[str, str]] | None = None
+        # Restored subscriptions whose client has not asked for history.
+        self._restoring: set[str] | None = None
         #: When the client last sent a frame (for ``no_pong``).
         self.last_seen = now
 
@@ -298,7 +301,31 @@ class ServerProtocol:
             return None
         return WhisperRequested(sub, command.payload)
 
+    def restore(self, identifier: str, rules: ChannelRules) -> ServerSubscription:
+        """The record of a subscription of a restored session, confirmed
+        with no frame; live broadcasts wait for the client's ``history``
+        command (so none arrives twice), or :meth:`release_restored`."""
+        sub = self.subscriptions[identifier] = ServerSubscription(
+            self, identifier, rules
+        )
+        sub.resume()
+        if self._restoring is None:
+            self._restoring = set()
+        self._restoring.add(identifier)
+        return sub
+
+    def release_restored(self) -> None:
+        """Let live broadcasts through to restored subscriptions that got
+        no ``history`` command (a client that will not ask)."""
+        waiting, self._restoring = self._restoring or (), None
+        for identifier in waiting:
+            sub = self.subscriptions.get(identifier)
+            if sub is not None:
+                sub.release()
+
     def _history(self, command: History) -> Event | None:
+        if self._restoring is not None:
+            self._restoring.discard(command.identifier)
         sub = self.subscriptions.get(command.identifier)
         if sub is None:
             self._not_subscribed(command.identifier)

@@ -198,6 +198,22 @@ class ServerSubscription:
         for payload, position in early:
             send(prefix + payload + ("}" if position is None else position.tail))
 
+    def resume(self) -> None:
+        """A subscription of a restored session: confirmed already (the
+        client is told in ``welcome``), broadcasts held back until the
+        client's ``history`` request, or :meth:`release`."""
+        self.state = CONFIRMED
+        self._held = None
+        self._early = []
+
+    def release(self) -> None:
+        """Send the broadcasts held back by :meth:`resume`, with no history."""
+        held, self._early = self._early or [], None
+        if self.state is CONFIRMED:
+            send, prefix = self._send, self.prefix
+            for payload, position in held:
+                send(prefix + payload + ("}" if position is None else position.tail))
+
     def hold(self) -> None:
         """Keep broadcasts back while history is read (see :meth:`history`)."""
         if self.state is CONFIRMED and self._early is None:
