@@ -72,9 +72,7 @@ class ConnectionHost(Protocol):
     sessions: SessionKeeper
 
     def channel_rules(self, name: str) -> ChannelRules | None:
-        """The rules of the channel clients subscribe to as ``name``;
-        its ``source`` is the channel class."""
-        ...
+        """The rules of channel ``name`` (``source``: the class)."""
 
     def channel_names(self) -> Collection[str]: ...
 
@@ -320,10 +318,9 @@ class Connection:
                 self._writer_ended.set()
 
     async def _stop_writer(self, cut_off: float) -> None:
-        """Wait for the (cancelled) writer until ``cut_off`` at the latest,
-        then close the socket under it: a send that ignores cancellation
-        (Hypercorn shields its sends) would otherwise hold this connection,
-        its slot and its tasks for as long as the client does not read."""
+        """Wait for the (cancelled) writer until ``cut_off``, then close the
+        socket under it: a send that ignores cancellation (Hypercorn's)
+        would hold the connection as long as the client does not read."""
         self._writer_ended = ended = trio.Event()
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = cut_off
