@@ -106,7 +106,8 @@ class CableOptions:
     max_subscriptions: int = 256
     hook_timeout: float = 1.0
     close_timeout: float = 1.0
-    redis_url: str | None = None
+    # Out of the repr (options get logged): a URL may carry a password.
+    redis_url: str | None = field(default=None, repr=False)
     redis_prefix: str = DEFAULT_REDIS_PREFIX
     redis_buffer: int = 10_000
     allowed_origins: Sequence[str] | None = None

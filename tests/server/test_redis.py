@@ -476,3 +476,10 @@ async def test_scaling_doc_examples_run(redis_server: RedisServer) -> None:
         await trio.to_thread.run_sync(exec, source, namespace)
         assert await next_message(ws) == {"message": "deploy done"}
     assert isinstance(namespace["cable"], RedisCable)
+
+
+def test_the_redis_url_stays_out_of_the_options_repr() -> None:
+    url = "redis://user:pa55word@127.0.0.1:6379/0"
+    options = Cable(redis_url=url).options
+    assert options.redis_url == url
+    assert "pa55word" not in repr(options)
