@@ -37,6 +37,7 @@ from tests.helpers.tasks import all_tasks, task_count
 from tests.helpers.tcp_proxy import TcpProxy, tcp_proxy
 from tests.helpers.transports import TRANSPORTS, Transport
 from tests.helpers.waiting import LOSS_BOUND, wait_until
+from tests.helpers.wire import ProtocolWire
 from tests.helpers.wsclient import (
     PROTOCOL,
     RawClient,
@@ -54,6 +55,7 @@ __all__ = [
     "SERVERS",
     "TRANSPORTS",
     "FrameCaches",
+    "ProtocolWire",
     "RawClient",
     "RedisServer",
     "Server",

@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import ProtocolWire
 from trio_cable import HistoryPolicy
 from trio_cable._errors import ProtocolError
 from trio_cable._history import HistoryConfig, HistoryStore
-from trio_cable.protocol import ChannelRules, ProtocolSettings, ServerProtocol
+from trio_cable.protocol import ChannelRules
 from trio_cable.protocol.dialects import (
     ACTIONCABLE_V1_EXT_JSON,
     ACTIONCABLE_V1_JSON,
@@ -36,26 +37,9 @@ ROOM = json.dumps({"channel": "Room", "id": 1})
 RULES = ChannelRules("Room", {"speak"}, {"subscribed"})
 
 
-class Wire:
+class Wire(ProtocolWire):
     def __init__(self) -> None:
-        self.sent: list[str] = []
-        self.proto = ServerProtocol(
-            ACTIONCABLE_V1_EXT_JSON,
-            ProtocolSettings(),
-            send=self.sent.append,
-            host=self,
-        )
-
-    def channel_rules(self, name: str) -> ChannelRules | None:
-        return RULES if name == "Room" else None
-
-    def count(self, name: str) -> None:
-        pass
-
-    def frames(self) -> list[dict[str, Any]]:
-        out = [json.loads(frame) for frame in self.sent]
-        self.sent.clear()
-        return out
+        super().__init__(RULES, dialect=ACTIONCABLE_V1_EXT_JSON)
 
 
 def test_the_best_offered_dialect_wins() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import ProtocolWire
 from trio_cable import ProtocolError
 from trio_cable.protocol import ChannelRules, ProtocolSettings, ServerProtocol
 from trio_cable.protocol.codec import Message, Subscribe, Unsubscribe
@@ -29,26 +30,9 @@ def frame(command: str, **fields: Any) -> str:
     return json.dumps({"command": command, **CHAT, **fields})
 
 
-class Wire:
+class Wire(ProtocolWire):
     def __init__(self) -> None:
-        self.sent: list[str] = []
-        self.proto = ServerProtocol(
-            GUIDE, ProtocolSettings(), send=self.sent.append, host=self
-        )
-
-    def channel_rules(self, name: str) -> ChannelRules | None:
-        return RULES if name == "ChatChannel" else None
-
-    def channel_names(self) -> list[str]:
-        return ["ChatChannel"]
-
-    def count(self, name: str) -> None:
-        pass
-
-    def frames(self) -> list[dict[str, Any]]:
-        out = [json.loads(f) for f in self.sent]
-        self.sent.clear()
-        return out
+        super().__init__(RULES, dialect=GUIDE)
 
 
 def test_negotiated_by_its_subprotocol() -> None:

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 import trio_cable.protocol
-from trio_cable.protocol import ChannelRules, ProtocolSettings, ServerProtocol
+from tests.helpers import ProtocolWire
+from trio_cable.protocol import ChannelRules
 from trio_cable.protocol.dialects import ACTIONCABLE_V1_JSON, choose_dialect
 from trio_cable.protocol.server import (
     CONFIRMED,
@@ -31,32 +32,11 @@ ROOM = json.dumps({"channel": "Room", "id": 1})
 RULES = ChannelRules("Room", {"speak", "receive"}, {"subscribed", "transmit"})
 
 
-class Wire:
+class Wire(ProtocolWire):
     """A ServerProtocol and every frame it sent, decoded."""
 
     def __init__(self, **settings: Any) -> None:
-        self.sent: list[str] = []
-        self.counts: list[str] = []
-        self.proto = ServerProtocol(
-            ACTIONCABLE_V1_JSON,
-            ProtocolSettings(**settings),
-            send=self.sent.append,
-            host=self,
-        )
-
-    def channel_rules(self, name: str) -> ChannelRules | None:
-        return RULES if name == "Room" else None
-
-    def channel_names(self) -> list[str]:
-        return ["Room"]
-
-    def count(self, name: str) -> None:
-        self.counts.append(name)
-
-    def frames(self) -> list[dict[str, Any]]:
-        out = [json.loads(frame) for frame in self.sent]
-        self.sent.clear()
-        return out
+        super().__init__(RULES, **settings)
 
     def command(self, command: str, identifier: str = ROOM, **data: Any) -> str:
         frame: dict[str, Any] = {"command": command, "identifier": identifier}

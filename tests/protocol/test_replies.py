@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import ProtocolWire
 from trio_cable import ProtocolError
-from trio_cable.protocol import ChannelRules, ProtocolSettings, ServerProtocol
+from trio_cable.protocol import ChannelRules
 from trio_cable.protocol.client import ClientProtocol, Received, Replied
 from trio_cable.protocol.codec import Message, parse_frame
-from trio_cable.protocol.dialects import ACTIONCABLE_V1_JSON
 from trio_cable.protocol.server import CommandQueued, SubscriptionRequested
 
 ROOM = json.dumps({"channel": "Room", "id": 1})
@@ -22,26 +22,9 @@ OTHER = json.dumps({"channel": "Room"})
 RULES = ChannelRules("Room", {"add", "receive"}, {"subscribed", "transmit"})
 
 
-class Wire:
+class Wire(ProtocolWire):
     def __init__(self, **settings: Any) -> None:
-        self.sent: list[str] = []
-        self.proto = ServerProtocol(
-            ACTIONCABLE_V1_JSON,
-            ProtocolSettings(**settings),
-            send=self.sent.append,
-            host=self,
-        )
-
-    def channel_rules(self, name: str) -> ChannelRules | None:
-        return RULES if name == "Room" else None
-
-    def count(self, name: str) -> None:
-        pass
-
-    def frames(self) -> list[dict[str, Any]]:
-        out = [json.loads(frame) for frame in self.sent]
-        self.sent.clear()
-        return out
+        super().__init__(RULES, **settings)
 
 
 def call_frame(action: str, ref: Any, identifier: str = ROOM, **data: Any) -> str:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tests.helpers import ProtocolWire
 from trio_cable._sessions import MemorySessionStore, Session, restore_sid
-from trio_cable.protocol import ChannelRules, ProtocolSettings, ServerProtocol
+from trio_cable.protocol import ChannelRules
 from trio_cable.protocol.dialects import ACTIONCABLE_V1_EXT_JSON
 from trio_cable.protocol.ext import History, Position
 from trio_cable.protocol.server import CommandQueued
@@ -24,26 +25,9 @@ ROOM = json.dumps({"channel": "Room", "id": 1})
 RULES = ChannelRules("Room", {"speak"}, {"subscribed"})
 
 
-class Wire:
+class Wire(ProtocolWire):
     def __init__(self) -> None:
-        self.sent: list[str] = []
-        self.proto = ServerProtocol(
-            ACTIONCABLE_V1_EXT_JSON,
-            ProtocolSettings(),
-            send=self.sent.append,
-            host=self,
-        )
-
-    def channel_rules(self, name: str) -> ChannelRules | None:
-        return RULES if name == "Room" else None
-
-    def count(self, name: str) -> None:
-        pass
-
-    def frames(self) -> list[dict[str, Any]]:
-        out = [json.loads(frame) for frame in self.sent]
-        self.sent.clear()
-        return out
+        super().__init__(RULES, dialect=ACTIONCABLE_V1_EXT_JSON)
 
 
 def test_a_restored_welcome_and_no_confirmation() -> None:
