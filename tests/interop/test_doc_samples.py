@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -134,10 +135,14 @@ def page_app(sample: str) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     return app
 
 
-async def test_client_js_sample_runs_in_chromium() -> None:
-    readme = load_doc("README.md")  # its ChatChannel answers the sample
-    sample, _calls = code_blocks("client-js.md", "js")
-    app = CableApp(readme.cable, page_app(sample))
+@asynccontextmanager
+async def page_in_chromium(
+    cable: Cable, page: str, last_line: str
+) -> AsyncIterator[list[str]]:
+    """``page`` as a module script served with ``cable`` by a real Hypercorn
+    (``CableApp``), open in Chromium until its console says ``last_line``;
+    yields the console lines, then stops both."""
+    app = CableApp(cable, page_app(page))
     config = Config()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
@@ -149,17 +154,20 @@ async def test_client_js_sample_runs_in_chromium() -> None:
         async with open_browser() as browser:
             await browser.open("page", url + "/")
             console = browser.console
-
-            async def poll() -> None:
-                while "[page] hello" not in console:
-                    await browser.evaluate("page", "1")  # collects console lines
-
             with trio.fail_after(LOSS_BOUND):
-                await poll()
-            # received() unsubscribed and disconnected: the server sees it.
-            await wait_until(lambda: not readme.cable.connections)
+                while f"[page] {last_line}" not in console:
+                    await browser.evaluate("page", "1")  # collects console lines
+            yield console
             assert not any("pageerror" in line for line in console), console
         nursery.cancel_scope.cancel()
+
+
+async def test_client_js_sample_runs_in_chromium() -> None:
+    readme = load_doc("README.md")  # its ChatChannel answers the sample
+    sample, _calls = code_blocks("client-js.md", "js")
+    async with page_in_chromium(readme.cable, sample, "hello"):
+        # received() unsubscribed and disconnected: the server sees it.
+        await wait_until(lambda: not readme.cable.connections)
 
 
 CALLS_PAGE = """import { cable } from "/cable.js"
@@ -189,25 +197,5 @@ async def test_client_js_calls_sample_runs_in_chromium() -> None:
             return {"id": 1, "title": data["title"]}
 
     page = CALLS_PAGE % sample.replace('{ title: "milk" }', "{ title }")
-    app = CableApp(cable, page_app(page))
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(
-            lambda task_status: serve(app, config, task_status=task_status)
-        )
-        url = binds[0].replace("0.0.0.0", "127.0.0.1")
-        async with open_browser() as browser:
-            await browser.open("page", url + "/")
-            console = browser.console
-
-            async def poll() -> None:
-                while "[page] refused invalid" not in console:
-                    await browser.evaluate("page", "1")  # collects console lines
-
-            with trio.fail_after(LOSS_BOUND):
-                await poll()
-            assert "[page] saved milk #1" in console
-            assert not any("pageerror" in line for line in console), console
-        nursery.cancel_scope.cancel()
+    async with page_in_chromium(cable, page, "refused invalid") as console:
+        assert "[page] saved milk #1" in console
