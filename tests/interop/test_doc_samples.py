@@ -48,6 +48,44 @@ def test_every_js_sample_is_covered() -> None:
         assert code_blocks(doc, "js") == [], doc
 
 
+@asynccontextmanager
+async def node_sample(
+    tmp_path: Path, script: str, expected: bytes
+) -> AsyncIterator[Callable[[], Awaitable[bytes]]]:
+    """``script`` run by Node with the shims, from a directory that sees
+    js/node_modules; yields a function that waits until its output ends
+    with ``expected`` and returns all of it. The process is killed at the
+    end of the block."""
+    (tmp_path / "node_modules").symlink_to(JS_DIR / "node_modules")
+    path = tmp_path / "sample.mjs"
+    path.write_text(script)
+    node = shutil.which("node")
+    assert node is not None
+    process = await trio.lowlevel.open_process(
+        [node, "--import", SHIMS.as_uri(), str(path)],
+        stdout=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    assert process.stdout is not None
+    stdout = process.stdout
+
+    async def output() -> bytes:
+        out = b""
+        with trio.fail_after(LOSS_BOUND):
+            while not out.endswith(expected):
+                chunk = await stdout.receive_some()
+                assert chunk, f"node exited: {out!r}"
+                out += chunk
+        return out
+
+    try:
+        yield output
+    finally:
+        process.kill()
+        await process.wait()
+        await stdout.aclose()
+
+
 async def test_readme_js_sample_prints_hello_with_the_official_client(
     tmp_path: Path,
 ) -> None:
@@ -57,29 +95,9 @@ async def test_readme_js_sample_prints_hello_with_the_official_client(
     (sample,) = code_blocks("README.md", "js")
     assert "127.0.0.1:8000" in sample
     async with served(readme.cable) as port:
-        script = tmp_path / "sample.mjs"
-        script.write_text(sample.replace("127.0.0.1:8000", f"127.0.0.1:{port}"))
-        (tmp_path / "node_modules").symlink_to(JS_DIR / "node_modules")
-        node = shutil.which("node")
-        assert node is not None
-        process = await trio.lowlevel.open_process(
-            [node, "--import", SHIMS.as_uri(), str(script)],
-            stdout=subprocess.PIPE,
-            cwd=tmp_path,
-        )
-        assert process.stdout is not None
-        output = b""
-        try:
-            with trio.fail_after(LOSS_BOUND):
-                while b"hello\n" not in output:
-                    chunk = await process.stdout.receive_some()
-                    assert chunk, f"node exited: {output!r}"
-                    output += chunk
-        finally:
-            process.kill()
-            await process.wait()
-            await process.stdout.aclose()
-    assert output == b"hello\n"
+        script = sample.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+        async with node_sample(tmp_path, script, b"hello\n") as output:
+            assert await output() == b"hello\n"
 
 
 async def test_reliability_pubsub_sample_prints_hi_with_anycable_web(
@@ -94,33 +112,13 @@ async def test_reliability_pubsub_sample_prints_hi_with_anycable_web(
     (sample,) = code_blocks("reliability.md", "js")
     assert "127.0.0.1:8000" in sample
     async with served(doc.streams) as port:
-        script = tmp_path / "sample.mjs"
         body = {"dataset": {"alertsStream": doc.page_for(17)}}
         page = f"globalThis.document.body = {json.dumps(body)};\n"
-        script.write_text(page + sample.replace("127.0.0.1:8000", f"127.0.0.1:{port}"))
-        (tmp_path / "node_modules").symlink_to(JS_DIR / "node_modules")
-        node = shutil.which("node")
-        assert node is not None
-        process = await trio.lowlevel.open_process(
-            [node, "--import", SHIMS.as_uri(), str(script)],
-            stdout=subprocess.PIPE,
-            cwd=tmp_path,
-        )
-        assert process.stdout is not None
-        output = b""
-        try:
+        script = page + sample.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+        async with node_sample(tmp_path, script, b"hi\n") as output:
             await wait_until(lambda: doc.streams.hub.subscribers("alerts:17"))
             await doc.streams.broadcast("alerts:17", {"text": "hi"})
-            with trio.fail_after(LOSS_BOUND):
-                while b"hi\n" not in output:
-                    chunk = await process.stdout.receive_some()
-                    assert chunk, f"node exited: {output!r}"
-                    output += chunk
-        finally:
-            process.kill()
-            await process.wait()
-            await process.stdout.aclose()
-    assert output == b"hi\n"
+            assert await output() == b"hi\n"
 
 
 def page_app(sample: str) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
