@@ -198,6 +198,27 @@ async def received_numbers(client: NodeClient, key: str, count: int) -> list[int
     return numbers
 
 
+async def all_once_across_the_cut(
+    server: ServerProcess, client: NodeClient, proxy: TcpProxy, stream: str, key: str
+) -> None:
+    """300 numbered broadcasts at about 100/s over HTTP while ``proxy`` cuts
+    the client's connection midway: every one arrives at subscription
+    ``key`` exactly once, in order, some of them broadcast while the client
+    had no connection (so from the history), and nothing more comes (a
+    late duplicate would show)."""
+    unconnected: list[int] = []
+
+    async def broadcaster() -> None:
+        unconnected.append(await broadcast_numbered(server, stream, 300, 100, proxy))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(broadcaster)
+        numbers = await received_numbers(client, key, 300)
+    assert numbers == list(range(300))
+    assert unconnected[0] >= 1
+    await client.assert_no_event({"event": "message"}, within=1.0)
+
+
 @pytest.mark.parametrize("kind", SERVER_KINDS)
 async def test_300_broadcasts_exactly_once_in_order_across_a_cut(
     kind: ServerKind, tmp_path: Path
@@ -222,22 +243,7 @@ async def test_300_broadcasts_exactly_once_in_order_across_a_cut(
                 }
             )
             await client.expect({"event": "subscribed", "key": "f"}, LOSS_BOUND)
-            unconnected: list[int] = []
-
-            async def broadcaster() -> None:
-                stream = f"feed:{room}"
-                made = await broadcast_numbered(server, stream, 300, 100, proxy)
-                unconnected.append(made)
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(broadcaster)
-                numbers = await received_numbers(client, "f", 300)
-            assert numbers == list(range(300))
-            # Some were broadcast while it had no connection at all: those
-            # came from the history.
-            assert unconnected[0] >= 1
-            # Nothing more comes (a late duplicate would show here).
-            await client.assert_no_event({"event": "message"}, within=1.0)
+            await all_once_across_the_cut(server, client, proxy, f"feed:{room}", "f")
             assert proxy.cuts == 1
             assert proxy.accepted == 2
             reopened = [e for e in client.history if e["event"] == "socket_open"]
@@ -387,19 +393,7 @@ async def test_a_signed_pubsub_stream_recovers_across_a_cut(
             await client.send({"cmd": "connect", "url": url, "reconnectDelay": 300})
             await client.send({"cmd": "stream_signed", "key": "p", "name": signed})
             await client.expect({"event": "subscribed", "key": "p"}, LOSS_BOUND)
-            unconnected: list[int] = []
-
-            async def broadcaster() -> None:
-                stream = f"feed:{room}"
-                made = await broadcast_numbered(server, stream, 300, 100, proxy)
-                unconnected.append(made)
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(broadcaster)
-                numbers = await received_numbers(client, "p", 300)
-            assert numbers == list(range(300))
-            assert unconnected[0] >= 1  # some came from the history
-            await client.assert_no_event({"event": "message"}, within=1.0)
+            await all_once_across_the_cut(server, client, proxy, f"feed:{room}", "p")
             assert (proxy.cuts, proxy.accepted) == (1, 2)
             await client.assert_no_event({"event": "uncaught"}, within=0)
 
