@@ -84,6 +84,8 @@ async def serve_cable_trio_websocket(
         max_message_size=max_message_size,
         connect_timeout=connect_timeout,
         disconnect_timeout=cable.close_timeout,
+        limits=cable.options.input,
+        count=cable.count,
     )
     await serve_until_cancelled(
         cable,

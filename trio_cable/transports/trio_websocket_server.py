@@ -9,7 +9,9 @@ trio-websocket (:func:`trio_websocket.wrap_server_stream`) with the bytes
 already read replayed first (:class:`ReplayStream`). Each connection then
 lives as it does under trio-websocket's own server: a nursery for its
 reader task, the handshake within ``connect_timeout``, the close within
-``disconnect_timeout``.
+``disconnect_timeout``. trio-websocket reads through an
+:class:`~.gate.InputGate`, which holds each client to the input limits
+of the direct transport.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any, Final
 import trio
 from trio_websocket import wrap_server_stream
 
+from .gate import InputGate
+from .inbound import InputLimits
 from .plain_http import HTTPRoutes, plain_get_response
 from .trio_websocket import WebSocketHandshake
 
@@ -90,13 +94,18 @@ async def serve_trio_websocket(
     max_message_size: int,
     connect_timeout: float,
     disconnect_timeout: float,
+    limits: InputLimits | None = None,
+    count: Callable[[str], None] | None = None,
     task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]] = (
         trio.TASK_STATUS_IGNORED
     ),
 ) -> None:
     """Serve ``listeners`` with trio-websocket, each handshake handed to
     ``handle`` (the serving path); plain ``GET``\\ s answered from
-    ``http``. Reports the listeners through ``task_status``."""
+    ``http``. Each client is read within ``limits`` (see
+    :class:`~.gate.InputGate`, which tells ``count`` what it refuses).
+    Reports the listeners through ``task_status``."""
+    input_limits = limits or InputLimits()
 
     async def serve_stream(stream: trio.abc.Stream) -> None:
         async with trio.open_nursery() as nursery:
@@ -128,8 +137,16 @@ async def serve_trio_websocket(
                     await stream.send_all(response)
                 return None
             ws_stream = ReplayStream(stream, head)
+        gate = InputGate(
+            ws_stream,
+            max_message_size=max_message_size,
+            limits=input_limits,
+            close_timeout=disconnect_timeout,
+            count=count,
+            peer=stream,
+        )
         request = await wrap_server_stream(
-            nursery, ws_stream, max_message_size=max_message_size
+            nursery, gate, max_message_size=max_message_size
         )
         return WebSocketHandshake(request, secure=secure, stream=stream)
 
