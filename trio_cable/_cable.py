@@ -535,13 +535,15 @@ class Cable:
                 if pong_timeout is None
                 else trio.current_time() - pong_timeout
             )
-            for conn in list(self._connections):
-                if not conn.ready:
-                    continue
-                protocol = conn.protocol
-                if protocol.last_seen < silent_since and protocol.dialect.extended:
-                    self.count("no_pong")
-                    log.info("conn %s: no pong for %gs", conn.id, pong_timeout)
-                    conn.close("no_pong", reconnect=True)
-                elif protocol.dialect.pings:
-                    conn.enqueue(frame)
+            self._ping_each(frame, silent_since)
+
+    def _ping_each(self, frame: str, silent_since: float) -> None:
+        # Not inlined: a loop variable would keep a closed connection alive.
+        for conn in [c for c in self._connections if c.ready]:
+            protocol = conn.protocol
+            if protocol.last_seen < silent_since and protocol.dialect.extended:
+                self.count("no_pong")
+                log.info("conn %s: no pong for %gs", conn.id, self.options.pong_timeout)
+                conn.close("no_pong", reconnect=True)
+            elif protocol.dialect.pings:
+                conn.enqueue(frame)

@@ -6,11 +6,13 @@ numbered feed of 100 broadcasts a second throughout, on the direct
 transport, trio-websocket and Hypercorn (see
 ``tests/helpers/canary.py``). Each case asserts that the canary lost
 nothing, that its lateness stays far from the seconds a starved process
-shows, that the direct transport throttled each offender (and said so),
-and that tasks and file descriptors are back to where they were once the
-offenders are gone. The latency figures printed here are the ones
-docs/security.md records; the tight bound (p99 under 100 ms) runs with
-``-m soak``, on a machine that is not loaded by anything else.
+shows, that our transports (direct, and trio-websocket through its input
+gate) throttled an offender over its rates (and said so; Hypercorn reads
+its sockets itself), and that tasks and file descriptors are back to
+where they were once the offenders are gone. The latency figures
+printed here are the ones docs/security.md records; the tight bound
+(p99 under 100 ms) runs with ``-m soak``, on a machine that is not
+loaded by anything else.
 """
 
 from __future__ import annotations
@@ -74,8 +76,10 @@ async def attack(
             await trio.sleep(seconds)  # the attack's length
             nursery.cancel_scope.cancel()
         await wait_until(lambda: len(cable.connections) == 0)
-        if server == "direct":
-            assert cable.counters["input_throttled"] >= offenders, cable.counters
+        if server != "hypercorn" and offenders == 1:
+            assert cable.counters["input_throttled"] >= 1, cable.counters
+        # Ten offenders share a loaded process and may none reach its rate:
+        # the yield every few frames is what holds each to its share then.
     await wait_until(lambda: task_count() <= tasks and open_fds() <= fds)
     print(f"{server} {kind} x{offenders}: {canary.summary()}")
     return canary
@@ -86,11 +90,6 @@ async def attack(
 @pytest.mark.parametrize("server", SERVERS)
 async def test_tiny_frame_flood(server: Server, kind: str, offenders: int) -> None:
     canary = await attack(server, kind, offenders, ATTACK_SECONDS)
-    if server == "trio-websocket" and offenders > 1:
-        # trio-websocket reads and parses in a task of its own, with no
-        # budget we can set: ten flooders made the canary 0.3-4 s late
-        # (late, never lost). docs/security.md says so.
-        return
     assert canary.quantile(0.99) < LOADED_P99, canary.summary()
 
 

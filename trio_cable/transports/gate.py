@@ -70,6 +70,11 @@ class InputGate(trio.abc.Stream):
         # must not land in the middle of one of them.
         self._send_lock = trio.Lock()
 
+    @property
+    def unfinished_bytes(self) -> int:
+        """Bytes of a message not yet complete that were passed on."""
+        return self._scanner.buffered
+
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         await self._pause()
         if self._refused:

@@ -226,12 +226,14 @@ class FrameScanner:
         "_max_fragments",
         "_message_bytes",
         "_remaining",
+        "_seen",
         "_timeout",
         "started",
     )
 
     def __init__(self, max_bytes: int, limits: InputLimits) -> None:
         self._max_bytes = max_bytes
+        self._seen = 0  # payload bytes of the unfinished message so far
         self._max_fragments = limits.max_fragments
         self._timeout = limits.message_timeout
         self._header = bytearray()  # a header not whole yet
@@ -249,8 +251,18 @@ class FrameScanner:
         """When an unfinished message times out (inf: none is unfinished)."""
         return math.inf if self.started is None else self.started + self._timeout
 
-    def timed_out(self) -> Refusal:
+    @property
+    def buffered(self) -> int:
+        """Payload bytes of the unfinished message passed so far (what the
+        parser behind holds for it)."""
+        return self._seen
+
+    def _forget(self) -> None:
         self.started = None
+        self._message_bytes = self._fragments = self._seen = 0
+
+    def timed_out(self) -> Refusal:
+        self._forget()
         return Refusal(1008, f"message not finished within {self._timeout:g} s")
 
     def scan(
@@ -275,6 +287,8 @@ class FrameScanner:
             take = min(self._remaining, end - pos)
             pos += take
             self._remaining -= take
+            if self._data:
+                self._seen += take
             if self._remaining:
                 break
             self._remaining = None
@@ -307,7 +321,7 @@ class FrameScanner:
         self._data = opcode < 8
         self._fin = bool(header[0] & 0x80)
         if self._data and opcode != 0:  # a new message
-            self._message_bytes = self._fragments = 0
+            self._message_bytes = self._fragments = self._seen = 0
         self._remaining = size
         self._header = bytearray()
         return pos, True
@@ -319,7 +333,7 @@ class FrameScanner:
             self.started = now
         self._message_bytes += self._remaining or 0
         if self._message_bytes > self._max_bytes:
-            self.started = None
+            self._forget()
             return Refusal(1009, f"messages are limited to {self._max_bytes} bytes")
         return None
 
@@ -327,12 +341,11 @@ class FrameScanner:
         if not self._data:
             return None
         if self._fin:
-            self.started = None
-            self._message_bytes = self._fragments = 0
+            self._forget()
             return None
         self._fragments += 1
         if self._fragments > self._max_fragments:
-            self.started = None
+            self._forget()
             return Refusal(
                 1008, f"messages are limited to {self._max_fragments} fragments"
             )

@@ -148,6 +148,6 @@ async def serve_trio_websocket(
         request = await wrap_server_stream(
             nursery, gate, max_message_size=max_message_size
         )
-        return WebSocketHandshake(request, secure=secure, stream=stream)
+        return WebSocketHandshake(request, secure=secure, stream=stream, gate=gate)
 
     await trio.serve_listeners(serve_stream, listeners, task_status=task_status)
