@@ -31,6 +31,7 @@ from .protocol.server import (
     SubscriptionRequested,
     WhisperRequested,
 )
+from .transports.queued import wait_for_writer
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection, Iterable
@@ -318,13 +319,13 @@ class Connection:
                 self._writer_ended.set()
 
     async def _stop_writer(self, cut_off: float) -> None:
-        """Wait for the (cancelled) writer until ``cut_off``, then close the
-        socket under it: a send that ignores cancellation (Hypercorn's)
-        would hold the connection as long as the client does not read."""
+        """Wait for the (cancelled) writer until ``cut_off`` (or while its socket
+        takes writes), then close the socket under it: Hypercorn's sends ignore
+        cancellation, and would hold the connection while the client does not read."""
         self._writer_ended = ended = trio.Event()
-        with trio.CancelScope(shield=True) as scope:
-            scope.deadline = cut_off
-            await ended.wait()
+        limit = cut_off + self.options.close_timeout  # if it still takes writes
+        with trio.CancelScope(shield=True):
+            await wait_for_writer(ended, self.transport.stalled, cut_off, limit)
         if self._writer_on:
             log.info("conn %s: its socket does not take writes; cut off", self.id)
             self._open = False
@@ -337,11 +338,11 @@ class Connection:
         """Serve this connection until the client leaves or we close it.
 
         Cancellation: every subscription ends (``unsubscribed()`` runs,
-        shielded and bounded), the client is sent what was queued for it
-        if that takes less than half the cable's ``close_timeout`` (else
-        the rest is dropped), then ``disconnect`` with reason
-        ``server_restart``, and the socket is closed, all within
-        ``close_timeout``. (A dropped extended client's subscriptions are
+        shielded and bounded), what is still queued for the client is
+        dropped (the frame being written is finished), it is sent
+        ``disconnect`` with reason ``server_restart``, and the socket is
+        closed, all within ``close_timeout`` (longer only while a write
+        under way still goes out). (A dropped extended client's subscriptions are
         kept in its session instead: see ``_sessions``.)
         """
         cable = self.cable
@@ -516,10 +517,9 @@ class Connection:
             scope.deadline = trio.current_time() + close_timeout
             if not self._said:  # never twice, nor after a write cut off
                 with contextlib.suppress(TransportClosed):
-                    # What was queued, if it goes out in half the time;
-                    # else the goodbye matters more than the rest of it.
-                    with trio.move_on_after(close_timeout / 2):
-                        await transport.flush()
+                    # A backlog means the client is behind, or this process
+                    # is (a storm): either way the goodbye matters more. Every
+                    # frame of it costs CPU a busy shutdown needs for goodbyes.
                     transport.drop_backlog()
                     self._say_why()
                     await transport.flush()

@@ -140,8 +140,9 @@ async def serve_cable(
     collector settings that doubled throughput in the benchmarks) once the
     server is listening.
 
-    Cancellation: each client is sent what was already queued for it,
-    then ``disconnect`` with reason ``server_restart`` (reconnect true),
+    Cancellation: each client is sent ``disconnect`` with reason
+    ``server_restart`` (reconnect true) after the frame being written to
+    it (frames still queued for a client that is behind are dropped),
     and its socket is closed with a close handshake, every
     ``unsubscribed()`` running; connections still open after
     ``close_timeout + hook_timeout`` (a client that stopped reading) are
