@@ -334,6 +334,75 @@ async def test_delivery_resumes_soon_after_a_long_outage(
     assert f"redis was away: {n - 100} broadcasts dropped (buffer of 100)" in messages
 
 
+@pytest.mark.soak
+async def test_a_20_s_outage_under_a_2000_per_second_storm(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The issue's case, with the default buffer (10,000 broadcasts per
+    process): Redis down 20 s while one process broadcasts 2,000 a
+    second. The newest 10,000 arrive, in order; the rest (30,000) are
+    counted and logged once; the bridge is back within a second of Redis.
+    Delivery does not resume within 2 s yet (the issue's goal): the
+    broadcasting process's own resubscription lags, so the bridge waits
+    its whole ``rejoin_timeout`` (5 s) for the subscriber count it had
+    before (5.4 s measured). The figures are in docs/security.md."""
+    a = make_cable(redis_server.url)
+    buffer = a.options.redis_buffer
+    # The buffer comes back in one burst: 10,000 frames for a client whose
+    # outbox holds 1,024 by default (one that reads them as fast as they
+    # come keeps up; this in-process one may not, and be cut as too_slow).
+    b = make_cable(redis_server.url, max_outbox_frames=2 * buffer)
+    async with (
+        a.running(),
+        b.running(),
+        cable_test_client(a) as wa,
+        cable_test_client(b) as wb,
+    ):
+        await subscribe(wa, "r")
+        await subscribe(wb, "r")
+        await a.broadcast("room:r", {"n": -1})
+        assert await next_message(wa) == await next_message(wb) == {"n": -1}
+        redis_server.kill()
+        await wait_until(lambda: not a.stats()["redis"]["connected"])
+        down = trio.current_time()
+        n = 0
+        while (elapsed := trio.current_time() - down) < 20.0:
+            while n < elapsed * 2000:  # on schedule, 2,000 a second
+                a.broadcast_nowait("room:r", {"n": n})
+                n += 1
+            await trio.sleep(0.01)
+        redis_server.start()
+        back = trio.current_time()
+        await wait_until(lambda: a.stats()["redis"]["connected"], timeout=10)
+        bridge_back = trio.current_time() - back
+        got: list[int] = []
+        with trio.fail_after(10 + LOSS_BOUND):
+            while len(got) < buffer:
+                frame = await wb.receive()
+                if frame.get("type") == "ping":
+                    continue
+                assert "message" in frame, frame
+                if not got:
+                    delivered = trio.current_time() - back
+                got.append(frame["message"]["n"])
+        assert got == list(range(n - buffer, n))
+        assert a.stats()["redis"]["dropped"] == n - buffer
+    print(
+        f"{n} broadcasts in a 20 s outage: bridge back {bridge_back:.2f} s and "
+        f"first delivery {delivered:.2f} s after Redis; {buffer} delivered in "
+        f"order, {n - buffer} dropped"
+    )
+    assert bridge_back < 2.0
+    # bound: the rejoin wait (5 s) and a second; the goal is 2 s (above)
+    assert delivered < 6.5
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("dropping the oldest" in m for m in messages) == 1
+    assert (
+        f"redis was away: {n - buffer} broadcasts dropped (buffer of {buffer})"
+        in messages
+    )
+
+
 def test_missing_redis_package_is_a_clear_startup_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
