@@ -65,7 +65,13 @@ async def serve_cable_trio_websocket(
     """
 
     async def handle(handshake: WebSocketHandshake) -> None:
-        await serve_connection(cable, handshake, path=path, connections=served)
+        await serve_connection(
+            cable,
+            handshake,
+            path=path,
+            connections=served,
+            connect_timeout=connect_timeout,
+        )
 
     listeners: list[trio.abc.Listener[Any]] = []
     if ssl_context is None:
@@ -82,10 +88,10 @@ async def serve_cable_trio_websocket(
         secure=ssl_context is not None,
         http=http_routes(cable, stats_path, metrics_path),
         max_message_size=max_message_size,
-        connect_timeout=connect_timeout,
         disconnect_timeout=cable.close_timeout,
         limits=cable.options.input,
         count=cable.count,
+        refuse=cable.refuse_socket,
     )
     await serve_until_cancelled(
         cable,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, cast, overload
 
 import trio
@@ -76,39 +76,58 @@ class WebSocketTransport(QueuedTransport):
         return 0 if gate is None else gate.unfinished_bytes
 
 
-class WebSocketHandshake:
-    """A handshake trio-websocket has read, for the serving path.
+#: What reads a handshake for :class:`WebSocketHandshake`: the request
+#: trio-websocket parsed and the gate it reads through, or None (gone, or
+#: not a WebSocket: answered already).
+OpenRequest = Callable[[], Awaitable[tuple[WebSocketRequest, InputGate | None] | None]]
 
-    ``stream``: the socket's own stream, when trio-websocket was handed a
-    wrapper of it (the client's address and stalls are read from it);
-    ``gate``: that wrapper, if it is an :class:`~.gate.InputGate`.
-    ``connection`` is the WebSocket once accepted.
+
+class WebSocketHandshake:
+    """A socket whose handshake trio-websocket reads, for the serving path.
+
+    ``open_request`` reads it when the serving path asks for the request
+    (so a handshake under way counts against the cable's limits, and
+    ``connect_timeout`` bounds it). ``stream``: the socket's own stream,
+    when trio-websocket was handed a wrapper of it (the client's address
+    and stalls are read from it). ``connection`` is the WebSocket once
+    accepted.
     """
 
-    __slots__ = ("_gate", "_request", "_secure", "_stream", "connection")
+    __slots__ = ("_gate", "_open", "_request", "_secure", "_stream", "connection")
 
     def __init__(
         self,
-        request: WebSocketRequest,
+        open_request: OpenRequest,
         *,
         secure: bool,
         stream: trio.abc.Stream | None = None,
-        gate: InputGate | None = None,
     ) -> None:
-        self._request = request
+        self._open: OpenRequest | None = open_request
+        self._request: WebSocketRequest | None = None
+        self._gate: InputGate | None = None
         self._secure = secure
         self._stream = stream
-        self._gate = gate
         self.connection: WebSocketConnection | None = None
 
-    async def request(self) -> Request:
+    async def request(self) -> Request | None:
+        if self._open is not None:
+            opened, self._open = await self._open(), None
+            if opened is not None:
+                self._request, self._gate = opened
+        if self._request is None:
+            return None
         return Request(_LazyScope(self._request, self._secure, self._stream))
 
+    def _read(self) -> WebSocketRequest:
+        if self._request is None:
+            raise RuntimeError("the handshake was not read (call request() first)")
+        return self._request
+
     async def refuse(self, status: int, reason: str) -> None:
-        await self._request.reject(status, body=reason.encode())
+        await self._read().reject(status, body=reason.encode())
 
     async def accept(self, subprotocol: str | None) -> WebSocketTransport:
-        self.connection = await self._request.accept(subprotocol=subprotocol)
+        self.connection = await self._read().accept(subprotocol=subprotocol)
         return WebSocketTransport(self.connection, self._stream, self._gate)
 
 
