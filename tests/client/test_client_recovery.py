@@ -93,7 +93,8 @@ async def test_300_broadcasts_exactly_once_in_order_across_a_drop(
         assert client.session_id not in (None, first_sid)  # a new one each time
     connected, dropped, *after = [e for e in events if not isinstance(e, Message)]
     assert connected == Connected(reconnected=False)
-    assert isinstance(dropped, Disconnected) and dropped.reconnecting
+    assert isinstance(dropped, Disconnected)
+    assert dropped.reconnecting
     # Resumed: confirmed with no subscribe; then the replay was complete.
     assert after == [Connected(reconnected=True, restored=True), Recovered()]
     stats = await side.stats()
