@@ -588,6 +588,42 @@ describe("the extended protocol (actioncable-v1-ext-json)", () => {
     assert.deepEqual(again.sent, [{ command: "unsubscribe", identifier: chatId }])
   })
 
+  it("ends the session on disconnect(): unsubscribed on the wire, sid forgotten", () => {
+    const { cable, socket, events } = extCable()
+    cable.disconnect()
+    assert.deepEqual(socket.commands("unsubscribe"), [{ command: "unsubscribe", identifier: chatId }])
+    assert.equal(cable.sessionId, null)
+    cable.connect()
+    assert.equal(FakeSocket.last.url, URL, "nothing to resume")
+    FakeSocket.last.open(EXT_PROTOCOL)
+    FakeSocket.last.frame({ type: "welcome", sid: "s3" })
+    assert.equal(FakeSocket.last.commands("subscribe").length, 1, "kept here: subscribed again")
+    assert.deepEqual(events.at(-1), ["disconnected", { willAttemptReconnect: false, reason: "client" }])
+  })
+
+  it("ends the session when the page goes away (pagehide)", () => {
+    const listeners = {}
+    const addEventListener = globalThis.addEventListener
+    const removeEventListener = globalThis.removeEventListener
+    globalThis.addEventListener = (name, fn) => (listeners[name] = fn)
+    globalThis.removeEventListener = () => {}
+    try {
+      const { cable, socket } = extCable()
+      listeners.pagehide()
+      assert.deepEqual(socket.commands("unsubscribe"), [{ command: "unsubscribe", identifier: chatId }])
+      assert.equal(socket.closed, true)
+      assert.equal(cable.sessionId, null)
+      mock.timers.tick(1000) // back from the back-forward cache: subscribes
+      assert.equal(FakeSocket.last.url, URL)
+      FakeSocket.last.open(EXT_PROTOCOL)
+      FakeSocket.last.frame({ type: "welcome", sid: "s4" })
+      assert.equal(FakeSocket.last.commands("subscribe").length, 1)
+    } finally {
+      globalThis.addEventListener = addEventListener
+      globalThis.removeEventListener = removeEventListener
+    }
+  })
+
   it("subscribes with history when not restored, and reports history lost", () => {
     const { socket, events } = extCable()
     socket.frame(at(7, 7))

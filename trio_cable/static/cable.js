@@ -210,6 +210,7 @@ export class Cable extends EventTarget {
     this._clearReconnect()
     this._unlisten()
     const wasOpen = this._welcomed
+    if (wasOpen) this._endSession()
     this._closeSocket()
     this._setState("closed", "client")
     if (wasOpen) this._notifyDisconnected({ willAttemptReconnect: false, reason: "client" })
@@ -491,6 +492,26 @@ export class Cable extends EventTarget {
     return restored
   }
 
+  /** End the server's session, so that it runs unsubscribed() now rather
+   * than keep the subscriptions for a resume that will not come: every
+   * subscription is unsubscribed on the wire (not here: connect() again
+   * subscribes them again) and the session id forgotten. */
+  _endSession() {
+    if (this.extended) {
+      for (const identifier of this._subscriptions.keys()) this._send({ command: "unsubscribe", identifier })
+    }
+    this.sessionId = null
+  }
+
+  /** The page is going away (a reload or a navigation starts a new cable,
+   * which cannot resume this session): end it. If the page comes back
+   * from the back-forward cache, the cable reconnects and subscribes. */
+  _pageHidden() {
+    if (!this._welcomed) return
+    this._endSession()
+    this._lost("pagehide")
+  }
+
   _onPing(frame) {
     if (!this.extended) return
     if (typeof frame.message === "number") this._since = Math.floor(frame.message)
@@ -593,8 +614,10 @@ export class Cable extends EventTarget {
       if (globalThis.document?.visibilityState === "visible") this._reconnectNow("visible")
     }
     this._onOnline = () => this._reconnectNow("online")
+    this._onPageHide = () => this._pageHidden()
     globalThis.document?.addEventListener?.("visibilitychange", this._onVisibility)
     globalThis.addEventListener?.("online", this._onOnline)
+    globalThis.addEventListener?.("pagehide", this._onPageHide)
   }
 
   _unlisten() {
@@ -602,6 +625,7 @@ export class Cable extends EventTarget {
     this._listening = false
     globalThis.document?.removeEventListener?.("visibilitychange", this._onVisibility)
     globalThis.removeEventListener?.("online", this._onOnline)
+    globalThis.removeEventListener?.("pagehide", this._onPageHide)
   }
 
   // -- subscriptions ----------------------------------------------------------
