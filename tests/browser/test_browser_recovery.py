@@ -174,6 +174,12 @@ async def test_turbo_stream_channel_recovers_what_it_missed(browser: Browser) ->
             " document.body.append(list, channel) })"
         )
         await browser.evaluate("page", element)
+        listen = (
+            "(window.recoveries = 0), document.querySelector('turbo-stream-channel')"
+            ".addEventListener('turbo-stream-channel:recovered',"
+            " () => window.recoveries++)"
+        )
+        await browser.evaluate("page", listen)
         connected = "document.querySelector('turbo-stream-channel[connected]')"
         await browser.wait_for("page", connected, timeout=LOSS_BOUND)
         items = "[...document.querySelectorAll('#items li')].map((li) => li.id)"
@@ -192,6 +198,7 @@ async def test_turbo_stream_channel_recovers_what_it_missed(browser: Browser) ->
         await cable.broadcast("feed:t", turbo.append("items", "<li id='i4'></li>"))
         await browser.wait_for("page", f"{items}.includes('i4')", timeout=LOSS_BOUND)
         assert await browser.evaluate("page", items) == [f"i{n}" for n in range(5)]
+        assert await browser.evaluate("page", "window.recoveries") == 1
 
 
 async def test_falls_back_to_actioncable_v1_json(browser: Browser) -> None:

@@ -175,7 +175,10 @@ export declare function streamFrom(
   options?: { cable?: Cable; callbacks?: Omit<Callbacks<string>, "received"> },
 ): Subscription<string>
 
-/** <turbo-stream-channel channel="..." params='{...}' signed-stream-name="...">. */
+/** <turbo-stream-channel channel="..." params='{...}' signed-stream-name="...">.
+ * Events: "turbo-stream-channel:connected", "turbo-stream-channel:rejected",
+ * and after a reconnect (extended protocol) "turbo-stream-channel:recovered"
+ * or "turbo-stream-channel:history-lost". */
 export declare class TurboStreamChannelElement extends HTMLElement {
   static cable: Cable
   readonly subscription: Subscription<string> | undefined

@@ -836,7 +836,9 @@ const BaseElement = globalThis.HTMLElement ?? class {}
  * registered with Turbo.connectStreamSource, like turbo-rails'
  * <turbo-cable-stream-source>). The attribute `connected` is set while the
  * subscription is confirmed. `signed-stream-name` is sent as the
- * `signed_stream_name` param (for Turbo::StreamsChannel).
+ * `signed_stream_name` param (for Turbo::StreamsChannel). After a
+ * reconnect it fires `turbo-stream-channel:recovered` (the streams it
+ * missed were applied) or `turbo-stream-channel:history-lost`.
  */
 export class TurboStreamChannelElement extends BaseElement {
   static observedAttributes = ["channel", "params", "signed-stream-name"]
@@ -863,6 +865,14 @@ export class TurboStreamChannelElement extends BaseElement {
       },
       received(data) {
         element._received(data)
+      },
+      // Extended protocol, after a reconnect: what was missed has been
+      // applied, or could not be (reload what the element shows).
+      recovered() {
+        element.dispatchEvent(new CustomEvent("turbo-stream-channel:recovered"))
+      },
+      historyLost() {
+        element.dispatchEvent(new CustomEvent("turbo-stream-channel:history-lost"))
       },
     })
   }
