@@ -507,7 +507,7 @@ export class Cable extends EventTarget {
    * which cannot resume this session): end it. If the page comes back
    * from the back-forward cache, the cable reconnects and subscribes. */
   _pageHidden() {
-    if (!this._welcomed) return
+    if (!this._welcomed || !this.extended) return // plain: no session to end
     this._endSession()
     this._lost("pagehide")
   }
