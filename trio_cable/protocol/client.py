@@ -449,6 +449,7 @@ class ClientProtocol:
             state = self._states[identifier]
             # The server holds it again: no subscribe; unsubscribe when left.
             state.status, state.last_sent = Status.CONFIRMED, 0.0
+            state.ever_confirmed = True  # (its confirm may have been lost)
             history = history_request(state.positions, self.since)
             self._outgoing.append(encode_history_command(identifier, history))
         return Welcome(self.sid, tuple(restored))

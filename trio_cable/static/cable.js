@@ -480,6 +480,7 @@ export class Cable extends EventTarget {
         continue
       }
       restored.add(identifier)
+      if (!this._positions.has(identifier)) this._positions.set(identifier, new Map()) // its confirm was lost
       this._send({ command: "history", identifier, history: this._historyRequest(identifier) })
       for (const subscription of this._group(identifier)) {
         if (subscription.confirmed) continue
