@@ -6,8 +6,8 @@ from the server and subscribes; the test cuts the proxy. Shown: 300
 numbered broadcasts over HTTP, each received once, in order, across the
 cut, with the session resumed (``subscribed()`` ran once); history gone
 surfaced as ``historyLost()``; ``<turbo-stream-channel>`` recovering the
-same way; and the fallback to ``actioncable-v1-json`` against a server
-without the extended protocol.
+same way; whispers; and the fallback to ``actioncable-v1-json`` against a
+server without the extended protocol.
 
 The recovery test takes its server side as a parameter (``side``): a
 server restart with Redis-backed history is another side to add there.
@@ -218,3 +218,42 @@ async def test_falls_back_to_actioncable_v1_json(browser: Browser) -> None:
         assert await browser.evaluate("page", "window.feed.whisper({a: 1})") is False
         await cable.broadcast("feed:r", {"n": 1})
         await browser.wait_for("page", "window.numbers.length === 1")
+
+
+WHISPERS = """(async () => {
+  const { createCable } = await import("/cable.js")
+  const heard = { ann: [], bob: [] }
+  const subscribed = (name) =>
+    new Promise((resolve) => {
+      const sub = createCable("/cable").subscribe("TypingChannel", {
+        connected: () => resolve(sub),
+        received: (data) => heard[name].push(data),
+      })
+    })
+  const [ann, bob] = [await subscribed("ann"), await subscribed("bob")]
+  window.heard = heard
+  return ann.whisper({ typing: "ann" })
+})()"""
+
+
+async def test_whispers_reach_the_others_not_the_sender(browser: Browser) -> None:
+    """Two cables in one page: ``subscription.whisper()`` reaches the other
+    one and not its own (once a broadcast made after it reached both)."""
+    cable = Cable()
+
+    @cable.channel
+    class TypingChannel(Channel):
+        async def subscribed(self) -> None:
+            self.stream_from("typing", whisper=True)
+
+    async with served_on(cable, "hypercorn") as port:
+        await browser.open("page", f"http://127.0.0.1:{port}/cable.js")
+        assert await browser.evaluate("page", WHISPERS) is True
+        await browser.wait_for("page", "window.heard.bob.length === 1")
+        await cable.broadcast("typing", {"marker": 1})
+        both = "window.heard.ann.length + window.heard.bob.length === 3"
+        await browser.wait_for("page", both, timeout=LOSS_BOUND)
+        assert await browser.evaluate("page", "window.heard") == {
+            "ann": [{"marker": 1}],
+            "bob": [{"typing": "ann"}, {"marker": 1}],
+        }
