@@ -541,7 +541,9 @@ describe("the extended protocol (actioncable-v1-ext-json)", () => {
   })
 
   it("resumes its session: no subscribe, history from its positions, recovered()", () => {
-    const { socket, events } = extCable()
+    const { cable, socket, events } = extCable()
+    const sessions = []
+    cable.addEventListener("connected", (event) => sessions.push(event.detail))
     socket.frame(at(1, 1))
     socket.frame(at(2, 2))
     socket.frame({ type: "ping", message: 1700000000 })
@@ -572,6 +574,7 @@ describe("the extended protocol (actioncable-v1-ext-json)", () => {
       ["received", { n: 3 }],
       ["recovered"],
     ])
+    assert.deepEqual(sessions, [{ reconnected: true, restored: true }])
     again.drop()
     mock.timers.tick(1000)
     assert.equal(FakeSocket.last.url, `${URL}?sid=s2`, "the new session's id")

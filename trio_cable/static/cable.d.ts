@@ -155,7 +155,8 @@ export declare class Cable extends EventTarget {
   subscribe<T = any>(channel: string, params: Params, callbacks?: Callbacks<T>): Subscription<T>
   // Events: "statechange" (detail {state, reason}, and retryIn (ms) when the
   // state is "waiting"), "connected" (detail
-  // {reconnected, restored}), "disconnected" (detail DisconnectDetail).
+  // {reconnected, restored: the server resumed the session}),
+  // "disconnected" (detail DisconnectDetail).
 }
 
 export declare function createCable(url?: string | URL | (() => string), options?: CableOptions): Cable

@@ -343,7 +343,8 @@ export class Cable extends EventTarget {
     this.attempts = 0
     const restored = this._onSession(frame)
     this._setState("open")
-    this.dispatchEvent(new CustomEvent("connected", { detail: { reconnected, restored: restored.size > 0 } }))
+    const resumed = this.extended && frame.restored === true // the session, even with no subscription
+    this.dispatchEvent(new CustomEvent("connected", { detail: { reconnected, restored: resumed } }))
     for (const identifier of this._subscriptions.keys()) {
       if (!restored.has(identifier)) this._sendSubscribe(identifier)
     }
