@@ -20,6 +20,7 @@ import trio
 
 from tests.helpers import (
     LOSS_BOUND,
+    RawClient,
     ServerSide,
     all_once_across_a_drop,
     cut_between,
@@ -219,3 +220,28 @@ async def test_extended_false_offers_only_the_plain_protocol() -> None:
         assert not client.extended
         [conn] = cable.connections
         assert conn.protocol.dialect.subprotocol == "actioncable-v1-json"
+
+
+async def test_pongs_keep_a_quiet_client_connected() -> None:
+    """With ``pong_timeout`` the server drops extended clients that stay
+    silent. The client answers every ping, so it stays, while a raw client
+    that says nothing is dropped (``no_pong``): the control that shows the
+    pings and the timeout ran meanwhile."""
+    cable = typing_cable(ping_interval=0.1, pong_timeout=1.0)
+    async with (
+        served(cable) as port,
+        open_cable_client(f"ws://127.0.0.1:{port}/cable") as client,
+        client.subscribe("TypingChannel"),
+    ):
+        silent = await RawClient.open(port)
+        head = await silent.handshake(port, protocol="actioncable-v1-ext-json")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        with trio.fail_after(LOSS_BOUND):
+            while (frame := await silent.receive()) is not None:
+                if frame.get("type") == "disconnect":
+                    break
+        assert frame == {"type": "disconnect", "reason": "no_pong", "reconnect": True}
+        await silent.aclose()
+        assert cable.counters["no_pong"] == 1
+        assert client.connected
+        assert client.reconnects == 0
