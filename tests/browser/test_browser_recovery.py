@@ -6,7 +6,7 @@ from the server and subscribes; the test cuts the proxy. Shown: 300
 numbered broadcasts over HTTP, each received once, in order, across the
 cut, with the session resumed (``subscribed()`` ran once); history gone
 surfaced as ``historyLost()``; ``<turbo-stream-channel>`` recovering the
-same way; whispers; and the fallback to ``actioncable-v1-json`` against a
+same way; whispers; pongs; and the fallback to ``actioncable-v1-json`` against a
 server without the extended protocol.
 
 The recovery test takes its server side as a parameter (``side``): a
@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from tests.browser.browser_driver import Browser, open_browser, skip_unless_browser
 from tests.helpers import (
     LOSS_BOUND,
+    RawClient,
     ServerSide,
     all_once_across_a_drop,
     cut_between,
@@ -257,3 +259,23 @@ async def test_whispers_reach_the_others_not_the_sender(browser: Browser) -> Non
             "ann": [{"marker": 1}],
             "bob": [{"typing": "ann"}, {"marker": 1}],
         }
+
+
+async def test_pongs_keep_the_page_connected(browser: Browser) -> None:
+    """Under ``pong_timeout`` cable.js stays connected (it answers every
+    ping) while a raw client that says nothing is dropped (``no_pong``)."""
+    cable = feed_cable(ping_interval=0.1, pong_timeout=1.0)
+    async with served_on(cable, "hypercorn") as port:
+        await subscribe_page(browser, f"http://127.0.0.1:{port}", "p")
+        silent = await RawClient.open(port)
+        head = await silent.handshake(port, protocol="actioncable-v1-ext-json")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        with trio.fail_after(LOSS_BOUND):
+            while (frame := await silent.receive()) is not None:
+                if frame.get("type") == "disconnect":
+                    break
+        assert frame == {"type": "disconnect", "reason": "no_pong", "reconnect": True}
+        await silent.aclose()
+        assert cable.counters["no_pong"] == 1
+        assert await browser.evaluate("page", "window.changes.length") == 1
+        assert await browser.evaluate("page", "window.pageCable.state") == "open"
