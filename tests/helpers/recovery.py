@@ -153,6 +153,7 @@ async def all_once_across_a_drop(
     assert numbers[: count + 1] == list(range(count + 1)), _first_difference(numbers)
     assert len(numbers) == count + 1, numbers[count:]
     assert unconnected[0] >= 1, "no broadcast was made while the client was away"
+    print(f"\n{unconnected[0]} of {count} broadcast while the client was away")
     return numbers
 
 
