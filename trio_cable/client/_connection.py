@@ -162,6 +162,8 @@ class ClientConnection:
         await self.wait_for(lambda: self._ready(entry) or bool(entry.rejected))
         if entry.rejected is not None:
             raise entry.rejected
+        if self.entries.get(entry.identifier) is not entry:
+            raise ClientError(f"not subscribed: {entry.identifier}")
         frame = self.protocol.encode_whisper(entry.state, data)
         if frame is None:
             raise ClientError(
