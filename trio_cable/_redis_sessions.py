@@ -367,6 +367,7 @@ class RedisSessionStore:
         except SessionNotPortable as exc:
             self._tell(str(exc))
             return await self.memory.put(sid, session, expires)
+        self._tell_unlisted(session)
         ttl = max(1, int((expires - trio.current_time()) * 1000))
         args = [blob, ttl, int(GRACE * 1000), sid]
         if await self._eval(_PUT, [self._key + sid, self._due], args) is _AWAY:
@@ -413,6 +414,24 @@ class RedisSessionStore:
                 "this process (only it can restore them)",
                 cause,
             )
+
+    def _tell_unlisted(self, session: Session) -> None:
+        """Once per channel class: attributes a restore elsewhere loses."""
+        for kept in session.subscriptions:
+            cls = type(kept.channel)
+            if cls.channel_name in self._told:
+                continue
+            self._told.add(cls.channel_name)
+            unlisted = sorted(
+                set(vars(kept.channel)) - {"_subscription", *cls.session_state}
+            )
+            if unlisted:
+                log.warning(
+                    "%s: attributes %s are not in session_state: a session "
+                    "restored from Redis starts without them",
+                    cls.channel_name,
+                    ", ".join(unlisted),
+                )
 
     async def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """Run ``script``; :data:`_AWAY` if Redis cannot be reached.
