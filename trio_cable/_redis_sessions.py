@@ -340,8 +340,6 @@ class RedisSessionStore:
     that cannot go there. ``next_expiry`` is when this process next looks
     for sessions due, its own or any worker's."""
 
-    durable = True
-
     def __init__(self, url: str, host: SessionHost, memory: MemorySessionStore):
         self.url = url
         self.host = host

@@ -10,9 +10,9 @@ no connect hook, no ``subscribed()``. A session is taken at most once.
 
 The store is a seam (:class:`SessionStore`): :class:`MemorySessionStore`
 keeps sessions in this process; ``_redis_sessions`` keeps them in Redis
-(a *durable* store: they outlive the process, and any worker restores
-them). :class:`SessionKeeper`, run in the cable's background nursery,
-ends the subscriptions of sessions that expire (their ``unsubscribed()``
+(they outlive the process: any worker restores them, or ends them).
+:class:`SessionKeeper`, run in the cable's background nursery, ends the
+subscriptions of sessions that expire (their ``unsubscribed()``
 runs then, not at the drop) and, when the cable stops, of every session
 still kept in this process.
 """
@@ -47,8 +47,9 @@ __all__ = [
 ]
 
 #: Server-side closes after which a session is kept: the network's fault,
-#: not a decision against the client (remote, unauthorized). A restart
-#: (``server_restart``) keeps it too when the store outlives the process.
+#: not a decision against the client (remote, unauthorized, shutdown: the
+#: disconnect frame makes @anycable/core forget its sid, as at AnyCable's
+#: own restarts).
 KEEPS_SESSION: Final = ("too_slow", "no_pong")
 
 log = logging.getLogger("trio_cable.sessions")
@@ -94,9 +95,6 @@ class Session:
 class SessionStore(Protocol):
     """Where sessions wait for their client.
 
-    ``durable``: the sessions outlive this process (they are kept at a
-    restart, and not ended when the cable stops).
-
     ``put`` keeps ``session`` under ``sid`` until ``expires`` (on
     :func:`trio.current_time`'s clock) and returns the sessions it gave
     up to make room; ``take`` removes and returns it (once) unless it
@@ -107,8 +105,6 @@ class SessionStore(Protocol):
     identifier, params, streams, timers and declared state, and rebuilds
     channel instances from them.
     """
-
-    durable: bool
 
     async def put(self, sid: str, session: Session, expires: float) -> list[Session]:
         """Keep ``session``; the sessions given up to make room."""
@@ -126,8 +122,6 @@ class SessionStore(Protocol):
 class MemorySessionStore:
     """Sessions in this process, at most ``max_sessions`` (the oldest
     gives way). One TTL for all: insertion order is expiry order."""
-
-    durable = False
 
     def __init__(self, max_sessions: int) -> None:
         self.max_sessions = max_sessions
@@ -198,20 +192,13 @@ class SessionKeeper:
 
     @property
     def accepting(self) -> bool:
-        """Whether a dropped connection may leave its session here (a
-        durable store takes them while the cable drains, too)."""
-        return self.ttl > 0 and (self._running or self.store.durable)
+        """Whether a dropped connection may leave its session here."""
+        return self._running and self.ttl > 0
 
     def keeps(self, close: tuple[str, bool] | None) -> bool:
         """Whether a connection the server closed so (None: the client
         left or the network broke) leaves a session behind."""
-        if not self.accepting:
-            return False
-        return (
-            close is None
-            or close[0] in KEEPS_SESSION
-            or (close[0] == "server_restart" and self.store.durable)
-        )
+        return self.accepting and (close is None or close[0] in KEEPS_SESSION)
 
     def expect(self, sid: str) -> None:
         """A session will be kept under ``sid`` (or :meth:`given_up`) once
@@ -232,13 +219,6 @@ class SessionKeeper:
         expires = trio.current_time() + self.ttl
         self._ending += await self.store.put(sid, session, expires)
         self._changed.set()
-        if not self._running:
-            # A durable store while the cable drains: what it had to keep
-            # in this process instead (Redis away) ends now, as at a stop.
-            left = self._ending + await self.store.due(math.inf)
-            self._ending = []
-            if left:
-                await _end(left)
         return True
 
     def revoke(self, payload: str) -> None:
@@ -281,8 +261,8 @@ class SessionKeeper:
 
         Cancellation: every session kept in this process has its
         subscriptions run ``unsubscribed()`` (shielded, each bounded by
-        ``hook_timeout``) before this returns; a durable store's stay
-        there, for another worker or the restarted one.
+        ``hook_timeout``) before this returns; those in Redis stay there,
+        for another worker or this one restarted.
         """
         self.store = self._open_store()
         self._running = True

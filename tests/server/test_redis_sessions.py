@@ -253,28 +253,44 @@ async def test_the_session_of_a_worker_that_is_gone_ends_on_another(
     assert session_keys(redis_server) == []
 
 
-async def test_a_graceful_restart_keeps_the_session(
+async def test_a_worker_restarted_while_the_client_was_away_restores_it(
     redis_server: RedisServer,
 ) -> None:
     calls: Counter[str] = Counter()
     old, _ = worker("old", calls, redis_server.url)
+    async with old.running():
+        sid, _ = await keep_one(old, user="ann")
+    assert calls["old unsubscribed"] == 0  # still the client's, in Redis
+    new, _ = worker("new", calls, redis_server.url)
+    async with new.running():
+        await trio.testing.wait_all_tasks_blocked()  # its keeper is up
+        async with cable_test_client(new, subprotocols=EXT, query={"sid": sid}) as c:
+            assert c.welcome["restored"] is True
+            reply = await c.call("Room", "say", {"text": "b"}, room="r1")
+            assert reply["result"]["said"] == ["a", "b"]
+            assert calls["new connect"] == calls["new subscribed"] == 0
+    # Nothing of either worker is left in Redis's client list.
+    await wait_until(lambda: redis_server.bridge_connections() == [])
+
+
+async def test_a_client_told_server_restart_leaves_no_session(
+    redis_server: RedisServer,
+) -> None:
+    """The disconnect frame makes @anycable/core forget its sid (as at
+    AnyCable's own restarts): nothing is kept for it, and its
+    ``unsubscribed()`` runs at the stop, as without Redis."""
+    calls: Counter[str] = Counter()
+    old, _ = worker("old", calls, redis_server.url)
     async with old.running(), cable_test_client(old, subprotocols=EXT) as client:
         await client.subscribe("Room", room="r1")
-        sid = client.welcome["sid"]
         await old.shutdown()  # what SIGTERM does
-        frame = await client.receive()
-        assert frame == {
+        assert await client.receive() == {
             "type": "disconnect",
             "reason": "server_restart",
             "reconnect": True,
         }
-    assert calls["old unsubscribed"] == 0
-    new, _ = worker("new", calls, redis_server.url)
-    async with cable_test_client(new, subprotocols=EXT, query={"sid": sid}) as c:
-        assert c.welcome["restored_ids"] == [ROOM]
-        assert calls["new connect"] == calls["new subscribed"] == 0
-    # Nothing of either worker is left in Redis's client list.
-    await wait_until(lambda: redis_server.bridge_connections() == [])
+    assert calls["old unsubscribed"] == 1
+    assert session_keys(redis_server) == []
 
 
 async def test_redis_away_keeps_sessions_in_memory(
