@@ -351,6 +351,7 @@ class RedisSessionStore:
         self._next_claim = -math.inf  # at once: another worker's may be due
         self._up = True
         self._told: set[str] = set()  # causes of unportable sessions, logged
+        self._unlisted_told: set[str] = set()  # channels warned of
 
     def __len__(self) -> int:
         """Sessions kept in this process (Redis holds the others)."""
@@ -418,9 +419,9 @@ class RedisSessionStore:
         """Once per channel class: attributes a restore elsewhere loses."""
         for kept in session.subscriptions:
             cls = type(kept.channel)
-            if cls.channel_name in self._told:
+            if cls.channel_name in self._unlisted_told:
                 continue
-            self._told.add(cls.channel_name)
+            self._unlisted_told.add(cls.channel_name)
             unlisted = sorted(
                 set(vars(kept.channel)) - {"_subscription", *cls.session_state}
             )

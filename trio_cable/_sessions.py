@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._channel import Channel, StreamCallback
-    from ._options import CableOptions
     from ._request import Request
 
 __all__ = [
@@ -184,11 +183,6 @@ class SessionKeeper:
         self._coming: dict[str, trio.Event] = {}
         # Remote disconnects (identity, when) of the last ttl seconds.
         self._revoked: list[tuple[Any, float]] = []
-
-    @classmethod
-    def in_memory(cls, options: CableOptions) -> SessionKeeper:
-        """Sessions kept in this process, as ``options`` say."""
-        return cls(options.session_ttl, MemorySessionStore(options.max_sessions))
 
     @property
     def accepting(self) -> bool:
