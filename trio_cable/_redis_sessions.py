@@ -30,6 +30,7 @@ what no worker was left to claim.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import trio
 
 from ._broker import redis_url
+from ._current import current_user
 from ._errors import SessionNotPortable
 from ._hooks import call_hook
 from ._redis import in_thread, redis_client
@@ -314,8 +316,11 @@ class Orphan:
 
     async def run_unsubscribed(self) -> None:
         """Its session expired unrestored: ``unsubscribed()``, shielded and
-        bounded by ``hook_timeout``, as at any disconnect."""
-        assert self.channel is not None
+        bounded by ``hook_timeout``, as at any disconnect (in this task of
+        the keeper's: ``current.user`` is the session's identity)."""
+        channel = self.channel
+        assert channel is not None
+        current_user.set(self.identity)
         options = self.host.options
         timed_out = False
         with trio.CancelScope(shield=True) as scope:
@@ -324,12 +329,30 @@ class Orphan:
             )
             try:
                 timed_out = await call_hook(
-                    self.channel, "unsubscribed", options.hook_timeout
+                    channel, "unsubscribed", options.hook_timeout
                 )
-            except Exception:
-                log.exception("unsubscribed() of %s failed", self.identifier)
+            except Exception as exc:
+                if not await _rescued(channel, exc):
+                    log.exception("unsubscribed() of %s failed", self.identifier)
         if timed_out or scope.cancelled_caught:
             log.warning("unsubscribed() of %s timed out", self.identifier)
+
+
+async def _rescued(channel: Channel, exc: Exception) -> bool:
+    """Whether a ``rescue_from`` handler of ``channel`` handled ``exc`` (as
+    for a hook on a connection; a handler that raises has not)."""
+    for types, handler in channel._rescuers:
+        if isinstance(exc, types):
+            try:
+                if inspect.iscoroutinefunction(handler):
+                    await handler(channel, exc)
+                else:
+                    await trio.to_thread.run_sync(handler, channel, exc)
+            except Exception:
+                log.exception("the rescue_from handler of %s failed", channel)
+                return False
+            return True
+    return False
 
 
 # -- the store ----------------------------------------------------------------

@@ -27,7 +27,7 @@ import trio
 import trio.testing
 
 from tests.helpers import LOSS_BOUND, RedisServer, free_port, wait_until
-from trio_cable import Cable, Channel
+from trio_cable import Cable, Channel, current, rescue_from
 from trio_cable.testing import TestClient, cable_test_client, identifier_for
 
 EXT = ["actioncable-v1-ext-json"]
@@ -78,6 +78,13 @@ def worker(
         async def unsubscribed(self) -> None:
             calls[f"{name} unsubscribed"] += 1
             calls[f"{name} unsubscribed by {self.current_user}"] += 1
+            calls[f"{name} current.user {current.user}"] += 1
+            if self.room == "boom":
+                raise LookupError(self.said)
+
+        @rescue_from(LookupError)
+        def rescued(self, exc: LookupError) -> None:
+            calls[f"{name} rescued {exc}"] += 1
 
         def say(self, data: dict[str, Any]) -> dict[str, Any]:
             self.said.append(data["text"])
@@ -249,6 +256,14 @@ async def test_the_session_of_a_worker_that_is_gone_ends_on_another(
         assert calls["a unsubscribed"] == 0
         assert len(session_keys(redis_server)) == 1
         await wait_until(lambda: calls["b unsubscribed"] == 1)
+        # On a channel rebuilt with the identity and state, current.user
+        # set, and its rescue_from handlers in force.
+        assert calls["b current.user {'user': 'anon'}"] == 1
+        async with cable_test_client(b, subprotocols=EXT) as client:
+            await client.subscribe("Room", room="boom")
+            await client.call("Room", "say", {"text": "x"}, room="boom")
+            await drop(client)
+        await wait_until(lambda: calls["b rescued ['x']"] == 1)
     assert calls["a unsubscribed"] == 0
     assert session_keys(redis_server) == []
 
@@ -314,6 +329,48 @@ async def test_redis_away_keeps_sessions_in_memory(
     assert len(away) == 1
     # Kept in memory, it ended with the cable (as without Redis).
     assert calls["a unsubscribed"] == 1
+
+
+async def test_redis_killed_and_back(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Sessions go to memory while Redis is away, to Redis again once it is
+    back; a restore that cannot reach Redis gets a fresh session, and
+    nothing else is lost."""
+    caplog.set_level(logging.INFO, "trio_cable.sessions")
+    async with two_workers(redis_server.url) as (a, b, calls):
+        in_redis, _ = await keep_one(a, user="ann")
+        redis_server.kill()
+        in_memory, _ = await keep_one(a, user="bob")
+        assert len(a.sessions.store) == 1
+        with trio.fail_after(LOSS_BOUND):
+            async with cable_test_client(
+                b, subprotocols=EXT, query={"sid": in_redis}
+            ) as c:
+                assert "restored" not in c.welcome  # Redis away: a fresh one
+                await c.subscribe("Room", room="r2")  # and it works
+        redis_server.start()  # empty: what it held is gone
+        async with cable_test_client(
+            a, subprotocols=EXT, query={"sid": in_memory}
+        ) as c:
+            assert c.welcome["restored"] is True  # from a's memory
+            await drop(c)
+        # Back: this drop's session went to Redis again.
+        assert len(a.sessions.store) == 0
+        assert len(session_keys(redis_server)) == 1
+        assert calls["a connect"] == 2
+    lines = [
+        r.message.split(" (")[0]
+        for r in caplog.records
+        if r.name == "trio_cable.sessions" and r.message.startswith("redis")
+    ]
+    # One line per worker as Redis went, one as it came back (only a has
+    # used it since: b's next look is due a session_ttl later).
+    assert lines == [
+        "redis unreachable for sessions",
+        "redis unreachable for sessions",
+        "redis reachable again: sessions go to Redis",
+    ]
 
 
 async def test_a_session_that_cannot_cross_stays_in_memory(
