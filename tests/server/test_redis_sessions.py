@@ -3,7 +3,7 @@
 Two cables in one process, built by the same code and sharing one real
 ``redis-server``, stand for two workers (``two_workers``); the
 multi-process version, with AnyCable's own client, is
-``tests/interop/test_redis_sessions.py``. A session dropped on one is
+``tests/interop/test_anycable_redis_sessions.py``. A session dropped on one is
 restored by the other: identity, every subscription (streams, whisper
 stream, ``stream_from`` callbacks, timers, ``session_state``, a
 ``$pubsub`` stream), no connect hook, no ``subscribed()``; it is taken
