@@ -216,6 +216,29 @@ async def test_a_session_is_taken_once(redis_server: RedisServer) -> None:
         assert calls["a connect"] + calls["b connect"] == 2  # the fresh one
 
 
+async def test_many_clients_back_at_once_are_all_restored(
+    redis_server: RedisServer,
+) -> None:
+    """A worker's clients all back at once on the other (its Redis calls
+    wait their turn): every one restored, none twice."""
+    async with two_workers(redis_server.url) as (a, b, calls):
+        sids = [(await keep_one(a, user=f"u{i}"))[0] for i in range(40)]
+        restored: list[Any] = []
+
+        async def back(sid: str) -> None:
+            async with cable_test_client(
+                b, subprotocols=EXT, query={"sid": sid}
+            ) as client:
+                restored.append(client.connection.identity)
+
+        with trio.fail_after(LOSS_BOUND):
+            async with trio.open_nursery() as nursery:
+                for sid in sids:
+                    nursery.start_soon(back, sid)
+        assert sorted(r["user"] for r in restored) == sorted(f"u{i}" for i in range(40))
+        assert calls["b connect"] == calls["b subscribed"] == 0
+
+
 async def test_an_unrestored_session_ends_once_among_workers(
     redis_server: RedisServer,
 ) -> None:
