@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import sys
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -394,6 +398,55 @@ async def test_redis_killed_and_back(
         "redis unreachable for sessions",
         "redis reachable again: sessions go to Redis",
     ]
+
+
+def in_redis_eval() -> bool:
+    """Whether a thread is inside redis-py's ``eval`` now (the store's
+    calls; the bridge's threads never call it)."""
+    frames = sys._current_frames()
+    for thread in threading.enumerate():
+        frame = frames.get(thread.ident or -1)
+        while frame is not None:
+            code = frame.f_code
+            if f"{os.sep}redis{os.sep}" in code.co_filename and code.co_name == "eval":
+                return True
+            frame = frame.f_back
+    return False
+
+
+async def test_a_restore_waiting_on_a_hung_redis_is_cancelled_promptly(
+    redis_server: RedisServer,
+) -> None:
+    """Redis stopped (SIGSTOP: connections accepted, nothing answered): a
+    restore waits on it at most 2 s (its socket timeout) and cancelling it
+    ends it at once, its worker thread joined, its connection closed."""
+    async with two_workers(redis_server.url) as (a, b, _):
+        sid, _ = await keep_one(a)
+        assert redis_server.process is not None
+        redis_server.process.send_signal(signal.SIGSTOP)
+        try:
+            taking = trio.CancelScope()
+
+            async def take() -> None:
+                with taking:
+                    await b.sessions.take(sid)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(take)
+                await wait_until(in_redis_eval)  # waiting on Redis, in a thread
+                start = trio.current_time()
+                taking.cancel()
+            elapsed = trio.current_time() - start
+            assert taking.cancelled_caught
+            # Prompt: not the 2 s a thread left to time out would take.
+            assert elapsed < 1.5, elapsed
+            assert not in_redis_eval()  # its thread returned
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+        # The call never reached Redis (redis-py was still naming its
+        # connection), so the session is still there for its client.
+        async with cable_test_client(b, subprotocols=EXT, query={"sid": sid}) as c:
+            assert c.welcome["restored"] is True
 
 
 async def test_a_session_that_cannot_cross_stays_in_memory(
