@@ -13,7 +13,7 @@ dropped from after a restart too. What crosses (:func:`encode_session`):
   ``session_state`` (JSON-encodable). The restoring worker builds a new
   channel instance from these (no ``subscribed()``).
 
-A session that cannot cross (:class:`~trio_cable.SessionNotPortable`) is
+A session that cannot cross (``SessionNotPortable``, never raised out) is
 kept in this process instead, logged once per cause; so is every session
 while Redis is unreachable (one line as it goes, one as it is back).
 
