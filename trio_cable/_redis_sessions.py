@@ -50,6 +50,8 @@ from ._sessions import KeptSubscription, MemorySessionStore, Session, SessionKee
 from .transports.scope import websocket_scope
 
 if TYPE_CHECKING:
+    from redis import Redis
+
     from ._channel import Channel, StreamCallback
     from ._options import CableOptions
     from ._sessions import SessionStore
@@ -381,6 +383,10 @@ class RedisSessionStore:
         self._told: set[str] = set()  # causes of unportable sessions, logged
         self._unlisted_told: set[str] = set()  # channels warned of
         self._calls = trio.CapacityLimiter(MAX_CALLS)
+        # Clients between calls, one connection each (so stopping one
+        # call's socket stops no other): at most MAX_CALLS of them.
+        self._idle: list[Redis] = []
+        self._closed = False
 
     def __len__(self) -> int:
         """Sessions kept in this process (Redis holds the others)."""
@@ -462,35 +468,57 @@ class RedisSessionStore:
                     ", ".join(unlisted),
                 )
 
+    def close(self) -> None:
+        """Close its Redis connections (the cable stops); calls from now on
+        find Redis away."""
+        self._closed = True
+        while self._idle:
+            self._idle.pop().close()
+
     async def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """Run ``script``; :data:`_AWAY` if Redis cannot be reached.
 
-        Cancellation: the call's socket is closed and its thread joined.
+        Cancellation: waiting for a turn ends at once; a call under way is
+        shielded (bounded by the 0.5 s connect and 2 s socket timeouts),
+        so that what it did in Redis (a session taken, claimed or kept) is
+        known and not lost; the cancellation strikes right after.
         """
-        # A client per call: nothing of it outlives the call (sessions go
-        # and come back at connections' pace, not broadcasts').
-        client = redis_client(self.url, socket_timeout=2.0)
-        try:
-            stop = client.connection_pool.disconnect
-            async with self._calls:
-                result = await in_thread(
-                    client.eval, script, len(keys), *keys, *args, stop=stop
-                )
-        except Exception as exc:  # any failure: sessions stay in this process
-            if self._up:
-                self._up = False
-                log.warning(
-                    "redis unreachable for sessions (%s): keeping them in this "
-                    "process until it is back",
-                    exc,
-                )
-            return _AWAY
-        finally:
-            client.close()
+        async with self._calls:
+            if self._closed:
+                return _AWAY
+            client = self._idle.pop() if self._idle else self._client()
+            try:
+                with trio.CancelScope(shield=True):
+                    result = await in_thread(
+                        client.eval, script, len(keys), *keys, *args,
+                        stop=client.connection_pool.disconnect,
+                    )  # fmt: skip
+            except BaseException as exc:
+                client.close()  # never reused after a failure
+                if not isinstance(exc, Exception):
+                    raise
+                if self._up:
+                    self._up = False
+                    log.warning(
+                        "redis unreachable for sessions (%s): keeping them in "
+                        "this process until it is back",
+                        exc,
+                    )
+                return _AWAY
+            self._put_back(client)
         if not self._up:
             self._up = True
             log.info("redis reachable again: sessions go to Redis")
         return result
+
+    def _client(self) -> Redis:
+        return redis_client(self.url, socket_timeout=2.0)
+
+    def _put_back(self, client: Redis) -> None:
+        if self._closed:  # the cable stopped during the call
+            client.close()
+        else:
+            self._idle.append(client)
 
 
 #: What :meth:`RedisSessionStore._eval` returns when Redis is away.

@@ -115,6 +115,9 @@ class SessionStore(Protocol):
         """The sessions expired by ``now``, removed."""
 
     def next_expiry(self) -> float: ...
+    def close(self) -> None:
+        """Let go of what it holds open (the cable stops)."""
+
     def __len__(self) -> int: ...
 
 
@@ -157,6 +160,9 @@ class MemorySessionStore:
         for expires, _ in self._kept.values():
             return expires
         return math.inf
+
+    def close(self) -> None:
+        pass
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -213,6 +219,12 @@ class SessionKeeper:
         expires = trio.current_time() + self.ttl
         self._ending += await self.store.put(sid, session, expires)
         self._changed.set()
+        if not self._running:
+            # The cable stopped during a put to Redis: what went to this
+            # process's memory instead ends now, as at the stop.
+            left, self._ending = self._ending + await self.store.due(math.inf), []
+            if left:
+                await _end(left)
         return True
 
     def revoke(self, payload: str) -> None:
@@ -275,6 +287,7 @@ class SessionKeeper:
             with trio.CancelScope(shield=True):
                 left = self._ending + await self.store.due(math.inf)
                 self._ending = []
+                self.store.close()
                 if left:
                     await _end(left)
 
