@@ -11,9 +11,11 @@ Then all of them come back at once to worker B with their sids:
   the count) and the size of one session's JSON;
 * keeping: drops per second (each one a Redis call);
 * the mass return: how long until every client has its session back on
-  the other worker, and how many were restored (target: all of them).
+  the other worker, and how many were restored (target: all of them);
+* the store's own calls, probed directly: ``--probe`` keeps one after
+  another, then as many takes at once (ms per call).
 
-Run: ``python benchmarks/redis_sessions_bench.py [--clients 2000]``.
+Run: ``python benchmarks/redis_sessions_bench.py [--clients 2000] [--probe 300]``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ sys.path.insert(0, str(ROOT))
 from harness import redis_process  # noqa: E402
 
 from trio_cable import Cable, Channel  # noqa: E402
+from trio_cable._redis_sessions import RedisSessionStore  # noqa: E402
+from trio_cable._sessions import MemorySessionStore, Session  # noqa: E402
 from trio_cable.testing import cable_test_client  # noqa: E402
 
 EXT = ["actioncable-v1-ext-json"]
@@ -64,7 +68,27 @@ def used_memory(url: str) -> int:
         return int(client.info("memory")["used_memory"])
 
 
-async def bench(clients: int) -> dict[str, Any]:
+async def probe(url: str, host: Cable, count: int) -> dict[str, float]:
+    """ms per store call: ``count`` keeps in turn, then ``count`` takes at
+    once (each a Redis script run in a worker thread)."""
+    store = RedisSessionStore(url, host, MemorySessionStore(10))
+    try:
+        expires = trio.current_time() + 300
+        start = time.perf_counter()
+        for i in range(count):
+            await store.put(f"probe{i}", Session({"user": i}), expires)
+        put = (time.perf_counter() - start) / count
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for i in range(count):
+                nursery.start_soon(store.take, f"probe{i}", trio.current_time())
+        take = (time.perf_counter() - start) / count
+    finally:
+        store.close()
+    return {"keep_ms": put * 1000, "take_ms_concurrent": take * 1000}
+
+
+async def bench(clients: int, probes: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as data:
         async with redis_process(Path(data)) as url:
             a, b = worker(url), worker(url)
@@ -99,6 +123,7 @@ async def bench(clients: int) -> dict[str, Any]:
                     for sid in sids:
                         nursery.start_soon(back, sid)
                 returned_in = time.perf_counter() - start
+                calls = await probe(url, a, probes)
     return {
         "clients": clients,
         "kept_in_redis": in_redis,
@@ -109,14 +134,16 @@ async def bench(clients: int) -> dict[str, Any]:
         "mass_return_seconds": returned_in,
         "restored": restored,
         "restores_per_second": clients / returned_in,
+        **calls,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, default=2000)
+    parser.add_argument("--probe", type=int, default=300)
     args = parser.parse_args()
-    result = trio.run(bench, args.clients)
+    result = trio.run(bench, args.clients, args.probe)
     print(json.dumps(result, indent=2))
 
 

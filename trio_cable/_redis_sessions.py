@@ -75,8 +75,8 @@ CLAIM_BATCH: Final = 100
 #: The longest sid looked up: it is the client's input (ours have 16).
 MAX_SID: Final = 64
 #: Redis calls under way at once, per process: thousands of clients back
-#: at once after an outage wait their turn (a call is a fraction of a
-#: millisecond on a local network), instead of a thread and a Redis
+#: at once after an outage wait their turn (a call takes well under a
+#: millisecond: docs/benchmarks.md), instead of a thread and a Redis
 #: connection each.
 MAX_CALLS: Final = 16
 FORMAT: Final = 1
