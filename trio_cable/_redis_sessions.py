@@ -262,7 +262,7 @@ def _decode_kept(
         log.warning(
             "a session's subscription %s cannot be restored here (%s): "
             "left out, the client subscribes again",
-            str(item.get("identifier"))[:200],
+            str(item.get("identifier") if isinstance(item, dict) else item)[:200],
             exc,
         )
         return None

@@ -459,6 +459,33 @@ async def hang(stream: trio.SocketStream) -> None:
         await trio.sleep_forever()
 
 
+async def test_what_cannot_be_read_back_is_refused_clearly(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A session in Redis that is not ours (or from other code: a channel
+    not registered here) gives a fresh session or leaves that
+    subscription out, with a log line; the client's connection and the
+    rest of the session carry on."""
+    caplog.set_level(logging.WARNING, "trio_cable.sessions")
+    async with two_workers(redis_server.url) as (a, b, calls):
+        sid, pubsub = await keep_one(a, user="ann")
+        with redis_server.client() as client:
+            key = f"trio_cable:session:{sid}"
+            session = json.loads(client.get(key))
+            session["subscriptions"][0]["channel"] = "Gone"  # a deploy renamed it
+            client.set(key, json.dumps(session), keepttl=True)
+            client.set("trio_cable:session:junk", "not json", ex=60)
+            client.zadd("trio_cable:sessions", {"junk": 2e12})
+        async with cable_test_client(b, subprotocols=EXT, query={"sid": sid}) as c:
+            assert c.welcome["restored_ids"] == [pubsub]  # Room left out
+            assert calls["b subscribed"] == 0
+        async with cable_test_client(b, subprotocols=EXT, query={"sid": "junk"}) as c:
+            assert "restored" not in c.welcome
+        messages = [r.message for r in caplog.records if r.levelno >= logging.WARNING]
+        assert any("cannot be restored here (no channel 'Gone'" in m for m in messages)
+        assert any("a session in Redis cannot be read" in m for m in messages)
+
+
 async def test_a_session_that_cannot_cross_stays_in_memory(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
