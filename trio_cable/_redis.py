@@ -541,3 +541,7 @@ class RedisBridge:
         for channel, payload, _ in batch:
             pipe.publish(channel, payload)
         return [int(count) for count in pipe.execute()]
+
+
+#: One way to reach Redis, for the package's other users (sessions).
+redis_client, in_thread = _client, _in_thread
