@@ -492,3 +492,28 @@ def test_the_redis_url_stays_out_of_the_options_repr() -> None:
     options = Cable(redis_url=url).options
     assert options.redis_url == url
     assert "pa55word" not in repr(options)
+
+
+async def test_a_shutdown_meeting_a_failing_redis_call_ends_as_the_shutdown() -> None:
+    """A cable stopped while its heartbeat times out against a hung Redis
+    gets the cancellation and the timeout in one group; the bridge lets
+    the cancellation go on alone (the timeout escaped cable.running()
+    before). Anything else in the group still escapes."""
+    import redis
+
+    from trio_cable._redis import _is_connection_failure
+    from trio_cable._util import raise_cancellation
+
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        try:
+            await trio.lowlevel.checkpoint()
+        except trio.Cancelled as exc:
+            cancelled = exc
+            raise
+    timeout = BaseExceptionGroup("", [cancelled, redis.TimeoutError("read")])
+    with pytest.raises(trio.Cancelled) as caught:
+        raise_cancellation(timeout, moot=_is_connection_failure)
+    assert caught.value is cancelled
+    other = BaseExceptionGroup("", [cancelled, ValueError("a bug")])
+    raise_cancellation(other, moot=_is_connection_failure)  # returns: a bug stays
