@@ -6,12 +6,12 @@ numbered feed of 100 broadcasts a second throughout, on the direct
 transport, trio-websocket and Hypercorn (see
 ``tests/helpers/canary.py``). Each case asserts that the canary lost
 nothing, that its lateness stays far from the seconds a starved process
-shows, that our transports (direct, and trio-websocket through its input
-gate) throttled an offender over its rates (and said so; Hypercorn reads
-its sockets itself), and that tasks and file descriptors are back to
-where they were once the offenders are gone. The latency figures
-printed here are the ones docs/security.md records; the tight bound
-(p99 under 100 ms) runs with ``-m soak``, on a machine that is not
+shows, that our transports' input budget (direct, and trio-websocket
+through its input gate) engaged against one offender (and said so;
+Hypercorn reads its sockets itself), and that tasks and file descriptors
+are back to where they were once the offenders are gone. The latency
+figures printed here are the ones docs/security.md records; the tight
+bound (p99 under 100 ms) runs with ``-m soak``, on a machine that is not
 loaded by anything else.
 """
 
@@ -74,12 +74,15 @@ async def attack(
                 client = await raw_connect(stack, port)
                 nursery.start_soon(offend, client, chunk)
             await trio.sleep(seconds)  # the attack's length
+            if server != "hypercorn" and offenders == 1:
+                # The budget engaged: the attack goes on until it did. Only
+                # for one offender: with ten, a loaded machine's own pace
+                # may keep each under its budget (then the budget has
+                # nothing to hold back; ci0 saw 7 episodes for 10
+                # offenders in 2 s, and one run needed 10 s for the first).
+                await wait_until(lambda: cable.counters["input_throttled"] >= 1)
             nursery.cancel_scope.cancel()
         await wait_until(lambda: len(cable.connections) == 0)
-        if server != "hypercorn" and offenders == 1:
-            assert cable.counters["input_throttled"] >= 1, cable.counters
-        # Ten offenders share a loaded process and may none reach its rate:
-        # the yield every few frames is what holds each to its share then.
     await wait_until(lambda: task_count() <= tasks and open_fds() <= fds)
     print(f"{server} {kind} x{offenders}: {canary.summary()}")
     return canary
