@@ -224,18 +224,19 @@ async def test_serve_cable_shutdown_500_clients(transport: Transport) -> None:
     clients = 500
     raise_open_file_limit(2 * clients + 200)  # both ends live in this process
     # The clients share this process: on a loaded 2-core machine their
-    # close replies come late (see CLOSE_TIMEOUT_5000), so the grace gets a
-    # margin; the bound below stays under close_timeout, so a shutdown
-    # that waits a close out still fails.
+    # close replies come late (see CLOSE_TIMEOUT_5000; trio-websocket
+    # stopped in 5.04 and 5.14 s under load 6-10), so the grace gets a
+    # wide margin; the bound below is close_timeout, so a shutdown that
+    # waits a close out still fails.
     cable, hooks = counting_cable(
-        ping_interval=1.0, close_timeout=5.0, hook_timeout=5.0
+        ping_interval=1.0, close_timeout=15.0, hook_timeout=5.0
     )
     tasks_before = all_tasks()
     threads_before = set(threading.enumerate())
     logs = [ClientLog() for _ in range(clients)]
     ready = Countdown(clients)
 
-    with trio.fail_after(30):
+    with trio.fail_after(60):
         async with trio.open_nursery() as client_nursery:
             async with trio.open_nursery() as server_nursery:
                 port = await server_nursery.start(
