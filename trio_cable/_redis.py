@@ -14,13 +14,11 @@ no thread, no Redis connection.
   Each local subscriber thus gets every broadcast exactly once.
 * A stream's Redis channel is subscribed while this process has a local
   subscriber to it, and unsubscribed when the last one leaves.
-* When Redis goes away the bridge probes it again with exponential
-  backoff capped at ``max_backoff`` (1 s: an outage lasts about as long
-  as Redis is away, not 30 s more) and resubscribes every stream still
-  wanted; broadcasts made meanwhile wait in one bounded buffer per
-  process, all streams together (the oldest are dropped past the bound,
-  counted, and logged once when the drops begin and once, with their
-  number, when Redis is back).
+* When Redis goes away the bridge probes it with a backoff capped at
+  ``max_backoff`` (1 s) and resubscribes what is still wanted; broadcasts
+  made meanwhile wait in one bounded buffer per process (the oldest are
+  dropped past the bound, counted, and logged when the drops begin and,
+  with their number, when Redis is back).
 """
 
 from __future__ import annotations
@@ -326,23 +324,23 @@ class RedisBridge:
             await trio.sleep(delay * random.uniform(0.5, 1.0))
 
     def _lost(self, exc: BaseException) -> None:
-        exc = leaves(exc)[0]
         self._after_outage = True
         self._room.set()  # nobody waits for a Redis that is away
         if self.connected:
-            log.warning("redis connection lost: %s", exc)
+            self._wanted_at_outage = frozenset(self._wanted)
+            log.warning("redis connection lost: %s", leaves(exc)[0])
         else:
-            log.info("redis unreachable: %s", exc)
+            log.info("redis unreachable: %s", leaves(exc)[0])
         self.connected = False
-        self._requested.clear()
-        self._acked.clear()
-        self._echo.clear()
+        for kept in (self._requested, self._acked, self._echo):
+            kept.clear()
         # Subscriptions waiting for an acknowledgement go ahead unacknowledged.
         for event in self._acks.values():
             event.set()
         self._acks.clear()
 
     _session_ok = False
+    _wanted_at_outage: frozenset[str] = frozenset()
 
     async def _session(self, client: Redis, ready: Callable[[], None]) -> None:
         self._session_ok = False
@@ -518,9 +516,11 @@ class RedisBridge:
         # Redis keeps nothing for a subscriber that is away: publishing the
         # outage's broadcasts before the other processes have resubscribed
         # would lose them. Wait (boundedly) until each channel has as many
-        # subscribers as it had before the outage.
+        # subscribers as it had before the outage, this process counted as
+        # it is now (its own last subscriber there may have left meanwhile).
+        before, now = self._wanted_at_outage, self._wanted
         expected = {
-            channel: self._receivers[channel]
+            channel: self._receivers[channel] - (channel in before) + (channel in now)
             for channel, _, _ in self._outgoing
             if channel in self._receivers
         }

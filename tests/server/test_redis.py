@@ -350,11 +350,11 @@ async def test_a_20_s_outage_under_a_2000_per_second_storm(
     """The issue's case, with the default buffer (10,000 broadcasts per
     process): Redis down 20 s while one process broadcasts 2,000 a
     second. The newest 10,000 arrive, in order; the rest (30,000) are
-    counted and logged once; the bridge is back within a second of Redis.
-    Delivery does not resume within 2 s yet (the issue's goal): the
-    broadcasting process's own resubscription lags, so the bridge waits
-    its whole ``rejoin_timeout`` (5 s) for the subscriber count it had
-    before (5.4 s measured). The figures are in docs/security.md."""
+    counted and logged once; the bridge is back within a second of Redis
+    and delivery within two. The broadcasting process's own subscriber is
+    cut (too slow) during the outage, so the bridge must not wait for the
+    subscriber count it had before, itself included (it waited its whole
+    ``rejoin_timeout``, 5.4 s, so). The figures are in docs/security.md."""
     a = make_cable(redis_server.url)
     buffer = a.options.redis_buffer
     # The buffer comes back in one burst: 10,000 frames for a client whose
@@ -402,8 +402,8 @@ async def test_a_20_s_outage_under_a_2000_per_second_storm(
         f"order, {n - buffer} dropped"
     )
     assert bridge_back < 2.0
-    # bound: the rejoin wait (5 s) and a second; the goal is 2 s (above)
-    assert delivered < 6.5
+    # bound: the issue's goal (0.65 s measured on a loaded machine)
+    assert delivered < 2.0
     messages = [r.getMessage() for r in caplog.records]
     assert sum("dropping the oldest" in m for m in messages) == 1
     assert (
