@@ -213,7 +213,8 @@ class RedisBridge:
 
     # -- called by the cable (trio thread, never blocks) -------------------
 
-    def publish(self, stream: str, payload: str) -> None:
+    def publish(self, stream: str, payload: str) -> bool:
+        """Queue a local broadcast for Redis; False: the hub delivers it here."""
         if len(self._outgoing) >= self.max_buffer:
             self._outgoing.popleft()
             if self._dropped == self._dropped_before_outage:
@@ -225,6 +226,7 @@ class RedisBridge:
             self._dropped += 1
         self._outgoing.append((self.prefix + stream, payload, time.monotonic()))
         self._outgoing_ready.set()
+        return False
 
     async def wait_for_room(self) -> None:
         """While connected, wait until the publish buffer has room.
@@ -421,13 +423,7 @@ class RedisBridge:
                 if echo and echo[0] == payload:
                     echo.popleft()  # our own broadcast, delivered already
                     continue
-                try:
-                    json.loads(payload)
-                except ValueError:
-                    log.warning("dropped a non-JSON message on %s", channel)
-                    continue
-                self._received += 1
-                self.hub.publish(channel[prefix_length:], payload)
+                self._deliver(channel[prefix_length:], payload)
             elif kind == "subscribe":
                 self._acked.add(channel)
                 event = self._acks.pop(channel, None)
@@ -437,6 +433,16 @@ class RedisBridge:
                     self._settled.set()
             elif kind == "unsubscribe":
                 self._acked.discard(channel)
+
+    def _deliver(self, stream: str, payload: str) -> None:
+        """A message from another process, for this one's subscribers."""
+        try:
+            json.loads(payload)
+        except ValueError:
+            log.warning("dropped a non-JSON message on %s", self.prefix + stream)
+            return
+        self._received += 1
+        self.hub.publish(stream, payload)
 
     async def _keep_subscriptions(self, pubsub: PubSub) -> None:
         # SUBSCRIBE is one short write: let it finish (bounded by the
