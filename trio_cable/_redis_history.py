@@ -337,6 +337,9 @@ class RedisHistoryBridge(RedisBridge):
     async def _write_session(self, client: Redis) -> NoReturn:
         stop = client.connection_pool.disconnect
         sha = await _in_thread(client.script_load, _STORE, stop=stop)
+        # After an outage: not before this process listens again, or what
+        # waited would be published past its own subscribers.
+        await self._wait_settled()
         self.writing = True
         pending = self._pending
         while True:
