@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import pytest
@@ -241,11 +242,14 @@ async def test_the_hand_off_is_exactly_once_while_another_worker_broadcasts(
                             offsets.append(frame["offset"])
                 assert offsets == list(range(start + 1, total + 1))
 
+        def handed_out(offset: int) -> bool:
+            return a.hub.statistics().broadcasts >= offset
+
         async with trio.open_nursery() as nursery:
             nursery.start_soon(broadcaster)
             for start in range(1, total // 2, 15):
                 # Each waits until its position is handed out, then joins.
-                await wait_until(lambda: a.hub.statistics().broadcasts >= start)
+                await wait_until(partial(handed_out, start))
                 nursery.start_soon(late_subscriber, start)
         assert done.is_set()
 
