@@ -27,7 +27,6 @@ from hypercorn.trio import serve
 from tests.helpers import (
     LOSS_BOUND,
     RawClient,
-    TcpProxy,
     command,
     served,
     tcp_proxy,
@@ -38,6 +37,7 @@ from tests.interop.nodeclient import (
     open_ac_client,
     skip_unless_node,
 )
+from tests.interop.recovery import all_once_across_the_cut
 from tests.interop.servers import SERVER_KINDS, ServerKind, ServerProcess
 from trio_cable import Cable, Channel
 from trio_cable.asgi import CableApp
@@ -166,57 +166,6 @@ async def test_both_offered_the_best_chosen_and_unknown_refused(kind: str) -> No
 
 
 # -- recovery across a cut connection -------------------------------------------
-
-
-async def broadcast_numbered(
-    server: ServerProcess,
-    stream: str,
-    count: int,
-    rate: float,
-    proxy: TcpProxy,
-) -> int:
-    """``count`` numbered broadcasts as HTTP requests to the server, at
-    about ``rate`` per second, with the proxy cut halfway; how many were
-    made while the client had no connection."""
-    start = trio.current_time()
-    unconnected = 0
-    for n in range(count):
-        if n == count // 2:
-            proxy.cut()
-        unconnected += proxy.open_connections == 0
-        await server.broadcast(stream, {"n": n})
-        # Pacing, not synchronisation: about `rate` per second.
-        await trio.sleep_until(start + (n + 1) / rate)
-    return unconnected
-
-
-async def received_numbers(client: NodeClient, key: str, count: int) -> list[int]:
-    numbers = []
-    while len(numbers) < count:
-        event = await client.expect({"event": "message", "key": key}, LOSS_BOUND)
-        numbers.append(event["data"]["n"])
-    return numbers
-
-
-async def all_once_across_the_cut(
-    server: ServerProcess, client: NodeClient, proxy: TcpProxy, stream: str, key: str
-) -> None:
-    """300 numbered broadcasts at about 100/s over HTTP while ``proxy`` cuts
-    the client's connection midway: every one arrives at subscription
-    ``key`` exactly once, in order, some of them broadcast while the client
-    had no connection (so from the history), and nothing more comes (a
-    late duplicate would show)."""
-    unconnected: list[int] = []
-
-    async def broadcaster() -> None:
-        unconnected.append(await broadcast_numbered(server, stream, 300, 100, proxy))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(broadcaster)
-        numbers = await received_numbers(client, key, 300)
-    assert numbers == list(range(300))
-    assert unconnected[0] >= 1
-    await client.assert_no_event({"event": "message"}, within=1.0)
 
 
 @pytest.mark.parametrize("kind", SERVER_KINDS)
