@@ -101,6 +101,13 @@ return offset
 _POSITIONED: Final = "@h"
 _WHISPER: Final = "@w"
 
+
+def _let_finish() -> None:
+    """A read's stop(): let it finish (a few milliseconds; bounded by the
+    reader's socket timeout) rather than close a pooled connection that
+    other reads share."""
+
+
 #: (stream, payload, policy, UNIX time, monotonic time)
 _Pending = tuple[str, str, "HistoryPolicy", float, float]
 
@@ -128,6 +135,13 @@ class RedisHistoryBridge(RedisBridge):
         self._stored = 0
         self._history_dropped = 0
         self._history_failed = 0
+        # The last position delivered here, per stream heard from, and the
+        # streams whose gap is being read (what came meanwhile waits).
+        self._last: dict[str, Position] = {}
+        self._filling: dict[str, list[tuple[str, Position]]] = {}
+        self._fills: trio.Nursery | None = None
+        #: Positioned broadcasts this process never heard nor could read back.
+        self.gaps = 0
 
     # -- called by the cable (trio thread, never blocks) -------------------
 
@@ -197,13 +211,9 @@ class RedisHistoryBridge(RedisBridge):
         reader = self._reader
         if reader is None:
             return None
-
-        def let_finish() -> None:
-            pass
-
         try:
             return await _in_thread(
-                self._read, reader, plan, request.since, time.time(), stop=let_finish
+                self._read, reader, plan, request.since, time.time(), stop=_let_finish
             )
         except Exception as exc:
             if not _is_connection_failure(exc):
@@ -288,7 +298,77 @@ class RedisHistoryBridge(RedisBridge):
             log.warning("dropped a malformed message on %s", self.prefix + stream)
             return
         self._received += 1
+        self._positioned(stream, data, position)
+
+    def _positioned(self, stream: str, data: str, position: Position) -> None:
+        """Deliver a positioned broadcast here, in offset order: after a
+        gap (this process's Redis subscription was interrupted, so it did
+        not hear some), what it missed is read from the stream first."""
+        queued = self._filling.get(stream)
+        if queued is not None:
+            queued.append((data, position))
+            return
+        last = self._last.get(stream)
+        if last is not None and last.epoch == position.epoch:
+            if position.offset <= last.offset:
+                return  # delivered here already (read by a fill)
+            if position.offset > last.offset + 1 and self._fills is not None:
+                self._filling[stream] = [(data, position)]
+                self._fills.start_soon(self._fill, stream, last.offset, position)
+                return
+        self._last[stream] = position
         self.hub.publish_at(stream, data, position)
+
+    async def _fill(self, stream: str, after: int, upto: Position) -> None:
+        """Read the broadcasts of ``stream`` between ``after`` and ``upto``
+        from Redis, then deliver them and what came meanwhile, in order."""
+        missed: Replay = []
+        try:
+            reader = self._reader
+            if reader is not None:
+                missed = await _in_thread(
+                    self._read_gap, reader, stream, after, upto, stop=_let_finish
+                )
+        except Exception as exc:
+            if not _is_connection_failure(exc):
+                raise
+        finally:
+            queued = self._filling.pop(stream, [])
+            lost = upto.offset - after - 1 - len(missed)
+            if lost:
+                self.gaps += lost
+                log.warning(
+                    "%d broadcasts to %s missed here while Redis was away "
+                    "and gone from its history",
+                    lost,
+                    stream,
+                )
+            for data, position in [*missed, *queued]:
+                self._positioned(stream, data, position)
+
+    def _read_gap(
+        self, reader: Redis, stream: str, after: int, upto: Position
+    ) -> Replay:
+        # Runs in a worker thread: the entries between the two offsets, if
+        # the stream is still in that epoch.
+        entries_key, meta = self._keys(stream)
+        pipe = reader.pipeline(transaction=True)
+        pipe.hget(meta, "epoch")
+        pipe.xrange(entries_key, f"{after + 1}-0", f"({upto.offset}-0")
+        epoch, entries = pipe.execute()
+        if epoch is None or epoch.decode() != upto.epoch:
+            return []
+        missed: Replay = []
+        for entry_id, fields in entries:
+            offset = int(entry_id.split(b"-")[0])
+            position = Position(stream, upto.epoch, offset)
+            missed.append((fields[b"data"].decode(), position))
+        return missed
+
+    def stream_unwanted(self, stream: str) -> None:
+        super().stream_unwanted(stream)
+        # Heard from again, it starts afresh: no gap to fill from before.
+        self._last.pop(stream, None)
 
     # -- the tasks -------------------------------------------------------------
 
@@ -304,12 +384,14 @@ class RedisHistoryBridge(RedisBridge):
         self._reader = reader
         try:
             async with trio.open_nursery() as nursery:
+                self._fills = nursery
                 await nursery.start(super().run)
                 nursery.start_soon(self._write_forever)
                 task_status.started()
                 await trio.sleep_forever()
         finally:
-            self._reader = None
+            self._fills = self._reader = None
+            self._filling.clear()
             reader.close()
 
     async def _write_forever(self) -> NoReturn:

@@ -9,6 +9,7 @@ in-memory transport.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -18,8 +19,9 @@ import pytest
 import trio
 import trio.testing
 
-from tests.helpers import LOSS_BOUND, RedisServer, wait_until
+from tests.helpers import LOSS_BOUND, RedisServer, load_doc, wait_until
 from trio_cable import Cable, Channel, HistoryPolicy, RedisCable
+from trio_cable._redis_history import _STORE
 from trio_cable.testing import TestClient, cable_test_client, identifier_for
 
 EXT = ["actioncable-v1-ext-json"]
@@ -333,3 +335,55 @@ async def test_shutdown_is_prompt_and_leaves_no_connection(
     start = trio.current_time()
     await wait_until(lambda: not redis_server.bridge_connections())
     assert trio.current_time() - start < LOSS_BOUND
+
+
+async def test_a_gap_this_worker_did_not_hear_is_read_from_redis(
+    redis_server: RedisServer,
+) -> None:
+    """Broadcasts positioned in Redis whose PUBLISH this worker missed (its
+    subscription was interrupted) are read back when the next one shows
+    the gap, and delivered first, in order, each once."""
+    a, b = make_cable(redis_server.url), make_cable(redis_server.url)
+    async with a.running(), b.running(), client_of(a) as client:
+        await subscribe(client)
+        await b.broadcast("feed:x", {"n": 1})
+        [first] = await messages(client, 1)
+        # Two broadcasts positioned by the same script, published where no
+        # one listens: what a worker misses while it resubscribes.
+        keys = ["trio_cable:history:feed:x", "trio_cable:history-meta:feed:x"]
+        with redis_server.client() as redis:
+            store = redis.register_script(_STORE)
+            for n in (2, 3):
+                payload = json.dumps({"n": n})
+                args = ["nowhere", payload, 100, 60_000, 60_000, "-", int(time.time())]
+                store(keys=keys, args=args)
+        await b.broadcast("feed:x", {"n": 4})
+        got = await messages(client, 3)
+        assert [f["message"]["n"] for f in got] == [2, 3, 4]
+        assert [f["offset"] for f in got] == [2, 3, 4]
+        assert {f["epoch"] for f in got} == {first["epoch"]}
+        await nothing_more(client)
+        bridge = a.bridge
+        assert bridge is not None
+        assert bridge.gaps == 0  # nothing was gone
+
+
+async def test_the_reliability_doc_two_workers_example(
+    redis_server: RedisServer,
+) -> None:
+    """docs/reliability.md's ``worker()``: a client of one worker recovers
+    what was broadcast on another while it was away."""
+    doc = load_doc("reliability.md")
+    a, b = doc.worker(redis_server.url), doc.worker(redis_server.url)
+    ident = json.dumps({"channel": "OrdersChannel", "shop": "s1"})
+    async with a.running(), b.running():
+        async with client_of(a) as first:
+            await subscribe(first, identifier=ident)
+            await b.broadcast("orders:s1", {"order": 1})
+            [seen] = await messages(first, 1)
+        await b.broadcast("orders:s1", {"order": 2})
+        async with client_of(b) as again:
+            position = {"epoch": seen["epoch"], "offset": seen["offset"]}
+            await subscribe(again, {"streams": {"orders:s1": position}}, ident)
+            frames = await frames_until_history_result(again)
+            assert [f.get("message") for f in frames] == [{"order": 2}, None]
