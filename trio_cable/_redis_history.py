@@ -133,6 +133,7 @@ class RedisHistoryBridge(RedisBridge):
         self.writing = False
         self._reader: Redis | None = None
         self._stored = 0
+        self._in_flight = 0  # taken from the buffer, being written
         self._history_dropped = 0
         self._history_failed = 0
         # The last position delivered here, per stream heard from, and the
@@ -179,7 +180,7 @@ class RedisHistoryBridge(RedisBridge):
             stats,
             published=stats.published + self._stored,
             dropped=stats.dropped + self._history_dropped,
-            buffered=stats.buffered + len(pending),
+            buffered=stats.buffered + len(pending) + self._in_flight,
             lag=max(stats.lag, time.monotonic() - pending[0][4] if pending else 0.0),
         )
 
@@ -432,6 +433,7 @@ class RedisHistoryBridge(RedisBridge):
                 pending.popleft() for _ in range(min(self.batch_size, len(pending)))
             ]
             self._pending_room.set()
+            self._in_flight = len(batch)
             try:
                 failed = await _in_thread(self._store, client, sha, batch, stop=stop)
             except BaseException:
@@ -439,6 +441,8 @@ class RedisHistoryBridge(RedisBridge):
                 # reconnect (at least once, for this one batch).
                 pending.extendleft(reversed(batch))
                 raise
+            finally:
+                self._in_flight = 0
             self._stored += len(batch) - len(failed)
             if failed:
                 self._history_failed += len(failed)

@@ -31,7 +31,12 @@ from tests.helpers.fuzzing import (
     traced,
 )
 from tests.helpers.ports import free_port
-from tests.helpers.redis_server import RedisServer, redis_available, redis_server
+from tests.helpers.redis_server import (
+    RedisServer,
+    redis_available,
+    redis_server,
+    redis_threads,
+)
 from tests.helpers.serving import SERVERS, Server, served, served_on
 from tests.helpers.tasks import all_tasks, task_count
 from tests.helpers.tcp_proxy import TcpProxy, tcp_proxy
@@ -75,6 +80,7 @@ __all__ = [
     "read_broadcasts",
     "redis_available",
     "redis_server",
+    "redis_threads",
     "served",
     "served_on",
     "settle",
