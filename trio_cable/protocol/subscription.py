@@ -151,7 +151,7 @@ class ServerSubscription:
             return
         if self.state is not CONFIRMED:
             return
-        if position is not None and self._marks is not None and self._had(position):
+        if self._marks is not None and position is not None and self._had(position):
             return
         # Keyed by the frame's head, not the identifier: two dialects may
         # share an identifier but never a head.

@@ -1,5 +1,11 @@
-"""Memory per retained message of stream history: in process, and in Redis.
+"""Stream history's costs: fan-out CPU, and memory per retained message.
 
+* Fan-out CPU (one process, no sockets): 5,000 confirmed subscriptions of
+  one stream on a hub, their frames handed to a send that drops them;
+  ``count`` broadcasts made with no history, with the history kept in
+  process, and as a worker delivers broadcasts positioned in Redis (the
+  message parsed, the position on every frame); CPU time per delivery.
+  The sockets' cost is left out on purpose: this is what history adds.
 * In process: a :class:`~trio_cable._history.HistoryStore` keeps ``count``
   broadcasts (payloads of about ``--size`` bytes, made inside the
   measurement: a retained message holds its payload alive); tracemalloc's
@@ -10,7 +16,7 @@
   Redis Stream); ``INFO memory`` ``used_memory`` growth and the sum of
   ``MEMORY USAGE`` over the history keys, per message.
 
-Run: ``python benchmarks/history_memory.py [--count 100000] [--size 100]``.
+Run: ``python benchmarks/history_bench.py [--count 100000] [--size 100]``.
 Prints JSON; docs/benchmarks.md has the figures.
 """
 
@@ -21,6 +27,7 @@ import gc
 import json
 import sys
 import tempfile
+import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -34,7 +41,74 @@ from harness import redis_process  # noqa: E402
 
 from trio_cable import HistoryPolicy, RedisCable  # noqa: E402
 from trio_cable._history import HistoryConfig, HistoryStore  # noqa: E402
+from trio_cable._hub import Hub  # noqa: E402
 from trio_cable.protocol.codec import encode_payload  # noqa: E402
+from trio_cable.protocol.dialects import DIALECTS  # noqa: E402
+from trio_cable.protocol.ext import Position  # noqa: E402
+from trio_cable.protocol.subscription import (  # noqa: E402
+    ChannelRules,
+    ProtocolSettings,
+    ServerSubscription,
+)
+
+
+class _Owner:
+    """The protocol side a subscription sends through: frames dropped."""
+
+    id = "bench"
+    dialect = DIALECTS["actioncable-v1-json"]
+    settings = ProtocolSettings()
+
+    def send(self, frame: str) -> None:
+        pass
+
+    def forget(self, sub: ServerSubscription) -> None:
+        pass
+
+    def refuse(self, command: Any, reason: str, message: str, **_: Any) -> None:
+        pass
+
+
+def fan_out(mode: str, subscribers: int, broadcasts: int, size: int) -> float:
+    """CPU seconds per delivery: ``broadcasts`` to ``subscribers``."""
+    hub = Hub()
+    if mode == "in-process":
+        hub.history = HistoryStore(HistoryConfig({"bench": None}))
+    owner = _Owner()
+    rules = ChannelRules("Bench", (), ())
+    for n in range(subscribers):
+        sub = ServerSubscription(owner, f'{{"channel":"Bench","n":{n % 10}}}', rules)
+        sub.confirm()
+        hub.add("bench", sub)
+    payloads = [encode_payload(payload(n, size)) for n in range(broadcasts)]
+    gc.collect()
+    start = time.process_time()
+    if mode == "redis":  # as RedisHistoryBridge._deliver hands them over
+        for n, data in enumerate(payloads, 1):
+            epoch, offset, body = f"e1f2a3b4 {n} {data}".split(" ", 2)
+            hub.publish_at("bench", body, Position("bench", epoch, int(offset)))
+    else:
+        for data in payloads:
+            hub.publish("bench", data)
+    return (time.process_time() - start) / (subscribers * broadcasts)
+
+
+def fan_outs(size: int, rounds: int = 5) -> dict[str, Any]:
+    """The best of ``rounds`` interleaved runs of each mode (the least
+    disturbed by other work), in deliveries per CPU second."""
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for mode in ("off", "in-process", "redis"):
+            cost = fan_out(mode, 5000, 200, size)
+            best[mode] = min(best.get(mode, cost), cost)
+    return {
+        "subscribers": 5000,
+        "broadcasts": 200,
+        "deliveries_per_cpu_s": {m: round(1 / c) for m, c in best.items()},
+        "cost_vs_off_pct": {
+            m: round(100 * (c / best["off"] - 1), 1) for m, c in best.items()
+        },
+    }
 
 
 def payload(n: int, size: int) -> dict[str, Any]:
@@ -95,7 +169,9 @@ async def in_redis(url: str, count: int, size: int, per_stream: int) -> dict[str
 
 async def main_async(count: int, size: int) -> dict[str, Any]:
     payload_bytes = len(encode_payload(payload(0, size)))
-    result: dict[str, Any] = {"payload_bytes": payload_bytes, "in_process": []}
+    result: dict[str, Any] = {"payload_bytes": payload_bytes}
+    result["fan_out"] = fan_outs(size)
+    result["in_process"] = []
     result["redis"] = []
     for per_stream in (count, 100):
         result["in_process"].append(in_process(count, size, per_stream))
