@@ -151,8 +151,16 @@ class RedisHistoryBridge(RedisBridge):
         policy = None if history is None else history.policy_for(stream)
         if policy is None:
             return super().publish(stream, payload)
-        if len(self._pending) >= self.max_buffer:
-            self._pending.popleft()
+        self._pending.append((stream, payload, policy, time.time(), time.monotonic()))
+        self._bound()
+        self._pending_ready.set()
+        return True
+
+    def _bound(self) -> None:
+        """Drop the oldest waiting broadcasts past ``max_buffer`` (counted)."""
+        pending = self._pending
+        while len(pending) > self.max_buffer:
+            pending.popleft()
             if not self._history_dropped % self.max_buffer:
                 log.warning(
                     "redis history buffer full (%d broadcasts): dropping the "
@@ -160,9 +168,6 @@ class RedisHistoryBridge(RedisBridge):
                     self.max_buffer,
                 )
             self._history_dropped += 1
-        self._pending.append((stream, payload, policy, time.time(), time.monotonic()))
-        self._pending_ready.set()
-        return True
 
     def whisper(self, stream: str, payload: str) -> None:
         super().publish(stream, _WHISPER + payload)
@@ -440,6 +445,7 @@ class RedisHistoryBridge(RedisBridge):
                 # Unknown how much was stored: all of it again after the
                 # reconnect (at least once, for this one batch).
                 pending.extendleft(reversed(batch))
+                self._bound()
                 raise
             finally:
                 self._in_flight = 0

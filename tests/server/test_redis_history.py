@@ -415,3 +415,54 @@ async def test_the_reliability_doc_two_workers_example(
             await subscribe(again, {"streams": {"orders:s1": position}}, ident)
             frames = await frames_until_history_result(again)
             assert [f.get("message") for f in frames] == [{"order": 2}, None]
+
+
+async def test_past_the_buffer_the_oldest_waiting_are_dropped_and_counted(
+    redis_server: RedisServer,
+) -> None:
+    cable = make_cable(redis_server.url, redis_buffer=3)
+    async with cable.running(), client_of(cable) as client:
+        await subscribe(client)
+        bridge = cable.bridge
+        assert bridge is not None
+        redis_server.kill()
+        await wait_until(lambda: not bridge.connected)
+        await cable.broadcast("feed:x", {"n": 0})
+        await wait_until(lambda: not bridge.writing)  # it tried and put it back
+        for n in range(1, 5):
+            await cable.broadcast("feed:x", {"n": n})  # never waits: Redis is away
+        stats = bridge.statistics()
+        assert (stats.buffered, stats.dropped) == (3, 2)
+        redis_server.start()
+        got = await messages(client, 3)
+        assert [f["message"]["n"] for f in got] == [2, 3, 4]
+        await nothing_more(client)
+
+
+async def test_a_session_resumed_on_its_worker_replays_from_redis(
+    redis_server: RedisServer,
+) -> None:
+    """A dropped client back on its worker with its sid: restored, and its
+    ``history`` command replays from Redis what the other worker broadcast
+    meanwhile, then live delivery goes on, each once."""
+    a, b = make_cable(redis_server.url), make_cable(redis_server.url)
+    async with a.running(), b.running():
+        async with client_of(a) as first:
+            sid = first.welcome["sid"]
+            await subscribe(first)
+            await b.broadcast("feed:x", {"n": 0})
+            [seen] = await messages(first, 1)
+        for n in (1, 2):
+            await b.broadcast("feed:x", {"n": n})
+        async with cable_test_client(a, subprotocols=EXT, query={"sid": sid}) as again:
+            assert again.welcome["restored_ids"] == [FEED]
+            position = {"epoch": seen["epoch"], "offset": seen["offset"]}
+            command = {"command": "history", "identifier": FEED}
+            history = {"streams": {"feed:x": position}}
+            await again.send_raw(json.dumps({**command, "history": history}))
+            frames = await frames_until_history_result(again)
+            assert [f.get("message") for f in frames] == [{"n": 1}, {"n": 2}, None]
+            await b.broadcast("feed:x", {"n": 3})
+            [live] = await messages(again, 1)
+            assert (live["message"], live["offset"]) == ({"n": 3}, 4)
+            await nothing_more(again)
