@@ -23,9 +23,9 @@ from ._logsummary import LogSummary
 from ._options import CableOptions, origin_allowed
 from ._pubsub import PubSubRules
 from ._redis import RedisBridge
+from ._redis_sessions import session_keeper
 from ._registry import ConnectionSet
 from ._remote import REMOTE_DISCONNECT, close_matching, encode_command
-from ._sessions import SessionKeeper
 from ._util import single_error
 from .protocol.codec import encode_payload, encode_ping
 
@@ -95,7 +95,7 @@ class Cable:
         self.handshakes = 0
         self._token: trio.lowlevel.TrioToken | None = None
         #: Sessions of dropped extended-protocol clients, to resume.
-        self.sessions = SessionKeeper.in_memory(options)
+        self.sessions = session_keeper(self)
         self._background: list[Callable[[], Awaitable[object]]] = [self.sessions.run]
         self._tasks: Background | None = None
         # Refused handshakes come in floods: one line, then a summary.

@@ -56,9 +56,6 @@ _TASK_NAME: Final = "trio_cable.connection"
 #: How long a restored subscription holds live broadcasts back for the
 #: client's history request (@anycable/web sends it with the welcome).
 RESTORE_HOLD: Final = 5.0
-#: Server-side closes after which a session is kept: the network's fault,
-#: not a decision against the client (remote, unauthorized, shutdown).
-_KEEPS_SESSION: Final = ("too_slow", "no_pong")
 #: How far past max_outbox_frames/bytes a backlog may grow while the
 #: client still takes writes (the server is busy, the client is not slow).
 OUTBOX_SLACK: Final = 4
@@ -453,11 +450,7 @@ class Connection:
         session it may resume (their ``unsubscribed()`` runs at expiry)."""
         records = list(self.protocol.subscriptions.values())
         sessions = self.host.sessions
-        if not (
-            self.protocol.dialect.extended
-            and sessions.accepting
-            and (self._close is None or self._close[0] in _KEEPS_SESSION)
-        ):
+        if not (self.protocol.dialect.extended and sessions.keeps(self._close)):
             for record in records:
                 record.owner.end()
             return None

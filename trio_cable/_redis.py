@@ -32,14 +32,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import partial
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import outcome
 import trio
 
-from ._errors import CableError
-from ._util import leaves
+from ._redis_io import Lost as _Lost
+from ._redis_io import import_redis as _import_redis
+from ._redis_io import in_thread as _in_thread
+from ._redis_io import is_connection_failure as _is_connection_failure
+from ._redis_io import redis_client as _client
+from ._util import leaves, raise_cancellation
 from .protocol.codec import encode_payload
 
 if TYPE_CHECKING:
@@ -52,44 +54,11 @@ __all__ = ["BridgeStatistics", "RedisBridge", "redis_broadcast"]
 
 log = logging.getLogger("trio_cable.redis")
 
-T = TypeVar("T")
-
 DEFAULT_PREFIX = "trio_cable:"
 
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-class _Lost(Exception):
-    """The Redis connection broke; reconnect."""
-
-
-def _import_redis() -> Any:
-    try:
-        import redis
-    except ImportError:
-        raise CableError(
-            "a Redis cable needs the redis package: pip install 'trio-cable[redis]'"
-        ) from None
-    return redis
-
-
-def _client(url: str, **options: Any) -> Redis:
-    redis = _import_redis()
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    client: Redis = redis.Redis.from_url(
-        url,
-        # the bridge reconnects by itself, with its own backoff
-        retry=Retry(NoBackoff(), 0),
-        socket_connect_timeout=0.5,
-        socket_keepalive=True,
-        client_name="trio_cable",
-        **options,
-    )
-    return client
 
 
 def redis_broadcast(
@@ -121,45 +90,6 @@ class BridgeStatistics:
     channels: int
     #: Seconds the oldest buffered broadcast has waited (0: none waits).
     lag: float = 0.0
-
-
-async def _in_thread(fn: Callable[..., T], *args: Any, stop: Callable[[], None]) -> T:
-    """Run a blocking call in a worker thread and wait for it.
-
-    On cancellation ``stop()`` closes the call's socket so the thread ends
-    at once, and this still waits for it: no thread outlives its task. A
-    call that completed is reported even if cancellation came meanwhile
-    (the cancellation then strikes at the next checkpoint), so no
-    publish is ever mistaken for a failed one.
-    """
-    await trio.lowlevel.checkpoint_if_cancelled()
-    task = trio.lowlevel.current_task()
-    token = trio.lowlevel.current_trio_token()
-    stopped = False
-
-    def deliver(result: outcome.Outcome[T]) -> None:
-        token.run_sync_soon(trio.lowlevel.reschedule, task, result)
-
-    def abort(_: object) -> trio.lowlevel.Abort:
-        nonlocal stopped
-        stopped = True
-        stop()
-        return trio.lowlevel.Abort.FAILED  # the thread's end reschedules us
-
-    trio.lowlevel.start_thread_soon(partial(fn, *args), deliver)
-    try:
-        result: T = await trio.lowlevel.wait_task_rescheduled(abort)
-    except Exception:
-        if stopped:  # the error is only the socket stop() closed
-            await trio.lowlevel.checkpoint()
-        raise
-    return result
-
-
-def _is_connection_failure(exc: BaseException) -> bool:
-    redis = _import_redis()
-    kinds = (_Lost, OSError, redis.RedisError)
-    return all(isinstance(leaf, kinds) for leaf in leaves(exc))
 
 
 class RedisBridge:
@@ -312,8 +242,11 @@ class RedisBridge:
             was_connected = self.connected
             try:
                 await self._session(client, ready)
-            except Exception as exc:
-                if not _is_connection_failure(exc):
+            except BaseException as exc:
+                # A shutdown meeting a failing call (a heartbeat timing out
+                # against a hung server): the cancellation goes on alone.
+                raise_cancellation(exc, moot=_is_connection_failure)
+                if not isinstance(exc, Exception) or not _is_connection_failure(exc):
                     raise
                 self._lost(exc)
             finally:
@@ -547,3 +480,7 @@ class RedisBridge:
         for channel, payload, _ in batch:
             pipe.publish(channel, payload)
         return [int(count) for count in pipe.execute()]
+
+
+#: One way to reach Redis, for the package's other users (sessions).
+redis_client, in_thread = _client, _in_thread

@@ -31,7 +31,7 @@ extended protocol needs across them.
 
 Streams without history take the bridge's path unchanged (one cached
 policy lookup per broadcast). redis-py blocks: every call runs in a
-worker thread owned by the task that waits for it (``_in_thread``).
+worker thread owned by the task that waits for it (``in_thread``).
 
 Keys, under the bridge's prefix: ``history:<stream>`` (the Redis Stream;
 entry id ``<offset>-<UNIX seconds>``, field ``data``) and
@@ -54,15 +54,8 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import trio
 
-from ._redis import (
-    DEFAULT_PREFIX,
-    BridgeStatistics,
-    RedisBridge,
-    _client,
-    _import_redis,
-    _in_thread,
-    _is_connection_failure,
-)
+from ._redis import DEFAULT_PREFIX, BridgeStatistics, RedisBridge
+from ._redis_io import import_redis, in_thread, is_connection_failure, redis_client
 from .protocol.ext import Position
 
 if TYPE_CHECKING:
@@ -218,11 +211,11 @@ class RedisHistoryBridge(RedisBridge):
         if reader is None:
             return None
         try:
-            return await _in_thread(
+            return await in_thread(
                 self._read, reader, plan, request.since, time.time(), stop=_let_finish
             )
         except Exception as exc:
-            if not _is_connection_failure(exc):
+            if not is_connection_failure(exc):
                 raise
             log.warning("redis history unreadable, history refused: %s", exc)
             return None
@@ -332,11 +325,11 @@ class RedisHistoryBridge(RedisBridge):
         try:
             reader = self._reader
             if reader is not None:
-                missed = await _in_thread(
+                missed = await in_thread(
                     self._read_gap, reader, stream, after, upto, stop=_let_finish
                 )
         except Exception as exc:
-            if not _is_connection_failure(exc):
+            if not is_connection_failure(exc):
                 raise
         finally:
             queued = self._filling.pop(stream, [])
@@ -386,7 +379,7 @@ class RedisHistoryBridge(RedisBridge):
         Cancellation: as the bridge's; the writer's thread has ended and
         its connection and the reader's are closed.
         """
-        reader = _client(self.url, socket_timeout=2)
+        reader = redis_client(self.url, socket_timeout=2)
         self._reader = reader
         try:
             async with trio.open_nursery() as nursery:
@@ -404,12 +397,12 @@ class RedisHistoryBridge(RedisBridge):
         """Position pending broadcasts in Redis; reconnect with backoff."""
         failures = 0
         while True:
-            client = _client(self.url, socket_timeout=5)
+            client = redis_client(self.url, socket_timeout=5)
             was_writing = False
             try:
                 await self._write_session(client)
             except Exception as exc:
-                if not _is_connection_failure(exc):
+                if not is_connection_failure(exc):
                     raise
                 was_writing = self.writing
                 if was_writing:
@@ -424,7 +417,7 @@ class RedisHistoryBridge(RedisBridge):
 
     async def _write_session(self, client: Redis) -> NoReturn:
         stop = client.connection_pool.disconnect
-        sha = await _in_thread(client.script_load, _STORE, stop=stop)
+        sha = await in_thread(client.script_load, _STORE, stop=stop)
         # After an outage: not before this process listens again, or what
         # waited would be published past its own subscribers.
         await self._wait_settled()
@@ -440,7 +433,7 @@ class RedisHistoryBridge(RedisBridge):
             self._pending_room.set()
             self._in_flight = len(batch)
             try:
-                failed = await _in_thread(self._store, client, sha, batch, stop=stop)
+                failed = await in_thread(self._store, client, sha, batch, stop=stop)
             except BaseException:
                 # Unknown how much was stored: all of it again after the
                 # reconnect (at least once, for this one batch).
@@ -464,7 +457,7 @@ class RedisHistoryBridge(RedisBridge):
     ) -> list[tuple[str, Exception]]:
         # Runs in a worker thread: one pipeline for the batch; the streams
         # whose script Redis refused (a key of another type...).
-        redis = _import_redis()
+        redis = import_redis()
         epoch = secrets.token_hex(4)
         pipe = client.pipeline(transaction=False)
         for stream, payload, policy, wall, _ in batch:

@@ -26,7 +26,10 @@ from hypercorn.trio import serve
 
 from tests.helpers import (
     LOSS_BOUND,
+    ProxyCut,
     RawClient,
+    TcpProxy,
+    all_once_across_a_drop,
     command,
     served,
     tcp_proxy,
@@ -37,7 +40,6 @@ from tests.interop.nodeclient import (
     open_ac_client,
     skip_unless_node,
 )
-from tests.interop.recovery import all_once_across_the_cut
 from tests.interop.servers import SERVER_KINDS, ServerKind, ServerProcess
 from trio_cable import Cable, Channel
 from trio_cable.asgi import CableApp
@@ -166,6 +168,28 @@ async def test_both_offered_the_best_chosen_and_unknown_refused(kind: str) -> No
 
 
 # -- recovery across a cut connection -------------------------------------------
+
+
+async def received_numbers(client: NodeClient, key: str, count: int) -> list[int]:
+    numbers = []
+    while len(numbers) < count:
+        event = await client.expect({"event": "message", "key": key}, LOSS_BOUND)
+        numbers.append(event["data"]["n"])
+    return numbers
+
+
+async def all_once_across_the_cut(
+    server: ServerProcess, client: NodeClient, proxy: TcpProxy, stream: str, key: str
+) -> None:
+    """300 numbered broadcasts at about 100/s over HTTP while ``proxy`` cuts
+    the client's connection midway: every one arrives at subscription
+    ``key`` exactly once, in order (the shared check of every client,
+    :func:`tests.helpers.all_once_across_a_drop`)."""
+
+    async def received(count: int) -> list[int]:
+        return await received_numbers(client, key, count)
+
+    await all_once_across_a_drop(server.broadcast, stream, received, ProxyCut(proxy))
 
 
 @pytest.mark.parametrize("kind", SERVER_KINDS)

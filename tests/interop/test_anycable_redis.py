@@ -14,19 +14,27 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.helpers import LOSS_BOUND, RedisServer, TcpProxy, tcp_proxy
+from tests.helpers import (
+    LOSS_BOUND,
+    ProxyCut,
+    RedisServer,
+    TcpProxy,
+    all_once_across_a_drop,
+    tcp_proxy,
+)
 from tests.interop.nodeclient import (
     ANYCABLE_DRIVER,
     NodeClient,
     open_ac_client,
     skip_unless_node,
 )
-from tests.interop.recovery import all_once_across_the_cut
 from tests.interop.servers import ServerProcess
 
 pytestmark = pytest.mark.usefixtures("_node")
@@ -70,6 +78,40 @@ async def subscribed_through(proxy: TcpProxy, room: str) -> AsyncIterator[NodeCl
         yield client
 
 
+async def received_numbers(client: NodeClient, count: int) -> list[int]:
+    numbers = []
+    while len(numbers) < count:
+        event = await client.expect({"event": "message", "key": "f"}, LOSS_BOUND)
+        numbers.append(event["data"]["n"])
+    return numbers
+
+
+@dataclass
+class WorkerRestart(ProxyCut):
+    """The client's worker is killed and started again (it comes up while
+    the broadcasts go on through the other worker)."""
+
+    worker: ServerProcess
+
+    async def disrupt(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self.worker.kill()
+        self.worker.start()
+
+
+@dataclass
+class ToTheOtherWorker(ProxyCut):
+    """The client's connection is cut and its reconnect lands on the other
+    worker (a load balancer's choice)."""
+
+    other: ServerProcess
+
+    async def disrupt(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self.proxy.upstream = self.other.port
+        self.proxy.cut()
+
+
 async def test_all_300_once_in_order_across_a_restart_of_the_clients_worker(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -82,14 +124,11 @@ async def test_all_300_once_in_order_across_a_restart_of_the_clients_worker(
             tcp_proxy(mine.port) as proxy,
             subscribed_through(proxy, room) as client,
         ):
-
-            async def restart() -> None:
-                mine.kill()
-                mine.start()
-                await mine.wait_ready()
-
-            await all_once_across_the_cut(
-                other, client, proxy, f"feed:{room}", "f", cut=restart
+            await all_once_across_a_drop(
+                other.broadcast,
+                f"feed:{room}",
+                partial(received_numbers, client),
+                WorkerRestart(proxy, mine),
             )
             assert mine.starts == 2
             await client.assert_no_event({"event": "uncaught"}, within=0)
@@ -99,22 +138,19 @@ async def test_all_300_once_in_order_when_the_reconnect_lands_on_the_other_worke
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     """Midway the proxy is pointed at the other worker and the client's
-    connection cut: it reconnects there, which has never seen it, and
-    recovers from Redis (broadcasts go on through the first worker)."""
+    connection cut: it reconnects there, and recovers from Redis (the
+    broadcasts go on through the first worker)."""
     room = uuid.uuid4().hex[:8]
     with two_workers(redis_server, tmp_path) as (first, second):
         async with (
             tcp_proxy(first.port) as proxy,
             subscribed_through(proxy, room) as client,
         ):
-
-            async def move() -> None:
-                await trio.lowlevel.checkpoint()
-                proxy.upstream = second.port
-                proxy.cut()
-
-            await all_once_across_the_cut(
-                first, client, proxy, f"feed:{room}", "f", cut=move
+            await all_once_across_a_drop(
+                first.broadcast,
+                f"feed:{room}",
+                partial(received_numbers, client),
+                ToTheOtherWorker(proxy, second),
             )
             assert (proxy.cuts, proxy.accepted) == (1, 2)
             stats = await second.stats()
