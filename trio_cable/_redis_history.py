@@ -19,6 +19,10 @@ extended protocol needs across them.
   epoch and the last offset), so history survives the restart of any
   worker and a client may come back to any of them. The hand-off to live
   delivery is the protocol's (subscribe first, read, drop by offset).
+* **Gaps.** Each process remembers the last position it delivered per
+  stream; a broadcast past the next one (its Redis subscription was
+  interrupted meanwhile) makes it read what it missed from the Redis
+  Stream and deliver that first (what later ones wait for meanwhile).
 * **Whispers** travel as the stream's messages marked transient: each
   process hands them to its subscribers (never stored, no position); the
   sender's process recognises its own echo as the bridge does.
