@@ -13,8 +13,10 @@ Served three ways, each in its own process:
 * trio-websocket: ``python bench_app.py --port PORT --transport trio-websocket``
 * Hypercorn: ``hypercorn --worker-class trio bench_app:app`` (``CableApp``)
 
-``BENCH_TUNE_GC=1`` applies ``trio_cable.tune_gc`` (``tune_gc=True``), and
-``TRIO_CABLE_REDIS_URL`` makes the cable cross-process (run.py's Redis row).
+``BENCH_TUNE_GC=1`` applies ``trio_cable.tune_gc`` (``tune_gc=True``),
+``TRIO_CABLE_REDIS_URL`` makes the cable cross-process (run.py's Redis row),
+and ``BENCH_HISTORY=1`` has the ``bench`` stream keep history (run.py
+``--history``; in Redis when the cable has Redis).
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ from trio_cable.asgi import CableApp
 raise_nofile_limit()
 
 TUNE_GC = os.environ.get("BENCH_TUNE_GC") == "1"
+HISTORY = [STREAM] if os.environ.get("BENCH_HISTORY") == "1" else []
 
 # The benchmark holds up to 10,000 subscribers plus the driver's socket.
-cable = Cable(max_connections=50_000)
+cable = Cable(max_connections=50_000, history=HISTORY)
 
 
 @cable.channel

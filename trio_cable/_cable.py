@@ -17,7 +17,7 @@ from ._background import Background, guarded
 from ._broker import IN_PROCESS, Broker, open_broker
 from ._channel import Channel, rules_for
 from ._errors import CableError
-from ._history import HistoryConfig, HistoryPolicy, HistoryStore, keep_stream_history
+from ._history import HistoryPolicy, HistoryStore, keep_stream_history
 from ._hub import Hub, Subscriber
 from ._logsummary import LogSummary
 from ._options import CableOptions, origin_allowed
@@ -343,11 +343,13 @@ class Cable:
         return close_matching(self._connections, payload)
 
     def whisper(self, stream: str, payload: str, sender: Subscriber) -> int:
-        """A whisper, to this process's subscribers of ``stream`` but ``sender``."""
+        """A whisper, to every subscriber of ``stream`` but ``sender``."""
+        self.broker.whisper(stream, payload)
         return self.hub.publish_except(stream, payload, sender)
 
     def _publish(self, stream: str, payload: str) -> int:
-        self.broker.publish(stream, payload)
+        if self.broker.publish(stream, payload):  # it comes back positioned
+            return self.hub.subscribers(stream)
         return self.hub.publish(stream, payload)
 
     # -- streams (hooks for a cross-process cable) -------------------------
@@ -391,11 +393,7 @@ class Cable:
         self, streams: Iterable[str], request: HistoryRequest
     ) -> Replay | None:
         """What a client missed of ``streams``; None if it is gone."""
-        await trio.lowlevel.checkpoint()
-        history = self.hub.history
-        if history is None:  # nothing kept: any position is unknown
-            history = HistoryStore(HistoryConfig())
-        return history.read(streams, request)
+        return await self.broker.read_history(self.hub.history, streams, request)
 
     # -- running -------------------------------------------------------------
 

@@ -357,7 +357,7 @@ class Subscription:
             )
         finally:
             # Also on cancellation: nothing stays held.
-            record.history(replay)
+            record.history(replay, request.streams)
 
     async def _finish(self) -> None:
         if self._finished:

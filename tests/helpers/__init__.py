@@ -41,7 +41,12 @@ from tests.helpers.recovery import (
     broadcast_numbered,
     cut_between,
 )
-from tests.helpers.redis_server import RedisServer, redis_available, redis_server
+from tests.helpers.redis_server import (
+    RedisServer,
+    redis_available,
+    redis_server,
+    redis_threads,
+)
 from tests.helpers.serving import SERVERS, Server, served, served_on
 from tests.helpers.tasks import all_tasks, task_count
 from tests.helpers.tcp_proxy import TcpProxy, tcp_proxy
@@ -91,6 +96,7 @@ __all__ = [
     "read_broadcasts",
     "redis_available",
     "redis_server",
+    "redis_threads",
     "served",
     "served_on",
     "settle",

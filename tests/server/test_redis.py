@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.helpers import LOSS_BOUND, RedisServer, wait_until
+from tests.helpers import LOSS_BOUND, RedisServer, redis_threads, wait_until
 from trio_cable import Cable, CableError, Channel, RedisCable, redis_broadcast
 from trio_cable.testing import TestClient, cable_test_client, identifier_for
 
@@ -46,24 +44,6 @@ async def nothing_more(ws: TestClient, within: float = 0.3) -> None:
     with trio.move_on_after(within):
         extra = await ws.receive()
         pytest.fail(f"unexpected frame {extra}")
-
-
-BRIDGE_FILE = os.path.join("trio_cable", "_redis.py")
-
-
-def redis_threads() -> list[threading.Thread]:
-    """Threads executing redis-py or bridge code right now."""
-    frames = sys._current_frames()
-    busy = []
-    for thread in threading.enumerate():
-        frame = frames.get(thread.ident or -1)
-        while frame is not None:
-            name = frame.f_code.co_filename
-            if f"{os.sep}redis{os.sep}" in name or name.endswith(BRIDGE_FILE):
-                busy.append(thread)
-                break
-            frame = frame.f_back
-    return busy
 
 
 @asynccontextmanager
