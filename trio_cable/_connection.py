@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ._history import Replay
     from ._hub import Subscriber
     from ._options import CableOptions
+    from ._presence import PresenceTracker
     from ._request import Request
     from ._sessions import SessionKeeper
     from .protocol.dialects import Dialect
@@ -70,6 +71,7 @@ class ConnectionHost(Protocol):
     options: CableOptions
     connect_hook: Callable[[Request], Any] | None
     sessions: SessionKeeper
+    presence_tracker: PresenceTracker
 
     def channel_rules(self, name: str) -> ChannelRules | None:
         """The rules of channel ``name`` (``source``: the class)."""
@@ -459,7 +461,7 @@ class Connection:
             and (self._close is None or self._close[0] in _KEEPS_SESSION)
         ):
             for record in records:
-                record.owner.end()
+                record.owner.end(grace=True)
             return None
         session = Session(self.identity)
         for record in records:
@@ -467,7 +469,7 @@ class Connection:
             if sub.confirmed and not record.closed:
                 session.subscriptions.append(sub.detach())
             else:
-                sub.end()
+                sub.end(grace=True)
         sessions.expect(self.sid)
         return session
 
