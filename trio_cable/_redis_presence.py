@@ -40,6 +40,7 @@ import trio
 
 from ._presence import PresenceTracker
 from ._redis import _client, _in_thread, _is_connection_failure
+from ._util import leaves
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -134,6 +135,8 @@ class RedisPresence:
         #: This process's name among the workers.
         self.worker = secrets.token_hex(8)
         self.connected = False
+        #: Heartbeats that reached Redis (and the reaps they did).
+        self.beats = 0
         # (stream, id) whose local state changed since Redis last heard.
         self._dirty: dict[tuple[str, str], None] = dict.fromkeys(tracker.local_keys())
         # What Redis holds of ours: (stream, id) -> info.
@@ -150,8 +153,8 @@ class RedisPresence:
         self._wake.set()
 
     async def members(self, stream: str) -> dict[str, str]:
-        """Every worker's members, ours on top (they may be newer); only
-        ours while Redis is away."""
+        """Every worker's members, and ours not yet written; only ours
+        while Redis is away."""
         with trio.move_on_after(self.expiry):  # the first attempt, bounded
             await self.tried.wait()
         local = self.tracker.local_members(stream)
@@ -169,7 +172,12 @@ class RedisPresence:
                 raise
             return local
         remote = {_text(id): _text(info) for id, info in raw.items()}
-        return remote | local
+        # Ours only where Redis has not heard of it yet (the latest info
+        # of an id held elsewhere too may be another worker's).
+        synced = self._synced
+        return remote | {
+            id: info for id, info in local.items() if synced.get((stream, id)) != info
+        }
 
     # -- the task ------------------------------------------------------------
 
@@ -190,7 +198,8 @@ class RedisPresence:
                 if not _is_connection_failure(exc):
                     raise
                 if self.connected:
-                    log.warning("presence: redis connection lost: %s", exc)
+                    why = leaves(exc)[0]
+                    log.warning("presence: redis connection lost: %s", why)
                 failures = 0 if self.connected else failures + 1
             finally:
                 self.tried.set()
@@ -232,6 +241,7 @@ class RedisPresence:
             await trio.sleep(self.heartbeat)
             reap = trio.current_time() - since >= self.expiry
             status, gone = await _in_thread(self._beat, client, reap, stop=stop)
+            self.beats += 1
             if status:
                 self._resync(reaped=status == 2)
             for stream, id in gone:
