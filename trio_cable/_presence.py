@@ -320,6 +320,7 @@ class SubscriptionPresence:
 
 async def perform(
     presence: SubscriptionPresence | None,
+    record: ServerSubscription,
     command: PresenceCommand,
     clients: bool,
     limit: int,
@@ -330,9 +331,13 @@ async def perform(
     stream for presence). Refused with an error frame (``error(reason,
     message)``) when there is no presence stream, when the channel does
     not let clients join (``clients`` false; info may still be asked),
-    or when the info is over ``limit`` bytes."""
+    or when the info is over ``limit`` bytes. A refused info request is
+    also answered ``{"type":"error"}`` (as AnyCable does), so a client
+    waiting for the list is not left waiting."""
     if presence is None:
         error("presence_not_allowed", "the channel opened no stream for presence")
+        if isinstance(command, PresenceInfo):
+            record.presence('{"type":"error"}')
         return
     if isinstance(command, PresenceInfo):
         await presence.info()

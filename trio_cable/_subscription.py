@@ -421,7 +421,7 @@ class Subscription:
             error = partial(self.connection.error, identifier=self.identifier)
             limit = self.connection.host.options.presence_info_bytes
             clients = self.channel.client_presence
-            await perform(self.presence, message, clients, limit, error)
+            await perform(self.presence, self.record, message, clients, limit, error)
             return
         fn, is_async, takes_data = action_for(type(self.channel), message.action)
         args = (self.channel, message.data) if takes_data else (self.channel,)
