@@ -95,3 +95,9 @@ async def test_guide_metrics_example_runs(capsys: pytest.CaptureFixture[str]) ->
 async def test_reliability_examples(test_name: str) -> None:
     doc = load_doc("reliability.md")  # a fresh cable per test
     await getattr(doc, test_name)()
+
+
+@pytest.mark.parametrize("test_name", doc_tests("presence.md"))
+async def test_presence_examples(test_name: str) -> None:
+    doc = load_doc("presence.md")  # a fresh cable per test
+    await getattr(doc, test_name)()
