@@ -42,9 +42,11 @@ from ._events import ClientEvent as ClientEvent
 from ._events import Connected as Connected
 from ._events import Disconnected as Disconnected
 from ._events import Message as Message
+from ._events import PresenceChanged as PresenceChanged
 from ._events import ServerError as ServerError
 from ._options import ClientOptions as ClientOptions
 from ._options import OverflowPolicy as OverflowPolicy
+from ._presence import ClientPresence as ClientPresence
 from ._reconnect import backoff_delay as backoff_delay
 from ._subscription import Subscription as Subscription
 
@@ -55,6 +57,7 @@ __all__ = [
     "ClientError",
     "ClientEvent",
     "ClientOptions",
+    "ClientPresence",
     "Connected",
     "ConnectionDenied",
     "ConnectionLost",
@@ -62,6 +65,7 @@ __all__ = [
     "Disconnected",
     "Message",
     "OverflowPolicy",
+    "PresenceChanged",
     "ServerError",
     "ServerUnreachable",
     "Subscription",

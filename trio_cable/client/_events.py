@@ -6,7 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ClientEvent", "Connected", "Disconnected", "Message", "ServerError"]
+__all__ = [
+    "ClientEvent",
+    "Connected",
+    "Disconnected",
+    "Message",
+    "PresenceChanged",
+    "ServerError",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,4 +49,14 @@ class ServerError:
     message: str
 
 
-ClientEvent = Message | Connected | Disconnected | ServerError
+@dataclass(frozen=True, slots=True)
+class PresenceChanged:
+    """A member joined (``type`` ``"join"``, with its ``info``) or left
+    (``"leave"``) the subscription's presence stream (see docs/presence.md)."""
+
+    type: str
+    id: str
+    info: Any = None
+
+
+ClientEvent = Message | Connected | Disconnected | ServerError | PresenceChanged

@@ -78,6 +78,18 @@ def encode_message_command(
     )
 
 
+def encode_presence_command(
+    identifier: str, command: str, presence: Mapping[str, Any] | None = None
+) -> str:
+    """AnyCable's ``join`` (with ``presence``: id and info), ``leave`` or
+    ``presence`` (the member list) command (see :mod:`.presence`)."""
+    body = "" if presence is None else f',"presence":{encode_payload(presence)}'
+    return (
+        f'{{"command":{encode_payload(command)},'
+        f'"identifier":{encode_payload(identifier)}{body}}}'
+    )
+
+
 # -- server events -------------------------------------------------------------
 
 
