@@ -233,6 +233,11 @@ class Channel:
     #: (AnyCable's ``join``/``leave`` commands); they may always ask who
     #: is there. False: only :attr:`presence` (server code) joins.
     client_presence: ClassVar[bool] = True
+    #: Whether its subscriptions get the presence stream's join and leave
+    #: events. False for large audiences that only join (and may ask who
+    #: is there): a stream of N such members sends N frames per event
+    #: instead of N (each join) times N.
+    presence_events: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -265,7 +265,15 @@ class SubscriptionPresence:
     its member id (if it joined), and the hub subscriber that turns the
     stream's presence events into frames for it."""
 
-    __slots__ = ("_record", "_remove", "id", "identifier", "stream", "tracker")
+    __slots__ = (
+        "_record",
+        "_remove",
+        "events",
+        "id",
+        "identifier",
+        "stream",
+        "tracker",
+    )
 
     def __init__(
         self,
@@ -274,6 +282,7 @@ class SubscriptionPresence:
         stream: str,
         add: Callable[[str, Subscriber], None],
         remove: Callable[[str, Subscriber], None],
+        events: bool = True,
     ) -> None:
         self.tracker = tracker
         self._record = record
@@ -281,13 +290,21 @@ class SubscriptionPresence:
         self.stream = stream
         self.id: str | None = None
         self._remove = remove
+        #: Whether it gets the stream's join and leave events.
+        self.events = events
         tracker.wanted.set()
-        add(self.events_stream, self)
+        if events:  # (removing what was never added is a no-op)
+            add(self.events_stream, self)
 
     @property
     def events_stream(self) -> str:
         """The hub stream its events come on."""
         return PRESENCE_PREFIX + self.stream
+
+    @property
+    def live_streams(self) -> list[str]:
+        """What must be live before its confirmation."""
+        return [self.events_stream] if self.events else []
 
     def deliver(
         self, payload: str, frames: dict[str, str], position: Position | None = None

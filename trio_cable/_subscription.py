@@ -202,7 +202,7 @@ class Subscription:
         host = self.connection.host
         self.presence = SubscriptionPresence(
             host.presence_tracker, self.record, stream,
-            host.stream_added, host.stream_removed,
+            host.stream_added, host.stream_removed, self.channel.presence_events,
         )  # fmt: skip
 
     def presence_join(self, id: str | int, info: Any) -> None:
@@ -337,7 +337,7 @@ class Subscription:
             self.stop_all_streams()
             conn.forget(self)
             return False
-        extra = [] if self.presence is None else [self.presence.events_stream]
+        extra = [] if self.presence is None else self.presence.live_streams
         await conn.host.streams_live([*self.streams, *extra])
         request, self._history = self._history, None
         self.record.confirm(hold=request is not None)
