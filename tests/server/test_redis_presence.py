@@ -6,9 +6,15 @@ with SIGKILL: tests/interop/test_presence_processes.py.)"""
 from __future__ import annotations
 
 import json
+import os
+import sys
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+
+import pytest
+import trio
 
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.waiting import wait_until
@@ -156,3 +162,44 @@ async def test_a_redis_restart_announces_no_leave_and_the_view_converges(
             ("join", "bob"),
             ("join", "cat"),
         ]
+
+
+BACKEND_FILE = os.path.join("trio_cable", "_redis_presence.py")
+
+
+def presence_threads() -> list[threading.Thread]:
+    """Threads running redis-py or the presence backend's code now."""
+    frames = sys._current_frames()
+    busy = []
+    for thread in threading.enumerate():
+        frame = frames.get(thread.ident or -1)
+        while frame is not None:
+            name = frame.f_code.co_filename
+            if f"{os.sep}redis{os.sep}" in name or name.endswith(BACKEND_FILE):
+                busy.append(thread)
+                break
+            frame = frame.f_back
+    return busy
+
+
+@pytest.mark.parametrize("situation", ["connected", "redis_down"])
+async def test_shutdown_is_prompt_and_leaves_nothing(
+    redis_server: RedisServer, situation: str
+) -> None:
+    cable = make_cable(redis_server.url)
+    async with cable.running(), cable_test_client(cable, subprotocols=EXT) as c:
+        await c.subscribe("Room", room="r")
+        await c.send_raw(join("ann"))
+        await next_presence(c)  # written to Redis, announced
+        if situation == "redis_down":
+            redis_server.kill()
+            await wait_until(lambda: not backend(cable).connected)
+        stopping = trio.current_time()
+    elapsed = trio.current_time() - stopping
+    # Milliseconds even on a loaded machine; a bound under the 5 s socket
+    # timeout that a shutdown waiting on its threads would take.
+    assert elapsed < 2.0, elapsed
+    if redis_server.process is None:
+        redis_server.start()
+    assert redis_server.bridge_connections() == []
+    assert presence_threads() == []
