@@ -43,20 +43,14 @@ class Record:
         pass
 
 
-def no_stream(stream: str, subscriber: object) -> None:
-    pass
-
-
 def join_all(cable: Cable, members: int) -> list[SubscriptionPresence]:
-    tracker = cable.presence_tracker
     sides = []
     for n in range(members):
         side = SubscriptionPresence(
-            tracker,
+            cable,
             Record(),  # type: ignore[arg-type]  # a stand-in record
             "room",
-            no_stream,
-            no_stream,
+            events=False,  # (with events, the cable's hub holds each side too)
         )
         side.join(f"user-{n}", json.dumps({"name": f"User {n}"}))
         sides.append(side)

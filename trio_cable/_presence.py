@@ -87,6 +87,15 @@ class StartSoon(Protocol):
     ) -> None: ...
 
 
+class PresenceHost(Protocol):
+    """What a subscription's presence side needs of its cable."""
+
+    @property
+    def presence_tracker(self) -> PresenceTracker: ...
+    def stream_added(self, stream: str, subscriber: Subscriber) -> None: ...
+    def stream_removed(self, stream: str, subscriber: Subscriber) -> None: ...
+
+
 class PresenceBackend(Protocol):
     """Who decides what the whole cable sees of a stream's members."""
 
@@ -277,19 +286,18 @@ class SubscriptionPresence:
 
     def __init__(
         self,
-        tracker: PresenceTracker,
+        host: PresenceHost,
         record: ServerSubscription,
         stream: str,
-        add: Callable[[str, Subscriber], None],
-        remove: Callable[[str, Subscriber], None],
         events: bool = True,
     ) -> None:
-        self.tracker = tracker
+        self.tracker = tracker = host.presence_tracker
         self._record = record
         self.identifier = record.identifier
         self.stream = stream
         self.id: str | None = None
-        self._remove = remove
+        self._remove = host.stream_removed
+        add = host.stream_added
         #: Whether it gets the stream's join and leave events.
         self.events = events
         tracker.wanted.set()

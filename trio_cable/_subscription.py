@@ -199,11 +199,9 @@ class Subscription:
         if self.record.closed or (self.presence and self.presence.stream == stream):
             return
         self._end_presence(grace=False)
-        host = self.connection.host
         self.presence = SubscriptionPresence(
-            host.presence_tracker, self.record, stream,
-            host.stream_added, host.stream_removed, self.channel.presence_events,
-        )  # fmt: skip
+            self.connection.host, self.record, stream, self.channel.presence_events
+        )
 
     def presence_join(self, id: str | int, info: Any) -> None:
         if self.presence is None:
@@ -276,6 +274,7 @@ class Subscription:
             self.identifier, self.params, self.channel, streams,
             self.whisper_stream, self._timers, self,
         )  # fmt: skip
+        kept.presence_stream = self.presence.stream if self.presence else None
         self._finished = True  # its task, cancelled, must not run the hook
         self.record.leave()
         self._end_presence(grace=True)
@@ -290,6 +289,8 @@ class Subscription:
         self._began = self.confirmed = True
         for stream, callback in kept.streams:
             self.stream_from(stream, callback, stream == kept.whisper_stream)
+        if kept.presence_stream is not None:  # its client joins again
+            self.open_presence(kept.presence_stream)
         self._timers = kept.timers
         for fn, seconds in kept.timers or ():
             self.connection.spawn(partial(self._every, fn, seconds))

@@ -256,3 +256,35 @@ async def test_bad_input_is_refused_and_nothing_else_is_disturbed() -> None:
         await good.send_raw(join(ROOM, "g", 1))
         assert await next_presence(bad) == {"type": "join", "id": "g", "info": 1}
         assert await next_presence(good) == {"type": "join", "id": "g", "info": 1}
+
+
+async def test_a_restored_session_keeps_its_presence(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An extended client that drops and resumes its session (no
+    ``subscribed()`` again) joins again as @anycable/web does after a
+    restore: no leave, no second join, its presence stream still open."""
+    cable = make_cable(presence_grace=10.0)
+    events: list[PresenceEvent] = []
+    cable.on_presence(events.append)
+    async with cable.running():
+        async with cable_test_client(cable, subprotocols=EXT) as first:
+            sid = first.welcome["sid"]
+            await first.subscribe("Room", room="r1")
+            await first.send_raw(join(ROOM, "a", 1))
+            assert (await next_presence(first))["type"] == "join"
+        async with cable_test_client(
+            cable, subprotocols=EXT, query={"sid": sid}
+        ) as again:
+            assert again.welcome["restored"] is True
+            await again.send_raw(join(ROOM, "a", 1))
+            await again.send_raw(simple("presence"))
+            info = await next_presence(again)
+            assert info == {
+                "type": "info",
+                "total": 1,
+                "records": [{"id": "a", "info": 1}],
+            }
+            await trio.sleep(20)  # past the grace: still there
+            assert await cable.presence("room:r1") == {"a": 1}
+        assert [e.type for e in events] == ["join"]
