@@ -81,7 +81,10 @@ def post_message(room: str, user: str, text: str, via: str) -> str | None:
 
 def render_members(members: dict[str, Any]) -> str:
     """Who is here: the members' names, in order."""
-    names = sorted(str(info.get("name", id)) for id, info in members.items())
+    names = sorted(
+        str(info.get("name", id)) if isinstance(info, dict) else id
+        for id, info in members.items()
+    )
     return ", ".join(html.escape(name) for name in names) or "nobody"
 
 
@@ -89,6 +92,8 @@ def render_members(members: dict[str, Any]) -> str:
 async def show_members(event: PresenceEvent) -> None:
     """Each join or leave (once, in whichever process announces it; the
     list is every process's, through Redis) re-renders the room's list."""
+    if not event.stream.startswith("chat:"):
+        return  # another channel's presence (an app built on the demo)
     members = await cable.presence(event.stream)
     await cable.broadcast(
         event.stream, turbo.update("members", render_members(members))
