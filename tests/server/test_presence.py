@@ -288,3 +288,35 @@ async def test_a_restored_session_keeps_its_presence(
             await trio.sleep(20)  # past the grace: still there
             assert await cable.presence("room:r1") == {"a": 1}
         assert [e.type for e in events] == ["join"]
+
+
+async def test_a_join_flood_is_rate_limited_and_disturbs_nobody() -> None:
+    """One subscription holds one id: a flood of joins under new ids is
+    cut by the connection's command rate limit (``rate_limited``), and the
+    other client's joins and the member list carry on."""
+    cable = make_cable(commands_per_second=50, command_burst=20)
+    async with (
+        cable.running(),
+        cable_test_client(cable, subprotocols=EXT) as flood,
+        cable_test_client(cable, subprotocols=EXT) as calm,
+    ):
+        await flood.subscribe("Room", room="r1")
+        await calm.subscribe("Room", room="r1")
+        for n in range(200):
+            await flood.send_raw(join(ROOM, f"f{n}"))
+        await calm.send_raw(join(ROOM, "calm"))
+        reasons = set()
+        while True:
+            frame = await calm.receive()
+            if frame.get("type") == "presence" and frame["message"]["id"] == "calm":
+                break
+        # The flood is told why (presence events it got come before).
+        while (frame := await flood.receive()).get("type") == "presence":
+            pass
+        reasons.add(frame.get("reason"))
+        assert reasons == {"rate_limited"}
+        members = await cable.presence("room:r1")
+        # The flood's subscription is one member at most; calm is listed.
+        assert "calm" in members
+        assert len(members) <= 2
+        assert cable.counters["rate_limited"] > 0
