@@ -75,6 +75,8 @@ async def test_python_tabs_and_an_anycable_client_share_presence() -> None:
         await tab1.presence.join("py", {"tab": 1})
         assert await next_change(tab1) == PresenceChanged("join", "py", {"tab": 1})
         await tab2.presence.join("py", {"tab": 2})
+        # Its own list comes after its join (in order on one subscription).
+        assert await tab2.presence.info() == {"node": 1, "py": {"tab": 2}}
         await node.send({"cmd": "presence_info", "key": "r"})
         state = await node.expect({"event": "presence_state", "key": "r"})
         assert state["state"] == {"node": 1, "py": {"tab": 2}}

@@ -81,6 +81,11 @@ async def test_anycable_presence_api_with_two_tabs_of_one_member() -> None:
         await tab2.send(
             {"cmd": "presence_join", "key": "r", "id": "ann", "info": {"tab": 2}}
         )
+        # Its own list comes after its join (one subscription's commands
+        # run in order): the join is in before anyone else asks.
+        await tab2.send({"cmd": "presence_info", "key": "r"})
+        state = await tab2.expect({"event": "presence_state", "key": "r"})
+        assert state["state"] == {"ann": {"tab": 2}}
         await bob.send({"cmd": "presence_join", "key": "r", "id": 42, "info": "b"})
         await tab1.expect(
             {"event": "presence", "data": {"type": "join", "id": "42", "info": "b"}}
