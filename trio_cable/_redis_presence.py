@@ -227,11 +227,14 @@ class RedisPresence:
         """Write every member of ours again: Redis may have lost them (a
         restart), or another worker reaped us (we were silent too long:
         it announced their leaves, so they are announced again)."""
-        self._synced.clear()
         keys = self.tracker.local_keys()
         if reaped:
+            # Its reaper announced the leave of every member Redis had of
+            # ours (those that left here since too: no second leave).
             log.warning("presence: worker %s was taken for dead", self.worker)
             self._announced.difference_update(keys)
+            self._announced.difference_update(self._synced)
+        self._synced.clear()
         self._dirty.update(dict.fromkeys(keys))
         self._wake.set()
 
