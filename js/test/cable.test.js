@@ -545,3 +545,23 @@ describe("presence", () => {
     ])
   })
 })
+
+describe("presence frames of the extended protocol", () => {
+  it("AnyCable's presence frame reaches presence, not received()", async () => {
+    const cable = newCable().connect()
+    const seen = []
+    const sub = cable.subscribe("ChatChannel", { room: "general" }, {
+      received: (data) => seen.push(["received", data]),
+      joined: (id, info) => seen.push(["joined", id, info]),
+    })
+    const socket = FakeSocket.last
+    socket.welcome()
+    socket.frame({ type: "confirm_subscription", identifier: chatId })
+    const listed = sub.presence.info()
+    socket.frame({ type: "presence", identifier: chatId, message: { type: "info", total: 0, records: [] } })
+    assert.deepEqual(await listed, {})
+    socket.frame({ type: "presence", identifier: chatId, message: { type: "join", id: "a", info: 1 } })
+    assert.deepEqual(seen, [["joined", "a", 1]])
+    assert.deepEqual(sub.presence.members, { a: 1 })
+  })
+})

@@ -124,3 +124,22 @@ def test_events_reach_a_subscription_only_once_confirmed() -> None:
         "identifier": ROOM,
         "message": {"presence": {"type": "leave", "id": "a"}},
     }
+
+
+def test_the_client_reads_anycables_presence_frame_as_the_plain_shape() -> None:
+    """The client protocol turns the extended dialect's presence frame into
+    the message plain Action Cable carries (one shape for the client)."""
+    from trio_cable.protocol.client import ClientProtocol, Received
+
+    client = ClientProtocol()
+    client.add(ROOM)
+    event = client.receive_frame(
+        json.dumps(
+            {
+                "type": "presence",
+                "identifier": ROOM,
+                "message": {"type": "leave", "id": "a"},
+            }
+        )
+    )
+    assert event == Received(ROOM, {"presence": {"type": "leave", "id": "a"}})

@@ -334,6 +334,10 @@ class ClientProtocol:
             return self._reject(state, frame.get("reason"), frame.get("message"))
         if kind == "reply":
             return _reply(state, frame)
+        if kind == "presence":
+            # AnyCable's presence frame (extended protocol) in the shape
+            # plain Action Cable carries it, so there is one to handle.
+            return Received(state.identifier, {"presence": frame.get("message")})
         if "message" in frame:  # data frames, and extensions' frames
             return Received(state.identifier, frame["message"])
         return None

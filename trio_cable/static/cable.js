@@ -399,6 +399,13 @@ export class Cable extends EventTarget {
       case "reply":
         // Only ever sent for our own call()s: never a `received` callback.
         return this._onReply(frame)
+      case "presence":
+        // AnyCable's presence frame (the extended protocol); over
+        // actioncable-v1-json the same events come as {"presence": ...} messages.
+        for (const subscription of this._group(identifier)) {
+          if (frame.message && typeof frame.message.type === "string") subscription.presence._handle(frame.message)
+        }
+        return undefined
       default:
         // Data frames have no type; frames of unknown types that name a
         // subscription go to it too (protocol extensions). Error frames
