@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ._hub import Hub
     from ._options import CableOptions
 
-__all__ = ["IN_PROCESS", "Broker", "InProcessBroker", "open_broker"]
+__all__ = ["IN_PROCESS", "Broker", "InProcessBroker", "open_broker", "redis_url"]
 
 
 class Broker(Protocol):
@@ -88,9 +88,15 @@ def open_broker(hub: Hub, options: CableOptions) -> Broker:
     """The broker a cable with ``options`` runs with: Redis if it has a
     ``redis_url`` (or the ``TRIO_CABLE_REDIS_URL`` environment variable
     is set as it starts), else in-process."""
-    url = options.redis_url or os.environ.get("TRIO_CABLE_REDIS_URL") or None
+    url = redis_url(options)
     if url is None:
         return IN_PROCESS
     return RedisBridge(
         hub, url, prefix=options.redis_prefix, max_buffer=options.redis_buffer
     )
+
+
+def redis_url(options: CableOptions) -> str | None:
+    """The Redis a cable starting now uses: its ``redis_url``, else the
+    ``TRIO_CABLE_REDIS_URL`` environment variable; None: none."""
+    return options.redis_url or os.environ.get("TRIO_CABLE_REDIS_URL") or None

@@ -25,9 +25,9 @@ from ._presence import PresenceHook, PresenceTracker
 from ._pubsub import PubSubRules
 from ._redis import RedisBridge
 from ._redis_presence import run_presence
+from ._redis_sessions import session_keeper
 from ._registry import ConnectionSet
 from ._remote import REMOTE_DISCONNECT, close_matching, encode_command
-from ._sessions import SessionKeeper
 from ._util import single_error
 from .protocol.codec import encode_payload
 
@@ -97,7 +97,7 @@ class Cable:
         self.handshakes = 0
         self._token: trio.lowlevel.TrioToken | None = None
         #: Sessions of dropped extended-protocol clients, to resume.
-        self.sessions = SessionKeeper.in_memory(options)
+        self.sessions = session_keeper(self)
         self.presence_tracker = PresenceTracker(options, self._publish, self.start_soon)
         self._background: list[Callable[[], Awaitable[object]]] = [self.sessions.run]
         self._background.append(self._run_presence)

@@ -219,6 +219,10 @@ class Channel:
 
     #: The name clients subscribe with; defaults to the class name.
     channel_name: ClassVar[str]
+    #: Instance attributes a session kept in Redis carries to the worker
+    #: that restores it (AnyCable's ``state_attr_accessor``); each must be
+    #: JSON-encodable. Others start unset there (docs/reliability.md).
+    session_state: ClassVar[tuple[str, ...]] = ()
     _actions: ClassVar[dict[str, tuple[Callable[..., Any], bool, bool]]]
     #: (method name, seconds) of each ``@periodically`` method.
     _timers: ClassVar[tuple[tuple[str, float], ...]]

@@ -154,7 +154,7 @@ class CableOptions:
 
     @cached_property
     def input(self) -> InputLimits:
-        """What the direct transport lets one client send."""
+        """What the direct and trio-websocket transports let one client send."""
         return InputLimits(
             frames_per_second=self.input_frames_per_second,
             bytes_per_second=self.input_bytes_per_second,

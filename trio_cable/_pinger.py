@@ -47,13 +47,17 @@ async def ping_forever(cable: PingHost, refusals: LogSummary) -> NoReturn:
         silent_since = (
             -math.inf if pong_timeout is None else trio.current_time() - pong_timeout
         )
-        for conn in cable.connections:
-            if not conn.ready:
-                continue
-            protocol = conn.protocol
-            if protocol.last_seen < silent_since and protocol.dialect.extended:
-                cable.count("no_pong")
-                log.info("conn %s: no pong for %gs", conn.id, pong_timeout)
-                conn.close("no_pong", reconnect=True)
-            elif protocol.dialect.pings:
-                conn.enqueue(frame)
+        _ping_each(cable, frame, silent_since)
+
+
+def _ping_each(cable: PingHost, frame: str, silent_since: float) -> None:
+    # Not inlined: a loop variable would keep a closed connection alive
+    # while the timer sleeps.
+    for conn in [c for c in cable.connections if c.ready]:
+        protocol = conn.protocol
+        if protocol.last_seen < silent_since and protocol.dialect.extended:
+            cable.count("no_pong")
+            log.info("conn %s: no pong for %gs", conn.id, cable.options.pong_timeout)
+            conn.close("no_pong", reconnect=True)
+        elif protocol.dialect.pings:
+            conn.enqueue(frame)

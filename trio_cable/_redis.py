@@ -39,7 +39,7 @@ import outcome
 import trio
 
 from ._errors import CableError
-from ._util import leaves
+from ._util import leaves, raise_cancellation
 from .protocol.codec import encode_payload
 
 if TYPE_CHECKING:
@@ -310,8 +310,11 @@ class RedisBridge:
             was_connected = self.connected
             try:
                 await self._session(client, ready)
-            except Exception as exc:
-                if not _is_connection_failure(exc):
+            except BaseException as exc:
+                # A shutdown meeting a failing call (a heartbeat timing out
+                # against a hung server): the cancellation goes on alone.
+                raise_cancellation(exc, moot=_is_connection_failure)
+                if not isinstance(exc, Exception) or not _is_connection_failure(exc):
                     raise
                 self._lost(exc)
             finally:
@@ -541,3 +544,7 @@ class RedisBridge:
         for channel, payload, _ in batch:
             pipe.publish(channel, payload)
         return [int(count) for count in pipe.execute()]
+
+
+#: One way to reach Redis, for the package's other users (sessions).
+redis_client, in_thread = _client, _in_thread

@@ -6,7 +6,16 @@
 import assert from "node:assert/strict"
 import { afterEach, beforeEach, describe, it, mock } from "node:test"
 
-import { backoffDelay, Cable, CallError, createCable, DEFAULTS, identifierFor } from "../../trio_cable/static/cable.js"
+import {
+  backoffDelay,
+  Cable,
+  CallError,
+  createCable,
+  DEFAULTS,
+  EXT_PROTOCOL,
+  identifierFor,
+  PLAIN_PROTOCOLS,
+} from "../../trio_cable/static/cable.js"
 
 /** A WebSocket stand-in: records what the client sends, lets a test play
  * the server. Every instance is kept in FakeSocket.all. */
@@ -111,7 +120,8 @@ describe("frames", () => {
     const chat = cable.subscribe("ChatChannel", { room: "general" }, callbacks)
     const socket = FakeSocket.last
     assert.equal(socket.url, URL)
-    assert.deepEqual(socket.protocols, ["actioncable-v1-json", "actioncable-unsupported"])
+    // The extended protocol first; this server selects the plain one.
+    assert.deepEqual(socket.protocols, ["actioncable-v1-ext-json", "actioncable-v1-json", "actioncable-unsupported"])
     socket.open()
     assert.deepEqual(socket.sent, [], "nothing before the welcome")
     socket.frame({ type: "welcome" })
@@ -474,6 +484,170 @@ describe("calls", () => {
     FakeSocket.last.frame({ type: "reject_subscription", identifier: rejected.identifier })
     await assert.rejects(call, { reason: "rejected" })
     assert.equal(cable._calls.size, 0, "no call left waiting")
+  })
+})
+
+describe("the extended protocol (actioncable-v1-ext-json)", () => {
+  const EPOCH = "e1"
+  const at = (offset, n) => ({ identifier: chatId, message: { n }, stream_id: "chat", epoch: EPOCH, offset })
+
+  function extCable(options = {}) {
+    const cable = newCable(options)
+    const { events, callbacks } = recorder()
+    for (const name of ["recovered", "historyLost"]) callbacks[name] = () => events.push([name])
+    const chat = cable.subscribe("ChatChannel", { room: "general" }, callbacks)
+    const socket = FakeSocket.last
+    socket.open(EXT_PROTOCOL)
+    mock.timers.tick(2000) // the client's clock at the welcome: 2 s
+    socket.frame({ type: "welcome", sid: "s1" })
+    socket.frame({ type: "confirm_subscription", identifier: chatId })
+    return { cable, chat, socket, events }
+  }
+
+  it("falls back to actioncable-v1-json: no sid, no history, no pong, no whisper", () => {
+    const cable = newCable()
+    const { callbacks } = recorder()
+    const chat = cable.subscribe("ChatChannel", { room: "general" }, callbacks)
+    const socket = FakeSocket.last
+    socket.open("actioncable-v1-json")
+    socket.frame({ type: "welcome", sid: "ignored" })
+    socket.frame({ type: "confirm_subscription", identifier: chatId })
+    socket.frame(at(1, 1))
+    socket.frame({ type: "ping", message: 5 })
+    assert.equal(cable.extended, false)
+    assert.equal(cable.sessionId, null)
+    assert.equal(chat.whisper({ typing: true }), false)
+    socket.drop()
+    mock.timers.tick(1000)
+    assert.equal(FakeSocket.last.url, URL, "no sid to resume")
+    FakeSocket.last.welcome()
+    assert.deepEqual(FakeSocket.last.sent, [{ command: "subscribe", identifier: chatId }])
+    assert.deepEqual(socket.commands("pong"), [])
+  })
+
+  it("offers only actioncable-v1-json with extended: false", () => {
+    newCable({ extended: false }).connect()
+    assert.deepEqual(FakeSocket.last.protocols, PLAIN_PROTOCOLS)
+  })
+
+  it("answers pings with pong and whispers", () => {
+    const { cable, chat, socket } = extCable()
+    assert.equal(cable.extended, true)
+    assert.equal(cable.sessionId, "s1")
+    socket.frame({ type: "ping", message: 1700000000 })
+    assert.deepEqual(socket.commands("pong"), [{ command: "pong" }])
+    assert.equal(chat.whisper({ typing: true }), true)
+    assert.deepEqual(socket.commands("whisper"), [{ command: "whisper", identifier: chatId, data: { typing: true } }])
+  })
+
+  it("resumes its session: no subscribe, history from its positions, recovered()", () => {
+    const { cable, socket, events } = extCable()
+    const sessions = []
+    cable.addEventListener("connected", (event) => sessions.push(event.detail))
+    socket.frame(at(1, 1))
+    socket.frame(at(2, 2))
+    socket.frame({ type: "ping", message: 1700000000 })
+    socket.drop()
+    mock.timers.tick(1000)
+    const again = FakeSocket.last
+    assert.equal(again.url, `${URL}?sid=s1`)
+    again.open(EXT_PROTOCOL)
+    again.frame({ type: "welcome", sid: "s2", restored: true, restored_ids: [chatId] })
+    assert.deepEqual(again.sent, [
+      {
+        command: "history",
+        identifier: chatId,
+        history: { since: 1700000000, streams: { chat: { epoch: EPOCH, offset: 2 } } },
+      },
+    ])
+    again.frame(at(2, 2)) // seen: dropped
+    again.frame(at(3, 3))
+    again.frame({ type: "confirm_history", identifier: chatId })
+    mock.timers.tick(600)
+    assert.deepEqual(again.commands("subscribe"), [], "a restored subscription is not subscribed again")
+    assert.deepEqual(events, [
+      ["connected", { reconnected: false }],
+      ["received", { n: 1 }],
+      ["received", { n: 2 }],
+      ["disconnected", { willAttemptReconnect: true, reason: "closed" }],
+      ["connected", { reconnected: true, restored: true }],
+      ["received", { n: 3 }],
+      ["recovered"],
+    ])
+    assert.deepEqual(sessions, [{ reconnected: true, restored: true }])
+    again.drop()
+    mock.timers.tick(1000)
+    assert.equal(FakeSocket.last.url, `${URL}?sid=s2`, "the new session's id")
+  })
+
+  it("unsubscribes what it left while away from a restored session", () => {
+    const { chat, socket } = extCable()
+    socket.drop()
+    chat.unsubscribe()
+    mock.timers.tick(1000)
+    const again = FakeSocket.last
+    again.open(EXT_PROTOCOL)
+    again.frame({ type: "welcome", sid: "s2", restored: true, restored_ids: [chatId] })
+    assert.deepEqual(again.sent, [{ command: "unsubscribe", identifier: chatId }])
+  })
+
+  it("ends the session on disconnect(): unsubscribed on the wire, sid forgotten", () => {
+    const { cable, socket, events } = extCable()
+    cable.disconnect()
+    assert.deepEqual(socket.commands("unsubscribe"), [{ command: "unsubscribe", identifier: chatId }])
+    assert.equal(cable.sessionId, null)
+    cable.connect()
+    assert.equal(FakeSocket.last.url, URL, "nothing to resume")
+    FakeSocket.last.open(EXT_PROTOCOL)
+    FakeSocket.last.frame({ type: "welcome", sid: "s3" })
+    assert.equal(FakeSocket.last.commands("subscribe").length, 1, "kept here: subscribed again")
+    assert.deepEqual(events.at(-1), ["disconnected", { willAttemptReconnect: false, reason: "client" }])
+  })
+
+  it("ends the session when the page goes away (pagehide)", () => {
+    const listeners = {}
+    const addEventListener = globalThis.addEventListener
+    const removeEventListener = globalThis.removeEventListener
+    globalThis.addEventListener = (name, fn) => (listeners[name] = fn)
+    globalThis.removeEventListener = () => {}
+    try {
+      const { cable, socket } = extCable()
+      listeners.pagehide()
+      assert.deepEqual(socket.commands("unsubscribe"), [{ command: "unsubscribe", identifier: chatId }])
+      assert.equal(socket.closed, true)
+      assert.equal(cable.sessionId, null)
+      mock.timers.tick(1000) // back from the back-forward cache: subscribes
+      assert.equal(FakeSocket.last.url, URL)
+      FakeSocket.last.open(EXT_PROTOCOL)
+      FakeSocket.last.frame({ type: "welcome", sid: "s4" })
+      assert.equal(FakeSocket.last.commands("subscribe").length, 1)
+    } finally {
+      globalThis.addEventListener = addEventListener
+      globalThis.removeEventListener = removeEventListener
+    }
+  })
+
+  it("subscribes with history when not restored, and reports history lost", () => {
+    const { socket, events } = extCable()
+    socket.frame(at(7, 7))
+    socket.drop()
+    mock.timers.tick(1000)
+    const again = FakeSocket.last
+    again.open(EXT_PROTOCOL)
+    again.frame({ type: "welcome", sid: "s9" }) // the session expired
+    const subscribe = {
+      command: "subscribe",
+      identifier: chatId,
+      // no ping yet: since the first welcome, by the client's clock
+      history: { since: 2, streams: { chat: { epoch: EPOCH, offset: 7 } } },
+    }
+    assert.deepEqual(again.sent, [subscribe])
+    mock.timers.tick(500)
+    assert.deepEqual(again.sent, [subscribe, subscribe], "re-sent as it was")
+    again.frame({ type: "confirm_subscription", identifier: chatId })
+    again.frame({ type: "reject_history", identifier: chatId })
+    again.frame({ ...at(1, 100), epoch: "e2" }) // a new epoch counts afresh
+    assert.deepEqual(events.slice(-3), [["connected", { reconnected: true }], ["historyLost"], ["received", { n: 100 }]])
   })
 })
 

@@ -175,6 +175,8 @@ class Entry:
 SendMessage = Callable[[Entry, dict[str, Any]], Awaitable[None]]
 #: Sends one call and waits for its reply (the client's).
 SendCall = Callable[[Entry, "Subscription", dict[str, Any]], Awaitable[Any]]
+#: Sends one whisper (the client's).
+SendWhisper = Callable[[Entry, Any], Awaitable[None]]
 
 
 class Subscription:
@@ -196,6 +198,7 @@ class Subscription:
         self,
         send_message: SendMessage,
         send_call: SendCall,
+        send_whisper: SendWhisper,
         entry: Entry,
         channel: str,
         params: dict[str, Any],
@@ -206,6 +209,7 @@ class Subscription:
     ) -> None:
         self._send_message = send_message
         self._send_call = send_call
+        self._send_whisper = send_whisper
         self._answer_timeout = answer_timeout
         self._entry = entry
         self._inbox = inbox
@@ -317,6 +321,21 @@ class Subscription:
         channel's ``receive`` action."""
         await self._send_message(self._entry, dict(data))
 
+    async def whisper(self, data: Any) -> None:
+        """Send ``data`` (any JSON) to the other subscribers of the stream
+        the channel opened for whispers (extended protocol: trio_cable's
+        ``stream_from(name, whisper=True)``, AnyCable's ``whisper: true``).
+        The sender never gets it back; the server does not answer, and
+        refuses it with a :class:`ServerError` event where the channel
+        opened no such stream. Waits to be connected and confirmed; a
+        whisper the connection loses is not sent again (it is transient).
+
+        Raises:
+            ClientError: the server speaks only ``actioncable-v1-json``.
+            SubscriptionRejected: the server rejected the subscription.
+        """
+        await self._send_whisper(self._entry, data)
+
     async def receive(self) -> Any:
         """The next message's data (other events are skipped).
 
@@ -331,7 +350,9 @@ class Subscription:
 
     async def receive_event(self) -> ClientEvent:
         """The next event: :class:`Message`, :class:`Connected`,
-        :class:`Disconnected` or :class:`ServerError`."""
+        :class:`Disconnected`, :class:`ServerError`, and after a reconnect
+        with the extended protocol :class:`Recovered` or
+        :class:`HistoryLost`."""
         return await self._inbox.get()
 
     def events(self) -> _EventIterator:
