@@ -1,10 +1,11 @@
 """A subscription's presence, as its consumer sees it: join, leave, the
 member list, and callbacks for joins and leaves (see docs/presence.md).
 
-The client speaks ``actioncable-v1-json``, so the server's presence
-events arrive as ordinary messages ``{"presence": <event>}``; they are
-taken out of the message stream here and become
-:class:`~trio_cable.client.PresenceChanged` events.
+The server's presence events arrive as AnyCable's ``presence`` frames
+(``actioncable-v1-ext-json``; the client protocol reads them in the plain
+shape) or as ordinary messages ``{"presence": <event>}``
+(``actioncable-v1-json``); they are taken out of the message stream here
+and become :class:`~trio_cable.client.PresenceChanged` events.
 """
 
 from __future__ import annotations
