@@ -19,10 +19,12 @@ import trio
 from harness import (
     REDIS_KIND,
     Control,
+    HttpTrigger,
     LoadGen,
     control_connection,
     cpu_times,
     free_port,
+    http_trigger_env,
     loadgen_process,
     machine_busy_seconds,
     machine_irq_seconds,
@@ -72,6 +74,7 @@ async def measure(
     timeout: float,
     *,
     publisher: tuple[Control, int] | None = None,
+    trigger: HttpTrigger | None = None,
     **data: Any,
 ) -> dict[str, Any]:
     """Arm the load generators, trigger ``action`` in the server, collect.
@@ -79,8 +82,12 @@ async def measure(
     ``control`` and ``pid`` are the server the clients are connected to
     (its CPU and GC are measured); ``publisher``, if given, is another
     server's (control, pid) that makes the broadcasts instead (through
-    Redis)."""
+    Redis); ``trigger``, if given, makes them in the same server through
+    ``POST /_broadcast`` instead of the control socket."""
+    maker: Control | HttpTrigger
     maker, maker_pid = publisher or (control, pid)
+    if trigger is not None:
+        maker = trigger
     for gen, share in zip(gens, shares, strict=True):
         await gen.send(
             cmd="measure",
@@ -240,6 +247,8 @@ async def run_case(
     shares = [n - n // 2, n // 2]
     log_dir: Path = cfg.log_dir
     env = dict(cfg.server_env)
+    http_port, http_env = http_trigger_env(kind, port)
+    env.update(http_env)
     if mode == "memory":
         env["BENCH_TRACEMALLOC"] = "1"
     result: dict[str, Any] = {"server": kind, "connections": n, "mode": mode}
@@ -280,6 +289,10 @@ async def run_case(
             return result
         burst = burst_count(n, cfg.burst_deliveries)
         if mode == "profile":
+            trigger = None
+            if cfg.http_trigger:  # the profile is of the HTTP-triggered burst
+                nursery = await stack.enter_async_context(trio.open_nursery())
+                trigger = HttpTrigger(http_port, nursery)
             result["burst"], result["profile"] = await profiled_burst(
                 gens,
                 shares,
@@ -289,6 +302,7 @@ async def run_case(
                 burst,
                 burst_timeout(burst, n),
                 cfg,
+                trigger,
             )
             return result
         if cfg.echo_sockets:
@@ -318,6 +332,33 @@ async def run_case(
             burst_timeout(burst, n),
         )
         result["rss_after_burst_kib"] = await server_rss(control, proc.pid)
+        if cfg.http_trigger:
+            # The same two phases, broadcast by an HTTP request's task.
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            trigger = HttpTrigger(http_port, nursery)
+            result["http_series"] = await measure(
+                gens,
+                shares,
+                control,
+                proc.pid,
+                "series",
+                f"hs{n}",
+                cfg.broadcasts,
+                series_timeout(cfg, n),
+                trigger=trigger,
+                interval=cfg.interval,
+            )
+            result["http_burst"] = await measure(
+                gens,
+                shares,
+                control,
+                proc.pid,
+                "burst",
+                f"hb{n}",
+                burst,
+                burst_timeout(burst, n),
+                trigger=trigger,
+            )
     return result
 
 
@@ -404,8 +445,10 @@ async def profiled_burst(
     count: int,
     timeout: float,
     cfg: argparse.Namespace,
+    trigger: HttpTrigger | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A burst with py-spy sampling the server; returns (burst, profile)."""
+    """A burst with py-spy sampling the server; returns (burst, profile).
+    With ``trigger``, the HTTP-triggered burst."""
     py_spy = find_py_spy()
     out = cfg.log_dir / f"profile-{pid}.txt"
     # --native: samples in the garbage collector or in a syscall end in that
@@ -432,7 +475,7 @@ async def profiled_burst(
     try:
         await trio.sleep(1.0)  # py-spy attaches
         burst = await measure(
-            gens, shares, control, pid, "burst", phase, count, timeout
+            gens, shares, control, pid, "burst", phase, count, timeout, trigger=trigger
         )
     finally:
         with trio.CancelScope(shield=True):
