@@ -111,7 +111,15 @@ async def http_app(scope: Scope, receive: Receive, send: Send) -> None:
         await asgi_http_trigger(scope, receive, send, http_action)
 
 
-app = CableApp(cable, http_app, tune_gc=TUNE_GC)
+# BENCH_TUNE_GC unset: CableApp's default (None: tuned if the collector
+# has Python's defaults); BENCH_TUNE_GC=0: never tuned (as before that
+# default). BENCH_SEND_POOL=0: a writer task per socket (before the pool).
+app = CableApp(
+    cable,
+    http_app,
+    tune_gc={"1": True, "0": False}.get(os.environ.get("BENCH_TUNE_GC", "")),
+    send_pool=os.environ.get("BENCH_SEND_POOL") != "0",
+)
 
 
 def main() -> None:

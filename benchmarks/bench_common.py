@@ -268,6 +268,9 @@ async def asgi_http_trigger(
         status, reply = 404, b"{}"
     else:
         status, reply = 200, json.dumps(await handle(json.loads(body))).encode()
-    headers = [(b"content-type", b"application/json")]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(reply)).encode()),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": reply})

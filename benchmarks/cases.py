@@ -192,10 +192,17 @@ def burst_timeout(count: int, n: int) -> float:
 
 
 async def connect_clients(
-    gens: list[LoadGen], shares: list[int], port: int, cfg: argparse.Namespace
+    gens: list[LoadGen],
+    shares: list[int],
+    port: int,
+    cfg: argparse.Namespace,
+    pid: int,
 ) -> dict[str, Any]:
-    """Connect and subscribe every load generator's share; the figures."""
+    """Connect and subscribe every load generator's share; the figures
+    (with the server's CPU per connection, which a loaded machine's other
+    work does not change as it changes the rate)."""
     url = f"ws://127.0.0.1:{port}/cable"
+    cpu0 = sum(cpu_times(pid))
     for gen, share in zip(gens, shares, strict=True):
         await gen.send(
             cmd="connect",
@@ -205,6 +212,7 @@ async def connect_clients(
             timeout_ms=cfg.connect_timeout * 1000,
         )
     connected = await each(gens, "connected", cfg.connect_timeout + 10)
+    cpu_s = sum(cpu_times(pid)) - cpu0
     ok = sum(c["ok"] for c in connected)
     elapsed = max(c["elapsed_ms"] for c in connected) / 1000.0
     return {
@@ -212,6 +220,7 @@ async def connect_clients(
         "connect_failed": sum(c["failed"] for c in connected),
         "connect_errors": [c["errors"] for c in connected if c["errors"]],
         "connect_per_s": ok / elapsed if elapsed else None,
+        "connect_server_cpu_us": 1e6 * cpu_s / ok if ok else None,
         "connect_ms_p50": max(c["connect_ms"]["p50"] or 0 for c in connected),
         "connect_ms_p99": max(c["connect_ms"]["p99"] or 0 for c in connected),
     }
@@ -265,7 +274,7 @@ async def run_case(
             await control.perform("memory", op="mark")
             await control.done("memory", 30)
         rss0 = await server_rss(control, proc.pid)
-        result.update(await connect_clients(gens, shares, port, cfg))
+        result.update(await connect_clients(gens, shares, port, cfg, proc.pid))
         ok = result["connected"]
         # One ping interval: every connection has been pinged (a connection's
         # first sends allocate some of its buffers), as when idle for long.
@@ -385,7 +394,7 @@ async def run_redis_case(n: int, cfg: argparse.Namespace) -> dict[str, Any]:
             await stack.enter_async_context(loadgen_process(log_dir, i))
             for i in range(2)
         ]
-        result.update(await connect_clients(gens, shares, port_b, cfg))
+        result.update(await connect_clients(gens, shares, port_b, cfg, server_b.pid))
         publisher = (control_a, server_a.pid)
         # One broadcast through the bridge first: B's Redis subscription to
         # the stream is live once it arrives.

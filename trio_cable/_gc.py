@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import gc
 
-__all__ = ["tune_gc"]
+__all__ = ["gc_untouched", "tune_gc"]
+
+#: The collector thresholds CPython starts with (3.11-3.13; 3.14's
+#: incremental collector has others, and is left alone).
+_DEFAULT_THRESHOLDS = (700, 10, 10)
 
 
 def tune_gc(threshold: int = 50_000, *, freeze: bool = True) -> None:
@@ -27,3 +31,19 @@ def tune_gc(threshold: int = 50_000, *, freeze: bool = True) -> None:
         gc.freeze()
     _, second, third = gc.get_threshold()
     gc.set_threshold(threshold, second, third)
+
+
+def gc_untouched() -> bool:
+    """Whether the process still has the interpreter's own collector
+    settings: enabled, CPython's default thresholds, nothing frozen.
+
+    Then nobody has chosen any, and :func:`tune_gc` is safe to apply for
+    a server (``CableApp`` does at startup unless told ``tune_gc=False``):
+    it changes when the collector runs, not what it collects, except that
+    what exists at startup (modules, the app) is never scanned again.
+    """
+    return (
+        gc.isenabled()
+        and gc.get_threshold() == _DEFAULT_THRESHOLDS
+        and gc.get_freeze_count() == 0
+    )

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from ._cable import Cable
+from ._gc import gc_untouched
 from ._gc import tune_gc as _tune_gc
 from ._metrics import METRICS_CONTENT_TYPE, metrics_text, stats_json
 from ._serving import serve_connection
@@ -29,6 +30,7 @@ from .transports.asgi import (
     Scope,
     Send,
 )
+from .transports.send_pool import SendPool
 
 __all__ = ["ASGIApp", "ASGITransport", "CableApp", "Receive", "Scope", "Send"]
 
@@ -54,7 +56,8 @@ class CableApp:
         stats_path: str | None = None,
         metrics_path: str | None = None,
         client_path: str | None = "/cable.js",
-        tune_gc: bool = False,
+        tune_gc: bool | None = None,
+        send_pool: bool = True,
     ) -> None:
         self.cable = cable
         self.app = app
@@ -69,9 +72,15 @@ class CableApp:
         #: ``GET client_path`` serves the packaged browser client,
         #: ``cable.js`` (``None``: not served).
         self.client_path = client_path
-        #: Apply :func:`trio_cable.tune_gc` at lifespan startup (it changes
-        #: process-wide settings, so it is the app's choice).
+        #: Apply :func:`trio_cable.tune_gc` at lifespan startup: True
+        #: always, False never; None (the default) only if the process
+        #: still has the interpreter's own collector settings (nobody has
+        #: chosen any: Python's default thresholds, nothing frozen).
         self.tune_gc = tune_gc
+        #: Writes connections' frames while their sockets take them, from
+        #: a few tasks (run in the lifespan) instead of a writer task per
+        #: socket woken for each broadcast (``send_pool=False``: the latter).
+        self.send_pool = SendPool() if send_pool else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -80,7 +89,9 @@ class CableApp:
             # Hypercorn and the connection is a frame each idle socket
             # holds, and every local of this one a word in it.
             if self.cable.is_running:
-                await serve_connection(self.cable, ASGIHandshake(scope, receive, send))
+                await serve_connection(
+                    self.cable, ASGIHandshake(scope, receive, send, self.send_pool)
+                )
             else:
                 await _not_running(receive, send)
         elif kind == "lifespan":
@@ -105,6 +116,8 @@ class CableApp:
         async with trio.open_nursery() as nursery:
             inner = _InnerLifespan(self.app, scope) if self.app is not None else None
             try:
+                if self.send_pool is not None:
+                    await nursery.start(self.send_pool.run)
                 await nursery.start(self.cable.serve)
                 if inner is not None:
                     await inner.startup(nursery)
@@ -113,7 +126,7 @@ class CableApp:
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 nursery.cancel_scope.cancel()
                 return
-            if self.tune_gc:
+            if self.tune_gc or (self.tune_gc is None and gc_untouched()):
                 _tune_gc()
             await send({"type": "lifespan.startup.complete"})
             message = await receive()  # lifespan.shutdown

@@ -150,6 +150,9 @@ class DirectTransport:
         """Bytes held of a message not yet complete."""
         return self._assembly.buffered
 
+    def hand_off(self, writer: Callable[[], None]) -> bool:
+        return False  # what a socket refused waits for the connection's writer
+
     def write_nowait(self, frame: str) -> int:
         ws = self._ws
         if ws is None or ws.state is not ConnectionState.OPEN:
