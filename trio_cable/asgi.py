@@ -18,8 +18,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from ._cable import Cable
-from ._gc import gc_untouched
-from ._gc import tune_gc as _tune_gc
+from ._gc import serving_gc
 from ._metrics import METRICS_CONTENT_TYPE, metrics_text, stats_json
 from ._serving import serve_connection
 from .transports.asgi import (
@@ -72,10 +71,12 @@ class CableApp:
         #: ``GET client_path`` serves the packaged browser client,
         #: ``cable.js`` (``None``: not served).
         self.client_path = client_path
-        #: Apply :func:`trio_cable.tune_gc` at lifespan startup: True
-        #: always, False never; None (the default) only if the process
-        #: still has the interpreter's own collector settings (nobody has
-        #: chosen any: Python's default thresholds, nothing frozen).
+        #: True: apply :func:`trio_cable.tune_gc` at lifespan startup;
+        #: False: leave the collector alone; None (the default): if the
+        #: process still has Python's own collector settings (nobody chose
+        #: any), raise its first threshold while the app serves, put back
+        #: at shutdown (thousands of connections' objects made the default
+        #: collector take over half the CPU: docs/benchmarks.md).
         self.tune_gc = tune_gc
         #: Writes connections' frames while their sockets take them, from
         #: a few tasks (run in the lifespan) instead of a writer task per
@@ -126,13 +127,12 @@ class CableApp:
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 nursery.cancel_scope.cancel()
                 return
-            if self.tune_gc or (self.tune_gc is None and gc_untouched()):
-                _tune_gc()
-            await send({"type": "lifespan.startup.complete"})
-            message = await receive()  # lifespan.shutdown
-            await self.cable.shutdown()
-            if inner is not None:
-                await inner.shutdown()
+            with serving_gc(self.tune_gc):
+                await send({"type": "lifespan.startup.complete"})
+                message = await receive()  # lifespan.shutdown
+                await self.cable.shutdown()
+                if inner is not None:
+                    await inner.shutdown()
             nursery.cancel_scope.cancel()
         await send({"type": "lifespan.shutdown.complete"})
 

@@ -159,12 +159,13 @@ class QueuedTransport:
         """Have the backlog written by the send pool, if this transport has
         one that runs and no writer is flushing; ``writer`` (which starts
         the connection's writer) is called if the pool gives it back."""
+        if self._flushing:
+            return False  # the writer's flush sends this too
         if self._pooled or self._in_turn:
             return True  # waiting for its turn, or in it (which sends this too)
         pool = self._pool
         if (
             pool is None
-            or self._flushing
             or self._closed
             or self._broken
             or self._close_code is not None
@@ -199,6 +200,9 @@ class QueuedTransport:
                 sent += len(frame)
         except TransportClosed:
             pass  # broken now: the next write tells the connection
+        except trio.Cancelled:
+            self.unpool()  # the pool stops: what waits is the writer's
+            raise
         finally:
             self._in_turn = False
             if self._turn_over is not None:
