@@ -7,7 +7,7 @@ broadcast costs a task per subscriber per broadcast: its creation, a
 scheduler round, and garbage the collector keeps scanning while thousands
 of them are alive at once. With a :class:`SendPool`, a transport whose
 socket takes writes joins the pool's queue instead
-(:meth:`QueuedTransport.hand_off`), and the pool's one task writes each
+(:meth:`QueuedTransport.hand_off`), and the pool's few tasks write each
 queued transport's frames in turn, one ``await send`` after another, as a
 server writing every frame from one handler would.
 
@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 import trio
 
-if TYPE_CHECKING:
-    from .queued import QueuedTransport
-
-__all__ = ["POOL_FRAME_MAX", "POOL_TURN_BYTES", "SendPool"]
+__all__ = ["POOL_FRAME_MAX", "POOL_TURN_BYTES", "PoolMember", "SendPool"]
 
 log = logging.getLogger("trio_cable.transports")
 
@@ -40,6 +37,20 @@ log = logging.getLogger("trio_cable.transports")
 POOL_FRAME_MAX: Final = 8 * 1024
 #: What one turn writes to one socket before the next socket's turn.
 POOL_TURN_BYTES: Final = 16 * 1024
+
+
+class PoolMember(Protocol):
+    """What the pool needs of a transport (a
+    :class:`~trio_cable.transports.queued.QueuedTransport`)."""
+
+    async def pool_turn(self, pool: SendPool) -> None:
+        """Send what waits while the socket takes it at once."""
+
+    def unpool(self) -> None:
+        """Out of the pool: the connection's writer sends what waits."""
+
+    def pool_failed(self) -> None:
+        """A turn raised: nothing more is sent on this socket."""
 
 
 #: Tasks writing at once. Each ``await send`` lets the scheduler run a
@@ -55,7 +66,7 @@ class SendPool:
     __slots__ = ("_queue", "_running", "_wake", "turns", "workers")
 
     def __init__(self, workers: int = POOL_WORKERS) -> None:
-        self._queue: deque[QueuedTransport] = deque()
+        self._queue: deque[PoolMember] = deque()
         self._wake = trio.lowlevel.ParkingLot()
         self._running = False
         self.workers = workers
@@ -71,7 +82,7 @@ class SendPool:
         """Transports queued for a turn."""
         return len(self._queue)
 
-    def schedule(self, transport: QueuedTransport) -> bool:
+    def schedule(self, transport: PoolMember) -> bool:
         """Queue ``transport`` for a turn; False if the pool is not running."""
         if not self._running:
             return False
