@@ -575,3 +575,34 @@ async def test_slow_reader_gets_every_frame_byte_exact(
         # Each broadcast frame was encoded once, not once per socket.
         (cache,) = caches
         assert cache.hits >= 5 * len(payloads)
+
+
+async def test_handshake_headers_share_repeated_values_but_never_secrets() -> None:
+    """Two handshakes with the same headers: the scopes kept for the
+    connections' lifetimes hold one object for a repeated name or value
+    (memory per connection), and each its own cookie and key."""
+    cable = room_cable()
+    with trio.fail_after(10):
+        async with served(cable) as port, AsyncExitStack() as stack:
+            for _ in range(2):
+                client = await RawClient.open(port)
+                await stack.enter_async_context(client.stream)
+                head = await client.handshake(
+                    port, headers="User-Agent: probe/1.0\r\nCookie: s=secret\r\n"
+                )
+                assert head.startswith(b"HTTP/1.1 101")
+            await wait_until(lambda: len(cable.connections) == 2)
+            first, second = (
+                dict(conn.request.scope["headers"]) for conn in cable.connections
+            )
+            assert first == second | {b"sec-websocket-key": first[b"sec-websocket-key"]}
+            pairs = zip(first.items(), second.items(), strict=True)
+            for (name, value), (other_name, other_value) in pairs:
+                assert name is other_name
+                if name in (b"cookie", b"sec-websocket-key"):
+                    assert value is not other_value
+                else:
+                    assert value is other_value
+            (conn, *_) = cable.connections
+            assert conn.request.headers["user-agent"] == "probe/1.0"
+            assert conn.request.cookies == {"s": "secret"}
