@@ -96,9 +96,7 @@ async def probe(kind: str, n: int, log_dir: Path, trace: bool) -> dict[str, Any]
         result: dict[str, Any] = {"kib_per_connection": (rss1 - rss0) / n}
         if trace:
             path = log_dir / "memory.json"
-            await control.perform(
-                "memory", op="report", connections=n, path=str(path)
-            )
+            await control.perform("memory", op="report", connections=n, path=str(path))
             await control.done("memory", 900)
             result["trace"] = json.loads(path.read_text())
         for stream in streams:
