@@ -98,7 +98,7 @@ async def measure(
         )
     await each(gens, "armed", 10)
     await control.perform("gc")
-    await control.done("gc", 10)
+    await control.done("gc", 60)
     cpu0, t0 = cpu_times(pid), time.monotonic()
     maker0 = cpu_times(maker_pid)
     busy0, irq0 = machine_busy_seconds(), machine_irq_seconds()

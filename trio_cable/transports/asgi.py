@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Literal
 
 import trio
 
@@ -22,19 +22,25 @@ Send = Callable[[Message], Awaitable[None]]
 
 
 class _ASGISocket:
-    __slots__ = ("_closed", "_receive", "_send")
+    __slots__ = ("_closed", "_receive", "_send", "_stream")
 
     # Hypercorn (the trio ASGI server) shields each write once it starts:
     # a cancelled send waited for its turn and wrote nothing.
     cancel_safe = True
 
     def stalled(self) -> bool:
-        return stream_stalled(_server_stream(self._send))
+        stream = self._stream
+        if stream is False:  # not looked for yet: once per socket
+            stream = self._stream = _server_stream(self._send)
+        return stream_stalled(stream)
+
+    _stream: trio.abc.Stream | Literal[False] | None
 
     def __init__(self, receive: Receive, send: Send) -> None:
         self._receive = receive
         self._send = send
         self._closed = False
+        self._stream = False
 
     async def send(self, frame: str) -> None:
         if self._closed:

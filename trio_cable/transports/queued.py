@@ -27,7 +27,7 @@ import trio
 
 from .._errors import TransportClosed
 from .base import MessageSocket
-from .send_pool import POOL_FRAME_MAX, POOL_TURN_BYTES, SendPool
+from .send_pool import POOL_CHECK_BYTES, POOL_FRAME_MAX, POOL_TURN_BYTES, SendPool
 
 __all__ = ["QueuedTransport", "stream_stalled"]
 
@@ -183,6 +183,7 @@ class QueuedTransport:
         self._pooled = False
         self._in_turn = True
         sent = 0
+        unchecked = POOL_CHECK_BYTES  # sent since the socket was last asked
         try:
             while (queue := self._queue) is not None and self._head < len(queue):
                 if self._writer_has_it():
@@ -193,11 +194,16 @@ class QueuedTransport:
                         self.unpool()
                     return
                 frame = queue[self._head]
-                if len(frame) > POOL_FRAME_MAX or self.socket.stalled():
+                if len(frame) > POOL_FRAME_MAX or (
+                    unchecked >= POOL_CHECK_BYTES and self.socket.stalled()
+                ):
                     self.unpool()  # it would wait: the writer's job
                     return
+                if unchecked >= POOL_CHECK_BYTES:
+                    unchecked = 0
                 await self._send_head(queue)
                 sent += len(frame)
+                unchecked += len(frame)
         except TransportClosed:
             pass  # broken now: the next write tells the connection
         except trio.Cancelled:

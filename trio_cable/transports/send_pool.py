@@ -12,11 +12,15 @@ queued transport's frames in turn, one ``await send`` after another, as a
 server writing every frame from one handler would.
 
 A frame is written by the pool only while its socket takes writes at
-once (``stalled()`` is False just before each send, and a frame is small
-enough to fit, :data:`POOL_FRAME_MAX`), so the pool never waits for one
-client. A transport whose socket is full, or whose next frame is large,
-goes back to its connection's writer, where the slow-client policy
-applies; so does every transport queued when the pool stops.
+once (``stalled()`` is False before a turn's first frame and every few
+KiB after it, and a frame is small enough to fit,
+:data:`POOL_FRAME_MAX`), so the pool does not wait for one client; if a
+send waits all the same (the socket filled up just then), that one task
+waits and the others go on, until the slow-client policy cuts the client
+off (closing its socket ends the send). A transport whose socket is
+full, or whose next frame is large, goes back to its connection's
+writer, where the slow-client policy applies; so does every transport
+queued when the pool stops.
 """
 
 from __future__ import annotations
@@ -27,7 +31,13 @@ from typing import Final, Protocol
 
 import trio
 
-__all__ = ["POOL_FRAME_MAX", "POOL_TURN_BYTES", "PoolMember", "SendPool"]
+__all__ = [
+    "POOL_CHECK_BYTES",
+    "POOL_FRAME_MAX",
+    "POOL_TURN_BYTES",
+    "PoolMember",
+    "SendPool",
+]
 
 log = logging.getLogger("trio_cable.transports")
 
@@ -37,6 +47,10 @@ log = logging.getLogger("trio_cable.transports")
 POOL_FRAME_MAX: Final = 8 * 1024
 #: What one turn writes to one socket before the next socket's turn.
 POOL_TURN_BYTES: Final = 16 * 1024
+#: The socket is asked whether it takes writes (a poll() each time, about
+#: a tenth of a send's cost) before a turn's first frame and again after
+#: this many characters: a socket that takes writes has room for a few KiB.
+POOL_CHECK_BYTES: Final = 4 * 1024
 
 
 class PoolMember(Protocol):
