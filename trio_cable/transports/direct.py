@@ -120,7 +120,7 @@ class DirectTransport:
         self._flushing = False  # a flush is under way
         self._idle: trio.Event | None = None  # made only when flushes contend
         self._broken = False  # the socket broke, or a write was cut off
-        self._reading = False  # a task is inside _read_some()
+        self._reading = False  # a task is inside receive()
         self._ended = False  # nothing more will be read
         self._ended_event: trio.Event | None = None
 
@@ -302,64 +302,63 @@ class DirectTransport:
         return data
 
     async def receive(self) -> str | bytes:
-        while not self._messages:
-            if self._ended:
-                raise TransportClosed
-            await self._read_some()
-        return self._messages.pop(0)
+        """The next message: the parser's events are handled until one is
+        complete (the rest wait for the next call), reading when none is
+        left.
 
-    async def _read_some(self) -> None:
-        """Handle the parser's events until a message is complete (the
-        rest wait for the next call), reading when none is left.
-
-        One method, the read inline: an idle connection waits here, and
-        every coroutine frame between its reader and the socket is memory
-        each idle connection holds."""
+        One method, the read inline (long for that reason): an idle
+        connection waits here, and every coroutine frame between its
+        reader and the socket is memory each idle connection holds."""
         # Flagged for the whole of it, pauses included: close() must not
         # start a second reader on the same events.
         self._reading = True
         try:
-            events = self._events
-            if events is None:
-                sock = self._sock
-                if self._assembly.deadline != math.inf:  # a message unfinished
-                    data = await self._read_before_deadline()
-                elif sock is None:
-                    data = await self.recv_raw()
-                else:
-                    # recv_raw() inline: the read an idle connection waits
-                    # in, with no coroutine frame of its own (200 bytes).
-                    await trio.lowlevel.checkpoint_if_cancelled()
-                    while (got := _recv_nowait(sock)) is None:
-                        try:
-                            await trio.lowlevel.wait_readable(sock)
-                        except trio.ClosedResourceError:
-                            got = b""
-                            break
-                    else:
-                        await trio.lowlevel.cancel_shielded_checkpoint()
-                    data = got
-                if not data:  # gone without a close frame, or timed out
-                    self._end()
-                    return
-                budget = self._budget
-                now = trio.current_time()
-                await self._pause(budget.bytes_read(len(data), now), "bytes")
-                ws = self._ws
-                assert ws is not None
-                ws.receive_data(data)
-                events = self._events = ws.events()
-            budget = self._budget
-            for event in events:
-                await self._on_event(event)
+            while not self._messages:
                 if self._ended:
-                    break
-                pause = budget.frame(trio.current_time())
-                if pause is not None:
-                    await self._pause(pause, "frames")
-                if self._messages:
-                    return  # the generator keeps the rest
-            self._events = None
+                    raise TransportClosed
+                events = self._events
+                if events is None:
+                    sock = self._sock
+                    if self._assembly.deadline != math.inf:  # one unfinished
+                        data = await self._read_before_deadline()
+                    elif sock is None:
+                        data = await self.recv_raw()
+                    else:
+                        # recv_raw() inline: the read an idle connection
+                        # waits in, with no coroutine frame of its own.
+                        await trio.lowlevel.checkpoint_if_cancelled()
+                        while (got := _recv_nowait(sock)) is None:
+                            try:
+                                await trio.lowlevel.wait_readable(sock)
+                            except trio.ClosedResourceError:
+                                got = b""
+                                break
+                        else:
+                            await trio.lowlevel.cancel_shielded_checkpoint()
+                        data = got
+                    if not data:  # gone without a close frame, or timed out
+                        self._end()
+                        continue
+                    budget = self._budget
+                    now = trio.current_time()
+                    await self._pause(budget.bytes_read(len(data), now), "bytes")
+                    ws = self._ws
+                    assert ws is not None
+                    ws.receive_data(data)
+                    events = self._events = ws.events()
+                budget = self._budget
+                for event in events:
+                    await self._on_event(event)
+                    if self._events is None:
+                        break  # ended: _end() let go of the events
+                    pause = budget.frame(trio.current_time())
+                    if pause is not None:
+                        await self._pause(pause, "frames")
+                    if self._messages:
+                        break  # the generator keeps the rest
+                else:
+                    self._events = None
+            return self._messages.pop(0)
         finally:
             self._reading = False
 
@@ -465,9 +464,9 @@ class DirectTransport:
                 self._ended_event = trio.Event()
             await self._ended_event.wait()
             return
-        while not self._ended:
-            await self._read_some()
-            self._messages.clear()  # too late for them
+        with contextlib.suppress(TransportClosed):
+            while True:
+                await self.receive()  # too late for what it reads
 
     async def aclose(self) -> None:
         """Close the socket now (no close handshake); idempotent."""
