@@ -7,6 +7,7 @@ Hypercorn hands us one; every other transport builds one here, so one
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -59,6 +60,8 @@ _SHARED: Final[dict[bytes, bytes]] = {
 #: Other short values seen again and again (a host, an origin, a browser's
 #: user agent) join them, up to this many; beyond it, each keeps its own.
 _SHARED_MAX: Final = 256
+#: Shared (name, value) pairs, for the same reason.
+_PAIRS: Final[dict[tuple[bytes, bytes], tuple[bytes, bytes]]] = {}
 #: The headers whose values may be shared: never a cookie, a token or a
 #: key, which must not outlive their connection in a process-wide table.
 _SHAREABLE_VALUES: Final = frozenset(
@@ -104,7 +107,7 @@ def websocket_scope(
 ) -> dict[str, Any]:
     """A WebSocket scope for a request to ``target`` (path and query)."""
     path, _, query = target.partition("?")
-    return {
+    scope = {
         "type": "websocket",
         "asgi": _ASGI,
         "scheme": "wss" if secure else "ws",
@@ -114,9 +117,14 @@ def websocket_scope(
         "root_path": "",
         "headers": headers,
         "client": client,
-        "server": server,
-        "subprotocols": list(subprotocols),
+        # Names every client repeats: one string each, not one per scope.
+        "subprotocols": [sys.intern(name) for name in subprotocols],
     }
+    # Optional in ASGI (None when missing): an eleventh key would double
+    # the dict, kept for the connection's lifetime (464 bytes, not 272).
+    if server is not None:
+        scope["server"] = server
+    return scope
 
 
 def wsproto_scope(
@@ -124,11 +132,10 @@ def wsproto_scope(
 ) -> dict[str, Any]:
     """The scope of a handshake wsproto parsed (the direct transport's)."""
     # wsproto keeps Host out of the extra headers; put it back
-    headers = [(b"host", shared(latin1(event.host)))]
-    headers += [
-        (shared(latin1(name)), _value(name, latin1(value)))
-        for name, value in event.extra_headers
-    ]
+    headers = (
+        _header(b"host", latin1(event.host)),
+        *(_header(name, latin1(value)) for name, value in event.extra_headers),
+    )
     return websocket_scope(
         event.target,
         headers,
@@ -138,8 +145,19 @@ def wsproto_scope(
     )
 
 
-def _value(name: bytes | str, value: bytes) -> bytes:
-    return shared(value) if name in _SHAREABLE_VALUES else value
+def _header(name: bytes | str, value: bytes) -> tuple[bytes, bytes]:
+    """A header of a scope, the pair itself shared where both halves are
+    (a tuple is 56 bytes a connection)."""
+    name = shared(latin1(name))
+    if name not in _SHAREABLE_VALUES:
+        return (name, value)
+    pair = (name, shared(value))
+    found = _PAIRS.get(pair)
+    if found is not None:
+        return found
+    if len(_PAIRS) < _SHARED_MAX and pair[1] in _SHARED:
+        _PAIRS[pair] = pair
+    return pair
 
 
 def peer_address(source: object) -> tuple[str, int] | None:
