@@ -111,7 +111,9 @@ class DirectTransport:
         self._budget = InputBudget(limits, trio.current_time())
         self._count = count
         self._throttled = False  # over its rates: logged once per episode
-        self._messages: list[str | bytes] = []  # complete, not yet received
+        # Complete messages not yet received: a list only while there are
+        # some (an empty list is 56 bytes every idle socket would keep).
+        self._messages: list[str | bytes] | None = None
         # The parser's events of the last read, while some are not handled.
         self._events: Iterator[Event] | None = None
         self._pending: list[bytes] = []  # bytes the socket has not taken yet
@@ -345,6 +347,9 @@ class DirectTransport:
                     ws = self._ws
                     assert ws is not None
                     ws.receive_data(data)
+                    # Not kept while the loop waits for the next read: a
+                    # chunk (up to 64 KiB) for every waiting socket.
+                    data = got = b""
                     events = self._events = ws.events()
                 budget = self._budget
                 for event in events:
@@ -358,7 +363,12 @@ class DirectTransport:
                         break  # the generator keeps the rest
                 else:
                     self._events = None
-            return self._messages.pop(0)
+            messages = self._messages
+            assert messages is not None
+            if len(messages) == 1:
+                self._messages = None
+                return messages[0]
+            return messages.pop(0)
         finally:
             self._reading = False
 
@@ -405,7 +415,10 @@ class DirectTransport:
             if isinstance(done, Refusal):
                 await self._refuse(done)
             elif done is not None:
-                self._messages.append(done)
+                if self._messages is None:
+                    self._messages = [done]
+                else:
+                    self._messages.append(done)
         elif isinstance(event, Ping):
             if ws.state is ConnectionState.OPEN:
                 await self._send_event(event.response())

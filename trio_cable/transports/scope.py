@@ -173,5 +173,7 @@ def peer_address(source: object) -> tuple[str, int] | None:
     with contextlib.suppress(OSError):
         address = getpeername()
         if isinstance(address, tuple):
-            return (str(address[0]), int(address[1]))
+            # Interned: most clients of a server share a few addresses (a
+            # proxy's, a load balancer's), kept for each connection's life.
+            return (sys.intern(str(address[0])), int(address[1]))
     return None
