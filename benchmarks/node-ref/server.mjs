@@ -180,8 +180,15 @@ const server = createServer((request, response) => {
   request.on("data", (chunk) => chunks.push(chunk));
   request.on("end", () => {
     const data = JSON.parse(Buffer.concat(chunks).toString());
-    const reply = (message) =>
-      response.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(message));
+    const reply = (message) => {
+      const body = JSON.stringify(message);
+      response
+        .writeHead(200, {
+          "content-type": "application/json",
+          "content-length": Buffer.byteLength(body),
+        })
+        .end(body);
+    };
     actions[data.action](data, reply).catch((err) => reply({ done: data.action, error: String(err) }));
   });
 });
