@@ -69,6 +69,9 @@ def bench(session: nox.Session) -> None:
     )
     session.run("python", "benchmarks/run.py", *session.posargs)
     session.run("python", "benchmarks/redis_bench.py")
+    session.run("python", "benchmarks/redis_sessions_bench.py")
+    session.run("python", "benchmarks/history_bench.py")
+    session.run("python", "benchmarks/presence_bench.py")
 
 
 @nox.session(python=PYTHON)

@@ -17,8 +17,10 @@ Served three ways, each in its own process:
 task instead (bench_common's HTTP trigger): on Hypercorn's own port, and
 for the other two on ``BENCH_HTTP_PORT``.
 
-``BENCH_TUNE_GC=1`` applies ``trio_cable.tune_gc`` (``tune_gc=True``), and
-``TRIO_CABLE_REDIS_URL`` makes the cable cross-process (run.py's Redis row).
+``BENCH_TUNE_GC=1`` applies ``trio_cable.tune_gc`` (``tune_gc=True``),
+``TRIO_CABLE_REDIS_URL`` makes the cable cross-process (run.py's Redis row),
+and ``BENCH_HISTORY=1`` has the ``bench`` stream keep history (run.py
+``--history``; in Redis when the cable has Redis).
 """
 
 from __future__ import annotations
@@ -49,9 +51,10 @@ from trio_cable.asgi import CableApp, Receive, Scope, Send
 raise_nofile_limit()
 
 TUNE_GC = os.environ.get("BENCH_TUNE_GC") == "1"
+HISTORY = [STREAM] if os.environ.get("BENCH_HISTORY") == "1" else []
 
 # The benchmark holds up to 10,000 subscribers plus the driver's socket.
-cable = Cable(max_connections=50_000)
+cable = Cable(max_connections=50_000, history=HISTORY)
 
 
 @cable.channel

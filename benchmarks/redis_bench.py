@@ -64,8 +64,8 @@ async def receiver(url: str, expected: int, probes: int) -> None:
     cable = Cable(redis_url=url)
     recorder = Recorder()
     async with cable.running():
-        cable._stream_added("bench", recorder)
-        await cable._streams_live(["bench"])
+        cable.stream_added("bench", recorder)
+        await cable.streams_live(["bench"])
         print("ready", flush=True)
         with trio.move_on_after(120):
             while recorder.count < expected + probes:
@@ -89,8 +89,8 @@ async def sender(url: str, count: int, probes: int) -> dict[str, Any]:
     cable = Cable(redis_url=url)
     local = Recorder()
     async with cable.running():
-        cable._stream_added("bench", local)
-        await cable._streams_live(["bench"])
+        cable.stream_added("bench", local)
+        await cable.streams_live(["bench"])
         # light load: the Redis hop's latency
         for _ in range(probes):
             cable.broadcast_nowait("bench", {"t": time.time()})

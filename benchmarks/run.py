@@ -104,6 +104,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="gc.freeze() in every server once the clients are connected",
     )
+    p.add_argument(
+        "--history",
+        action="store_true",
+        help="the benchmark stream keeps history (in Redis in the Redis case)",
+    )
     p.add_argument("--broadcasts", type=int, default=20)
     p.add_argument("--interval", type=float, default=0.2)
     p.add_argument(
@@ -185,6 +190,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.server_env["BENCH_TUNE_GC"] = "1"
     if args.gc_threshold:
         args.server_env["BENCH_GC_THRESHOLD"] = args.gc_threshold
+    if args.history:
+        args.server_env["BENCH_HISTORY"] = "1"
     return args
 
 
@@ -243,7 +250,7 @@ def default_output(cfg: argparse.Namespace) -> Path:
         counts = "-".join(str(n) for n in cfg.connection_counts)
         name = f"profile-{counts}.json"
     else:
-        name = f"results{tuned}.json"
+        name = f"results{tuned}{'-history' if cfg.history else ''}.json"
     if cfg.quick:  # a sanity run never overwrites a full one
         name = f"quick-{name}"
     return RESULTS / name
@@ -277,6 +284,7 @@ def main(argv: list[str] | None = None) -> None:
             "tune_gc": cfg.tune_gc,
             "gc_threshold": cfg.gc_threshold,
             "gc_freeze": cfg.gc_freeze,
+            "history": cfg.history,
             "budget_min": cfg.budget,
         },
         "results": [],

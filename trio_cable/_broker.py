@@ -4,7 +4,9 @@ The hub delivers every broadcast to this process's subscribers; a
 :class:`Broker` carries it to the other processes and brings theirs in.
 :class:`InProcessBroker` is the broker of a single process (it has nothing
 to carry); :class:`~trio_cable._redis.RedisBridge` carries them through
-Redis. The cable talks to whichever it runs with the same way.
+Redis, and :class:`~trio_cable._redis_history.RedisHistoryBridge`, the one
+a cable runs with, adds the history kept in Redis and whispers. The cable
+talks to whichever it runs with the same way.
 """
 
 from __future__ import annotations
@@ -15,20 +17,40 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import trio
 
-from ._redis import BridgeStatistics, RedisBridge
+from ._history import HistoryConfig, HistoryStore
+from ._redis import BridgeStatistics
+from ._redis_history import RedisHistoryBridge
 
 if TYPE_CHECKING:
+    from ._history import Replay
     from ._hub import Hub
     from ._options import CableOptions
+    from .protocol.ext import HistoryRequest
 
-__all__ = ["IN_PROCESS", "Broker", "InProcessBroker", "open_broker"]
+__all__ = ["IN_PROCESS", "Broker", "InProcessBroker", "open_broker", "redis_url"]
 
 
 class Broker(Protocol):
     """What a cable needs of its cross-process transport of broadcasts."""
 
-    def publish(self, stream: str, payload: str) -> None:
-        """Carry a local broadcast to the other processes; never blocks."""
+    def publish(self, stream: str, payload: str) -> bool:
+        """Carry a local broadcast to the other processes; never blocks.
+
+        True when the broker positions it in a history shared by every
+        process (kept in Redis) and delivers it here too, once positioned;
+        False when the hub is to deliver it here now."""
+
+    def whisper(self, stream: str, payload: str) -> None:
+        """Carry a whisper to the other processes' subscribers of ``stream``."""
+
+    async def read_history(
+        self,
+        history: HistoryStore | None,
+        streams: Iterable[str],
+        request: HistoryRequest,
+    ) -> Replay | None:
+        """What a client missed of ``streams`` (the hub's ``history`` says
+        which streams keep one); None if it is gone."""
 
     async def wait_for_room(self) -> None:
         """Backpressure for ``await cable.broadcast()``: wait while the
@@ -57,8 +79,22 @@ class InProcessBroker:
 
     __slots__ = ()
 
-    def publish(self, stream: str, payload: str) -> None:
+    def publish(self, stream: str, payload: str) -> bool:
+        return False
+
+    def whisper(self, stream: str, payload: str) -> None:
         pass
+
+    async def read_history(
+        self,
+        history: HistoryStore | None,
+        streams: Iterable[str],
+        request: HistoryRequest,
+    ) -> Replay | None:
+        await trio.lowlevel.checkpoint()
+        if history is None:  # nothing kept: any position is unknown
+            history = HistoryStore(HistoryConfig())
+        return history.read(streams, request)
 
     async def wait_for_room(self) -> None:
         pass
@@ -88,9 +124,15 @@ def open_broker(hub: Hub, options: CableOptions) -> Broker:
     """The broker a cable with ``options`` runs with: Redis if it has a
     ``redis_url`` (or the ``TRIO_CABLE_REDIS_URL`` environment variable
     is set as it starts), else in-process."""
-    url = options.redis_url or os.environ.get("TRIO_CABLE_REDIS_URL") or None
+    url = redis_url(options)
     if url is None:
         return IN_PROCESS
-    return RedisBridge(
+    return RedisHistoryBridge(
         hub, url, prefix=options.redis_prefix, max_buffer=options.redis_buffer
     )
+
+
+def redis_url(options: CableOptions) -> str | None:
+    """The Redis a cable starting now uses: its ``redis_url``, else the
+    ``TRIO_CABLE_REDIS_URL`` environment variable; None: none."""
+    return options.redis_url or os.environ.get("TRIO_CABLE_REDIS_URL") or None

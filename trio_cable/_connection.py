@@ -31,6 +31,7 @@ from .protocol.server import (
     SubscriptionRequested,
     WhisperRequested,
 )
+from .transports.queued import wait_for_writer
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection, Iterable
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from ._history import Replay
     from ._hub import Subscriber
     from ._options import CableOptions
+    from ._presence import PresenceTracker
     from ._request import Request
     from ._sessions import SessionKeeper
     from .protocol.dialects import Dialect
@@ -56,9 +58,6 @@ _TASK_NAME: Final = "trio_cable.connection"
 #: How long a restored subscription holds live broadcasts back for the
 #: client's history request (@anycable/web sends it with the welcome).
 RESTORE_HOLD: Final = 5.0
-#: Server-side closes after which a session is kept: the network's fault,
-#: not a decision against the client (remote, unauthorized, shutdown).
-_KEEPS_SESSION: Final = ("too_slow", "no_pong")
 #: How far past max_outbox_frames/bytes a backlog may grow while the
 #: client still takes writes (the server is busy, the client is not slow).
 OUTBOX_SLACK: Final = 4
@@ -70,6 +69,7 @@ class ConnectionHost(Protocol):
     options: CableOptions
     connect_hook: Callable[[Request], Any] | None
     sessions: SessionKeeper
+    presence_tracker: PresenceTracker
 
     def channel_rules(self, name: str) -> ChannelRules | None:
         """The rules of channel ``name`` (``source``: the class)."""
@@ -318,13 +318,13 @@ class Connection:
                 self._writer_ended.set()
 
     async def _stop_writer(self, cut_off: float) -> None:
-        """Wait for the (cancelled) writer until ``cut_off``, then close the
-        socket under it: a send that ignores cancellation (Hypercorn's)
-        would hold the connection as long as the client does not read."""
+        """Wait for the (cancelled) writer until ``cut_off`` (or while its socket
+        takes writes), then close the socket under it: Hypercorn's sends ignore
+        cancellation, and would hold the connection while the client does not read."""
         self._writer_ended = ended = trio.Event()
-        with trio.CancelScope(shield=True) as scope:
-            scope.deadline = cut_off
-            await ended.wait()
+        limit = cut_off + self.options.close_timeout  # if it still takes writes
+        with trio.CancelScope(shield=True):
+            await wait_for_writer(ended, self.transport.stalled, cut_off, limit)
         if self._writer_on:
             log.info("conn %s: its socket does not take writes; cut off", self.id)
             self._open = False
@@ -337,11 +337,11 @@ class Connection:
         """Serve this connection until the client leaves or we close it.
 
         Cancellation: every subscription ends (``unsubscribed()`` runs,
-        shielded and bounded), the client is sent what was queued for it
-        if that takes less than half the cable's ``close_timeout`` (else
-        the rest is dropped), then ``disconnect`` with reason
-        ``server_restart``, and the socket is closed, all within
-        ``close_timeout``. (A dropped extended client's subscriptions are
+        shielded and bounded), what is still queued for the client is
+        dropped (the frame being written is finished), it is sent
+        ``disconnect`` with reason ``server_restart``, and the socket is
+        closed, all within ``close_timeout`` (longer only while a write
+        under way still goes out). (A dropped extended client's subscriptions are
         kept in its session instead: see ``_sessions``.)
         """
         cable = self.cable
@@ -453,13 +453,9 @@ class Connection:
         session it may resume (their ``unsubscribed()`` runs at expiry)."""
         records = list(self.protocol.subscriptions.values())
         sessions = self.host.sessions
-        if not (
-            self.protocol.dialect.extended
-            and sessions.accepting
-            and (self._close is None or self._close[0] in _KEEPS_SESSION)
-        ):
+        if not (self.protocol.dialect.extended and sessions.keeps(self._close)):
             for record in records:
-                record.owner.end()
+                record.owner.end(grace=True)
             return None
         session = Session(self.identity)
         for record in records:
@@ -467,7 +463,7 @@ class Connection:
             if sub.confirmed and not record.closed:
                 session.subscriptions.append(sub.detach())
             else:
-                sub.end()
+                sub.end(grace=True)
         sessions.expect(self.sid)
         return session
 
@@ -516,10 +512,9 @@ class Connection:
             scope.deadline = trio.current_time() + close_timeout
             if not self._said:  # never twice, nor after a write cut off
                 with contextlib.suppress(TransportClosed):
-                    # What was queued, if it goes out in half the time;
-                    # else the goodbye matters more than the rest of it.
-                    with trio.move_on_after(close_timeout / 2):
-                        await transport.flush()
+                    # A backlog means the client is behind, or this process
+                    # is (a storm): either way the goodbye matters more. Every
+                    # frame of it costs CPU a busy shutdown needs for goodbyes.
                     transport.drop_backlog()
                     self._say_why()
                     await transport.flush()

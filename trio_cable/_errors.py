@@ -17,6 +17,7 @@ __all__ = [
     "InvalidToken",
     "ProtocolError",
     "ServerUnreachable",
+    "SessionNotPortable",
     "SubscriptionOverflow",
     "SubscriptionRejected",
     "SubscriptionTimeout",
@@ -93,6 +94,12 @@ class ConnectionRejected(CableError):
 
 class Unauthorized(ConnectionRejected):
     """Refuse a connection as ``unauthorized`` (the client won't reconnect)."""
+
+
+class SessionNotPortable(CableError):
+    """A dropped connection's session cannot be written to Redis (an
+    identity, ``session_state`` attribute or callback that cannot cross
+    processes): it is kept in this process instead, and logged."""
 
 
 class HandshakeRefused(CableError):

@@ -10,7 +10,8 @@ broadcaster.
 
 A broadcast to a stream that keeps history is given its position there
 first (:mod:`._history`), whether it was made here or came from another
-process, and its frames carry that position.
+process, and its frames carry that position; with the history kept in
+Redis (:mod:`._redis_history`) the position comes with the broadcast.
 """
 
 from __future__ import annotations
@@ -106,9 +107,15 @@ class Hub:
 
         Returns the number of subscribers it was handed to. Never blocks.
         """
-        self._broadcasts += 1
         history = self.history
         position = None if history is None else history.append(stream, payload)
+        return self.publish_at(stream, payload, position)
+
+    def publish_at(self, stream: str, payload: str, position: Position | None) -> int:
+        """:meth:`publish` for a broadcast positioned elsewhere (by the
+        history kept in Redis), or in no history (``position`` None):
+        delivered with that position, and kept in no history here."""
+        self._broadcasts += 1
         subscribers = self._streams.get(stream)
         if not subscribers:
             handler = self.control.get(stream)  # off the hot path: rare
@@ -126,9 +133,12 @@ class Hub:
         self._deliveries += len(subscribers)
         return len(subscribers)
 
-    def publish_except(self, stream: str, payload: str, sender: Subscriber) -> int:
+    def publish_except(
+        self, stream: str, payload: str, sender: Subscriber | None
+    ) -> int:
         """A transient message (a whisper) to every local subscriber of
-        ``stream`` but ``sender``: no history position, never stored."""
+        ``stream`` but ``sender`` (None: a whisper from another process):
+        no history position, never stored."""
         subscribers = self._streams.get(stream)
         if not subscribers:
             return 0

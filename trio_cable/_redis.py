@@ -14,13 +14,11 @@ no thread, no Redis connection.
   Each local subscriber thus gets every broadcast exactly once.
 * A stream's Redis channel is subscribed while this process has a local
   subscriber to it, and unsubscribed when the last one leaves.
-* When Redis goes away the bridge probes it again with exponential
-  backoff capped at ``max_backoff`` (1 s: an outage lasts about as long
-  as Redis is away, not 30 s more) and resubscribes every stream still
-  wanted; broadcasts made meanwhile wait in one bounded buffer per
-  process, all streams together (the oldest are dropped past the bound,
-  counted, and logged once when the drops begin and once, with their
-  number, when Redis is back).
+* When Redis goes away the bridge probes it with a backoff capped at
+  ``max_backoff`` (1 s) and resubscribes what is still wanted; broadcasts
+  made meanwhile wait in one bounded buffer per process (the oldest are
+  dropped past the bound, counted, and logged when the drops begin and,
+  with their number, when Redis is back).
 """
 
 from __future__ import annotations
@@ -32,14 +30,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import partial
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import outcome
 import trio
 
-from ._errors import CableError
-from ._util import leaves
+from ._redis_io import Lost as _Lost
+from ._redis_io import import_redis as _import_redis
+from ._redis_io import in_thread as _in_thread
+from ._redis_io import is_connection_failure as _is_connection_failure
+from ._redis_io import redis_client as _client
+from ._util import leaves, raise_cancellation
 from .protocol.codec import encode_payload
 
 if TYPE_CHECKING:
@@ -52,44 +52,11 @@ __all__ = ["BridgeStatistics", "RedisBridge", "redis_broadcast"]
 
 log = logging.getLogger("trio_cable.redis")
 
-T = TypeVar("T")
-
 DEFAULT_PREFIX = "trio_cable:"
 
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-class _Lost(Exception):
-    """The Redis connection broke; reconnect."""
-
-
-def _import_redis() -> Any:
-    try:
-        import redis
-    except ImportError:
-        raise CableError(
-            "a Redis cable needs the redis package: pip install 'trio-cable[redis]'"
-        ) from None
-    return redis
-
-
-def _client(url: str, **options: Any) -> Redis:
-    redis = _import_redis()
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    client: Redis = redis.Redis.from_url(
-        url,
-        # the bridge reconnects by itself, with its own backoff
-        retry=Retry(NoBackoff(), 0),
-        socket_connect_timeout=0.5,
-        socket_keepalive=True,
-        client_name="trio_cable",
-        **options,
-    )
-    return client
 
 
 def redis_broadcast(
@@ -121,45 +88,6 @@ class BridgeStatistics:
     channels: int
     #: Seconds the oldest buffered broadcast has waited (0: none waits).
     lag: float = 0.0
-
-
-async def _in_thread(fn: Callable[..., T], *args: Any, stop: Callable[[], None]) -> T:
-    """Run a blocking call in a worker thread and wait for it.
-
-    On cancellation ``stop()`` closes the call's socket so the thread ends
-    at once, and this still waits for it: no thread outlives its task. A
-    call that completed is reported even if cancellation came meanwhile
-    (the cancellation then strikes at the next checkpoint), so no
-    publish is ever mistaken for a failed one.
-    """
-    await trio.lowlevel.checkpoint_if_cancelled()
-    task = trio.lowlevel.current_task()
-    token = trio.lowlevel.current_trio_token()
-    stopped = False
-
-    def deliver(result: outcome.Outcome[T]) -> None:
-        token.run_sync_soon(trio.lowlevel.reschedule, task, result)
-
-    def abort(_: object) -> trio.lowlevel.Abort:
-        nonlocal stopped
-        stopped = True
-        stop()
-        return trio.lowlevel.Abort.FAILED  # the thread's end reschedules us
-
-    trio.lowlevel.start_thread_soon(partial(fn, *args), deliver)
-    try:
-        result: T = await trio.lowlevel.wait_task_rescheduled(abort)
-    except Exception:
-        if stopped:  # the error is only the socket stop() closed
-            await trio.lowlevel.checkpoint()
-        raise
-    return result
-
-
-def _is_connection_failure(exc: BaseException) -> bool:
-    redis = _import_redis()
-    kinds = (_Lost, OSError, redis.RedisError)
-    return all(isinstance(leaf, kinds) for leaf in leaves(exc))
 
 
 class RedisBridge:
@@ -213,7 +141,8 @@ class RedisBridge:
 
     # -- called by the cable (trio thread, never blocks) -------------------
 
-    def publish(self, stream: str, payload: str) -> None:
+    def publish(self, stream: str, payload: str) -> bool:
+        """Queue a local broadcast for Redis; False: the hub delivers it here."""
         if len(self._outgoing) >= self.max_buffer:
             self._outgoing.popleft()
             if self._dropped == self._dropped_before_outage:
@@ -225,6 +154,7 @@ class RedisBridge:
             self._dropped += 1
         self._outgoing.append((self.prefix + stream, payload, time.monotonic()))
         self._outgoing_ready.set()
+        return False
 
     async def wait_for_room(self) -> None:
         """While connected, wait until the publish buffer has room.
@@ -310,8 +240,11 @@ class RedisBridge:
             was_connected = self.connected
             try:
                 await self._session(client, ready)
-            except Exception as exc:
-                if not _is_connection_failure(exc):
+            except BaseException as exc:
+                # A shutdown meeting a failing call (a heartbeat timing out
+                # against a hung server): the cancellation goes on alone.
+                raise_cancellation(exc, moot=_is_connection_failure)
+                if not isinstance(exc, Exception) or not _is_connection_failure(exc):
                     raise
                 self._lost(exc)
             finally:
@@ -323,23 +256,23 @@ class RedisBridge:
             await trio.sleep(delay * random.uniform(0.5, 1.0))
 
     def _lost(self, exc: BaseException) -> None:
-        exc = leaves(exc)[0]
         self._after_outage = True
         self._room.set()  # nobody waits for a Redis that is away
         if self.connected:
-            log.warning("redis connection lost: %s", exc)
+            self._wanted_at_outage = frozenset(self._wanted)
+            log.warning("redis connection lost: %s", leaves(exc)[0])
         else:
-            log.info("redis unreachable: %s", exc)
+            log.info("redis unreachable: %s", leaves(exc)[0])
         self.connected = False
-        self._requested.clear()
-        self._acked.clear()
-        self._echo.clear()
+        for kept in (self._requested, self._acked, self._echo):
+            kept.clear()
         # Subscriptions waiting for an acknowledgement go ahead unacknowledged.
         for event in self._acks.values():
             event.set()
         self._acks.clear()
 
     _session_ok = False
+    _wanted_at_outage: frozenset[str] = frozenset()
 
     async def _session(self, client: Redis, ready: Callable[[], None]) -> None:
         self._session_ok = False
@@ -421,13 +354,7 @@ class RedisBridge:
                 if echo and echo[0] == payload:
                     echo.popleft()  # our own broadcast, delivered already
                     continue
-                try:
-                    json.loads(payload)
-                except ValueError:
-                    log.warning("dropped a non-JSON message on %s", channel)
-                    continue
-                self._received += 1
-                self.hub.publish(channel[prefix_length:], payload)
+                self._deliver(channel[prefix_length:], payload)
             elif kind == "subscribe":
                 self._acked.add(channel)
                 event = self._acks.pop(channel, None)
@@ -437,6 +364,16 @@ class RedisBridge:
                     self._settled.set()
             elif kind == "unsubscribe":
                 self._acked.discard(channel)
+
+    def _deliver(self, stream: str, payload: str) -> None:
+        """A message from another process, for this one's subscribers."""
+        try:
+            json.loads(payload)
+        except ValueError:
+            log.warning("dropped a non-JSON message on %s", self.prefix + stream)
+            return
+        self._received += 1
+        self.hub.publish(stream, payload)
 
     async def _keep_subscriptions(self, pubsub: PubSub) -> None:
         # SUBSCRIBE is one short write: let it finish (bounded by the
@@ -515,9 +452,11 @@ class RedisBridge:
         # Redis keeps nothing for a subscriber that is away: publishing the
         # outage's broadcasts before the other processes have resubscribed
         # would lose them. Wait (boundedly) until each channel has as many
-        # subscribers as it had before the outage.
+        # subscribers as it had before the outage, this process counted as
+        # it is now (its own last subscriber there may have left meanwhile).
+        before, now = self._wanted_at_outage, self._wanted
         expected = {
-            channel: self._receivers[channel]
+            channel: self._receivers[channel] - (channel in before) + (channel in now)
             for channel, _, _ in self._outgoing
             if channel in self._receivers
         }
@@ -541,3 +480,7 @@ class RedisBridge:
         for channel, payload, _ in batch:
             pipe.publish(channel, payload)
         return [int(count) for count in pipe.execute()]
+
+
+#: One way to reach Redis, for the package's other users (sessions).
+redis_client, in_thread = _client, _in_thread

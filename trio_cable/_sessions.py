@@ -9,10 +9,12 @@ header, as AnyCable reads them) within ``session_ttl`` gets them back:
 no connect hook, no ``subscribed()``. A session is taken at most once.
 
 The store is a seam (:class:`SessionStore`): :class:`MemorySessionStore`
-keeps sessions in this process. :class:`SessionKeeper`, run in the
-cable's background nursery, ends the subscriptions of sessions that
-expire (their ``unsubscribed()`` runs then, not at the drop) and, when
-the cable stops, of every session still kept.
+keeps sessions in this process; ``_redis_sessions`` keeps them in Redis
+(they outlive the process: any worker restores them, or ends them).
+:class:`SessionKeeper`, run in the cable's background nursery, ends the
+subscriptions of sessions that expire (their ``unsubscribed()``
+runs then, not at the drop) and, when the cable stops, of every session
+still kept in this process.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._channel import Channel, StreamCallback
-    from ._options import CableOptions
     from ._request import Request
 
 __all__ = [
@@ -43,6 +44,12 @@ __all__ = [
     "SessionStore",
     "restore_sid",
 ]
+
+#: Server-side closes after which a session is kept: the network's fault,
+#: not a decision against the client (remote, unauthorized, shutdown: the
+#: disconnect frame makes @anycable/core forget its sid, as at AnyCable's
+#: own restarts).
+KEEPS_SESSION: Final = ("too_slow", "no_pong")
 
 log = logging.getLogger("trio_cable.sessions")
 
@@ -72,6 +79,8 @@ class KeptSubscription:
     timers: list[tuple[Callable[[], Any], float]] | None
     #: The subscription that ran it: it runs ``unsubscribed()`` at expiry.
     former: Former
+    #: The stream it tracked presence on (its member left with the grace).
+    presence_stream: str | None = None
 
 
 @dataclass(slots=True)
@@ -92,10 +101,10 @@ class SessionStore(Protocol):
     up to make room; ``take`` removes and returns it (once) unless it
     expired by ``now``; ``due`` removes and returns those expired by
     ``now``, and ``next_expiry`` says when the next one does (as far as
-    this process knows). Async, so that a store across processes (Redis,
-    a later step) fits: it would keep the identity and each
-    subscription's identifier, params and streams, and rebuild channel
-    instances from them.
+    this process knows). Async, so that a store across processes fits:
+    the Redis store keeps the identity and each subscription's
+    identifier, params, streams, timers and declared state, and rebuilds
+    channel instances from them.
     """
 
     async def put(self, sid: str, session: Session, expires: float) -> list[Session]:
@@ -108,6 +117,9 @@ class SessionStore(Protocol):
         """The sessions expired by ``now``, removed."""
 
     def next_expiry(self) -> float: ...
+    def close(self) -> None:
+        """Let go of what it holds open (the cable stops)."""
+
     def __len__(self) -> int: ...
 
 
@@ -151,6 +163,9 @@ class MemorySessionStore:
             return expires
         return math.inf
 
+    def close(self) -> None:
+        pass
+
     def __len__(self) -> int:
         return len(self._kept)
 
@@ -159,9 +174,16 @@ class SessionKeeper:
     """The cable's sessions: kept while :meth:`run` runs, each for
     ``ttl`` seconds after its client dropped."""
 
-    def __init__(self, ttl: float, store: SessionStore) -> None:
+    def __init__(
+        self,
+        ttl: float,
+        store: SessionStore,
+        open_store: Callable[[], SessionStore] | None = None,
+    ) -> None:
         self.ttl = ttl
         self.store = store
+        # The store a run uses, chosen as it starts (Redis or not).
+        self._open_store = open_store or (lambda: store)
         self._running = False
         self._changed = trio.Event()
         self._ending: list[Session] = []  # evicted: end them in run()
@@ -170,15 +192,15 @@ class SessionKeeper:
         # Remote disconnects (identity, when) of the last ttl seconds.
         self._revoked: list[tuple[Any, float]] = []
 
-    @classmethod
-    def in_memory(cls, options: CableOptions) -> SessionKeeper:
-        """Sessions kept in this process, as ``options`` say."""
-        return cls(options.session_ttl, MemorySessionStore(options.max_sessions))
-
     @property
     def accepting(self) -> bool:
         """Whether a dropped connection may leave its session here."""
         return self._running and self.ttl > 0
+
+    def keeps(self, close: tuple[str, bool] | None) -> bool:
+        """Whether a connection the server closed so (None: the client
+        left or the network broke) leaves a session behind."""
+        return self.accepting and (close is None or close[0] in KEEPS_SESSION)
 
     def expect(self, sid: str) -> None:
         """A session will be kept under ``sid`` (or :meth:`given_up`) once
@@ -199,6 +221,12 @@ class SessionKeeper:
         expires = trio.current_time() + self.ttl
         self._ending += await self.store.put(sid, session, expires)
         self._changed.set()
+        if not self._running:
+            # The cable stopped during a put to Redis: what went to this
+            # process's memory instead ends now, as at the stop.
+            left, self._ending = self._ending + await self.store.due(math.inf), []
+            if left:
+                await _end(left)
         return True
 
     def revoke(self, payload: str) -> None:
@@ -239,10 +267,12 @@ class SessionKeeper:
     async def run(self) -> None:
         """End sessions as they expire, until cancelled; then end them all.
 
-        Cancellation: every kept session's subscriptions run
-        ``unsubscribed()`` (shielded, each bounded by ``hook_timeout``)
-        before this returns.
+        Cancellation: every session kept in this process has its
+        subscriptions run ``unsubscribed()`` (shielded, each bounded by
+        ``hook_timeout``) before this returns; those in Redis stay there,
+        for another worker or this one restarted.
         """
+        self.store = self._open_store()
         self._running = True
         try:
             while True:
@@ -259,6 +289,7 @@ class SessionKeeper:
             with trio.CancelScope(shield=True):
                 left = self._ending + await self.store.due(math.inf)
                 self._ending = []
+                self.store.close()
                 if left:
                     await _end(left)
 

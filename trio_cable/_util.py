@@ -3,10 +3,12 @@ public face of the re-exported names."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-__all__ = ["fixup_module_metadata", "leaves", "single_error"]
+import trio
+
+__all__ = ["fixup_module_metadata", "leaves", "raise_cancellation", "single_error"]
 
 
 def leaves(exc: BaseException) -> list[BaseException]:
@@ -14,6 +16,17 @@ def leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for sub in exc.exceptions for leaf in leaves(sub)]
     return [exc]
+
+
+def raise_cancellation(
+    exc: BaseException, moot: Callable[[BaseException], bool]
+) -> None:
+    """When ``exc`` groups a cancellation with failures that ``moot``
+    says the cancellation makes moot, raise the cancellation alone."""
+    parts = leaves(exc)
+    cancelled = [p for p in parts if isinstance(p, trio.Cancelled)]
+    if cancelled and all(isinstance(p, trio.Cancelled) or moot(p) for p in parts):
+        raise cancelled[0] from None
 
 
 @contextmanager

@@ -68,8 +68,9 @@ async def serve_cable_direct(
     ``metrics_path`` (off by default) answer a plain HTTP GET with the
     cable's stats (JSON) and metrics (the Prometheus text format).
 
-    Cancellation: each client is sent what was already queued for it,
-    then ``disconnect`` with reason ``server_restart`` (reconnect true),
+    Cancellation: each client is sent ``disconnect`` with reason
+    ``server_restart`` (reconnect true) after the frame being written to
+    it (frames still queued for a client that is behind are dropped),
     and its socket is closed with a close handshake, every
     ``unsubscribed()`` running; connections still open after
     ``close_timeout + hook_timeout`` (a client that stopped reading) are

@@ -65,7 +65,13 @@ async def serve_cable_trio_websocket(
     """
 
     async def handle(handshake: WebSocketHandshake) -> None:
-        await serve_connection(cable, handshake, path=path, connections=served)
+        await serve_connection(
+            cable,
+            handshake,
+            path=path,
+            connections=served,
+            connect_timeout=connect_timeout,
+        )
 
     listeners: list[trio.abc.Listener[Any]] = []
     if ssl_context is None:
@@ -82,8 +88,10 @@ async def serve_cable_trio_websocket(
         secure=ssl_context is not None,
         http=http_routes(cable, stats_path, metrics_path),
         max_message_size=max_message_size,
-        connect_timeout=connect_timeout,
         disconnect_timeout=cable.close_timeout,
+        limits=cable.options.input,
+        count=cable.count,
+        refuse=cable.refuse_socket,
     )
     await serve_until_cancelled(
         cable,
@@ -138,8 +146,9 @@ async def serve_cable(
     collector settings that doubled throughput in the benchmarks) once the
     server is listening.
 
-    Cancellation: each client is sent what was already queued for it,
-    then ``disconnect`` with reason ``server_restart`` (reconnect true),
+    Cancellation: each client is sent ``disconnect`` with reason
+    ``server_restart`` (reconnect true) after the frame being written to
+    it (frames still queued for a client that is behind are dropped),
     and its socket is closed with a close handshake, every
     ``unsubscribed()`` running; connections still open after
     ``close_timeout + hook_timeout`` (a client that stopped reading) are

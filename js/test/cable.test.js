@@ -6,7 +6,16 @@
 import assert from "node:assert/strict"
 import { afterEach, beforeEach, describe, it, mock } from "node:test"
 
-import { backoffDelay, Cable, CallError, createCable, DEFAULTS, identifierFor } from "../../trio_cable/static/cable.js"
+import {
+  backoffDelay,
+  Cable,
+  CallError,
+  createCable,
+  DEFAULTS,
+  EXT_PROTOCOL,
+  identifierFor,
+  PLAIN_PROTOCOLS,
+} from "../../trio_cable/static/cable.js"
 
 /** A WebSocket stand-in: records what the client sends, lets a test play
  * the server. Every instance is kept in FakeSocket.all. */
@@ -111,7 +120,8 @@ describe("frames", () => {
     const chat = cable.subscribe("ChatChannel", { room: "general" }, callbacks)
     const socket = FakeSocket.last
     assert.equal(socket.url, URL)
-    assert.deepEqual(socket.protocols, ["actioncable-v1-json", "actioncable-unsupported"])
+    // The extended protocol first; this server selects the plain one.
+    assert.deepEqual(socket.protocols, ["actioncable-v1-ext-json", "actioncable-v1-json", "actioncable-unsupported"])
     socket.open()
     assert.deepEqual(socket.sent, [], "nothing before the welcome")
     socket.frame({ type: "welcome" })
@@ -474,5 +484,258 @@ describe("calls", () => {
     FakeSocket.last.frame({ type: "reject_subscription", identifier: rejected.identifier })
     await assert.rejects(call, { reason: "rejected" })
     assert.equal(cable._calls.size, 0, "no call left waiting")
+  })
+})
+
+describe("the extended protocol (actioncable-v1-ext-json)", () => {
+  const EPOCH = "e1"
+  const at = (offset, n) => ({ identifier: chatId, message: { n }, stream_id: "chat", epoch: EPOCH, offset })
+
+  function extCable(options = {}) {
+    const cable = newCable(options)
+    const { events, callbacks } = recorder()
+    for (const name of ["recovered", "historyLost"]) callbacks[name] = () => events.push([name])
+    const chat = cable.subscribe("ChatChannel", { room: "general" }, callbacks)
+    const socket = FakeSocket.last
+    socket.open(EXT_PROTOCOL)
+    mock.timers.tick(2000) // the client's clock at the welcome: 2 s
+    socket.frame({ type: "welcome", sid: "s1" })
+    socket.frame({ type: "confirm_subscription", identifier: chatId })
+    return { cable, chat, socket, events }
+  }
+
+  it("falls back to actioncable-v1-json: no sid, no history, no pong, no whisper", () => {
+    const cable = newCable()
+    const { callbacks } = recorder()
+    const chat = cable.subscribe("ChatChannel", { room: "general" }, callbacks)
+    const socket = FakeSocket.last
+    socket.open("actioncable-v1-json")
+    socket.frame({ type: "welcome", sid: "ignored" })
+    socket.frame({ type: "confirm_subscription", identifier: chatId })
+    socket.frame(at(1, 1))
+    socket.frame({ type: "ping", message: 5 })
+    assert.equal(cable.extended, false)
+    assert.equal(cable.sessionId, null)
+    assert.equal(chat.whisper({ typing: true }), false)
+    socket.drop()
+    mock.timers.tick(1000)
+    assert.equal(FakeSocket.last.url, URL, "no sid to resume")
+    FakeSocket.last.welcome()
+    assert.deepEqual(FakeSocket.last.sent, [{ command: "subscribe", identifier: chatId }])
+    assert.deepEqual(socket.commands("pong"), [])
+  })
+
+  it("offers only actioncable-v1-json with extended: false", () => {
+    newCable({ extended: false }).connect()
+    assert.deepEqual(FakeSocket.last.protocols, PLAIN_PROTOCOLS)
+  })
+
+  it("answers pings with pong and whispers", () => {
+    const { cable, chat, socket } = extCable()
+    assert.equal(cable.extended, true)
+    assert.equal(cable.sessionId, "s1")
+    socket.frame({ type: "ping", message: 1700000000 })
+    assert.deepEqual(socket.commands("pong"), [{ command: "pong" }])
+    assert.equal(chat.whisper({ typing: true }), true)
+    assert.deepEqual(socket.commands("whisper"), [{ command: "whisper", identifier: chatId, data: { typing: true } }])
+  })
+
+  it("resumes its session: no subscribe, history from its positions, recovered()", () => {
+    const { cable, socket, events } = extCable()
+    const sessions = []
+    cable.addEventListener("connected", (event) => sessions.push(event.detail))
+    socket.frame(at(1, 1))
+    socket.frame(at(2, 2))
+    socket.frame({ type: "ping", message: 1700000000 })
+    socket.drop()
+    mock.timers.tick(1000)
+    const again = FakeSocket.last
+    assert.equal(again.url, `${URL}?sid=s1`)
+    again.open(EXT_PROTOCOL)
+    again.frame({ type: "welcome", sid: "s2", restored: true, restored_ids: [chatId] })
+    assert.deepEqual(again.sent, [
+      {
+        command: "history",
+        identifier: chatId,
+        history: { since: 1700000000, streams: { chat: { epoch: EPOCH, offset: 2 } } },
+      },
+    ])
+    again.frame(at(2, 2)) // seen: dropped
+    again.frame(at(3, 3))
+    again.frame({ type: "confirm_history", identifier: chatId })
+    mock.timers.tick(600)
+    assert.deepEqual(again.commands("subscribe"), [], "a restored subscription is not subscribed again")
+    assert.deepEqual(events, [
+      ["connected", { reconnected: false }],
+      ["received", { n: 1 }],
+      ["received", { n: 2 }],
+      ["disconnected", { willAttemptReconnect: true, reason: "closed" }],
+      ["connected", { reconnected: true, restored: true }],
+      ["received", { n: 3 }],
+      ["recovered"],
+    ])
+    assert.deepEqual(sessions, [{ reconnected: true, restored: true }])
+    again.drop()
+    mock.timers.tick(1000)
+    assert.equal(FakeSocket.last.url, `${URL}?sid=s2`, "the new session's id")
+  })
+
+  it("unsubscribes what it left while away from a restored session", () => {
+    const { chat, socket } = extCable()
+    socket.drop()
+    chat.unsubscribe()
+    mock.timers.tick(1000)
+    const again = FakeSocket.last
+    again.open(EXT_PROTOCOL)
+    again.frame({ type: "welcome", sid: "s2", restored: true, restored_ids: [chatId] })
+    assert.deepEqual(again.sent, [{ command: "unsubscribe", identifier: chatId }])
+  })
+
+  it("ends the session on disconnect(): unsubscribed on the wire, sid forgotten", () => {
+    const { cable, socket, events } = extCable()
+    cable.disconnect()
+    assert.deepEqual(socket.commands("unsubscribe"), [{ command: "unsubscribe", identifier: chatId }])
+    assert.equal(cable.sessionId, null)
+    cable.connect()
+    assert.equal(FakeSocket.last.url, URL, "nothing to resume")
+    FakeSocket.last.open(EXT_PROTOCOL)
+    FakeSocket.last.frame({ type: "welcome", sid: "s3" })
+    assert.equal(FakeSocket.last.commands("subscribe").length, 1, "kept here: subscribed again")
+    assert.deepEqual(events.at(-1), ["disconnected", { willAttemptReconnect: false, reason: "client" }])
+  })
+
+  it("ends the session when the page goes away (pagehide)", () => {
+    const listeners = {}
+    const addEventListener = globalThis.addEventListener
+    const removeEventListener = globalThis.removeEventListener
+    globalThis.addEventListener = (name, fn) => (listeners[name] = fn)
+    globalThis.removeEventListener = () => {}
+    try {
+      const { cable, socket } = extCable()
+      listeners.pagehide()
+      assert.deepEqual(socket.commands("unsubscribe"), [{ command: "unsubscribe", identifier: chatId }])
+      assert.equal(socket.closed, true)
+      assert.equal(cable.sessionId, null)
+      mock.timers.tick(1000) // back from the back-forward cache: subscribes
+      assert.equal(FakeSocket.last.url, URL)
+      FakeSocket.last.open(EXT_PROTOCOL)
+      FakeSocket.last.frame({ type: "welcome", sid: "s4" })
+      assert.equal(FakeSocket.last.commands("subscribe").length, 1)
+    } finally {
+      globalThis.addEventListener = addEventListener
+      globalThis.removeEventListener = removeEventListener
+    }
+  })
+
+  it("subscribes with history when not restored, and reports history lost", () => {
+    const { socket, events } = extCable()
+    socket.frame(at(7, 7))
+    socket.drop()
+    mock.timers.tick(1000)
+    const again = FakeSocket.last
+    again.open(EXT_PROTOCOL)
+    again.frame({ type: "welcome", sid: "s9" }) // the session expired
+    const subscribe = {
+      command: "subscribe",
+      identifier: chatId,
+      // no ping yet: since the first welcome, by the client's clock
+      history: { since: 2, streams: { chat: { epoch: EPOCH, offset: 7 } } },
+    }
+    assert.deepEqual(again.sent, [subscribe])
+    mock.timers.tick(500)
+    assert.deepEqual(again.sent, [subscribe, subscribe], "re-sent as it was")
+    again.frame({ type: "confirm_subscription", identifier: chatId })
+    again.frame({ type: "reject_history", identifier: chatId })
+    again.frame({ ...at(1, 100), epoch: "e2" }) // a new epoch counts afresh
+    assert.deepEqual(events.slice(-3), [["connected", { reconnected: true }], ["historyLost"], ["received", { n: 100 }]])
+  })
+})
+
+describe("presence", () => {
+  function joinedCable() {
+    const cable = newCable().connect()
+    const seen = []
+    const sub = cable.subscribe("ChatChannel", { room: "general" }, {
+      received: (data) => seen.push(["received", data]),
+      joined: (id, info) => seen.push(["joined", id, info]),
+      left: (id) => seen.push(["left", id]),
+    })
+    const socket = FakeSocket.last
+    socket.welcome()
+    socket.frame({ type: "confirm_subscription", identifier: chatId })
+    return { cable, sub, socket, seen }
+  }
+
+  it("sends AnyCable's join, leave and presence commands", () => {
+    const { sub, socket } = joinedCable()
+    assert.equal(sub.presence.join(7, { name: "Ann" }), true)
+    sub.presence.leave()
+    assert.deepEqual(socket.commands("join"), [
+      { command: "join", identifier: chatId, presence: { id: "7", info: { name: "Ann" } } },
+    ])
+    assert.deepEqual(socket.commands("leave"), [{ command: "leave", identifier: chatId }])
+  })
+
+  it("takes presence messages out of received() and keeps the list", async () => {
+    const { sub, socket, seen } = joinedCable()
+    const onJoin = []
+    sub.presence.onJoin((id, info) => onJoin.push([id, info]))
+    const listed = sub.presence.info()
+    assert.deepEqual(socket.commands("presence"), [{ command: "presence", identifier: chatId, data: {} }])
+    const message = (presence) => socket.frame({ identifier: chatId, message: { presence } })
+    message({ type: "info", total: 1, records: [{ id: "a", info: 1 }] })
+    assert.deepEqual(await listed, { a: 1 })
+    message({ type: "join", id: "b", info: 2 })
+    message({ type: "leave", id: "a" })
+    socket.frame({ identifier: chatId, message: { presence: "not an event", other: 1 } })
+    assert.deepEqual(await sub.presence.info(), { b: 2 })
+    assert.equal(socket.commands("presence").length, 1) // kept, not asked again
+    assert.deepEqual(onJoin, [["b", 2]])
+    assert.deepEqual(seen, [
+      ["joined", "b", 2],
+      ["left", "a"],
+      ["received", { presence: "not an event", other: 1 }],
+    ])
+  })
+
+  it("rejects info() where the channel tracks no presence", async () => {
+    const { sub, socket } = joinedCable()
+    const listed = sub.presence.info()
+    socket.frame({ identifier: chatId, message: { presence: { type: "error" } } })
+    await assert.rejects(listed, /not tracked/)
+  })
+
+  it("joins again after a reconnect", () => {
+    const { sub, socket } = joinedCable()
+    sub.presence.join("ann")
+    socket.drop()
+    mock.timers.tick(60_000)
+    const again = FakeSocket.last
+    assert.notEqual(again, socket)
+    again.welcome()
+    again.frame({ type: "confirm_subscription", identifier: chatId })
+    assert.deepEqual(again.commands("join"), [
+      { command: "join", identifier: chatId, presence: { id: "ann", info: null } },
+    ])
+  })
+})
+
+describe("presence frames of the extended protocol", () => {
+  it("AnyCable's presence frame reaches presence, not received()", async () => {
+    const cable = newCable().connect()
+    const seen = []
+    const sub = cable.subscribe("ChatChannel", { room: "general" }, {
+      received: (data) => seen.push(["received", data]),
+      joined: (id, info) => seen.push(["joined", id, info]),
+    })
+    const socket = FakeSocket.last
+    socket.welcome()
+    socket.frame({ type: "confirm_subscription", identifier: chatId })
+    const listed = sub.presence.info()
+    socket.frame({ type: "presence", identifier: chatId, message: { type: "info", total: 0, records: [] } })
+    assert.deepEqual(await listed, {})
+    socket.frame({ type: "presence", identifier: chatId, message: { type: "join", id: "a", info: 1 } })
+    assert.deepEqual(seen, [["joined", "a", 1]])
+    assert.deepEqual(sub.presence.members, { a: 1 })
   })
 })

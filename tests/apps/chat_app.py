@@ -28,13 +28,18 @@ Channels:
   that keeps history (``feed:*``), for the recovery tests.
 * ``RejectingChannel``: transmits something, then always rejects (the
   transmitted message must never arrive).
+* ``NotesChannel`` (param ``room``): streams from ``notes:<room>``; action
+  ``note`` appends to ``self.notes`` (in its ``session_state``, so the
+  notes follow a session restored on another worker) and transmits
+  ``{"notes": [...], "user": ...}``.
 
 ``$pubsub`` (AnyCable's streams without a channel) is there when the
 environment asks for it: ``CHAT_APP_STREAMS_SECRET`` (signed streams) and
 ``CHAT_APP_PUBLIC_STREAMS=1`` (public ones).
 
-The connect hook takes the identity from the ``user`` query parameter and
-refuses ``user=intruder`` as ``unauthorized``.
+The connect hook takes the identity from the ``user`` query parameter
+(counting ``connect <user>``) and refuses ``user=intruder`` as
+``unauthorized``. ``CHAT_APP_SESSION_TTL`` sets ``session_ttl``.
 """
 
 from __future__ import annotations
@@ -71,12 +76,18 @@ events: Counter[str] = Counter()
 #: ``CHAT_APP_PUBLIC_STREAMS=1``, public streams too.
 STREAMS_SECRET_ENV = "CHAT_APP_STREAMS_SECRET"
 PUBLIC_STREAMS_ENV = "CHAT_APP_PUBLIC_STREAMS"
+#: Seconds before a silent process's presence members leave (short in tests).
+PRESENCE_EXPIRY_ENV = "CHAT_APP_PRESENCE_EXPIRY"
+_expiry = float(os.environ.get(PRESENCE_EXPIRY_ENV) or 20.0)
 
 cable = Cable(
     history=["feed:*"],
     history_limit=1000,
     streams_secret=os.environ.get(STREAMS_SECRET_ENV) or None,
     public_streams=os.environ.get(PUBLIC_STREAMS_ENV) == "1",
+    presence_expiry=_expiry,
+    presence_heartbeat=_expiry / 4,
+    session_ttl=float(os.environ.get("CHAT_APP_SESSION_TTL") or 300),
 )
 
 
@@ -86,6 +97,7 @@ async def authenticate(request: Request) -> str | None:
     if user == "intruder":
         events["connection_rejected"] += 1
         raise Unauthorized()
+    events[f"connect {user}"] += 1
     return user
 
 
@@ -119,6 +131,14 @@ class ChatChannel(Channel):
 
 
 @cable.channel
+class PresenceChannel(Channel):
+    """Who is here in a room: clients join and leave (AnyCable's presence)."""
+
+    async def subscribed(self) -> None:
+        self.stream_from(f"presence:{self.params.get('room', 'lobby')}", presence=True)
+
+
+@cable.channel
 class EchoChannel(Channel):
     async def subscribed(self) -> None:
         events[f"subscribed {self.identifier}"] += 1
@@ -147,6 +167,23 @@ class RejectingChannel(Channel):
 
     async def unsubscribed(self) -> None:  # never runs: rejected subscriptions
         events[f"unsubscribed {self.identifier}"] += 1  # were never confirmed
+
+
+@cable.channel
+class NotesChannel(Channel):
+    session_state = ("notes",)
+
+    async def subscribed(self) -> None:
+        events[f"subscribed {self.identifier}"] += 1
+        self.notes: list[Any] = []
+        self.stream_from(f"notes:{self.params.get('room', 'all')}")
+
+    async def unsubscribed(self) -> None:
+        events[f"unsubscribed {self.identifier}"] += 1
+
+    async def note(self, data: dict[str, Any]) -> None:
+        self.notes.append(data.get("text"))
+        self.transmit({"notes": self.notes, "user": self.current_user})
 
 
 @cable.channel

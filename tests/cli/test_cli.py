@@ -397,12 +397,19 @@ async def test_listen_reconnects_by_itself(
             "listen", server.url, "ChatChannel", "-p", "room=general", "--json"
         )
         assert json.loads(await listener.line())["event"] == "subscribed"
+        await cli(
+            "perform", server.url, "ChatChannel", "speak", '{"message": "before"}',
+            "-p", "room=general", "--count", "1",
+        )  # fmt: skip
+        assert json.loads(await listener.line())["data"]["message"] == "before"
         server.kill()
         event = json.loads(await listener.line())
         assert event["event"] == "disconnected"
         server.start()
         await server.wait_ready()
         assert json.loads(await listener.line())["event"] == "resubscribed"
+        # A new server process: the room's history (and its epoch) is gone.
+        assert json.loads(await listener.line())["event"] == "history_lost"
         await cli(
             "perform", server.url, "ChatChannel", "speak", '{"message": "back"}',
             "-p", "room=general", "--count", "1",

@@ -12,6 +12,8 @@ imports another's.
 - :mod:`.ports`: :func:`free_port`, for servers in another process;
 - :mod:`.redis_server`: a real redis-server per test;
 - :mod:`.tcp_proxy`: :func:`tcp_proxy`, a network a test can cut;
+- :mod:`.recovery`: numbered broadcasts across a dropped connection, each
+  received once, in order, for any client (:func:`all_once_across_a_drop`);
 - :mod:`.fuzzing`: the cable, commands and measures the fuzz and the
   churn soak share;
 - :mod:`.docs`: the docs' Python blocks, run as modules.
@@ -31,7 +33,20 @@ from tests.helpers.fuzzing import (
     traced,
 )
 from tests.helpers.ports import free_port
-from tests.helpers.redis_server import RedisServer, redis_available, redis_server
+from tests.helpers.recovery import (
+    Disruption,
+    ProxyCut,
+    ServerSide,
+    all_once_across_a_drop,
+    broadcast_numbered,
+    cut_between,
+)
+from tests.helpers.redis_server import (
+    RedisServer,
+    redis_available,
+    redis_server,
+    redis_threads,
+)
 from tests.helpers.serving import SERVERS, Server, served, served_on
 from tests.helpers.tasks import all_tasks, task_count
 from tests.helpers.tcp_proxy import TcpProxy, tcp_proxy
@@ -54,18 +69,24 @@ __all__ = [
     "ROOM",
     "SERVERS",
     "TRANSPORTS",
+    "Disruption",
     "FrameCaches",
     "ProtocolWire",
+    "ProxyCut",
     "RawClient",
     "RedisServer",
     "Server",
+    "ServerSide",
     "TcpProxy",
     "Transport",
     "WireFrame",
+    "all_once_across_a_drop",
     "all_tasks",
+    "broadcast_numbered",
     "cmd",
     "code_blocks",
     "command",
+    "cut_between",
     "doc_tests",
     "free_port",
     "fuzz_cable",
@@ -75,6 +96,7 @@ __all__ = [
     "read_broadcasts",
     "redis_available",
     "redis_server",
+    "redis_threads",
     "served",
     "served_on",
     "settle",

@@ -6,7 +6,9 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 
@@ -76,6 +78,26 @@ class RedisServer:
     def close(self) -> None:
         self.kill()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+BRIDGE_FILES = tuple(
+    os.path.join("trio_cable", name) for name in ("_redis.py", "_redis_history.py")
+)
+
+
+def redis_threads() -> list[threading.Thread]:
+    """Threads executing redis-py or bridge code right now."""
+    frames = sys._current_frames()
+    busy = []
+    for thread in threading.enumerate():
+        frame = frames.get(thread.ident or -1)
+        while frame is not None:
+            name = frame.f_code.co_filename
+            if f"{os.sep}redis{os.sep}" in name or name.endswith(BRIDGE_FILES):
+                busy.append(thread)
+                break
+            frame = frame.f_back
+    return busy
 
 
 def redis_available() -> bool:

@@ -4,7 +4,9 @@
 upstream port. :meth:`TcpProxy.cut` drops every connection open through it
 at once (both sides closed abruptly, as a broken network would look to the
 client), while the server stays untouched and new connections go through
-again.
+again. :meth:`TcpProxy.refuse` cuts and keeps the network down (new
+connections are closed at once) until :meth:`TcpProxy.admit`, so a test
+can act while the client cannot be back.
 
 Resource handling: leaving the ``async with`` block closes the listener
 and every connection; no task outlives it.
@@ -30,6 +32,9 @@ class TcpProxy:
         #: How many connections it has accepted, and how many it cut.
         self.accepted = 0
         self.cuts = 0
+        #: While True, new connections are closed at once (counted here).
+        self.refusing = False
+        self.refused = 0
         self._nursery = nursery
         self._scopes: set[trio.CancelScope] = set()
 
@@ -43,7 +48,20 @@ class TcpProxy:
             scope.cancel()
         self.cuts += 1
 
+    def refuse(self) -> None:
+        """Cut every connection, and close new ones at once until :meth:`admit`."""
+        self.refusing = True
+        self.cut()
+
+    def admit(self) -> None:
+        """Let new connections through again."""
+        self.refusing = False
+
     async def _handle(self, client: trio.SocketStream) -> None:
+        if self.refusing:
+            self.refused += 1
+            await trio.aclose_forcefully(client)
+            return
         self.accepted += 1
         # A socket of our own, closed in every case (also when a cut or the
         # end of the test lands in the middle of connecting).

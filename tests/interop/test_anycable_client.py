@@ -26,8 +26,10 @@ from hypercorn.trio import serve
 
 from tests.helpers import (
     LOSS_BOUND,
+    ProxyCut,
     RawClient,
     TcpProxy,
+    all_once_across_a_drop,
     command,
     served,
     tcp_proxy,
@@ -168,28 +170,6 @@ async def test_both_offered_the_best_chosen_and_unknown_refused(kind: str) -> No
 # -- recovery across a cut connection -------------------------------------------
 
 
-async def broadcast_numbered(
-    server: ServerProcess,
-    stream: str,
-    count: int,
-    rate: float,
-    proxy: TcpProxy,
-) -> int:
-    """``count`` numbered broadcasts as HTTP requests to the server, at
-    about ``rate`` per second, with the proxy cut halfway; how many were
-    made while the client had no connection."""
-    start = trio.current_time()
-    unconnected = 0
-    for n in range(count):
-        if n == count // 2:
-            proxy.cut()
-        unconnected += proxy.open_connections == 0
-        await server.broadcast(stream, {"n": n})
-        # Pacing, not synchronisation: about `rate` per second.
-        await trio.sleep_until(start + (n + 1) / rate)
-    return unconnected
-
-
 async def received_numbers(client: NodeClient, key: str, count: int) -> list[int]:
     numbers = []
     while len(numbers) < count:
@@ -203,20 +183,13 @@ async def all_once_across_the_cut(
 ) -> None:
     """300 numbered broadcasts at about 100/s over HTTP while ``proxy`` cuts
     the client's connection midway: every one arrives at subscription
-    ``key`` exactly once, in order, some of them broadcast while the client
-    had no connection (so from the history), and nothing more comes (a
-    late duplicate would show)."""
-    unconnected: list[int] = []
+    ``key`` exactly once, in order (the shared check of every client,
+    :func:`tests.helpers.all_once_across_a_drop`)."""
 
-    async def broadcaster() -> None:
-        unconnected.append(await broadcast_numbered(server, stream, 300, 100, proxy))
+    async def received(count: int) -> list[int]:
+        return await received_numbers(client, key, count)
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(broadcaster)
-        numbers = await received_numbers(client, key, 300)
-    assert numbers == list(range(300))
-    assert unconnected[0] >= 1
-    await client.assert_no_event({"event": "message"}, within=1.0)
+    await all_once_across_a_drop(server.broadcast, stream, received, ProxyCut(proxy))
 
 
 @pytest.mark.parametrize("kind", SERVER_KINDS)

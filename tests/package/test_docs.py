@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.helpers import doc_tests, load_doc
+from tests.helpers import LOSS_BOUND, RedisServer, doc_tests, load_doc
 
 #: The guide's tests named ``*_on_the_mock_clock`` are about timers: they
 #: run on trio's autojump clock, as a user's test with that fixture would.
@@ -94,4 +94,16 @@ async def test_guide_metrics_example_runs(capsys: pytest.CaptureFixture[str]) ->
 @pytest.mark.parametrize("test_name", doc_tests("reliability.md"))
 async def test_reliability_examples(test_name: str) -> None:
     doc = load_doc("reliability.md")  # a fresh cable per test
+    await getattr(doc, test_name)()
+
+
+async def test_reliability_redis_sessions_example(redis_server: RedisServer) -> None:
+    doc = load_doc("reliability.md")
+    with trio.fail_after(LOSS_BOUND):
+        await doc.a_session_resumed_on_another_worker(redis_server.url)
+
+
+@pytest.mark.parametrize("test_name", doc_tests("presence.md"))
+async def test_presence_examples(test_name: str) -> None:
+    doc = load_doc("presence.md")  # a fresh cable per test
     await getattr(doc, test_name)()

@@ -10,7 +10,8 @@ connection has ended) the worker prints one line to stdout::
 so a test can check from outside that every ``unsubscribed()`` ran, the
 hub was left empty and the background ticker ran and was cancelled. With
 ``STORM_RATE`` set in the environment, the worker broadcasts that many
-frames a second to ``feed`` while it runs (a shutdown under load).
+frames a second to ``feed`` while it runs (a shutdown under load), from
+when ``STORM_AFTER`` clients (default 0) have subscribed.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ def report() -> dict[str, Any]:
 
 async def storm(rate: float) -> None:
     n = 0
+    after = int(os.environ.get("STORM_AFTER", "0"))
+    while counts["subscribed"] < after:
+        await trio.sleep(0.05)
     while True:
         await trio.sleep(1 / rate)
         if cable.is_running:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.helpers import LOSS_BOUND, RedisServer, wait_until
+from tests.helpers import LOSS_BOUND, RedisServer, redis_threads, wait_until
 from trio_cable import Cable, CableError, Channel, RedisCable, redis_broadcast
 from trio_cable.testing import TestClient, cable_test_client, identifier_for
 
@@ -47,24 +44,6 @@ async def nothing_more(ws: TestClient, within: float = 0.3) -> None:
     with trio.move_on_after(within):
         extra = await ws.receive()
         pytest.fail(f"unexpected frame {extra}")
-
-
-BRIDGE_FILE = os.path.join("trio_cable", "_redis.py")
-
-
-def redis_threads() -> list[threading.Thread]:
-    """Threads executing redis-py or bridge code right now."""
-    frames = sys._current_frames()
-    busy = []
-    for thread in threading.enumerate():
-        frame = frames.get(thread.ident or -1)
-        while frame is not None:
-            name = frame.f_code.co_filename
-            if f"{os.sep}redis{os.sep}" in name or name.endswith(BRIDGE_FILE):
-                busy.append(thread)
-                break
-            frame = frame.f_back
-    return busy
 
 
 @asynccontextmanager
@@ -267,27 +246,37 @@ async def test_backoff_is_capped_exponential(
     thread_safe_clock: trio.testing.MockClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The wait between one failed attempt's end and the next attempt (in
+    the clock's virtual time, which only the bridge's sleeps move: the
+    test waits on an event, not on a deadline a thread's real time could
+    jump to)."""
     import trio_cable._redis as bridge_module
 
     attempts: list[float] = []
-    original = bridge_module._client
+    ended: list[float] = []
+    enough = trio.Event()
+    session = bridge_module.RedisBridge._session
 
-    def counting_client(url: str, **options: Any) -> Any:
+    async def timed_session(self: Any, *args: Any) -> None:
         attempts.append(trio.current_time())
-        return original(url, **options)
+        if len(attempts) >= 30:
+            enough.set()
+        try:
+            await session(self, *args)
+        finally:
+            ended.append(trio.current_time())
 
-    monkeypatch.setattr(bridge_module, "_client", counting_client)
+    monkeypatch.setattr(bridge_module.RedisBridge, "_session", timed_session)
     redis_server.kill()
     cable = make_cable(redis_server.url)
     async with cable.running():
-        await trio.sleep(30)
-    gaps = [b - a for a, b in itertools.pairwise(attempts)]
-    assert gaps[0] < 0.2
-    # Capped at 1 s (plus the failed attempt's own time): Redis is probed
-    # at least once a second while it is away, however long that is.
-    assert all(g <= 1.1 for g in gaps), max(gaps)
-    assert max(gaps) > 0.5  # it did grow to the cap (with jitter)
-    assert len(attempts) >= 30
+        await enough.wait()
+    waits = [b - a for a, b in zip(ended, attempts[1:], strict=False)]
+    assert waits[0] < 0.2
+    # Capped at 1 s: Redis is probed at least once a second while it is
+    # away, however long that is.
+    assert all(w <= 1.0 + 1e-6 for w in waits), max(waits)
+    assert max(waits) > 0.5  # it did grow to the cap (with jitter)
 
 
 async def test_delivery_resumes_soon_after_a_long_outage(
@@ -332,6 +321,75 @@ async def test_delivery_resumes_soon_after_a_long_outage(
     messages = [r.getMessage() for r in caplog.records]
     assert sum("dropping the oldest" in m for m in messages) == 1
     assert f"redis was away: {n - 100} broadcasts dropped (buffer of 100)" in messages
+
+
+@pytest.mark.soak
+async def test_a_20_s_outage_under_a_2000_per_second_storm(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The issue's case, with the default buffer (10,000 broadcasts per
+    process): Redis down 20 s while one process broadcasts 2,000 a
+    second. The newest 10,000 arrive, in order; the rest (30,000) are
+    counted and logged once; the bridge is back within a second of Redis
+    and delivery within two. The broadcasting process's own subscriber is
+    cut (too slow) during the outage, so the bridge must not wait for the
+    subscriber count it had before, itself included (it waited its whole
+    ``rejoin_timeout``, 5.4 s, so). The figures are in docs/security.md."""
+    a = make_cable(redis_server.url)
+    buffer = a.options.redis_buffer
+    # The buffer comes back in one burst: 10,000 frames for a client whose
+    # outbox holds 1,024 by default (one that reads them as fast as they
+    # come keeps up; this in-process one may not, and be cut as too_slow).
+    b = make_cable(redis_server.url, max_outbox_frames=2 * buffer)
+    async with (
+        a.running(),
+        b.running(),
+        cable_test_client(a) as wa,
+        cable_test_client(b) as wb,
+    ):
+        await subscribe(wa, "r")
+        await subscribe(wb, "r")
+        await a.broadcast("room:r", {"n": -1})
+        assert await next_message(wa) == await next_message(wb) == {"n": -1}
+        redis_server.kill()
+        await wait_until(lambda: not a.stats()["redis"]["connected"])
+        down = trio.current_time()
+        n = 0
+        while (elapsed := trio.current_time() - down) < 20.0:
+            while n < elapsed * 2000:  # on schedule, 2,000 a second
+                a.broadcast_nowait("room:r", {"n": n})
+                n += 1
+            await trio.sleep(0.01)
+        redis_server.start()
+        back = trio.current_time()
+        await wait_until(lambda: a.stats()["redis"]["connected"], timeout=10)
+        bridge_back = trio.current_time() - back
+        got: list[int] = []
+        with trio.fail_after(10 + LOSS_BOUND):
+            while len(got) < buffer:
+                frame = await wb.receive()
+                if frame.get("type") == "ping":
+                    continue
+                assert "message" in frame, frame
+                if not got:
+                    delivered = trio.current_time() - back
+                got.append(frame["message"]["n"])
+        assert got == list(range(n - buffer, n))
+        assert a.stats()["redis"]["dropped"] == n - buffer
+    print(
+        f"{n} broadcasts in a 20 s outage: bridge back {bridge_back:.2f} s and "
+        f"first delivery {delivered:.2f} s after Redis; {buffer} delivered in "
+        f"order, {n - buffer} dropped"
+    )
+    assert bridge_back < 2.0
+    # bound: the issue's goal (0.65 s measured on a loaded machine)
+    assert delivered < 2.0
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("dropping the oldest" in m for m in messages) == 1
+    assert (
+        f"redis was away: {n - buffer} broadcasts dropped (buffer of {buffer})"
+        in messages
+    )
 
 
 def test_missing_redis_package_is_a_clear_startup_error(
@@ -483,3 +541,28 @@ def test_the_redis_url_stays_out_of_the_options_repr() -> None:
     options = Cable(redis_url=url).options
     assert options.redis_url == url
     assert "pa55word" not in repr(options)
+
+
+async def test_a_shutdown_meeting_a_failing_redis_call_ends_as_the_shutdown() -> None:
+    """A cable stopped while its heartbeat times out against a hung Redis
+    gets the cancellation and the timeout in one group; the bridge lets
+    the cancellation go on alone (the timeout escaped cable.running()
+    before). Anything else in the group still escapes."""
+    import redis
+
+    from trio_cable._redis import _is_connection_failure
+    from trio_cable._util import raise_cancellation
+
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        try:
+            await trio.lowlevel.checkpoint()
+        except trio.Cancelled as exc:
+            cancelled = exc
+            raise
+    timeout = BaseExceptionGroup("", [cancelled, redis.TimeoutError("read")])
+    with pytest.raises(trio.Cancelled) as caught:
+        raise_cancellation(timeout, moot=_is_connection_failure)
+    assert caught.value is cancelled
+    other = BaseExceptionGroup("", [cancelled, ValueError("a bug")])
+    raise_cancellation(other, moot=_is_connection_failure)  # returns: a bug stays

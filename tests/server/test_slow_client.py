@@ -176,7 +176,7 @@ async def connect(stack: AsyncExitStack, port: int, **options: Any) -> RawClient
 GOOD_CLIENTS = 10
 BROADCASTS = 4_000
 RATE = 2_000.0  # broadcasts/s: 20,000 deliveries/s to the ten readers
-P99_BOUND = 0.5  # seconds, with or without the stalled client
+P99_BOUND = 0.5  # seconds, with the stalled client (see the test)
 
 
 async def run_storm(
@@ -237,8 +237,11 @@ async def test_stalled_client_is_cut_off_and_others_keep_up(
         f"broadcast {stormy.too_slow_at}, having read {len(data)} frames; its "
         f"queue peaked at {stormy.max_stalled_queue}"
     )
-    assert baseline.percentile(0.99) < P99_BOUND
-    assert stormy.percentile(0.99) < P99_BOUND
+    # The readers keep up as well as without the stalled client: its p99
+    # within twice the same run's baseline (or P99_BOUND, on an idle
+    # machine). Not an absolute bound on the baseline: a loaded machine
+    # made the storm's 2 s take 12.5 s and its p99 0.59 s, stall or none.
+    assert stormy.percentile(0.99) < max(P99_BOUND, 2 * baseline.percentile(0.99))
 
 
 async def storm_peak(

@@ -1,6 +1,7 @@
-"""The direct transport's input limits, sans-I/O: the budget of frames and
-bytes one socket may make the reader handle, and bounded message
-assembly. Plain calls, the time passed in; no event loop."""
+"""The transports' input limits, sans-I/O: the budget of frames and
+bytes one socket may make the reader handle, bounded message assembly
+(direct) and the frame scanner in front of trio-websocket. Plain calls,
+the time passed in; no event loop."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import math
 
 import pytest
 
+from tests.helpers import ws_frame
 from trio_cable.transports.inbound import (
     STEP_FRAMES,
     Assembly,
+    FrameScanner,
     InputBudget,
     InputLimits,
     Refusal,
@@ -129,3 +132,72 @@ def test_an_unfinished_message_times_out() -> None:
     assert late == Refusal(1008, "message not finished within 5 s")
     assert assembly.deadline == math.inf
     assert assembly.timed_out() == late  # what the reader sends at the deadline
+
+
+# -- FrameScanner: frames found in raw bytes, for trio-websocket's reader ---
+
+
+def scan_all(scanner: FrameScanner, data: bytes, now: float = 0.0) -> list[int]:
+    """Scan ``data`` one step of 3 frames at a time; the steps' sizes."""
+    sizes = []
+    while data:
+        scanned = scanner.scan(data, 3, now)
+        assert not isinstance(scanned, Refusal), scanned
+        size, _ = scanned
+        sizes.append(size)
+        data = data[size:]
+    return sizes
+
+
+def test_a_step_ends_at_a_frame_boundary() -> None:
+    pings = [ws_frame(b"", 0x9), ws_frame(b"ab", 0xA), ws_frame(b"x" * 300, 0x1)]
+    big = ws_frame(b"y" * 70_000, 0x2)  # a 64-bit length
+    data = b"".join(pings) + big + ws_frame(b"{}")
+    sizes = scan_all(FrameScanner(100_000, LIMITS), data)
+    assert sizes == [sum(map(len, pings)), len(big) + len(ws_frame(b"{}"))]
+
+
+def test_headers_and_payloads_may_come_a_byte_at_a_time() -> None:
+    scanner = FrameScanner(100, LIMITS)
+    frame = ws_frame(b"hello", 0x1)
+    for i in range(len(frame)):
+        assert scanner.scan(frame[i : i + 1], 1, 0.0) == (1, int(i == len(frame) - 1))
+    assert scanner.deadline == math.inf
+
+
+def test_scanned_size_counts_bytes_across_fragments() -> None:
+    scanner = FrameScanner(8, LIMITS)
+    first = ws_frame("\N{GRINNING FACE}".encode(), 0x1, fin=False)
+    assert scanner.scan(first, 10, 0.0) == (len(first), 1)
+    # Refused from the header: its payload never needs to arrive.
+    header = ws_frame(b"12345", 0x0)[:6]
+    assert scanner.scan(header, 10, 0.0) == Refusal(
+        1009, "messages are limited to 8 bytes"
+    )
+
+
+def test_scanned_empty_fragments_count_and_pings_do_not() -> None:
+    scanner = FrameScanner(100, LIMITS)
+    data = ws_frame(b"", 0x1, fin=False) + ws_frame(b"", 0x9)
+    data += ws_frame(b"", 0x0, fin=False) * 3
+    assert scanner.scan(data, 100, 0.0) == (len(data), 5)
+    refused = scanner.scan(ws_frame(b"", 0x0, fin=False), 100, 0.0)
+    assert refused == Refusal(1008, "messages are limited to 4 fragments")
+
+
+def test_a_scanned_message_times_out_from_its_first_frame() -> None:
+    scanner = FrameScanner(100, LIMITS)
+    part = ws_frame(b"x" * 50, 0x1)[:20]  # a frame promising more
+    assert scanner.scan(part, 10, 10.0) == (20, 0)
+    assert scanner.deadline == 15.0
+    late = scanner.scan(b"x", 10, 15.5)
+    assert late == Refusal(1008, "message not finished within 5 s")
+    assert scanner.deadline == math.inf
+
+
+def test_a_finished_message_starts_the_count_again() -> None:
+    scanner = FrameScanner(10, LIMITS)
+    for _ in range(10):  # 40 bytes and 20 fragments in all, 4 and 2 a message
+        data = ws_frame(b"ab", 0x1, fin=False) + ws_frame(b"cd", 0x0)
+        assert scanner.scan(data, 10, 0.0) == (len(data), 2)
+    assert scanner.deadline == math.inf

@@ -16,6 +16,7 @@ from ..client import (
     ConnectionDenied,
     ConnectionUnauthorized,
     Disconnected,
+    HistoryLost,
     Message,
     ServerError,
     ServerUnreachable,
@@ -83,6 +84,8 @@ async def listen(args: argparse.Namespace, output: Output) -> int:
                 output.event("disconnected", reason=event.reason)
             elif isinstance(event, Connected) and event.reconnected:
                 output.event("resubscribed", identifier=sub.identifier)
+            elif isinstance(event, HistoryLost):
+                output.event("history_lost", identifier=sub.identifier)
             elif isinstance(event, ServerError):
                 output.event("server_error", reason=event.reason, message=event.message)
     return OK  # pragma: no cover  (events() never ends)

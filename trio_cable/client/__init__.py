@@ -6,6 +6,9 @@ are re-sent every 500 ms until the server answers, a connection without a
 frame for 6 s counts as dead, a lost connection is reopened with capped
 exponential backoff and jitter and every open subscription is subscribed
 again, and a ``disconnect`` frame with ``reconnect: false`` stops for good.
+It offers AnyCable's ``actioncable-v1-ext-json`` first (``actioncable-v1-json``
+otherwise): then a dropped client resumes its session and receives what it
+missed on streams with history, once and in order.
 
 ::
 
@@ -41,10 +44,14 @@ from ._client import open_cable_client as open_cable_client
 from ._events import ClientEvent as ClientEvent
 from ._events import Connected as Connected
 from ._events import Disconnected as Disconnected
+from ._events import HistoryLost as HistoryLost
 from ._events import Message as Message
+from ._events import PresenceChanged as PresenceChanged
+from ._events import Recovered as Recovered
 from ._events import ServerError as ServerError
 from ._options import ClientOptions as ClientOptions
 from ._options import OverflowPolicy as OverflowPolicy
+from ._presence import ClientPresence as ClientPresence
 from ._reconnect import backoff_delay as backoff_delay
 from ._subscription import Subscription as Subscription
 
@@ -55,13 +62,17 @@ __all__ = [
     "ClientError",
     "ClientEvent",
     "ClientOptions",
+    "ClientPresence",
     "Connected",
     "ConnectionDenied",
     "ConnectionLost",
     "ConnectionUnauthorized",
     "Disconnected",
+    "HistoryLost",
     "Message",
     "OverflowPolicy",
+    "PresenceChanged",
+    "Recovered",
     "ServerError",
     "ServerUnreachable",
     "Subscription",

@@ -50,6 +50,18 @@ class CableClient:
         return self._conn.reconnects
 
     @property
+    def extended(self) -> bool:
+        """Whether the current (or last) connection speaks AnyCable's
+        ``actioncable-v1-ext-json`` (else ``actioncable-v1-json``)."""
+        return self._conn.protocol.ext
+
+    @property
+    def session_id(self) -> str | None:
+        """The server's session id for this client (extended protocol),
+        presented on reconnect to resume the session."""
+        return self._conn.protocol.sid
+
+    @property
     def disconnect_reason(self) -> str | None:
         return self._conn.disconnect_reason
 
@@ -95,7 +107,9 @@ async def open_cable_client(
     connection: when it is lost (closed, reset, ``disconnect`` with
     ``reconnect: true``, or stale: no frame for ``stale_timeout`` seconds,
     two missed pings) it reconnects after ``backoff_delay(attempt,
-    reconnect_delay, max_reconnect_delay)`` seconds and subscribes again.
+    reconnect_delay, max_reconnect_delay)`` seconds and subscribes again
+    (with the extended protocol: resumes its session, or subscribes asking
+    for what each subscription missed).
 
     Arguments (keyword only; defaults in :class:`ClientOptions`):
         headers, cookies: sent with the handshake. An ``Origin`` matching
@@ -118,6 +132,13 @@ async def open_cable_client(
         buffer_size, overflow: per-subscription buffer (see
             :class:`Subscription`; 1024, ``"drop_oldest"``).
         max_message_size: larger frames close the connection (1 MiB).
+        extended: offer AnyCable's ``actioncable-v1-ext-json`` first
+            (``True``; a server that does not speak it selects
+            ``actioncable-v1-json``). With it the client resumes its
+            session after a drop, receives what it missed on streams with
+            history (once, in order: :class:`Recovered`, or
+            :class:`HistoryLost` when that is gone), answers pings with
+            ``pong``, and may :meth:`~Subscription.whisper`.
 
     Raises:
         ServerUnreachable: no connection could be made.

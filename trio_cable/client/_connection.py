@@ -28,12 +28,22 @@ from ..protocol.client import (
     ClientProtocol,
     Confirmed,
     ErrorReported,
+    HistoryConfirmed,
+    HistoryRejected,
     Received,
     Rejected,
     Replied,
+    Welcome,
     make_identifier,
 )
-from ._events import Connected, Disconnected, Message, ServerError
+from ._events import (
+    Connected,
+    Disconnected,
+    HistoryLost,
+    Message,
+    Recovered,
+    ServerError,
+)
 from ._handshake import Target, header_list
 from ._options import ClientOptions
 from ._subscription import Entry, Inbox, PendingCall, Subscription
@@ -42,7 +52,15 @@ __all__ = ["ClientConnection"]
 
 log = logging.getLogger("trio_cable.client")
 
-SubscriptionEvent = Confirmed | Rejected | Received | Replied | ErrorReported
+SubscriptionEvent = (
+    Confirmed
+    | Rejected
+    | Received
+    | Replied
+    | ErrorReported
+    | HistoryConfirmed
+    | HistoryRejected
+)
 
 
 class ClientConnection:
@@ -54,7 +72,9 @@ class ClientConnection:
         self.options = options
         self.target = Target.parse(url)
         self.headers = header_list(options.headers, options.cookies, self.target.origin)
-        self.protocol = ClientProtocol(subscribe_retry=options.subscribe_retry)
+        self.protocol = ClientProtocol(
+            subscribe_retry=options.subscribe_retry, extended=options.extended
+        )
         self.entries: dict[str, Entry] = {}
         self.ws: WebSocketConnection | None = None
         self.reconnects = 0
@@ -83,11 +103,13 @@ class ClientConnection:
         sub = Subscription(
             self.send_message,
             self.call,
+            self.whisper,
             entry,
             channel,
             dict(params),
             inbox,
             options.subscribe_timeout,
+            send_frame=self.send_frame,
         )
         entry.subs.append(sub)
         if entry.confirmed:
@@ -106,8 +128,18 @@ class ClientConnection:
                 del self.entries[identifier]
                 await self._unsubscribe(self.protocol.remove(entry.state))
 
+    async def send_frame(self, entry: Entry, frame: str) -> None:
+        """Send a command of the subscription's other than ``message`` (a
+        presence command), as :meth:`send_message` sends one."""
+        await self.send_message(entry, {}, frame=frame)
+
     async def send_message(
-        self, entry: Entry, data: dict[str, Any], call: PendingCall | None = None
+        self,
+        entry: Entry,
+        data: dict[str, Any],
+        call: PendingCall | None = None,
+        *,
+        frame: str | None = None,
     ) -> None:
         """Send once connected and confirmed; again on the next connection
         if the socket closed under it. ``call`` waits for its reply from
@@ -115,7 +147,8 @@ class ClientConnection:
         ref = None
         if call is not None:
             ref = self._next_ref = self._next_ref + 1
-        frame = self.protocol.encode_message(entry.state, data, ref)
+        if frame is None:
+            frame = self.protocol.encode_message(entry.state, data, ref)
         while True:
             await self.wait_for(lambda: self._ready(entry) or bool(entry.rejected))
             if entry.rejected is not None:
@@ -135,6 +168,23 @@ class ClientConnection:
                 if call is not None and call.settled:
                     return  # the loss already ended the call: never run it later
                 await self.wait_for(partial(self._replaced, ws))
+
+    async def whisper(self, entry: Entry, data: Any) -> None:
+        """See :meth:`Subscription.whisper`."""
+        await self.wait_for(lambda: self._ready(entry) or bool(entry.rejected))
+        if entry.rejected is not None:
+            raise entry.rejected
+        if self.entries.get(entry.identifier) is not entry:
+            raise ClientError(f"not subscribed: {entry.identifier}")
+        frame = self.protocol.encode_whisper(entry.state, data)
+        if frame is None:
+            raise ClientError(
+                f"{self.url} does not speak actioncable-v1-ext-json: no whispers"
+            )
+        ws = self.ws
+        assert ws is not None
+        with contextlib.suppress(ConnectionClosed):  # lost: never late
+            await ws.send_message(frame)
 
     async def call(self, entry: Entry, sub: Subscription, data: dict[str, Any]) -> Any:
         """See :meth:`Subscription.call`."""
@@ -191,12 +241,19 @@ class ClientConnection:
         self._changed.set()
         self._changed = trio.Event()
 
-    def welcomed(self, ws: WebSocketConnection) -> None:
+    def welcomed(self, ws: WebSocketConnection, welcome: Welcome) -> None:
         if self.ever_connected:
             self.reconnects += 1
-            log.info("reconnected to %s (%d)", self.url, self.reconnects)
+            log.info(
+                "reconnected to %s (%d)%s",
+                self.url,
+                self.reconnects,
+                " and resumed the session" if welcome.restored else "",
+            )
         self.ever_connected = True
         self.ws = ws
+        for identifier in welcome.restored:
+            self.entries[identifier].put(Connected(reconnected=True, restored=True))
         self._due.set()
         self._notify()
 
@@ -229,6 +286,11 @@ class ClientConnection:
             self.entries[event.identifier].put(Message(event.message))
         elif isinstance(event, Replied):
             self.entries[event.identifier].replied(event.ref, event.result, event.error)
+        elif isinstance(event, HistoryConfirmed):
+            self.entries[event.identifier].put(Recovered())
+        elif isinstance(event, HistoryRejected):
+            log.warning("history lost: %s missed messages", event.identifier)
+            self.entries[event.identifier].put(HistoryLost())
         elif isinstance(event, Confirmed):
             self.entries[event.identifier].put(Connected(event.reconnected))
             self._notify()

@@ -6,7 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ClientEvent", "Connected", "Disconnected", "Message", "ServerError"]
+__all__ = [
+    "ClientEvent",
+    "Connected",
+    "Disconnected",
+    "HistoryLost",
+    "Message",
+    "PresenceChanged",
+    "Recovered",
+    "ServerError",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,10 +27,13 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Connected:
-    """The subscription is confirmed; ``reconnected`` after a reconnect
-    (messages sent while it was disconnected are lost)."""
+    """The subscription is confirmed; ``reconnected`` after a reconnect.
+    ``restored``: the server resumed the client's session (extended
+    protocol), so the subscription was never subscribed again (the
+    channel's ``subscribed()`` did not run again)."""
 
     reconnected: bool
+    restored: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,4 +54,37 @@ class ServerError:
     message: str
 
 
-ClientEvent = Message | Connected | Disconnected | ServerError
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """After a reconnect (extended protocol), every message the
+    subscription missed on its streams with history has been received
+    (before this event), in order and once; live messages follow."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryLost:
+    """After a reconnect (extended protocol), the server could not replay
+    what the subscription missed (its history expired, or the server
+    restarted without keeping it): messages were lost, so load the current
+    state another way. Live messages go on."""
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChanged:
+    """A member joined (``type`` ``"join"``, with its ``info``) or left
+    (``"leave"``) the subscription's presence stream (see docs/presence.md)."""
+
+    type: str
+    id: str
+    info: Any = None
+
+
+ClientEvent = (
+    Message
+    | Connected
+    | Disconnected
+    | ServerError
+    | Recovered
+    | HistoryLost
+    | PresenceChanged
+)

@@ -14,7 +14,7 @@ import trio_websocket
 from trio_websocket import WebSocketConnection
 
 from .._errors import ConnectionDenied, ConnectionUnauthorized
-from ..protocol.client import OFFERED_SUBPROTOCOLS, ClientProtocol
+from ..protocol.client import ClientProtocol
 from ._options import ClientOptions, HeaderArg
 
 __all__ = [
@@ -28,6 +28,9 @@ __all__ = [
 ]
 
 Stream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
+
+#: Presents the session id of the last connection (extended protocol).
+RESTORE_SID = b"X-AnyCable-Restore-Sid"
 
 
 class SessionEnded(Exception):
@@ -100,15 +103,21 @@ async def handshake(
     target: Target,
     headers: list[tuple[bytes, bytes]],
     options: ClientOptions,
+    protocol: ClientProtocol,
 ) -> WebSocketConnection:
-    """The HTTP upgrade over ``stream``; trio-websocket's reader task runs
-    in ``nursery``. A refused upgrade surfaces from ``nursery`` as
-    trio-websocket's ``ConnectionRejected`` (see :func:`map_rejection`).
+    """The HTTP upgrade over ``stream``, offering ``protocol``'s
+    subprotocols and presenting its session id (to resume the session);
+    trio-websocket's reader task runs in ``nursery``. A refused upgrade
+    surfaces from ``nursery`` as trio-websocket's ``ConnectionRejected``
+    (see :func:`map_rejection`).
 
     Raises:
         SessionEnded: no answer within ``connect_timeout``.
         ConnectionDenied: the server selected no Action Cable subprotocol.
     """
+    if protocol.extended and protocol.sid is not None:
+        # AnyCable's header (its `sid` query parameter would do too).
+        headers = [*headers, (RESTORE_SID, protocol.sid.encode("latin-1"))]
     try:
         with trio.fail_after(options.connect_timeout):
             ws = await trio_websocket.wrap_client_stream(
@@ -116,13 +125,13 @@ async def handshake(
                 stream,
                 target.host_header,
                 target.resource,
-                subprotocols=OFFERED_SUBPROTOCOLS,
+                subprotocols=list(protocol.offered),
                 extra_headers=headers,
                 max_message_size=options.max_message_size,
             )
     except trio.TooSlowError:
         raise SessionEnded("handshake timed out") from None
-    if not ClientProtocol.accepts(ws.subprotocol):
+    if not protocol.opened(ws.subprotocol):
         # What the official client does: it is not an Action Cable server.
         raise ConnectionDenied(
             "unsupported_protocol",

@@ -40,6 +40,7 @@ class ClientOptions:
     buffer_size: int = 1024
     overflow: OverflowPolicy = "drop_oldest"
     max_message_size: int = 1 << 20
+    extended: bool = True
 
     def __post_init__(self) -> None:
         if self.buffer_size < 1:
@@ -67,3 +68,4 @@ class ClientOptionArgs(TypedDict, total=False):
     buffer_size: int
     overflow: OverflowPolicy
     max_message_size: int
+    extended: bool

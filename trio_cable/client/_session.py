@@ -5,6 +5,7 @@ the subscribe re-sender beside it, and a bounded close."""
 from __future__ import annotations
 
 import logging
+import time
 
 import trio
 import trio_websocket
@@ -38,7 +39,12 @@ async def run_session(conn: ClientConnection) -> None:
                 try:
                     with conn.interruptible():
                         ws = await handshake(
-                            conn_nursery, stream, conn.target, conn.headers, options
+                            conn_nursery,
+                            stream,
+                            conn.target,
+                            conn.headers,
+                            options,
+                            conn.protocol,
                         )
                         await _serve(conn, ws)
                 finally:
@@ -77,12 +83,16 @@ async def _serve(conn: ClientConnection, ws: WebSocketConnection) -> None:
             with trio.move_on_after(timeout):
                 try:
                     raw = await ws.get_message()
+                    if _handle_frame(conn, ws, raw) and not welcomed:
+                        welcomed = True
+                        nursery.start_soon(conn.resubscribe, ws)
+                    # What the frame calls for (extended: pong, history):
+                    # sent before the next frame is read, so in order.
+                    for frame in conn.protocol.take_outgoing():
+                        await ws.send_message(frame)
                 except ConnectionClosed as exc:
                     code = exc.reason.code if exc.reason else None
                     raise SessionEnded(f"closed ({code})") from None
-                if _handle_frame(conn, ws, raw) and not welcomed:
-                    welcomed = True
-                    nursery.start_soon(conn.resubscribe, ws)
                 continue
             raise SessionEnded("stale" if welcomed else "no welcome")
 
@@ -91,11 +101,11 @@ def _handle_frame(
     conn: ClientConnection, ws: WebSocketConnection, raw: str | bytes
 ) -> bool:
     """Act on one frame; True if it was the welcome."""
-    event = conn.protocol.receive_frame(raw)
+    event = conn.protocol.receive_frame(raw, time.time())
     if event is None or isinstance(event, Ping):
         return False
     if isinstance(event, Welcome):
-        conn.welcomed(ws)
+        conn.welcomed(ws, event)
         return True
     if isinstance(event, DisconnectRequested):
         raise _disconnect_error(event, conn.url)

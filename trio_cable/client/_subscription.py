@@ -12,12 +12,14 @@ import trio
 from .._errors import (
     ActionFailed,
     CallTimeout,
+    ClientError,
     SubscriptionOverflow,
     SubscriptionRejected,
 )
 from ..protocol.client import SubscriptionState
-from ._events import ClientEvent, Message
+from ._events import ClientEvent, Disconnected, Message
 from ._options import OverflowPolicy
+from ._presence import ClientPresence, presence_payload
 
 __all__ = ["Entry", "Inbox", "PendingCall", "Subscription"]
 
@@ -143,8 +145,17 @@ class Entry:
         return self.state.confirmed
 
     def put(self, event: ClientEvent) -> None:
-        """Hand ``event`` to every subscription with this identifier."""
+        """Hand ``event`` to every subscription with this identifier
+        (presence messages become presence events, or none)."""
+        payload = presence_payload(event.data) if isinstance(event, Message) else None
         for sub in self.subs:
+            if payload is not None:
+                changed = sub.presence.handle(payload)
+                if changed is not None:
+                    sub._inbox.put(changed)
+                continue
+            if isinstance(event, Disconnected):
+                sub.presence.reset()
             sub._inbox.put(event)
 
     def reject(self, error: SubscriptionRejected) -> None:
@@ -164,6 +175,8 @@ class Entry:
 SendMessage = Callable[[Entry, dict[str, Any]], Awaitable[None]]
 #: Sends one call and waits for its reply (the client's).
 SendCall = Callable[[Entry, "Subscription", dict[str, Any]], Awaitable[Any]]
+#: Sends one whisper (the client's).
+SendWhisper = Callable[[Entry, Any], Awaitable[None]]
 
 
 class Subscription:
@@ -185,19 +198,31 @@ class Subscription:
         self,
         send_message: SendMessage,
         send_call: SendCall,
+        send_whisper: SendWhisper,
         entry: Entry,
         channel: str,
         params: dict[str, Any],
         inbox: Inbox,
         answer_timeout: float = 10.0,
+        *,
+        send_frame: Callable[[Entry, str], Awaitable[None]] | None = None,
     ) -> None:
         self._send_message = send_message
         self._send_call = send_call
+        self._send_whisper = send_whisper
         self._answer_timeout = answer_timeout
         self._entry = entry
         self._inbox = inbox
         self.channel = channel
         self.params = params
+
+        async def send(frame: str) -> None:
+            if send_frame is None:
+                raise ClientError("this subscription cannot send presence commands")
+            await send_frame(entry, frame)
+
+        #: Presence on the channel's presence stream (docs/presence.md).
+        self.presence = ClientPresence(entry.identifier, send, answer_timeout)
 
     def __repr__(self) -> str:
         return f"<Subscription {self.identifier}>"
@@ -296,6 +321,21 @@ class Subscription:
         channel's ``receive`` action."""
         await self._send_message(self._entry, dict(data))
 
+    async def whisper(self, data: Any) -> None:
+        """Send ``data`` (any JSON) to the other subscribers of the stream
+        the channel opened for whispers (extended protocol: trio_cable's
+        ``stream_from(name, whisper=True)``, AnyCable's ``whisper: true``).
+        The sender never gets it back; the server does not answer, and
+        refuses it with a :class:`ServerError` event where the channel
+        opened no such stream. Waits to be connected and confirmed; a
+        whisper the connection loses is not sent again (it is transient).
+
+        Raises:
+            ClientError: the server speaks only ``actioncable-v1-json``.
+            SubscriptionRejected: the server rejected the subscription.
+        """
+        await self._send_whisper(self._entry, data)
+
     async def receive(self) -> Any:
         """The next message's data (other events are skipped).
 
@@ -310,7 +350,9 @@ class Subscription:
 
     async def receive_event(self) -> ClientEvent:
         """The next event: :class:`Message`, :class:`Connected`,
-        :class:`Disconnected` or :class:`ServerError`."""
+        :class:`Disconnected`, :class:`ServerError`, and after a reconnect
+        with the extended protocol :class:`Recovered` or
+        :class:`HistoryLost`."""
         return await self._inbox.get()
 
     def events(self) -> _EventIterator:

@@ -1,10 +1,16 @@
-"""The client side of ``actioncable-v1-json``, sans I/O.
+"""The client side of ``actioncable-v1-json`` (and of AnyCable's
+``actioncable-v1-ext-json``, through :mod:`.client_ext`), sans I/O.
 
 :class:`ClientProtocol` encodes the client's commands and turns the
 server's frames into typed events, and keeps the state of every
 subscription (pending, confirmed, rejected) across connections. It never
 touches a socket or a clock: the driver (:mod:`trio_cable.client`) feeds
 it frames and the current time, and sends the frames it hands back.
+
+With the extended protocol it also keeps the session id, the position of
+every broadcast received (dropping one received before) and asks for
+what was missed after a reconnect: in ``subscribe``, or, for a restored
+session, with ``history`` commands.
 
 The identifier is an opaque string: it is sent as built once by
 :func:`make_identifier` and frames are matched to subscriptions by
@@ -17,10 +23,21 @@ import enum
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
+from .client_ext import (
+    EXT_OFFER,
+    PLAIN_OFFER,
+    PONG_COMMAND,
+    Positions,
+    encode_history_command,
+    encode_subscribe_with_history,
+    encode_whisper,
+    history_request,
+)
 from .codec import PROTOCOL, Ref, encode_payload
+from .ext import EXT_PROTOCOL
 
 __all__ = [
     "OFFERED_SUBPROTOCOLS",
@@ -28,6 +45,8 @@ __all__ = [
     "Confirmed",
     "DisconnectRequested",
     "ErrorReported",
+    "HistoryConfirmed",
+    "HistoryRejected",
     "InvalidFrame",
     "Ping",
     "Received",
@@ -43,9 +62,10 @@ __all__ = [
     "make_identifier",
 ]
 
-#: What the client offers, as the official client does; anything but
-#: :data:`~trio_cable.protocol.codec.PROTOCOL` selected means "not Action Cable".
-OFFERED_SUBPROTOCOLS: Final = (PROTOCOL, "actioncable-unsupported")
+#: What a plain client offers, as the official client does; anything but
+#: :data:`~trio_cable.protocol.codec.PROTOCOL` (or, offered by an extended
+#: client, ``actioncable-v1-ext-json``) selected means "not Action Cable".
+OFFERED_SUBPROTOCOLS: Final = PLAIN_OFFER
 
 
 def make_identifier(channel: str, params: Mapping[str, Any]) -> str:
@@ -78,13 +98,30 @@ def encode_message_command(
     )
 
 
+def encode_presence_command(
+    identifier: str, command: str, presence: Mapping[str, Any] | None = None
+) -> str:
+    """AnyCable's ``join`` (with ``presence``: id and info), ``leave`` or
+    ``presence`` (the member list) command (see :mod:`.presence`)."""
+    body = "" if presence is None else f',"presence":{encode_payload(presence)}'
+    return (
+        f'{{"command":{encode_payload(command)},'
+        f'"identifier":{encode_payload(identifier)}{body}}}'
+    )
+
+
 # -- server events -------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Welcome:
     """``{"type":"welcome"}``: the connection is open; every subscription
-    is pending again and due to be sent."""
+    is pending again and due to be sent, except those of a restored
+    session (extended protocol): ``restored`` names them, confirmed again
+    with no frame, their ``history`` commands queued."""
+
+    sid: str | None = None
+    restored: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +173,22 @@ class Replied:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryConfirmed:
+    """``confirm_history``: everything ``identifier`` missed (of its
+    streams with history) has been received."""
+
+    identifier: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRejected:
+    """``reject_history``: what ``identifier`` missed cannot be replayed
+    (history expired, or another epoch); live messages go on."""
+
+    identifier: str
+
+
+@dataclass(frozen=True, slots=True)
 class DisconnectRequested:
     """``{"type":"disconnect"}``. A missing ``reconnect`` means false, as
     in the official client."""
@@ -168,6 +221,8 @@ ServerEvent = (
     | Rejected
     | Received
     | Replied
+    | HistoryConfirmed
+    | HistoryRejected
     | DisconnectRequested
     | ErrorReported
     | InvalidFrame
@@ -195,6 +250,8 @@ class SubscriptionState:
     ever_confirmed: bool = False
     #: When ``subscribe`` was last sent on this connection (-inf: not yet).
     last_sent: float = -math.inf
+    #: The last broadcast received of each stream (extended protocol).
+    positions: Positions = field(default_factory=Positions)
 
     @property
     def confirmed(self) -> bool:
@@ -210,20 +267,45 @@ class ClientProtocol:
     """Subscriptions of one client, over any number of connections.
 
     Frames in (:meth:`receive_frame`), events out; commands out as frames
-    (:meth:`subscribes_due`, :meth:`remove`, :meth:`encode_message`).
-    ``subscribe_retry`` is how often an unanswered ``subscribe`` is sent
-    again, like the official client's SubscriptionGuarantor (a Rails
-    server may miss one).
+    (:meth:`subscribes_due`, :meth:`remove`, :meth:`encode_message`, and
+    :meth:`take_outgoing` for the answers a frame calls for: ``pong``,
+    ``history``). ``subscribe_retry`` is how often an unanswered
+    ``subscribe`` is sent again, like the official client's
+    SubscriptionGuarantor (a Rails server may miss one). ``extended``
+    offers ``actioncable-v1-ext-json`` first (:attr:`offered`).
     """
 
-    def __init__(self, *, subscribe_retry: float = 0.5) -> None:
+    def __init__(self, *, subscribe_retry: float = 0.5, extended: bool = True) -> None:
         self.subscribe_retry = subscribe_retry
+        self.extended = extended
+        #: Whether the current (or last) connection speaks the extended protocol.
+        self.ext = False
+        #: The session id of the last welcome (extended protocol), to resume.
+        self.sid: str | None = None
+        #: Since when (UNIX seconds, the server's clock: its last ping)
+        #: streams without a known position are asked for after a reconnect.
+        self.since: int | None = None
         self._states: dict[str, SubscriptionState] = {}
+        self._outgoing: list[str] = []
+
+    @property
+    def offered(self) -> tuple[str, ...]:
+        """The subprotocols to offer, best first."""
+        return EXT_OFFER if self.extended else PLAIN_OFFER
 
     @staticmethod
     def accepts(subprotocol: str | None) -> bool:
         """Whether the server's selected subprotocol is Action Cable's."""
-        return subprotocol == PROTOCOL
+        return subprotocol in (PROTOCOL, EXT_PROTOCOL)
+
+    def opened(self, subprotocol: str | None) -> bool:
+        """A connection opened with ``subprotocol`` selected; False if it is
+        not one this client offered."""
+        if subprotocol not in self.offered or not self.accepts(subprotocol):
+            return False
+        self.ext = subprotocol == EXT_PROTOCOL
+        self._outgoing.clear()
+        return True
 
     # -- subscriptions ---------------------------------------------------------
 
@@ -252,13 +334,20 @@ class ClientProtocol:
 
     def subscribes_due(self, now: float) -> list[str]:
         """The ``subscribe`` frames to send at ``now``: every unanswered
-        subscription not sent within ``subscribe_retry``."""
+        subscription not sent within ``subscribe_retry``. One confirmed
+        before, on an extended connection, asks for what it missed."""
         frames = []
         for state in self._states.values():
             if state.waiting and now - state.last_sent >= self.subscribe_retry:
                 state.last_sent = now
-                frames.append(encode_subscribe(state.identifier))
+                frames.append(self._subscribe_frame(state))
         return frames
+
+    def _subscribe_frame(self, state: SubscriptionState) -> str:
+        if not (self.ext and state.ever_confirmed):
+            return encode_subscribe(state.identifier)
+        history = history_request(state.positions, self.since)
+        return encode_subscribe_with_history(state.identifier, history)
 
     def next_due(self) -> float | None:
         """When :meth:`subscribes_due` will next have a frame (``None``:
@@ -274,11 +363,21 @@ class ClientProtocol:
     ) -> str:
         return encode_message_command(state.identifier, data, ref)
 
+    def encode_whisper(self, state: SubscriptionState, data: Any) -> str | None:
+        """The ``whisper`` frame; None when the connection is not extended."""
+        return encode_whisper(state.identifier, data) if self.ext else None
+
+    def take_outgoing(self) -> list[str]:
+        """Frames the last server frames call for, to send now, in order."""
+        frames, self._outgoing = self._outgoing, []
+        return frames
+
     # -- connections -------------------------------------------------------------
 
     def connection_lost(self) -> list[SubscriptionState]:
         """Every subscription is pending again; returns those that were
         confirmed (their consumers should hear of the loss)."""
+        self._outgoing.clear()
         lost = [s for s in self._states.values() if s.confirmed]
         for state in lost:
             state.status = Status.PENDING
@@ -286,10 +385,14 @@ class ClientProtocol:
 
     # -- server frames -------------------------------------------------------------
 
-    def receive_frame(self, text: str | bytes) -> ServerEvent | None:
+    def receive_frame(
+        self, text: str | bytes, wall: float | None = None
+    ) -> ServerEvent | None:
         """The event one server frame means, or ``None`` when it means
-        nothing to this client (a duplicate confirm, another client's
-        identifier, an unknown frame)."""
+        nothing to this client (a duplicate confirm or broadcast, another
+        client's identifier, an unknown frame). ``wall`` is the client's
+        clock (UNIX seconds): until the server's first ping, ``history``
+        is asked for since the welcome by it."""
         try:
             frame = json.loads(text)
         except ValueError:
@@ -298,9 +401,9 @@ class ClientProtocol:
             return None
         kind = frame.get("type")
         if kind == "welcome":
-            return self._welcome()
+            return self._welcome(frame, wall)
         if kind == "ping":
-            return Ping()
+            return self._ping(frame.get("message"))
         if kind == "disconnect":
             return DisconnectRequested(
                 str(frame.get("reason") or "unknown"), frame.get("reconnect") is True
@@ -322,14 +425,50 @@ class ClientProtocol:
             return self._reject(state, frame.get("reason"), frame.get("message"))
         if kind == "reply":
             return _reply(state, frame)
+        if kind == "confirm_history":
+            return HistoryConfirmed(state.identifier)
+        if kind == "reject_history":
+            return HistoryRejected(state.identifier)
+        if kind == "presence":
+            # AnyCable's presence frame (extended protocol) in the shape
+            # plain Action Cable carries it, so there is one to handle.
+            return Received(state.identifier, {"presence": frame.get("message")})
         if "message" in frame:  # data frames, and extensions' frames
+            if not state.positions.accept(frame):
+                return None  # received before: a replay's overlap
             return Received(state.identifier, frame["message"])
         return None
 
-    def _welcome(self) -> Welcome:
+    def _ping(self, stamp: Any) -> Ping:
+        if self.ext:
+            self._outgoing.append(PONG_COMMAND)
+            if isinstance(stamp, int | float) and not isinstance(stamp, bool):
+                self.since = int(stamp)
+        return Ping()
+
+    def _welcome(self, frame: dict[str, Any], wall: float | None) -> Welcome:
+        sid = frame.get("sid") if self.ext else None
+        self.sid = sid if isinstance(sid, str) and sid else None
+        if self.since is None and wall is not None:
+            self.since = int(wall)
+        restored: list[str] = []
+        if self.ext and frame.get("restored") is True:
+            ids = frame.get("restored_ids")
+            named = set(ids) if isinstance(ids, list) else set(self._states)
+            restored = [i for i in self._states if i in named]
+            for identifier in named - set(restored):  # left while away
+                if isinstance(identifier, str):
+                    self._outgoing.append(encode_unsubscribe(identifier))
         for state in self._states.values():
             state.last_sent = -math.inf  # a new connection: send them all now
-        return Welcome()
+        for identifier in restored:
+            state = self._states[identifier]
+            # The server holds it again: no subscribe; unsubscribe when left.
+            state.status, state.last_sent = Status.CONFIRMED, 0.0
+            state.ever_confirmed = True  # (its confirm may have been lost)
+            history = history_request(state.positions, self.since)
+            self._outgoing.append(encode_history_command(identifier, history))
+        return Welcome(self.sid, tuple(restored))
 
     def _reject(
         self, state: SubscriptionState, reason: Any, message: Any = None

@@ -16,7 +16,8 @@ from typing import Any, Final, Protocol
 
 from .codec import DEFAULT_LIMITS, Limits, Message, Ref
 from .dialects import Dialect
-from .ext import History, Position
+from .ext import History, Position, StreamPosition
+from .presence import PresenceCommand, presence_frame
 
 __all__ = [
     "CONFIRMED",
@@ -25,6 +26,7 @@ __all__ = [
     "REJECTED",
     "ChannelRules",
     "ProtocolSettings",
+    "Queued",
     "ServerSubscription",
     "SubscriptionOwner",
 ]
@@ -37,6 +39,10 @@ PENDING: Final = "pending"
 CONFIRMED: Final = "confirmed"
 REJECTED: Final = "rejected"
 LEAVING: Final = "leaving"
+
+#: What waits in a subscription's queue: actions, history requests and
+#: presence commands, in arrival order.
+Queued = Message | History | PresenceCommand
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +98,7 @@ class ServerSubscription:
         "_early",
         "_held",
         "_inbox",
+        "_marks",
         "_protocol",
         "_send",
         "channel",
@@ -118,7 +125,10 @@ class ServerSubscription:
         self._early: list[tuple[str, Position | None]] | None = []
         # Made with the first queued command: most subscriptions never
         # have one waiting, and a list per subscription adds up.
-        self._inbox: list[Message | History] | None = None
+        self._inbox: list[Queued] | None = None
+        # After a replay: the last position the client has of each stream
+        # (see history()); None until then, and for most subscriptions.
+        self._marks: dict[str, Position | StreamPosition] | None = None
 
     def __repr__(self) -> str:
         return f"<ServerSubscription {self.identifier} {self.state}>"
@@ -147,6 +157,8 @@ class ServerSubscription:
             return
         if self.state is not CONFIRMED:
             return
+        if self._marks is not None and position is not None and self._had(position):
+            return
         # Keyed by the frame's head, not the identifier: two dialects may
         # share an identifier but never a head.
         prefix = self.prefix
@@ -162,6 +174,15 @@ class ServerSubscription:
             self._held.append(payload)
         elif self.state is CONFIRMED:
             self._send(self.prefix + payload + "}")
+
+    def presence(self, event: str) -> None:
+        """A presence event or member list (encoded) for this subscription,
+        in its dialect's shape; nothing unless it is confirmed."""
+        if self.state is CONFIRMED:
+            dialect = self._protocol.dialect
+            self._send(
+                presence_frame(dialect.extended, self.prefix, self.identifier, event)
+            )
 
     def reply(self, ref: Ref, result: str) -> None:
         """The answer to the call tagged ``ref`` (``result``: encoded JSON),
@@ -219,37 +240,49 @@ class ServerSubscription:
         if self.state is CONFIRMED and self._early is None:
             self._early = []
 
-    def history(self, replay: list[tuple[str, Position]] | None) -> None:
+    def history(
+        self,
+        replay: list[tuple[str, Position]] | None,
+        had: dict[str, StreamPosition] | None = None,
+    ) -> None:
         """Answer a history request: the missed broadcasts ``replay`` (in
         order) and ``confirm_history``, or, for None (history gone),
-        ``reject_history``; then the broadcasts held back meanwhile, less
-        those the replay already carried (same stream, epoch, and an
-        offset not past the replay's last): no gap and no duplicate at
-        the hand-off from history to live."""
+        ``reject_history``; then the broadcasts held back meanwhile.
+
+        No gap and no duplicate at the hand-off from history to live: a
+        broadcast the client has already (one the replay carried, or one
+        at or before the position ``had`` says the client has) is dropped,
+        held back or still to come: with the history kept in Redis, this
+        process may be handed one after the replay read it."""
         held = self._early or []
         self._early = None
         if self.state is not CONFIRMED:
             return
         send, prefix = self._send, self.prefix
         dialect = self._protocol.dialect
-        seen: dict[str, Position] = {}
-        if replay is None:
+        marks: dict[str, Position | StreamPosition] = {}
+        if replay is None:  # the client's positions are no good here
             send(dialect.history_result(self.identifier, ok=False))
         else:
+            marks.update(had or {})
             for payload, spot in replay:
                 send(prefix + payload + spot.tail)
-                seen[spot.stream] = spot
+                marks[spot.stream] = spot
             send(dialect.history_result(self.identifier, ok=True))
+        self._marks = marks or None
         for payload, position in held:
-            if position is not None:
-                last = seen.get(position.stream)
-                if (
-                    last is not None
-                    and last.epoch == position.epoch
-                    and position.offset <= last.offset
-                ):
-                    continue
-            send(prefix + payload + ("}" if position is None else position.tail))
+            if position is None or not self._had(position):
+                send(prefix + payload + ("}" if position is None else position.tail))
+
+    def _had(self, position: Position) -> bool:
+        """Whether the client has ``position`` already (see :meth:`history`)."""
+        marks = self._marks
+        mark = None if marks is None else marks.get(position.stream)
+        return (
+            mark is not None
+            and mark.epoch == position.epoch
+            and position.offset <= mark.offset
+        )
 
     def reject(self, reason: str | None = None, message: str | None = None) -> None:
         """``subscribed()`` refused it (``reason``, ``message``: why, for the
@@ -274,12 +307,12 @@ class ServerSubscription:
         if self.state is not REJECTED:
             self.state = LEAVING
 
-    def next_command(self) -> Message | History | None:
+    def next_command(self) -> Queued | None:
         """The next queued action (or history request) to perform, or None."""
         inbox = self._inbox
         return inbox.pop(0) if inbox else None
 
-    def push(self, command: Message | History) -> bool:
+    def push(self, command: Queued) -> bool:
         inbox = self._inbox
         if inbox is None:
             inbox = self._inbox = []

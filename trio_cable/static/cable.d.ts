@@ -1,6 +1,11 @@
-// Types for cable.js, trio_cable's browser client (actioncable-v1-json).
+// Types for cable.js, trio_cable's browser client (actioncable-v1-ext-json,
+// falling back to actioncable-v1-json).
 
-export declare const PROTOCOLS: readonly ["actioncable-v1-json", "actioncable-unsupported"]
+export declare const EXT_PROTOCOL: "actioncable-v1-ext-json"
+/** Offered by default, best first. */
+export declare const PROTOCOLS: readonly ["actioncable-v1-ext-json", "actioncable-v1-json", "actioncable-unsupported"]
+/** Offered with `extended: false`. */
+export declare const PLAIN_PROTOCOLS: readonly ["actioncable-v1-json", "actioncable-unsupported"]
 
 export interface CableOptions {
   /** Path used when no URL is given and the page has no
@@ -21,6 +26,13 @@ export interface CableOptions {
   subscribeRetryInterval?: number
   /** ms a call() waits for its reply before rejecting. Default 10000. */
   callTimeout?: number
+  /** Offer AnyCable's actioncable-v1-ext-json first (session resumption,
+   * recovery of missed broadcasts, whispers). Default true; a server that
+   * does not speak it selects actioncable-v1-json. */
+  extended?: boolean
+  /** Extended protocol: answer every ping with a pong (for servers with a
+   * pong timeout). Default true. */
+  pongs?: boolean
   /** WebSocket constructor (default: globalThis.WebSocket). */
   WebSocket?: new (url: string, protocols: string[]) => WebSocket
   /** Random source for the jitter (default Math.random). */
@@ -40,6 +52,8 @@ export declare const DEFAULTS: Readonly<Required<
     | "staleThreshold"
     | "subscribeRetryInterval"
     | "callTimeout"
+    | "extended"
+    | "pongs"
   >
 >>
 
@@ -52,14 +66,51 @@ export interface DisconnectDetail {
   reason: string
 }
 
+export interface ConnectedDetail {
+  reconnected: boolean
+  /** Present and true when the server resumed the session (extended
+   * protocol): the subscription was not subscribed again. */
+  restored?: true
+}
+
 export interface Callbacks<T = any> {
   initialized?(this: Subscription<T>): void
   /** The server confirmed the subscription (again after a reconnect). */
-  connected?(this: Subscription<T>, detail: { reconnected: boolean }): void
+  connected?(this: Subscription<T>, detail: ConnectedDetail): void
   disconnected?(this: Subscription<T>, detail: DisconnectDetail): void
   /** The server refused the subscription; it is forgotten. */
   rejected?(this: Subscription<T>): void
   received?(this: Subscription<T>, data: T): void
+  /** After a reconnect (extended protocol): every broadcast the
+   * subscription missed on its streams with history has reached
+   * `received` (once, in order, before this); live ones follow. */
+  recovered?(this: Subscription<T>): void
+  /** After a reconnect (extended protocol): what was missed could not be
+   * replayed (history expired, or another epoch: the server restarted
+   * without keeping it). Load the current state another way; live
+   * broadcasts go on. */
+  historyLost?(this: Subscription<T>): void
+  /** A member joined the channel's presence stream (docs/presence.md). */
+  joined?(this: Subscription<T>, id: string, info: unknown): void
+  /** A member left it (its last connection left, or dropped past the grace). */
+  left?(this: Subscription<T>, id: string): void
+}
+
+/** A subscription's presence (the channel tracks presence on its stream). */
+export declare class Presence {
+  readonly subscription: Subscription
+  /** {id: info} of every member once info() answered, kept up to date; else null. */
+  readonly members: Record<string, unknown> | null
+  /** Be member `id` with `info` (joined again after a reconnect); false if not sent. */
+  join(id: string | number, info?: unknown): boolean
+  /** Stop being a member; false if not sent. */
+  leave(): boolean
+  /** Every member; rejects when the channel tracks no presence or after `timeout` ms. */
+  info(options?: { timeout?: number }): Promise<Record<string, unknown>>
+  /** fn(id, info) for each join; returns a function that stops it. */
+  onJoin(fn: (id: string, info: unknown) => void): () => void
+  /** fn(id) for each leave; returns a function that stops it. */
+  onLeave(fn: (id: string) => void): () => void
 }
 
 export declare class Subscription<T = any> {
@@ -83,7 +134,12 @@ export declare class Subscription<T = any> {
   call<R = any>(action: string, data?: Params, options?: { timeout?: number }): Promise<R>
   /** Send data to the default action (receive). */
   send(data: Params): boolean
+  /** Whisper to the other subscribers of the channel's whisper stream
+   * (extended protocol); false when not sent. */
+  whisper(data: unknown): boolean
   unsubscribe(): void
+  /** Presence on the channel's presence stream. */
+  readonly presence: Presence
 }
 
 /** Why a call() failed. */
@@ -111,6 +167,10 @@ export declare class Cable extends EventTarget {
    * milliseconds); otherwise null. */
   readonly retryAt: number | null
   readonly isConnected: boolean
+  /** Whether the current socket speaks actioncable-v1-ext-json. */
+  readonly extended: boolean
+  /** The session id to resume on reconnect (extended protocol), or null. */
+  readonly sessionId: string | null
   readonly subscriptions: Subscription[]
   connect(url?: string | URL | (() => string)): this
   disconnect(): this
@@ -118,7 +178,8 @@ export declare class Cable extends EventTarget {
   subscribe<T = any>(channel: string, params: Params, callbacks?: Callbacks<T>): Subscription<T>
   // Events: "statechange" (detail {state, reason}, and retryIn (ms) when the
   // state is "waiting"), "connected" (detail
-  // {reconnected}), "disconnected" (detail DisconnectDetail).
+  // {reconnected, restored: the server resumed the session}),
+  // "disconnected" (detail DisconnectDetail).
 }
 
 export declare function createCable(url?: string | URL | (() => string), options?: CableOptions): Cable
@@ -138,7 +199,10 @@ export declare function streamFrom(
   options?: { cable?: Cable; callbacks?: Omit<Callbacks<string>, "received"> },
 ): Subscription<string>
 
-/** <turbo-stream-channel channel="..." params='{...}' signed-stream-name="...">. */
+/** <turbo-stream-channel channel="..." params='{...}' signed-stream-name="...">.
+ * Events: "turbo-stream-channel:connected", "turbo-stream-channel:rejected",
+ * and after a reconnect (extended protocol) "turbo-stream-channel:recovered"
+ * or "turbo-stream-channel:history-lost". */
 export declare class TurboStreamChannelElement extends HTMLElement {
   static cable: Cable
   readonly subscription: Subscription<string> | undefined

@@ -1,5 +1,8 @@
 // trio_cable's browser client: one WebSocket, many subscriptions, speaking
-// the Rails Action Cable protocol (actioncable-v1-json). An ES module with
+// AnyCable's extended Action Cable protocol (actioncable-v1-ext-json) where
+// the server does, else the Rails one (actioncable-v1-json). With the
+// extended one a dropped connection resumes its session and gets back what
+// it missed on streams with history, once and in order. An ES module with
 // no dependencies and no build step; types in cable.d.ts.
 //
 //   import { cable } from "/cable.js"
@@ -14,7 +17,12 @@
 // subscribes while it is in the document and hands every Turbo Stream it
 // receives to Turbo (or, without Turbo on the page, applies it itself).
 
-export const PROTOCOLS = ["actioncable-v1-json", "actioncable-unsupported"]
+export const EXT_PROTOCOL = "actioncable-v1-ext-json"
+/** What an extended cable offers, best first: a server that does not speak
+ * the extended protocol selects actioncable-v1-json. */
+export const PROTOCOLS = [EXT_PROTOCOL, "actioncable-v1-json", "actioncable-unsupported"]
+/** What a cable with `extended: false` offers (as the official client). */
+export const PLAIN_PROTOCOLS = ["actioncable-v1-json", "actioncable-unsupported"]
 
 export const DEFAULTS = Object.freeze({
   path: "/cable",
@@ -30,6 +38,8 @@ export const DEFAULTS = Object.freeze({
   staleThreshold: 6000, // no frame for this long: the connection is dead
   subscribeRetryInterval: 500, // re-send unanswered subscribes (like Rails 7)
   callTimeout: 10000, // call() rejects with reason "timeout" after this long
+  extended: true, // offer actioncable-v1-ext-json first (see PROTOCOLS)
+  pongs: true, // extended protocol: answer every ping with a pong
 })
 
 const OPEN = 1
@@ -68,7 +78,7 @@ function isCallbacks(value) {
   return (
     value != null &&
     typeof value === "object" &&
-    ["connected", "disconnected", "rejected", "received", "initialized"].some(
+    ["connected", "disconnected", "rejected", "received", "initialized", "recovered", "historyLost"].some(
       (name) => typeof value[name] === "function",
     )
   )
@@ -86,6 +96,112 @@ export class CallError extends Error {
   }
 }
 
+// -- presence (see docs/presence.md) -------------------------------------------
+
+/** The presence event or member list a message carries, or null for data:
+ * over actioncable-v1-json the server sends them as {"presence": {...}}. */
+function presencePayload(data) {
+  if (data === null || typeof data !== "object" || Array.isArray(data)) return null
+  const keys = Object.keys(data)
+  if (keys.length !== 1 || keys[0] !== "presence") return null
+  const inner = data.presence
+  return inner && typeof inner === "object" && typeof inner.type === "string" ? inner : null
+}
+
+/** `subscription.presence`: join, leave, who is here, and who comes and
+ * goes (callbacks `joined(id, info)` and `left(id)`, or onJoin/onLeave).
+ * The channel must track presence (stream_from(stream, presence=True)). */
+export class Presence {
+  constructor(subscription) {
+    this.subscription = subscription
+    this.members = null // {id: info} once info() answered; kept up to date
+    this._joined = null
+    this._waiting = []
+    this._listeners = { join: new Set(), leave: new Set() }
+  }
+
+  /** Be member `id` with `info`; joined again after a reconnect. False if not sent. */
+  join(id, info = null) {
+    this._joined = { id: String(id), info }
+    return this.subscription.cable._sendCommand(this.subscription, "join", { presence: this._joined })
+  }
+
+  /** Stop being a member. False if not sent. */
+  leave() {
+    this._joined = null
+    return this.subscription.cable._sendCommand(this.subscription, "leave")
+  }
+
+  /** Resolve with {id: info} of every member: asked once, then kept up to
+   * date from the events. Rejects when the channel tracks no presence or
+   * after `timeout` ms (default options.callTimeout). */
+  info({ timeout } = {}) {
+    if (this.members) return Promise.resolve({ ...this.members })
+    return new Promise((resolve, reject) => {
+      const waiter = { resolve, reject }
+      const ms = timeout ?? this.subscription.cable.options.callTimeout
+      waiter.timer = setTimeout(() => this._settle(waiter, new Error("presence: no answer")), ms)
+      this._waiting.push(waiter)
+      if (this._waiting.length === 1) this.subscription.cable._sendCommand(this.subscription, "presence", { data: {} })
+    })
+  }
+
+  /** Call fn(id, info) for each join; returns a function that stops it. */
+  onJoin(fn) {
+    this._listeners.join.add(fn)
+    return () => this._listeners.join.delete(fn)
+  }
+
+  /** Call fn(id) for each leave; returns a function that stops it. */
+  onLeave(fn) {
+    this._listeners.leave.add(fn)
+    return () => this._listeners.leave.delete(fn)
+  }
+
+  _settle(waiter, error) {
+    clearTimeout(waiter.timer)
+    const index = this._waiting.indexOf(waiter)
+    if (index >= 0) this._waiting.splice(index, 1)
+    if (error) waiter.reject(error)
+    else waiter.resolve({ ...this.members })
+  }
+
+  _handle(event) {
+    if (event.type === "info") {
+      this.members = {}
+      for (const record of event.records ?? []) this.members[String(record.id)] = record.info
+      for (const waiter of [...this._waiting]) this._settle(waiter)
+      return
+    }
+    if (event.type === "error") {
+      for (const waiter of [...this._waiting]) this._settle(waiter, new Error("presence: not tracked here"))
+      return
+    }
+    if (event.type !== "join" && event.type !== "leave") return
+    const id = String(event.id)
+    if (this.members) {
+      if (event.type === "join") this.members[id] = event.info
+      else delete this.members[id]
+    }
+    const sub = this.subscription
+    if (event.type === "join") sub._call("joined", id, event.info)
+    else sub._call("left", id)
+    for (const fn of this._listeners[event.type]) {
+      try {
+        fn(id, event.info)
+      } catch (error) {
+        sub.cable._report(error)
+      }
+    }
+  }
+
+  _confirmed() {
+    // A new connection: the list is asked for anew, and a member joins again.
+    this.members = null
+    if (this._joined) this.subscription.cable._sendCommand(this.subscription, "join", { presence: this._joined })
+  }
+}
+
 /** One subscription: a channel with params, and the callbacks it feeds. */
 export class Subscription {
   constructor(cable, channel, params, callbacks) {
@@ -97,6 +213,8 @@ export class Subscription {
     this.confirmed = false
     this.closed = false
     this._wasConfirmed = false
+    /** Presence on the channel's presence stream (docs/presence.md). */
+    this.presence = new Presence(this)
   }
 
   /** Call the server action `action` with `data`; false if not sent. */
@@ -115,6 +233,13 @@ export class Subscription {
   /** Send `data` to the channel's default action (`receive`). */
   send(data) {
     return this.cable._sendMessage(this, data)
+  }
+
+  /** Whisper `data` (any JSON) to the other subscribers of the stream the
+   * channel opened for whispers (extended protocol only); false if not
+   * sent (not confirmed, or the server speaks only actioncable-v1-json). */
+  whisper(data) {
+    return this.cable._whisper(this, data)
   }
 
   /** Leave the channel; the server is told once no subscription to the
@@ -160,6 +285,14 @@ export class Cable extends EventTarget {
     this._nextRef = 0
     this._welcomed = false
     this._everOpened = false
+    // The extended protocol (actioncable-v1-ext-json): whether this socket
+    // speaks it, the session id to resume, the server's time of its last
+    // ping (history since then for streams with no position yet), and per
+    // identifier confirmed once the last position seen of each stream.
+    this.extended = false
+    this.sessionId = null
+    this._since = null
+    this._positions = new Map() // identifier -> Map<stream, {epoch, offset}>
     this._reconnectTimer = null
     this._staleTimer = null
     this._retryTimer = null
@@ -185,6 +318,7 @@ export class Cable extends EventTarget {
     this._clearReconnect()
     this._unlisten()
     const wasOpen = this._welcomed
+    if (wasOpen) this._endSession()
     this._closeSocket()
     this._setState("closed", "client")
     if (wasOpen) this._notifyDisconnected({ willAttemptReconnect: false, reason: "client" })
@@ -236,7 +370,8 @@ export class Cable extends EventTarget {
     const WebSocketClass = this.options.WebSocket ?? globalThis.WebSocket
     let socket
     try {
-      socket = new WebSocketClass(this._resolveUrl(), PROTOCOLS)
+      const offered = this.options.extended ? PROTOCOLS : PLAIN_PROTOCOLS
+      socket = new WebSocketClass(this._socketUrl(), offered)
     } catch (error) {
       this._report(error)
       this._scheduleReconnect("error")
@@ -257,6 +392,7 @@ export class Cable extends EventTarget {
       this._giveUp("unsupported")
       return
     }
+    this.extended = socket.protocol === EXT_PROTOCOL
     this._setState("open")
     this._touch()
   }
@@ -279,9 +415,9 @@ export class Cable extends EventTarget {
     const { type, identifier } = frame
     switch (type) {
       case "welcome":
-        return this._onWelcome()
+        return this._onWelcome(frame)
       case "ping":
-        return undefined
+        return this._onPing(frame)
       case "disconnect":
         return this._onDisconnectFrame(frame)
       case "confirm_subscription":
@@ -291,26 +427,46 @@ export class Cable extends EventTarget {
       case "reply":
         // Only ever sent for our own call()s: never a `received` callback.
         return this._onReply(frame)
+      case "confirm_history":
+        return this._onHistory(identifier, "recovered")
+      case "reject_history":
+        return this._onHistory(identifier, "historyLost")
+      case "presence":
+        // AnyCable's presence frame (the extended protocol); over
+        // actioncable-v1-json the same events come as {"presence": ...} messages.
+        for (const subscription of this._group(identifier)) {
+          if (frame.message && typeof frame.message.type === "string") subscription.presence._handle(frame.message)
+        }
+        return undefined
       default:
         // Data frames have no type; frames of unknown types that name a
         // subscription go to it too (protocol extensions). Error frames
         // carry an empty identifier and so reach nobody.
         if (typeof identifier === "string" && identifier) {
+          if (!this._isNew(identifier, frame)) return undefined // a replay's overlap
           const data = "message" in frame ? frame.message : frame
-          for (const subscription of this._group(identifier)) subscription._call("received", data)
+          const presence = presencePayload(data)
+          for (const subscription of this._group(identifier)) {
+            if (presence) subscription.presence._handle(presence)
+            else subscription._call("received", data)
+          }
         }
         return undefined
     }
   }
 
-  _onWelcome() {
+  _onWelcome(frame) {
     this._welcomed = true
     const reconnected = this._everOpened
     this._everOpened = true
     this.attempts = 0
+    const restored = this._onSession(frame)
     this._setState("open")
-    this.dispatchEvent(new CustomEvent("connected", { detail: { reconnected } }))
-    for (const identifier of this._subscriptions.keys()) this._sendSubscribe(identifier)
+    const resumed = this.extended && frame.restored === true // the session, even with no subscription
+    this.dispatchEvent(new CustomEvent("connected", { detail: { reconnected, restored: resumed } }))
+    for (const identifier of this._subscriptions.keys()) {
+      if (!restored.has(identifier)) this._sendSubscribe(identifier)
+    }
   }
 
   _onDisconnectFrame(frame) {
@@ -324,12 +480,18 @@ export class Cable extends EventTarget {
 
   _onConfirm(identifier) {
     this._pending.delete(identifier)
+    if (!this._positions.has(identifier)) this._positions.set(identifier, new Map())
     for (const subscription of this._group(identifier)) {
       if (subscription.confirmed) continue
       subscription.confirmed = true
       subscription._call("connected", { reconnected: subscription._wasConfirmed === true })
       subscription._wasConfirmed = true
+      subscription.presence._confirmed()
     }
+    this._sendWaitingCalls(identifier)
+  }
+
+  _sendWaitingCalls(identifier) {
     for (const [ref, call] of this._calls) {
       if (!call.sent && call.subscription.identifier === identifier) this._sendCall(ref, call)
     }
@@ -348,6 +510,7 @@ export class Cable extends EventTarget {
 
   _onReject(identifier) {
     this._pending.delete(identifier)
+    this._positions.delete(identifier)
     const group = this._group(identifier)
     this._subscriptions.delete(identifier)
     for (const subscription of group) {
@@ -406,6 +569,105 @@ export class Cable extends EventTarget {
         // already closing
       }
     }
+  }
+
+  // -- the extended protocol (actioncable-v1-ext-json) ------------------------
+
+  /** The socket's URL: with the session id to resume, if there is one. */
+  _socketUrl() {
+    const url = this._resolveUrl()
+    if (!this.options.extended || !this.sessionId) return url
+    const withSid = new URL(url)
+    withSid.searchParams.set("sid", this.sessionId)
+    return withSid.href
+  }
+
+  /** The welcome's session: remember its id; for a restored one, confirm
+   * its subscriptions again (no subscribe: subscribed() does not run
+   * again) and ask for what each missed. The identifiers restored. */
+  _onSession(frame) {
+    const restored = new Set()
+    if (!this.extended) {
+      this.sessionId = null
+      return restored
+    }
+    this.sessionId = typeof frame.sid === "string" && frame.sid ? frame.sid : null
+    if (this._since === null) this._since = Math.floor(Date.now() / 1000)
+    if (frame.restored !== true) return restored
+    const named = Array.isArray(frame.restored_ids) ? frame.restored_ids : [...this._subscriptions.keys()]
+    for (const identifier of named) {
+      if (!this._subscriptions.has(identifier)) {
+        this._send({ command: "unsubscribe", identifier }) // left while away
+        continue
+      }
+      restored.add(identifier)
+      if (!this._positions.has(identifier)) this._positions.set(identifier, new Map()) // its confirm was lost
+      this._send({ command: "history", identifier, history: this._historyRequest(identifier) })
+      for (const subscription of this._group(identifier)) {
+        if (subscription.confirmed) continue
+        subscription.confirmed = true
+        subscription._call("connected", { reconnected: true, restored: true })
+        subscription._wasConfirmed = true
+      }
+      this._sendWaitingCalls(identifier)
+    }
+    return restored
+  }
+
+  /** End the server's session, so that it runs unsubscribed() now rather
+   * than keep the subscriptions for a resume that will not come: every
+   * subscription is unsubscribed on the wire (not here: connect() again
+   * subscribes them again) and the session id forgotten. */
+  _endSession() {
+    if (this.extended) {
+      for (const identifier of this._subscriptions.keys()) this._send({ command: "unsubscribe", identifier })
+    }
+    this.sessionId = null
+  }
+
+  /** The page is going away (a reload or a navigation starts a new cable,
+   * which cannot resume this session): end it. If the page comes back
+   * from the back-forward cache, the cable reconnects and subscribes. */
+  _pageHidden() {
+    if (!this._welcomed || !this.extended) return // plain: no session to end
+    this._endSession()
+    this._lost("pagehide")
+  }
+
+  _onPing(frame) {
+    if (!this.extended) return
+    if (typeof frame.message === "number") this._since = Math.floor(frame.message)
+    if (this.options.pongs) this._send({ command: "pong" })
+  }
+
+  _onHistory(identifier, callback) {
+    for (const subscription of this._group(identifier)) subscription._call(callback)
+  }
+
+  /** What `identifier` asks for after a reconnect: from the last position
+   * seen of each stream, and since the server's last ping for the rest. */
+  _historyRequest(identifier) {
+    const streams = {}
+    for (const [stream, position] of this._positions.get(identifier) ?? []) streams[stream] = position
+    return this._since === null ? { streams } : { since: this._since, streams }
+  }
+
+  /** Record a data frame's position; false if it was received before. */
+  _isNew(identifier, frame) {
+    const { stream_id: stream, epoch, offset } = frame
+    const positions = this._positions.get(identifier)
+    if (!positions || typeof stream !== "string" || typeof epoch !== "string" || !Number.isInteger(offset)) {
+      return true
+    }
+    const seen = positions.get(stream)
+    if (seen && seen.epoch === epoch && offset <= seen.offset) return false
+    positions.set(stream, { epoch, offset })
+    return true
+  }
+
+  _whisper(subscription, data) {
+    if (subscription.closed || !subscription.confirmed || !this._welcomed || !this.extended) return false
+    return this._send({ command: "whisper", identifier: subscription.identifier, data })
   }
 
   // -- reconnecting -----------------------------------------------------------
@@ -474,8 +736,10 @@ export class Cable extends EventTarget {
       if (globalThis.document?.visibilityState === "visible") this._reconnectNow("visible")
     }
     this._onOnline = () => this._reconnectNow("online")
+    this._onPageHide = () => this._pageHidden()
     globalThis.document?.addEventListener?.("visibilitychange", this._onVisibility)
     globalThis.addEventListener?.("online", this._onOnline)
+    globalThis.addEventListener?.("pagehide", this._onPageHide)
   }
 
   _unlisten() {
@@ -483,6 +747,7 @@ export class Cable extends EventTarget {
     this._listening = false
     globalThis.document?.removeEventListener?.("visibilitychange", this._onVisibility)
     globalThis.removeEventListener?.("online", this._onOnline)
+    globalThis.removeEventListener?.("pagehide", this._onPageHide)
   }
 
   // -- subscriptions ----------------------------------------------------------
@@ -495,10 +760,16 @@ export class Cable extends EventTarget {
     return [...group].some((other) => other !== except && other.confirmed)
   }
 
+  _subscribeCommand(identifier) {
+    // Confirmed before, on an extended connection: ask for what it missed.
+    if (!this.extended || !this._positions.has(identifier)) return { command: "subscribe", identifier }
+    return { command: "subscribe", identifier, history: this._historyRequest(identifier) }
+  }
+
   _sendSubscribe(identifier) {
     if (!this._welcomed) return
     this._pending.add(identifier)
-    this._send({ command: "subscribe", identifier })
+    this._send(this._subscribeCommand(identifier))
     // Some servers drop a subscribe that races their connection setup;
     // Rails 7's client re-sends until answered, and so do we.
     if (this._retryTimer === null) {
@@ -508,7 +779,7 @@ export class Cable extends EventTarget {
           this._retryTimer = null
           return
         }
-        for (const pending of this._pending) this._send({ command: "subscribe", identifier: pending })
+        for (const pending of this._pending) this._send(this._subscribeCommand(pending))
       }, this.options.subscribeRetryInterval)
     }
   }
@@ -524,6 +795,7 @@ export class Cable extends EventTarget {
     if (group.size > 0) return
     this._subscriptions.delete(key)
     this._pending.delete(key)
+    this._positions.delete(key)
     if (this._welcomed) this._send({ command: "unsubscribe", identifier: key })
   }
 
@@ -534,6 +806,12 @@ export class Cable extends EventTarget {
       identifier: subscription.identifier,
       data: JSON.stringify(data),
     })
+  }
+
+  _sendCommand(subscription, command, extra = {}) {
+    // AnyCable's presence commands (accepted by trio_cable in actioncable-v1-json too).
+    if (subscription.closed || !this._welcomed) return false
+    return this._send({ command, identifier: subscription.identifier, ...extra })
   }
 
   _callAction(subscription, data, timeout) {
@@ -686,7 +964,9 @@ const BaseElement = globalThis.HTMLElement ?? class {}
  * registered with Turbo.connectStreamSource, like turbo-rails'
  * <turbo-cable-stream-source>). The attribute `connected` is set while the
  * subscription is confirmed. `signed-stream-name` is sent as the
- * `signed_stream_name` param (for Turbo::StreamsChannel).
+ * `signed_stream_name` param (for Turbo::StreamsChannel). After a
+ * reconnect it fires `turbo-stream-channel:recovered` (the streams it
+ * missed were applied) or `turbo-stream-channel:history-lost`.
  */
 export class TurboStreamChannelElement extends BaseElement {
   static observedAttributes = ["channel", "params", "signed-stream-name"]
@@ -713,6 +993,14 @@ export class TurboStreamChannelElement extends BaseElement {
       },
       received(data) {
         element._received(data)
+      },
+      // Extended protocol, after a reconnect: what was missed has been
+      // applied, or could not be (reload what the element shows).
+      recovered() {
+        element.dispatchEvent(new CustomEvent("turbo-stream-channel:recovered"))
+      },
+      historyLost() {
+        element.dispatchEvent(new CustomEvent("turbo-stream-channel:history-lost"))
       },
     })
   }

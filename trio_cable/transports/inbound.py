@@ -6,8 +6,11 @@ counts the frames (pings, pongs and fragments included) and bytes read
 from one socket, says when the reader must let other tasks run, and
 meters both against per-second rates (a client past them is read no
 faster: TCP pushes back on it). :class:`Assembly` puts a fragmented
-message together, bounded in bytes, fragments and time. Nothing here
-touches a socket or a clock: the time is passed in.
+message together, bounded in bytes, fragments and time. The
+trio-websocket transport, whose parser runs in trio-websocket's own
+task, meters the bytes it hands that parser the same way, cut at frame
+boundaries and held to the same message limits by :class:`FrameScanner`.
+Nothing here touches a socket or a clock: the time is passed in.
 """
 
 from __future__ import annotations
@@ -18,7 +21,14 @@ from typing import Final
 
 from ..protocol.codec import utf8_size
 
-__all__ = ["STEP_FRAMES", "Assembly", "InputBudget", "InputLimits", "Refusal"]
+__all__ = [
+    "STEP_FRAMES",
+    "Assembly",
+    "FrameScanner",
+    "InputBudget",
+    "InputLimits",
+    "Refusal",
+]
 
 #: Frames one connection's reader handles before it lets other tasks run:
 #: a read can hold thousands of tiny frames, and handling them all in one
@@ -192,3 +202,161 @@ class Assembly:
         message = buffer.decode() if self._text else bytes(buffer)
         self.reset()
         return message
+
+
+class FrameScanner:
+    """Frame boundaries and message limits in a client's raw bytes, for a
+    parser that has no budget of its own (trio-websocket's).
+
+    :meth:`scan` reads frame headers only (nothing is unmasked nor
+    decoded) and says how many bytes hold at most a given number of whole
+    frames, so a reader can hand its parser a few frames at a time. It
+    holds each message to what :class:`Assembly` holds it to: bytes
+    across fragments (counted from the headers, so a frame announcing too
+    much is refused before its payload comes), fragments (empty ones
+    count) and time from its first frame.
+    """
+
+    __slots__ = (
+        "_data",
+        "_fin",
+        "_fragments",
+        "_header",
+        "_max_bytes",
+        "_max_fragments",
+        "_message_bytes",
+        "_remaining",
+        "_seen",
+        "_timeout",
+        "started",
+    )
+
+    def __init__(self, max_bytes: int, limits: InputLimits) -> None:
+        self._max_bytes = max_bytes
+        self._seen = 0  # payload bytes of the unfinished message so far
+        self._max_fragments = limits.max_fragments
+        self._timeout = limits.message_timeout
+        self._header = bytearray()  # a header not whole yet
+        # Payload bytes of the current frame still to come (None: its header).
+        self._remaining: int | None = None
+        self._data = False  # the current frame is a data frame
+        self._fin = False  # ... and the last of its message
+        self._message_bytes = 0
+        self._fragments = 0
+        #: When the message being received began (None: none is).
+        self.started: float | None = None
+
+    @property
+    def deadline(self) -> float:
+        """When an unfinished message times out (inf: none is unfinished)."""
+        return math.inf if self.started is None else self.started + self._timeout
+
+    @property
+    def buffered(self) -> int:
+        """Payload bytes of the unfinished message passed so far (what the
+        parser behind holds for it)."""
+        return self._seen
+
+    def _forget(self) -> None:
+        self.started = None
+        self._message_bytes = self._fragments = self._seen = 0
+
+    def timed_out(self) -> Refusal:
+        self._forget()
+        return Refusal(1008, f"message not finished within {self._timeout:g} s")
+
+    def scan(
+        self, data: bytes, max_frames: int, now: float
+    ) -> tuple[int, int] | Refusal:
+        """``(size, frames)``: the first ``size`` bytes of ``data`` end
+        ``frames`` frames (at most ``max_frames``; the rest of a frame
+        begun may be in them too), or a :class:`Refusal`."""
+        if now > self.deadline:
+            return self.timed_out()
+        pos = frames = 0
+        end = len(data)
+        while pos < end and frames < max_frames:
+            if self._remaining is None:  # a header comes first
+                pos, whole = self._read_header(data, pos)
+                if not whole:
+                    break
+                refusal = self._frame_started(now)
+                if refusal is not None:
+                    return refusal
+            assert self._remaining is not None
+            take = min(self._remaining, end - pos)
+            pos += take
+            self._remaining -= take
+            if self._data:
+                self._seen += take
+            if self._remaining:
+                break
+            self._remaining = None
+            frames += 1
+            refusal = self._frame_finished()
+            if refusal is not None:
+                return refusal
+        return pos, frames
+
+    def _read_header(self, data: bytes, pos: int) -> tuple[int, bool]:
+        """Take header bytes from ``data`` at ``pos``; the header is parsed
+        (and emptied) once whole. Returns the new position, and whether
+        the header is whole."""
+        header = self._header
+        while True:
+            need = _header_size(header)
+            take = min(need - len(header), len(data) - pos)
+            header += data[pos : pos + take]
+            pos += take
+            if len(header) < need:
+                return pos, False
+            if _header_size(header) == need:
+                break
+        size = header[1] & 0x7F
+        if size == 126:
+            size = int.from_bytes(header[2:4], "big")
+        elif size == 127:
+            size = int.from_bytes(header[2:10], "big")
+        opcode = header[0] & 0x0F
+        self._data = opcode < 8
+        self._fin = bool(header[0] & 0x80)
+        if self._data and opcode != 0:  # a new message
+            self._message_bytes = self._fragments = self._seen = 0
+        self._remaining = size
+        self._header = bytearray()
+        return pos, True
+
+    def _frame_started(self, now: float) -> Refusal | None:
+        if not self._data:
+            return None  # control frames: 125 bytes at most, parsers check
+        if self.started is None:
+            self.started = now
+        self._message_bytes += self._remaining or 0
+        if self._message_bytes > self._max_bytes:
+            self._forget()
+            return Refusal(1009, f"messages are limited to {self._max_bytes} bytes")
+        return None
+
+    def _frame_finished(self) -> Refusal | None:
+        if not self._data:
+            return None
+        if self._fin:
+            self._forget()
+            return None
+        self._fragments += 1
+        if self._fragments > self._max_fragments:
+            self._forget()
+            return Refusal(
+                1008, f"messages are limited to {self._max_fragments} fragments"
+            )
+        return None
+
+
+def _header_size(header: bytearray) -> int:
+    """The size of a frame header beginning with ``header`` (2 until its
+    second byte says more)."""
+    if len(header) < 2:
+        return 2
+    size = header[1] & 0x7F
+    extra = 2 if size == 126 else 8 if size == 127 else 0
+    return 2 + extra + (4 if header[1] & 0x80 else 0)

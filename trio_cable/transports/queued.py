@@ -29,7 +29,10 @@ from .._errors import TransportClosed
 from .base import MessageSocket
 from .send_pool import POOL_CHECK_BYTES, POOL_FRAME_MAX, POOL_TURN_BYTES, SendPool
 
-__all__ = ["QueuedTransport", "stream_stalled"]
+__all__ = ["QueuedTransport", "stream_stalled", "wait_for_writer"]
+
+#: How often :func:`wait_for_writer` asks the socket again.
+_RECHECK = 0.05
 
 
 class QueuedTransport:
@@ -253,6 +256,25 @@ class QueuedTransport:
             return
         self._closed = True
         await _close_now(self.socket)
+
+
+async def wait_for_writer(
+    ended: trio.Event, stalled: Callable[[], bool], cut_off: float, limit: float
+) -> None:
+    """Wait for a writer to end (``ended``) until ``cut_off``; past it, go
+    on waiting only while its socket still takes writes (``stalled()``
+    false), and never past ``limit``.
+
+    A writer whose socket takes writes waits for this process to get to
+    it, not for its client: in a busy process (a shutdown under a
+    broadcast storm) cutting it off at a fixed time would cut off
+    clients that read everything. A stalled socket is the client's doing.
+    """
+    with trio.move_on_at(cut_off):
+        await ended.wait()
+    while not ended.is_set() and trio.current_time() < limit and not stalled():
+        with trio.move_on_at(min(trio.current_time() + _RECHECK, limit)):
+            await ended.wait()
 
 
 def stream_stalled(stream: object) -> bool:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, overload
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, cast, overload
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from .._errors import TransportClosed
 from .._request import Request
+from .gate import InputGate
 from .queued import QueuedTransport, stream_stalled
 from .scope import latin1, websocket_scope
 
@@ -17,15 +18,18 @@ __all__ = ["WebSocketHandshake", "WebSocketTransport", "request_scope"]
 
 
 class _WebSocketSocket:
-    __slots__ = ("stream", "ws")
+    __slots__ = ("gate", "stream", "ws")
 
     cancel_safe = False  # send_all may be cut off halfway
 
     def stalled(self) -> bool:
         return stream_stalled(self.stream)
 
-    def __init__(self, ws: WebSocketConnection, stream: object) -> None:
+    def __init__(
+        self, ws: WebSocketConnection, stream: object, gate: InputGate | None
+    ) -> None:
         self.ws = ws
+        self.gate = gate
         # trio-websocket keeps its stream private; without it, assume the
         # worst (the client counts as too slow by its queue alone).
         self.stream = getattr(ws, "_stream", None) if stream is None else stream
@@ -52,47 +56,79 @@ class WebSocketTransport(QueuedTransport):
 
     ``stream`` is the TCP (or TLS) stream under ``ws``, if it is not
     trio-websocket's own: what tells a client that stopped reading.
+    ``gate``: the :class:`~.gate.InputGate` ``ws`` reads through, if any.
     """
 
     __slots__ = ()
 
     def __init__(
-        self, ws: WebSocketConnection, stream: trio.abc.Stream | None = None
+        self,
+        ws: WebSocketConnection,
+        stream: trio.abc.Stream | None = None,
+        gate: InputGate | None = None,
     ) -> None:
-        super().__init__(_WebSocketSocket(ws, stream))
+        super().__init__(_WebSocketSocket(ws, stream, gate))
+
+    @property
+    def unfinished_bytes(self) -> int:
+        """Bytes held of a message not yet complete (0: no gate to say)."""
+        gate = cast(_WebSocketSocket, self.socket).gate
+        return 0 if gate is None else gate.unfinished_bytes
+
+
+#: What reads a handshake for :class:`WebSocketHandshake`: the request
+#: trio-websocket parsed and the gate it reads through, or None (gone, or
+#: not a WebSocket: answered already).
+OpenRequest = Callable[[], Awaitable[tuple[WebSocketRequest, InputGate | None] | None]]
 
 
 class WebSocketHandshake:
-    """A handshake trio-websocket has read, for the serving path.
+    """A socket whose handshake trio-websocket reads, for the serving path.
 
-    ``stream``: the socket's own stream, when trio-websocket was handed a
-    wrapper of it (the client's address and stalls are read from it).
-    ``connection`` is the WebSocket once accepted.
+    ``open_request`` reads it when the serving path asks for the request
+    (so a handshake under way counts against the cable's limits, and
+    ``connect_timeout`` bounds it). ``stream``: the socket's own stream,
+    when trio-websocket was handed a wrapper of it (the client's address
+    and stalls are read from it). ``connection`` is the WebSocket once
+    accepted.
     """
 
-    __slots__ = ("_request", "_secure", "_stream", "connection")
+    __slots__ = ("_gate", "_open", "_request", "_secure", "_stream", "connection")
 
     def __init__(
         self,
-        request: WebSocketRequest,
+        open_request: OpenRequest,
         *,
         secure: bool,
         stream: trio.abc.Stream | None = None,
     ) -> None:
-        self._request = request
+        self._open: OpenRequest | None = open_request
+        self._request: WebSocketRequest | None = None
+        self._gate: InputGate | None = None
         self._secure = secure
         self._stream = stream
         self.connection: WebSocketConnection | None = None
 
-    async def request(self) -> Request:
+    async def request(self) -> Request | None:
+        if self._open is not None:
+            opened, self._open = await self._open(), None
+            if opened is not None:
+                self._request, self._gate = opened
+        if self._request is None:
+            return None
         return Request(_LazyScope(self._request, self._secure, self._stream))
 
+    def _read(self) -> WebSocketRequest:
+        if self._request is None:
+            raise RuntimeError("the handshake was not read (call request() first)")
+        return self._request
+
     async def refuse(self, status: int, reason: str) -> None:
-        await self._request.reject(status, body=reason.encode())
+        await self._read().reject(status, body=reason.encode())
 
     async def accept(self, subprotocol: str | None) -> WebSocketTransport:
-        self.connection = await self._request.accept(subprotocol=subprotocol)
-        return WebSocketTransport(self.connection, self._stream)
+        self.connection = await self._read().accept(subprotocol=subprotocol)
+        return WebSocketTransport(self.connection, self._stream, self._gate)
 
 
 def request_scope(request: WebSocketRequest, secure: bool = False) -> dict[str, Any]:

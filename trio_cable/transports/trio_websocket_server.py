@@ -8,19 +8,26 @@ of one of their paths is answered, and anything else is handed to
 trio-websocket (:func:`trio_websocket.wrap_server_stream`) with the bytes
 already read replayed first (:class:`ReplayStream`). Each connection then
 lives as it does under trio-websocket's own server: a nursery for its
-reader task, the handshake within ``connect_timeout``, the close within
-``disconnect_timeout``.
+reader task, the close within ``disconnect_timeout``. The handshake is
+read when the serving path asks for it (:class:`WebSocketHandshake`), so
+that a socket still sending its request counts against the cable's
+limits and its handshake timeout from the moment it is accepted.
+trio-websocket reads through an :class:`~.gate.InputGate`, which holds
+each client to the input limits of the direct transport.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Final
 
 import trio
-from trio_websocket import wrap_server_stream
+from trio_websocket import WebSocketRequest, wrap_server_stream
 
+from .gate import InputGate
+from .inbound import InputLimits
 from .plain_http import HTTPRoutes, plain_get_response
 from .trio_websocket import WebSocketHandshake
 
@@ -88,35 +95,46 @@ async def serve_trio_websocket(
     secure: bool,
     http: HTTPRoutes | None = None,
     max_message_size: int,
-    connect_timeout: float,
     disconnect_timeout: float,
+    limits: InputLimits | None = None,
+    count: Callable[[str], None] | None = None,
+    refuse: Callable[[], bool] | None = None,
     task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]] = (
         trio.TASK_STATUS_IGNORED
     ),
 ) -> None:
     """Serve ``listeners`` with trio-websocket, each handshake handed to
     ``handle`` (the serving path); plain ``GET``\\ s answered from
-    ``http``. Reports the listeners through ``task_status``."""
+    ``http``. Each client is read within ``limits`` (see
+    :class:`~.gate.InputGate`, which tells ``count`` what it refuses).
+    A new socket is closed at once, unread, if ``refuse()`` says so (too
+    many handshakes under way). Reports the listeners through
+    ``task_status``."""
+    input_limits = limits or InputLimits()
 
     async def serve_stream(stream: trio.abc.Stream) -> None:
+        if refuse is not None and refuse():
+            await trio.aclose_forcefully(stream)
+            return
         async with trio.open_nursery() as nursery:
-            handshake: WebSocketHandshake | None = None
-            with trio.move_on_after(connect_timeout):
-                handshake = await _handshake(stream, nursery)
+            handshake = WebSocketHandshake(
+                partial(_open_request, stream, nursery),
+                secure=secure,
+                stream=stream,
+            )
             try:
-                if handshake is not None:
-                    await handle(handshake)
+                await handle(handshake)
             finally:
                 # Each closes the stream even if cancelled (then abruptly).
                 with trio.move_on_after(disconnect_timeout):
-                    if handshake is not None and handshake.connection is not None:
+                    if handshake.connection is not None:
                         await handshake.connection.aclose()
                     nursery.cancel_scope.cancel()  # the reader task
                     await stream.aclose()
 
-    async def _handshake(
+    async def _open_request(
         stream: trio.abc.Stream, nursery: trio.Nursery
-    ) -> WebSocketHandshake | None:
+    ) -> tuple[WebSocketRequest, InputGate] | None:
         ws_stream = stream
         if http is not None:
             head = await read_request_head(stream)
@@ -128,9 +146,17 @@ async def serve_trio_websocket(
                     await stream.send_all(response)
                 return None
             ws_stream = ReplayStream(stream, head)
-        request = await wrap_server_stream(
-            nursery, ws_stream, max_message_size=max_message_size
+        gate = InputGate(
+            ws_stream,
+            max_message_size=max_message_size,
+            limits=input_limits,
+            close_timeout=disconnect_timeout,
+            count=count,
+            peer=stream,
         )
-        return WebSocketHandshake(request, secure=secure, stream=stream)
+        request = await wrap_server_stream(
+            nursery, gate, max_message_size=max_message_size
+        )
+        return request, gate
 
     await trio.serve_listeners(serve_stream, listeners, task_status=task_status)
