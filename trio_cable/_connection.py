@@ -220,7 +220,7 @@ class Connection:
             # only for a busy server's writer may grow OUTBOX_SLACK times.
             if over > 1 and (over > OUTBOX_SLACK or transport.stalled()):
                 self._too_slow()
-            else:
+            elif not transport.hand_off(self._start_writer):
                 self._start_writer()
 
     def error(self, reason: str, message: str, identifier: str | None = None) -> None:
