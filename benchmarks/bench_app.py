@@ -20,7 +20,10 @@ for the other two on ``BENCH_HTTP_PORT``.
 ``BENCH_TUNE_GC=1`` applies ``trio_cable.tune_gc`` (``tune_gc=True``),
 ``TRIO_CABLE_REDIS_URL`` makes the cable cross-process (run.py's Redis row),
 and ``BENCH_HISTORY=1`` has the ``bench`` stream keep history (run.py
-``--history``; in Redis when the cable has Redis).
+``--history``; in Redis when the cable has Redis). ``BENCH_PRESENCE=1``
+(run.py ``--presence``) has every subscriber join the stream's presence
+as a member of its own, with a small info (presence's cost on connects
+and memory).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ raise_nofile_limit()
 
 TUNE_GC = os.environ.get("BENCH_TUNE_GC") == "1"
 HISTORY = [STREAM] if os.environ.get("BENCH_HISTORY") == "1" else []
+PRESENCE = os.environ.get("BENCH_PRESENCE") == "1"
 
 # The benchmark holds up to 10,000 subscribers plus the driver's socket.
 cable = Cable(max_connections=50_000, history=HISTORY)
@@ -59,8 +63,12 @@ cable = Cable(max_connections=50_000, history=HISTORY)
 
 @cable.channel
 class BenchChannel(Channel):
+    presence_events = False  # each join would go to every member (N x N)
+
     async def subscribed(self) -> None:
-        self.stream_from(STREAM)
+        self.stream_from(STREAM, presence=PRESENCE)
+        if PRESENCE:
+            self.presence.join(f"m{id(self)}", {"name": "member"})
 
     async def echo(self, data: dict[str, Any]) -> None:
         """The round trip: the client's data straight back."""

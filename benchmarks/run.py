@@ -109,6 +109,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="the benchmark stream keeps history (in Redis in the Redis case)",
     )
+    p.add_argument(
+        "--presence",
+        action="store_true",
+        help="every subscriber joins the benchmark stream's presence",
+    )
     p.add_argument("--broadcasts", type=int, default=20)
     p.add_argument("--interval", type=float, default=0.2)
     p.add_argument(
@@ -192,6 +197,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.server_env["BENCH_GC_THRESHOLD"] = args.gc_threshold
     if args.history:
         args.server_env["BENCH_HISTORY"] = "1"
+    if args.presence:
+        args.server_env["BENCH_PRESENCE"] = "1"
     return args
 
 
@@ -250,7 +257,10 @@ def default_output(cfg: argparse.Namespace) -> Path:
         counts = "-".join(str(n) for n in cfg.connection_counts)
         name = f"profile-{counts}.json"
     else:
-        name = f"results{tuned}{'-history' if cfg.history else ''}.json"
+        extra = ("-history" if cfg.history else "") + (
+            "-presence" if cfg.presence else ""
+        )
+        name = f"results{tuned}{extra}.json"
     if cfg.quick:  # a sanity run never overwrites a full one
         name = f"quick-{name}"
     return RESULTS / name
@@ -285,6 +295,7 @@ def main(argv: list[str] | None = None) -> None:
             "gc_threshold": cfg.gc_threshold,
             "gc_freeze": cfg.gc_freeze,
             "history": cfg.history,
+            "presence": cfg.presence,
             "budget_min": cfg.budget,
         },
         "results": [],
