@@ -97,10 +97,11 @@ class WorkerRestart(ProxyCut):
         self.worker.start()
 
     async def verify(self) -> None:
-        assert self.proxy.cuts == 0  # the worker's death dropped the client
+        assert self.proxy.cuts == 0, "the worker's death dropped the client"
         self.assert_back()
         assert self.worker.starts == 2, self.worker.starts
-        assert (await self.worker.stats())["connections"] == 1
+        connections = (await self.worker.stats())["connections"]
+        assert connections == 1, f"{connections} connections on the restarted worker"
 
 
 @dataclass
@@ -117,8 +118,9 @@ class ToTheOtherWorker(ProxyCut):
 
     async def verify(self) -> None:
         await super().verify()
-        assert (self.proxy.cuts, self.proxy.accepted) == (1, 2)
-        assert (await self.other.stats())["connections"] == 1
+        assert self.proxy.upstream == self.other.port
+        connections = (await self.other.stats())["connections"]
+        assert connections == 1, f"{connections} connections on the other worker"
 
 
 async def _events(workers: Sequence[ServerProcess], gone: Counter[str]) -> Any:
