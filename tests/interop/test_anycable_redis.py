@@ -59,7 +59,7 @@ async def subscribed_through(url: str, room: str) -> AsyncIterator[NodeClient]:
 
 
 async def received_numbers(client: NodeClient, count: int) -> list[int]:
-    numbers = []
+    numbers: list[int] = []
     while len(numbers) < count:
         event = await client.expect({"event": "message", "key": "f"}, LOSS_BOUND)
         numbers.append(event["data"]["n"])
