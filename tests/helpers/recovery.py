@@ -76,11 +76,11 @@ class ProxyCut:
         self.assert_back()
 
     def assert_back(self) -> None:
-        """The client is connected through the proxy again (on one
-        connection; a reconnect to a server still starting is accepted by
-        the proxy too, and closed)."""
+        """The client is connected through the proxy again (a reconnect to
+        a server still starting is accepted by the proxy too, and closed;
+        a browser may hold an idle socket of its own beside its cable's)."""
         assert self.proxy.accepted >= 2, self.proxy.accepted
-        assert self.proxy.open_connections == 1, self.proxy.open_connections
+        assert self.proxy.open_connections >= 1, "not back through the proxy"
 
 
 class ServerProcessLike(Protocol):
