@@ -10,6 +10,10 @@ the same load generator and driver to work.
 * trio-websocket: ``python bare_app.py --port PORT`` (``send_message``)
 * Hypercorn: ``hypercorn --worker-class trio bare_app:app`` (``websocket.send``)
 
+``POST /_broadcast`` (bench_common's HTTP trigger; on Hypercorn's port, or
+``BENCH_HTTP_PORT``) sends each frame by awaiting every socket's own send
+in the request's task: what the transport itself costs per delivery.
+
 ``BENCH_TUNE_GC=1`` applies ``trio_cable.tune_gc()`` at import, the
 setting the cable servers get from ``tune_gc=True``.
 """
@@ -28,11 +32,14 @@ from typing import Any
 import trio
 from bench_common import (
     BENCH_CHANNEL,
+    HTTP_PORT,
+    asgi_http_trigger,
     bench_payload,
     gc_action,
     memory_action,
     padding,
     raise_nofile_limit,
+    serve_http_trigger,
 )
 from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 
@@ -63,19 +70,47 @@ class BareServer:
     """Subscribed connections' outboxes, and the fan-out loop."""
 
     def __init__(self) -> None:
-        self.outboxes: dict[trio.MemorySendChannel[str], None] = {}
+        # subscribed connections: outbox -> the socket's own send
+        self.outboxes: dict[trio.MemorySendChannel[str], SendText] = {}
         self.prefix = '{{"identifier":{},"message":'.format(
             json.dumps(json.dumps({"channel": BENCH_CHANNEL}, separators=(",", ":")))
         )
         self.dropped = 0
 
+    def _frame(self, data: Any) -> str:
+        return self.prefix + json.dumps(data, separators=(",", ":")) + "}"
+
     def fan_out(self, data: Any) -> None:
-        frame = self.prefix + json.dumps(data, separators=(",", ":")) + "}"
+        frame = self._frame(data)
         for outbox in tuple(self.outboxes):
             try:
                 outbox.send_nowait(frame)
             except trio.WouldBlock:
                 self.dropped += 1
+
+    async def send_all(self, data: Any) -> None:
+        """The HTTP trigger's fan-out: ``await`` each socket's own send in
+        the request's task, one after the other (no outbox, no writer)."""
+        frame = self._frame(data)
+        for send_text in tuple(self.outboxes.values()):
+            with contextlib.suppress(Closed):
+                await send_text(frame)
+
+    async def http_action(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``POST /_broadcast``: the series or burst, sent by this task."""
+        phase = data.get("phase")
+        pad = padding(data.get("size", 100))
+        if data["action"] == "series":
+            start = trio.current_time()
+            for seq in range(min(int(data["count"]), 1000)):
+                await trio.sleep_until(start + seq * float(data["interval"]))
+                await self.send_all(bench_payload(phase, seq, pad))
+            return {"done": "series", "phase": phase}
+        started = time.perf_counter()
+        for seq in range(min(int(data["count"]), 100_000)):
+            await self.send_all(bench_payload(phase, seq, pad))
+        enqueue_ms = (time.perf_counter() - started) * 1000.0
+        return {"done": "burst", "phase": phase, "enqueue_ms": enqueue_ms}
 
     async def connection(self, send_text: SendText, receive_text: ReceiveText) -> None:
         outbox, inbox = trio.open_memory_channel[str](OUTBOX)
@@ -85,7 +120,8 @@ class BareServer:
                 nursery.start_soon(self._writer, inbox, send_text)
                 try:
                     while True:
-                        self._command(await receive_text(), outbox, nursery)
+                        text = await receive_text()
+                        self._command(text, outbox, send_text, nursery)
                 except Closed:
                     pass
                 nursery.cancel_scope.cancel()
@@ -102,13 +138,17 @@ class BareServer:
             pass
 
     def _command(
-        self, text: str, outbox: trio.MemorySendChannel[str], nursery: trio.Nursery
+        self,
+        text: str,
+        outbox: trio.MemorySendChannel[str],
+        send_text: SendText,
+        nursery: trio.Nursery,
     ) -> None:
         command = json.loads(text)
         identifier = command["identifier"]
         if command["command"] == "subscribe":
             if json.loads(identifier)["channel"] == BENCH_CHANNEL:
-                self.outboxes[outbox] = None
+                self.outboxes[outbox] = send_text
             outbox.send_nowait(
                 json.dumps(
                     {"identifier": identifier, "type": "confirm_subscription"},
@@ -174,6 +214,9 @@ async def app(
             await send({"type": f"lifespan.{kind}.complete"})
             if kind == "shutdown":
                 return
+    if scope["type"] == "http":
+        await asgi_http_trigger(scope, receive, send, server.http_action)
+        return
     if scope["type"] != "websocket":
         return
     await receive()  # websocket.connect
@@ -226,6 +269,8 @@ def main() -> None:
             await nursery.start(
                 partial(serve_websocket, handler, args.host, args.port, None)
             )
+            if HTTP_PORT:
+                await nursery.start(serve_http_trigger, HTTP_PORT, server.http_action)
             print("listening", flush=True)
 
     with contextlib.suppress(KeyboardInterrupt):

@@ -13,6 +13,10 @@ Served three ways, each in its own process:
 * trio-websocket: ``python bench_app.py --port PORT --transport trio-websocket``
 * Hypercorn: ``hypercorn --worker-class trio bench_app:app`` (``CableApp``)
 
+``POST /_broadcast`` runs the series or the burst in an HTTP request's
+task instead (bench_common's HTTP trigger): on Hypercorn's own port, and
+for the other two on ``BENCH_HTTP_PORT``.
+
 ``BENCH_TUNE_GC=1`` applies ``trio_cable.tune_gc`` (``tune_gc=True``),
 ``TRIO_CABLE_REDIS_URL`` makes the cable cross-process (run.py's Redis row),
 and ``BENCH_HISTORY=1`` has the ``bench`` stream keep history (run.py
@@ -30,16 +34,19 @@ from typing import Any
 
 import trio
 from bench_common import (
+    HTTP_PORT,
     STREAM,
+    asgi_http_trigger,
     bench_payload,
     gc_action,
     memory_action,
     padding,
     raise_nofile_limit,
+    serve_http_trigger,
 )
 
 from trio_cable import Cable, Channel, serve_cable
-from trio_cable.asgi import CableApp
+from trio_cable.asgi import CableApp, Receive, Scope, Send
 
 raise_nofile_limit()
 
@@ -60,29 +67,40 @@ class BenchChannel(Channel):
         self.transmit(data)
 
 
+async def series(data: dict[str, Any]) -> dict[str, Any]:
+    """``count`` broadcasts, one every ``interval`` seconds."""
+    pad = padding(data.get("size", 100))
+    count = min(int(data["count"]), 1000)
+    start = trio.current_time()
+    for seq in range(count):
+        await trio.sleep_until(start + seq * float(data["interval"]))
+        await cable.broadcast(STREAM, bench_payload(data["phase"], seq, pad))
+    return {"done": "series", "phase": data["phase"]}
+
+
+async def burst(data: dict[str, Any]) -> dict[str, Any]:
+    """``count`` broadcasts as fast as the hub takes them."""
+    pad = padding(data.get("size", 100))
+    count = min(int(data["count"]), 100_000)
+    started = time.perf_counter()
+    for seq in range(count):
+        await cable.broadcast(STREAM, bench_payload(data["phase"], seq, pad))
+    enqueue_ms = (time.perf_counter() - started) * 1000.0
+    return {"done": "burst", "phase": data["phase"], "enqueue_ms": enqueue_ms}
+
+
+async def http_action(data: dict[str, Any]) -> dict[str, Any]:
+    """``POST /_broadcast``: the series or burst in the request's task."""
+    return await (burst if data["action"] == "burst" else series)(data)
+
+
 @cable.channel
 class BenchControl(Channel):
     async def series(self, data: dict[str, Any]) -> None:
-        """``count`` broadcasts, one every ``interval`` seconds."""
-        pad = padding(data.get("size", 100))
-        count = min(int(data["count"]), 1000)
-        start = trio.current_time()
-        for seq in range(count):
-            await trio.sleep_until(start + seq * float(data["interval"]))
-            await cable.broadcast(STREAM, bench_payload(data["phase"], seq, pad))
-        self.transmit({"done": "series", "phase": data["phase"]})
+        self.transmit(await series(data))
 
     async def burst(self, data: dict[str, Any]) -> None:
-        """``count`` broadcasts as fast as the hub takes them."""
-        pad = padding(data.get("size", 100))
-        count = min(int(data["count"]), 100_000)
-        started = time.perf_counter()
-        for seq in range(count):
-            await cable.broadcast(STREAM, bench_payload(data["phase"], seq, pad))
-        enqueue_ms = (time.perf_counter() - started) * 1000.0
-        self.transmit(
-            {"done": "burst", "phase": data["phase"], "enqueue_ms": enqueue_ms}
-        )
+        self.transmit(await burst(data))
 
     async def gc(self, data: dict[str, Any]) -> None:
         self.transmit(gc_action(data))
@@ -91,7 +109,20 @@ class BenchControl(Channel):
         self.transmit({"done": "memory", **memory_action(data)})
 
 
-app = CableApp(cable, tune_gc=TUNE_GC)
+async def http_app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "http":
+        await asgi_http_trigger(scope, receive, send, http_action)
+
+
+# BENCH_TUNE_GC unset: CableApp's default (None: tuned if the collector
+# has Python's defaults); BENCH_TUNE_GC=0: never tuned (as before that
+# default). BENCH_SEND_POOL=0: a writer task per socket (before the pool).
+app = CableApp(
+    cable,
+    http_app,
+    tune_gc={"1": True, "0": False}.get(os.environ.get("BENCH_TUNE_GC", "")),
+    send_pool=os.environ.get("BENCH_SEND_POOL") != "0",
+)
 
 
 def main() -> None:
@@ -115,6 +146,8 @@ def main() -> None:
                     tune_gc=TUNE_GC,
                 )
             )
+            if HTTP_PORT:
+                await nursery.start(serve_http_trigger, HTTP_PORT, http_action)
             print(f"listening ({args.transport})", flush=True)
 
     with contextlib.suppress(KeyboardInterrupt):

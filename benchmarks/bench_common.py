@@ -16,7 +16,11 @@ import resource
 import time
 import tracemalloc
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from typing import Any
+
+import trio
 
 BENCH_CHANNEL = "BenchChannel"
 CONTROL_CHANNEL = "BenchControl"
@@ -182,3 +186,91 @@ def memory_action(data: dict[str, Any]) -> dict[str, Any]:
         with open(path, "w") as f:
             json.dump(report, f, indent=1)
     return {"reported": True, "bytes_per_connection": report["bytes_per_connection"]}
+
+
+# -- the HTTP trigger: a broadcast arriving as a request --------------------------
+#
+# ``POST /_broadcast`` with a JSON body ``{"action": "burst"|"series", ...}``
+# runs that action in the request's own task, as a web controller or a job
+# would broadcast, and answers its ``done`` record as JSON once finished.
+# Hypercorn servers answer it on their own port (ASGI); the others on a
+# side port of the same process (``BENCH_HTTP_PORT``, served by
+# serve_http_trigger), since their WebSocket port speaks no POST.
+
+HTTP_PATH = "/_broadcast"
+HTTP_PORT = int(os.environ.get("BENCH_HTTP_PORT") or 0)
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def _http_response(status: str, body: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 %s\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n"
+        % (status.encode(), len(body))
+    ) + body
+
+
+async def _http_connection(stream: trio.SocketStream, handle: Handler) -> None:
+    async with stream:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                return
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        method, path = lines[0].split(b" ")[:2]
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(body) < length:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                return
+            body += chunk
+        if method != b"POST" or path != HTTP_PATH.encode():
+            await stream.send_all(_http_response("404 Not Found", b"{}"))
+            return
+        reply = await handle(json.loads(body))
+        await stream.send_all(_http_response("200 OK", json.dumps(reply).encode()))
+
+
+async def serve_http_trigger(
+    port: int,
+    handle: Handler,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The side port's ``POST /_broadcast`` (a plain trio HTTP/1.1 server)."""
+    listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+    task_status.started()
+    await trio.serve_listeners(partial(_http_connection, handle=handle), listeners)
+
+
+async def asgi_http_trigger(
+    scope: MutableMapping[str, Any],
+    receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+    send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    handle: Handler,
+) -> None:
+    """``POST /_broadcast`` as an ASGI HTTP app (Hypercorn's own port)."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    if scope["method"] != "POST" or scope["path"] != HTTP_PATH:
+        status, reply = 404, b"{}"
+    else:
+        status, reply = 200, json.dumps(await handle(json.loads(body))).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(reply)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply})

@@ -19,10 +19,12 @@ import trio
 from harness import (
     REDIS_KIND,
     Control,
+    HttpTrigger,
     LoadGen,
     control_connection,
     cpu_times,
     free_port,
+    http_trigger_env,
     loadgen_process,
     machine_busy_seconds,
     machine_irq_seconds,
@@ -72,6 +74,7 @@ async def measure(
     timeout: float,
     *,
     publisher: tuple[Control, int] | None = None,
+    trigger: HttpTrigger | None = None,
     **data: Any,
 ) -> dict[str, Any]:
     """Arm the load generators, trigger ``action`` in the server, collect.
@@ -79,8 +82,12 @@ async def measure(
     ``control`` and ``pid`` are the server the clients are connected to
     (its CPU and GC are measured); ``publisher``, if given, is another
     server's (control, pid) that makes the broadcasts instead (through
-    Redis)."""
+    Redis); ``trigger``, if given, makes them in the same server through
+    ``POST /_broadcast`` instead of the control socket."""
+    maker: Control | HttpTrigger
     maker, maker_pid = publisher or (control, pid)
+    if trigger is not None:
+        maker = trigger
     for gen, share in zip(gens, shares, strict=True):
         await gen.send(
             cmd="measure",
@@ -91,7 +98,7 @@ async def measure(
         )
     await each(gens, "armed", 10)
     await control.perform("gc")
-    await control.done("gc", 10)
+    await control.done("gc", 60)
     cpu0, t0 = cpu_times(pid), time.monotonic()
     maker0 = cpu_times(maker_pid)
     busy0, irq0 = machine_busy_seconds(), machine_irq_seconds()
@@ -103,9 +110,11 @@ async def measure(
     user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
     # the publisher's CPU is its own figure, not "other processes'"
     publisher_s = sum(maker1) - sum(maker0) if publisher is not None else 0.0
-    done = await maker.done(action, 30)
+    # generous: a loaded server may answer long after the generators gave up
+    done = await maker.done(action, 120)
     await control.perform("gc")
-    gc_stats = (await control.done("gc", 10))["stats"]
+    # generous: a server on a loaded machine may still be delivering
+    gc_stats = (await control.done("gc", 60))["stats"]
     received = sum(p["received"] for p in parts)
     expected = count * sum(shares)
     sent = (
@@ -185,10 +194,17 @@ def burst_timeout(count: int, n: int) -> float:
 
 
 async def connect_clients(
-    gens: list[LoadGen], shares: list[int], port: int, cfg: argparse.Namespace
+    gens: list[LoadGen],
+    shares: list[int],
+    port: int,
+    cfg: argparse.Namespace,
+    pid: int,
 ) -> dict[str, Any]:
-    """Connect and subscribe every load generator's share; the figures."""
+    """Connect and subscribe every load generator's share; the figures
+    (with the server's CPU per connection, which a loaded machine's other
+    work does not change as it changes the rate)."""
     url = f"ws://127.0.0.1:{port}/cable"
+    cpu0 = sum(cpu_times(pid))
     for gen, share in zip(gens, shares, strict=True):
         await gen.send(
             cmd="connect",
@@ -198,6 +214,7 @@ async def connect_clients(
             timeout_ms=cfg.connect_timeout * 1000,
         )
     connected = await each(gens, "connected", cfg.connect_timeout + 10)
+    cpu_s = sum(cpu_times(pid)) - cpu0
     ok = sum(c["ok"] for c in connected)
     elapsed = max(c["elapsed_ms"] for c in connected) / 1000.0
     return {
@@ -205,6 +222,7 @@ async def connect_clients(
         "connect_failed": sum(c["failed"] for c in connected),
         "connect_errors": [c["errors"] for c in connected if c["errors"]],
         "connect_per_s": ok / elapsed if elapsed else None,
+        "connect_server_cpu_us": 1e6 * cpu_s / ok if ok else None,
         "connect_ms_p50": max(c["connect_ms"]["p50"] or 0 for c in connected),
         "connect_ms_p99": max(c["connect_ms"]["p99"] or 0 for c in connected),
     }
@@ -240,6 +258,8 @@ async def run_case(
     shares = [n - n // 2, n // 2]
     log_dir: Path = cfg.log_dir
     env = dict(cfg.server_env)
+    http_port, http_env = http_trigger_env(kind, port)
+    env.update(http_env)
     if mode == "memory":
         env["BENCH_TRACEMALLOC"] = "1"
     result: dict[str, Any] = {"server": kind, "connections": n, "mode": mode}
@@ -256,7 +276,7 @@ async def run_case(
             await control.perform("memory", op="mark")
             await control.done("memory", 30)
         rss0 = await server_rss(control, proc.pid)
-        result.update(await connect_clients(gens, shares, port, cfg))
+        result.update(await connect_clients(gens, shares, port, cfg, proc.pid))
         ok = result["connected"]
         # One ping interval: every connection has been pinged (a connection's
         # first sends allocate some of its buffers), as when idle for long.
@@ -280,6 +300,10 @@ async def run_case(
             return result
         burst = burst_count(n, cfg.burst_deliveries)
         if mode == "profile":
+            trigger = None
+            if cfg.http_trigger:  # the profile is of the HTTP-triggered burst
+                nursery = await stack.enter_async_context(trio.open_nursery())
+                trigger = HttpTrigger(http_port, nursery)
             result["burst"], result["profile"] = await profiled_burst(
                 gens,
                 shares,
@@ -289,6 +313,7 @@ async def run_case(
                 burst,
                 burst_timeout(burst, n),
                 cfg,
+                trigger,
             )
             return result
         if cfg.echo_sockets:
@@ -318,6 +343,38 @@ async def run_case(
             burst_timeout(burst, n),
         )
         result["rss_after_burst_kib"] = await server_rss(control, proc.pid)
+        if cfg.http_trigger:
+            # The same two phases, broadcast by an HTTP request's task.
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            trigger = HttpTrigger(http_port, nursery)
+            try:
+                result["http_series"] = await measure(
+                    gens,
+                    shares,
+                    control,
+                    proc.pid,
+                    "series",
+                    f"hs{n}",
+                    cfg.broadcasts,
+                    series_timeout(cfg, n),
+                    trigger=trigger,
+                    interval=cfg.interval,
+                )
+                result["http_burst"] = await measure(
+                    gens,
+                    shares,
+                    control,
+                    proc.pid,
+                    "burst",
+                    f"hb{n}",
+                    burst,
+                    burst_timeout(burst, n),
+                    trigger=trigger,
+                )
+            except trio.TooSlowError:
+                # A server too far behind to answer: what was measured stays.
+                result["http_error"] = "the server did not answer in time"
+                nursery.cancel_scope.cancel()
     return result
 
 
@@ -344,7 +401,7 @@ async def run_redis_case(n: int, cfg: argparse.Namespace) -> dict[str, Any]:
             await stack.enter_async_context(loadgen_process(log_dir, i))
             for i in range(2)
         ]
-        result.update(await connect_clients(gens, shares, port_b, cfg))
+        result.update(await connect_clients(gens, shares, port_b, cfg, server_b.pid))
         publisher = (control_a, server_a.pid)
         # One broadcast through the bridge first: B's Redis subscription to
         # the stream is live once it arrives.
@@ -404,8 +461,10 @@ async def profiled_burst(
     count: int,
     timeout: float,
     cfg: argparse.Namespace,
+    trigger: HttpTrigger | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A burst with py-spy sampling the server; returns (burst, profile)."""
+    """A burst with py-spy sampling the server; returns (burst, profile).
+    With ``trigger``, the HTTP-triggered burst."""
     py_spy = find_py_spy()
     out = cfg.log_dir / f"profile-{pid}.txt"
     # --native: samples in the garbage collector or in a syscall end in that
@@ -432,7 +491,7 @@ async def profiled_burst(
     try:
         await trio.sleep(1.0)  # py-spy attaches
         burst = await measure(
-            gens, shares, control, pid, "burst", phase, count, timeout
+            gens, shares, control, pid, "burst", phase, count, timeout, trigger=trigger
         )
     finally:
         with trio.CancelScope(shield=True):

@@ -400,3 +400,56 @@ async def control_connection(port: int) -> AsyncIterator[Control]:
         # Only closing the control socket failed (a server busy with
         # thousands of closing sockets): nothing is lost.
         print(f"   (control socket close: {exc!r})", flush=True)
+
+
+# -- the HTTP trigger ------------------------------------------------------------
+
+
+def http_trigger_env(kind: str, port: int) -> tuple[int, dict[str, str]]:
+    """Where ``kind`` answers ``POST /_broadcast`` (bench_common): its own
+    port (Hypercorn, Node), else a side port passed as BENCH_HTTP_PORT."""
+    if kind.endswith("hypercorn") or kind == "node-ws":
+        return port, {}
+    side = free_port()
+    return side, {"BENCH_HTTP_PORT": str(side)}
+
+
+class HttpTrigger:
+    """Runs a server's series or burst through ``POST /_broadcast``: the
+    request's task broadcasts, as a web controller or a job would. Has
+    :class:`Control`'s ``perform``/``done``, so a phase is measured the
+    same way; the response (the ``done`` record) arrives when it ended."""
+
+    def __init__(self, port: int, nursery: trio.Nursery) -> None:
+        self.port = port
+        self._nursery = nursery
+        self._done_send, self._done = trio.open_memory_channel[dict[str, Any]](64)
+
+    async def perform(self, action: str, **data: Any) -> None:
+        if action == "gc":
+            raise ValueError("the HTTP trigger only broadcasts")
+        body = json.dumps({"action": action, **data}).encode()
+        stream = await trio.open_tcp_stream("127.0.0.1", self.port)
+        await stream.send_all(
+            b"POST /_broadcast HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+            b"content-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (len(body), body)
+        )
+        self._nursery.start_soon(self._response, stream)
+
+    async def _response(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            data = b""
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        if b" 200 " not in head.split(b"\r\n", 1)[0]:
+            raise RuntimeError(f"POST /_broadcast: {head[:200]!r}")
+        await self._done_send.send(json.loads(body))
+
+    async def done(self, action: str, timeout: float) -> dict[str, Any]:
+        with trio.fail_after(timeout):
+            while True:
+                message = await self._done.receive()
+                if message["done"] == action:
+                    return message

@@ -129,15 +129,28 @@ def _cpu(phase: dict[str, Any]) -> str:
     return f"{phase['server_cpu_pct']:.0f}% (GC {gc_share(phase):.0f}%)"
 
 
+#: A generator process this busy (of one core) is the bottleneck, not the server.
+GENERATOR_BOUND_PCT = 90.0
+
+
 def _loadgen(phase: dict[str, Any]) -> str:
-    return " + ".join(f"{x:.0f}%" for x in phase["loadgen_cpu_pct"])
+    cell = " + ".join(f"{x:.0f}%" for x in phase["loadgen_cpu_pct"])
+    if max(phase["loadgen_cpu_pct"], default=0.0) >= GENERATOR_BOUND_PCT:
+        cell += " **generator-bound**"
+    return cell
+
+
+def _phase(name: str, cell: Callable[[dict[str, Any]], str]) -> Callable[..., str]:
+    """A cell of an optional phase (``-`` where the run did not measure it)."""
+    return lambda r: cell(r[name]) if name in r else "-"
 
 
 # (title, what to read against, cell)
 METRICS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     (
         "Connect + subscribe rate (connections/s)",
-        "target >= 2,000/s",
+        "connect, `welcome`, subscribe, `confirm_subscription`; 100 in flight "
+        "per generator (two generators; `--concurrency`); target >= 2,000/s",
         _connect,
     ),
     (
@@ -163,8 +176,31 @@ METRICS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ),
     (
         "Load generator CPU during the burst (two processes)",
-        "near 100% each would make the generators the bottleneck",
+        "at 90% or more of a core the generators are the bottleneck "
+        "(marked **generator-bound**), not the server",
         lambda r: _loadgen(r["burst"]),
+    ),
+    (
+        "HTTP-triggered fan-out latency, 20 broadcasts 200 ms apart: p50 / p99 ms",
+        "broadcast by a `POST /_broadcast` request's task on the server "
+        "(Hypercorn's own port; a side port of the same process for the others)",
+        _phase("http_series", _latency),
+    ),
+    (
+        "HTTP-triggered burst deliveries/s",
+        "the same burst made by a `POST /_broadcast` request's task; the bare "
+        "loops `await` each socket's send in that task, one after another",
+        _phase("http_burst", _burst),
+    ),
+    (
+        "Server CPU during the HTTP-triggered burst (share of it in GC pauses)",
+        "100% is one core",
+        _phase("http_burst", _cpu),
+    ),
+    (
+        "Load generator CPU during the HTTP-triggered burst (two processes)",
+        "**generator-bound** at 90% or more of a core",
+        _phase("http_burst", _loadgen),
     ),
     (
         "Echo round trip, p50 / p99 ms",

@@ -156,6 +156,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--no-docs", action="store_true", help="do not update docs/benchmarks.md"
     )
+    p.add_argument(
+        "--no-http-trigger",
+        dest="http_trigger",
+        action="store_false",
+        help="skip the HTTP-triggered series and burst (POST /_broadcast)",
+    )
     args = p.parse_args(argv)
     default_counts = "1000" if args.quick else "1000,5000,10000"
     args.connection_counts = [

@@ -10,6 +10,7 @@ This namespace is the server's API; the Python client is
 from ._cable import Cable as Cable
 from ._cable import ConnectHook as ConnectHook
 from ._channel import Channel as Channel
+from ._channel import Presence as Presence
 from ._channel import periodically as periodically
 from ._channel import rescue_from as rescue_from
 from ._connection import Connection as Connection
@@ -23,6 +24,7 @@ from ._errors import Unauthorized as Unauthorized
 from ._gc import tune_gc as tune_gc
 from ._history import HistoryPolicy as HistoryPolicy
 from ._hub import HubStatistics as HubStatistics
+from ._presence import PresenceEvent as PresenceEvent
 from ._redis import BridgeStatistics as BridgeStatistics
 from ._redis import redis_broadcast as redis_broadcast
 from ._redis_cable import RedisCable as RedisCable
@@ -57,6 +59,8 @@ __all__ = [
     "HubStatistics",
     "InvalidSignature",
     "InvalidToken",
+    "Presence",
+    "PresenceEvent",
     "ProtocolError",
     "RedisCable",
     "Request",

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
-import math
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from contextlib import asynccontextmanager
@@ -21,13 +20,16 @@ from ._history import HistoryPolicy, HistoryStore, keep_stream_history
 from ._hub import Hub, Subscriber
 from ._logsummary import LogSummary
 from ._options import CableOptions, origin_allowed
+from ._pinger import ping_forever
+from ._presence import PresenceHook, PresenceTracker
 from ._pubsub import PubSubRules
 from ._redis import RedisBridge
+from ._redis_presence import run_presence
 from ._redis_sessions import session_keeper
 from ._registry import ConnectionSet
 from ._remote import REMOTE_DISCONNECT, close_matching, encode_command
 from ._util import single_error
-from .protocol.codec import encode_payload, encode_ping
+from .protocol.codec import encode_payload
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -96,7 +98,9 @@ class Cable:
         self._token: trio.lowlevel.TrioToken | None = None
         #: Sessions of dropped extended-protocol clients, to resume.
         self.sessions = session_keeper(self)
+        self.presence_tracker = PresenceTracker(options, self._publish, self.start_soon)
         self._background: list[Callable[[], Awaitable[object]]] = [self.sessions.run]
+        self._background.append(self._run_presence)
         self._tasks: Background | None = None
         # Refused handshakes come in floods: one line, then a summary.
         self._refusals = LogSummary(log)
@@ -299,6 +303,29 @@ class Cable:
         except trio.RunFinishedError:
             raise CableError("the cable is not running") from None
 
+    # -- presence ------------------------------------------------------------
+
+    async def presence(self, stream: str) -> dict[str, Any]:
+        """Who is here on ``stream``: each member's id -> its latest info,
+        in every process of a Redis cable (while Redis is away: this one).
+
+        Cancellation: it waits for one Redis round trip at most.
+        """
+        records = await self.presence_tracker.members(stream)
+        return {id: json.loads(info) for id, info in records.items()}
+
+    def on_presence(self, hook: PresenceHook) -> PresenceHook:
+        """Call ``hook(event)`` (a :class:`PresenceEvent`) for each join and
+        leave on any presence stream, once per event in all processes (in
+        the one that announces it). A decorator; an ``async def`` hook runs
+        in the cable's nursery, a plain one in the trio thread."""
+        self.presence_tracker.hooks.append(hook)
+        return hook
+
+    async def _run_presence(self) -> None:
+        bridge = self.bridge
+        await run_presence(self.presence_tracker, bridge.url if bridge else None)
+
     # -- remote disconnect -----------------------------------------------------
 
     async def disconnect(
@@ -448,7 +475,7 @@ class Cable:
                     await broker.streams_live(self.hub.control)
                     await nursery.start(self._run_background)
                     task_status.started()
-                    await self._ping_forever()
+                    await ping_forever(self, self._refusals)
         finally:
             self._token = None
             self._attach(IN_PROCESS)
@@ -519,29 +546,3 @@ class Cable:
     def unregister(self, conn: Connection) -> None:
         """``conn`` has ended."""
         self._connections.discard(conn)
-
-    async def _ping_forever(self) -> NoReturn:
-        # One timer for every connection: no task per connection just to
-        # ping, and pings still flow when actions are slow.
-        pong_timeout = self.options.pong_timeout
-        while True:
-            await trio.sleep(self.options.ping_interval)
-            self._refusals.tick()
-            frame = encode_ping(int(time.time()))
-            silent_since = (
-                -math.inf
-                if pong_timeout is None
-                else trio.current_time() - pong_timeout
-            )
-            self._ping_each(frame, silent_since)
-
-    def _ping_each(self, frame: str, silent_since: float) -> None:
-        # Not inlined: a loop variable would keep a closed connection alive.
-        for conn in [c for c in self._connections if c.ready]:
-            protocol = conn.protocol
-            if protocol.last_seen < silent_since and protocol.dialect.extended:
-                self.count("no_pong")
-                log.info("conn %s: no pong for %gs", conn.id, self.options.pong_timeout)
-                conn.close("no_pong", reconnect=True)
-            elif protocol.dialect.pings:
-                conn.enqueue(frame)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Channel",
     "ConnectionView",
+    "Presence",
     "SubscriptionView",
     "periodically",
     "rescue_from",
@@ -69,6 +70,9 @@ class SubscriptionView(Protocol):
         whisper: bool = False,
     ) -> None: ...
     def add_timer(self, fn: Callable[[], Any], seconds: float) -> None: ...
+    def open_presence(self, stream: str) -> None: ...
+    def presence_join(self, id: str | int, info: Any) -> None: ...
+    def presence_leave(self) -> None: ...
     def stop_stream_from(self, stream: str) -> None: ...
     def stop_all_streams(self) -> None: ...
     def transmit(self, data: Any) -> None: ...
@@ -162,6 +166,38 @@ def _broadcast_to(self_or_cls: Channel | type[Channel], obj: Any, data: Any) -> 
     return cable.broadcast_sync(stream, data)
 
 
+class Presence:
+    """A channel's presence on its presence stream (``self.presence``).
+
+    Non-blocking; callable from plain-def hooks and actions (worker
+    threads) too.
+    """
+
+    __slots__ = ("_subscription",)
+
+    def __init__(self, subscription: SubscriptionView) -> None:
+        self._subscription = subscription
+
+    def join(self, id: str | int, info: Any = None) -> None:
+        """Be member ``id`` (a string, or an int spelt out) of the presence
+        stream, described by ``info`` (any JSON; the latest wins). One id
+        may be held by many subscriptions: it joins with the first and
+        leaves after the last. Joining as another id leaves the previous.
+
+        Raises:
+            CableError: the channel opened no presence stream.
+            ProtocolError: ``id`` is empty or too long.
+            TypeError: ``info`` is not JSON-encodable.
+        """
+        sub = self._subscription
+        sub.call_soon(sub.presence_join, id, info)
+
+    def leave(self) -> None:
+        """Stop being a member, at once (a no-op if not joined)."""
+        sub = self._subscription
+        sub.call_soon(sub.presence_leave)
+
+
 class Channel:
     """Base class of server-side channels.
 
@@ -197,6 +233,15 @@ class Channel:
     #: ``__dict__``: a subclass is registered on its own).
     _cables: ClassVar[tuple[BroadcastHost, ...]]
     _rules: ClassVar[ChannelRules]  # made by rules_for(), on first use
+    #: Whether clients may join and leave the presence stream themselves
+    #: (AnyCable's ``join``/``leave`` commands); they may always ask who
+    #: is there. False: only :attr:`presence` (server code) joins.
+    client_presence: ClassVar[bool] = True
+    #: Whether its subscriptions get the presence stream's join and leave
+    #: events. False for large audiences that only join (and may ask who
+    #: is there): a stream of N such members sends N frames per event
+    #: instead of N (each join) times N.
+    presence_events: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -250,6 +295,12 @@ class Channel:
         """The streams this subscription currently listens to."""
         return frozenset(self._subscription.streams)
 
+    @property
+    def presence(self) -> Presence:
+        """This subscription's presence on the stream it opened with
+        ``stream_from(stream, presence=True)`` (see docs/presence.md)."""
+        return Presence(self._subscription)
+
     # -- lifecycle hooks ---------------------------------------------------
 
     async def subscribed(self) -> None:
@@ -272,6 +323,7 @@ class Channel:
         callback: StreamCallback | None = None,
         *,
         whisper: bool = False,
+        presence: bool = False,
     ) -> None:
         """Deliver broadcasts to ``stream`` to this subscription.
 
@@ -288,10 +340,17 @@ class Channel:
         subscribers in this process, never back to the sender, never into
         history. One stream per subscription takes whispers (the last one
         opened so).
+
+        With ``presence``, the subscription tracks presence on it (one
+        stream per subscription, the last one opened so): it gets the
+        stream's join and leave events, its client may ask who is there
+        and (unless :attr:`client_presence` is false) join and leave, and
+        :attr:`presence` joins from server code. See docs/presence.md.
         """
-        self._subscription.call_soon(
-            self._subscription.stream_from, stream, callback, whisper
-        )
+        sub = self._subscription
+        sub.call_soon(sub.stream_from, stream, callback, whisper)
+        if presence:
+            sub.call_soon(sub.open_presence, stream)
 
     def stream_for(self, obj: Any, callback: StreamCallback | None = None) -> None:
         """:meth:`stream_from` the stream of ``obj`` for this channel (see

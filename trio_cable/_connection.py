@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from ._history import Replay
     from ._hub import Subscriber
     from ._options import CableOptions
+    from ._presence import PresenceTracker
     from ._request import Request
     from ._sessions import SessionKeeper
     from .protocol.dialects import Dialect
@@ -68,6 +69,7 @@ class ConnectionHost(Protocol):
     options: CableOptions
     connect_hook: Callable[[Request], Any] | None
     sessions: SessionKeeper
+    presence_tracker: PresenceTracker
 
     def channel_rules(self, name: str) -> ChannelRules | None:
         """The rules of channel ``name`` (``source``: the class)."""
@@ -218,7 +220,7 @@ class Connection:
             # only for a busy server's writer may grow OUTBOX_SLACK times.
             if over > 1 and (over > OUTBOX_SLACK or transport.stalled()):
                 self._too_slow()
-            else:
+            elif not transport.hand_off(self._start_writer):
                 self._start_writer()
 
     def error(self, reason: str, message: str, identifier: str | None = None) -> None:
@@ -453,7 +455,7 @@ class Connection:
         sessions = self.host.sessions
         if not (self.protocol.dialect.extended and sessions.keeps(self._close)):
             for record in records:
-                record.owner.end()
+                record.owner.end(grace=True)
             return None
         session = Session(self.identity)
         for record in records:
@@ -461,7 +463,7 @@ class Connection:
             if sub.confirmed and not record.closed:
                 session.subscriptions.append(sub.detach())
             else:
-                sub.end()
+                sub.end(grace=True)
         sessions.expect(self.sid)
         return session
 

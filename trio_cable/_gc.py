@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
 
-__all__ = ["tune_gc"]
+__all__ = ["gc_untouched", "serving_gc", "tune_gc"]
+
+#: The collector thresholds CPython starts with (3.11-3.13; 3.14's
+#: incremental collector has others, and is left alone).
+_DEFAULT_THRESHOLDS = (700, 10, 10)
 
 
 def tune_gc(threshold: int = 50_000, *, freeze: bool = True) -> None:
@@ -27,3 +33,41 @@ def tune_gc(threshold: int = 50_000, *, freeze: bool = True) -> None:
         gc.freeze()
     _, second, third = gc.get_threshold()
     gc.set_threshold(threshold, second, third)
+
+
+def gc_untouched() -> bool:
+    """Whether the process still has the interpreter's own collector
+    settings: enabled, CPython's default thresholds, nothing frozen.
+
+    Then nobody has chosen any, and raising the first threshold is safe
+    for a server: it changes when the collector runs, not what it collects.
+    """
+    return (
+        gc.isenabled()
+        and gc.get_threshold() == _DEFAULT_THRESHOLDS
+        and gc.get_freeze_count() == 0
+    )
+
+
+@contextlib.contextmanager
+def serving_gc(tune: bool | None, threshold: int = 50_000) -> Iterator[None]:
+    """The collector settings while a server runs (``CableApp``'s lifespan).
+
+    ``True``: :func:`tune_gc` (for good); ``False``: nothing; ``None``: if
+    the collector is untouched (:func:`gc_untouched`), the first threshold
+    raised to ``threshold`` for the block only, put back when it ends, and
+    nothing frozen (frozen objects are never collected, which only the app
+    can decide is safe).
+    """
+    if tune:
+        tune_gc(threshold)
+    if tune is not None or not gc_untouched():
+        yield
+        return
+    before = gc.get_threshold()
+    gc.set_threshold(threshold, before[1], before[2])
+    try:
+        yield
+    finally:
+        if gc.get_threshold()[0] == threshold:  # nobody changed it since
+            gc.set_threshold(*before)

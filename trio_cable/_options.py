@@ -97,6 +97,20 @@ class CableOptions:
             may listen to any stream it can name. Off by default.
         streams_whisper: clients may whisper on signed ``$pubsub`` streams
             (public ones always allow it, as in AnyCable).
+        presence_grace: seconds a presence member stays after its last
+            connection dropped without leaving (a page reload comes back
+            meanwhile, so nobody sees it leave and join again); 15, as
+            AnyCable's ``presence_ttl``; 0: leave at once. An explicit
+            leave or unsubscribe always leaves at once.
+        presence_info_bytes: largest ``info`` a client may join with
+            (encoded JSON, 4 KiB); more is refused with
+            ``presence_info_too_large``.
+        presence_heartbeat, presence_expiry: with Redis, each process
+            renews its claim on its members every ``presence_heartbeat``
+            seconds (5); a process silent for ``presence_expiry`` seconds
+            (20) is taken as dead and another process announces its
+            members' leaves, so they leave at most expiry + heartbeat
+            (25 s) after it died. See docs/presence.md.
     """
 
     ping_interval: float = 3.0
@@ -133,6 +147,10 @@ class CableOptions:
     input_bytes_per_second: float = 1024.0 * 1024.0
     max_fragments: int = 1024
     message_timeout: float = 10.0
+    presence_grace: float = 15.0
+    presence_info_bytes: int = 4096
+    presence_heartbeat: float = 5.0
+    presence_expiry: float = 20.0
 
     @cached_property
     def input(self) -> InputLimits:

@@ -186,6 +186,7 @@ def _encode_kept(kept: KeptSubscription) -> dict[str, Any]:
             for stream, callback in kept.streams
         ],
         "whisper": kept.whisper_stream,
+        "presence": kept.presence_stream,
         "timers": [
             [_method(channel, fn, "timer"), seconds]
             for fn, seconds in kept.timers or ()
@@ -256,7 +257,7 @@ def _decode_kept(
         timers = [(getattr(channel, name), float(s)) for name, s in item["timers"]]
         return KeptSubscription(
             item["identifier"], item["params"], channel, streams,
-            item["whisper"], timers or None, orphan,
+            item["whisper"], timers or None, orphan, item.get("presence"),
         )  # fmt: skip
     except (LookupError, TypeError, ValueError, AttributeError) as exc:
         log.warning(
@@ -310,6 +311,15 @@ class Orphan:
         pass
 
     def stop_stream_from(self, stream: str) -> None:
+        pass
+
+    def open_presence(self, stream: str) -> None:
+        pass
+
+    def presence_join(self, id: str | int, info: Any) -> None:
+        pass
+
+    def presence_leave(self) -> None:
         pass
 
     def stop_all_streams(self) -> None:

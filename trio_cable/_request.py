@@ -83,8 +83,12 @@ class Request:
         raw = self.scope.get("query_string", b"")
         return raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)
 
-    @cached_property
+    @property
     def headers(self) -> Headers:
+        # Not cached: a Headers is a view (no copy), made in no time, and a
+        # cache would give every Request a __dict__ for the connection's
+        # lifetime (about 300 bytes; the cable reads the headers of every
+        # handshake).
         return Headers(self.scope.get("headers", ()))
 
     @cached_property

@@ -79,6 +79,8 @@ class KeptSubscription:
     timers: list[tuple[Callable[[], Any], float]] | None
     #: The subscription that ran it: it runs ``unsubscribed()`` at expiry.
     former: Former
+    #: The stream it tracked presence on (its member left with the grace).
+    presence_stream: str | None = None
 
 
 @dataclass(slots=True)

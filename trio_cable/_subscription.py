@@ -10,7 +10,6 @@ there is such work.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
@@ -18,10 +17,14 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 import trio
 
 from ._channel import Channel, ConnectionView, action_for
-from ._errors import ActionError
+from ._errors import ActionError, CableError
+from ._filtered import Filtered
 from ._hooks import call, call_hook
+from ._presence import SubscriptionPresence, perform
 from ._sessions import KeptSubscription
 from .protocol.codec import Message, encode_payload
+from .protocol.ext import History
+from .protocol.presence import presence_id
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
@@ -30,11 +33,13 @@ if TYPE_CHECKING:
     from ._history import Replay
     from ._hub import Subscriber
     from ._options import CableOptions
+    from ._presence import PresenceTracker
     from .protocol.codec import Ref
-    from .protocol.ext import History, HistoryRequest, Position
+    from .protocol.ext import HistoryRequest
     from .protocol.server import ServerSubscription
+    from .protocol.subscription import Queued
 
-__all__ = ["RESERVED_PREFIX", "Subscription"]
+__all__ = ["RESERVED_PREFIX", "Filtered", "Subscription"]
 
 #: Streams of the cable's own (remote disconnect): no channel listens there.
 RESERVED_PREFIX: Final = "_trio_cable:"
@@ -52,6 +57,8 @@ class StreamHost(Protocol):
     async def streams_live(self, streams: Iterable[str]) -> None: ...
     def count(self, name: str) -> None: ...
     def whisper(self, stream: str, payload: str, sender: Subscriber) -> int: ...
+    @property
+    def presence_tracker(self) -> PresenceTracker: ...
     async def read_history(
         self, streams: Iterable[str], request: HistoryRequest
     ) -> Replay | None: ...
@@ -93,6 +100,7 @@ class Subscription:
         "connection",
         "identifier",
         "params",
+        "presence",
         "record",
         "rejected",
         "streams",
@@ -117,6 +125,8 @@ class Subscription:
         self.streams: list[str] = []
         #: The stream the client may whisper on (the channel opens it).
         self.whisper_stream: str | None = None
+        #: Its side of presence, once the channel opened a stream for it.
+        self.presence: SubscriptionPresence | None = None
         self.rejected: bool | tuple[str, str | None] = False
         self.confirmed = False
         self._running = False  # a task is working for this subscription
@@ -179,10 +189,33 @@ class Subscription:
 
     def stop_all_streams(self) -> None:
         self.whisper_stream = None
+        self._end_presence(grace=False)
         host = self.connection.host
         for stream in self.streams:
             host.stream_removed(stream, self._subscriber(stream))
         self.streams.clear()
+
+    def open_presence(self, stream: str) -> None:
+        if self.record.closed or (self.presence and self.presence.stream == stream):
+            return
+        self._end_presence(grace=False)
+        self.presence = SubscriptionPresence(
+            self.connection.host, self.record, stream, self.channel.presence_events
+        )
+
+    def presence_join(self, id: str | int, info: Any) -> None:
+        if self.presence is None:
+            raise CableError("no presence stream: stream_from(s, presence=True)")
+        self.presence.join(presence_id(id), encode_payload(info))
+
+    def presence_leave(self) -> None:
+        if self.presence is not None:
+            self.presence.leave()
+
+    def _end_presence(self, *, grace: bool) -> None:
+        presence, self.presence = self.presence, None
+        if presence is not None:
+            presence.close(grace=grace)
 
     def add_timer(self, fn: Callable[[], Any], seconds: float) -> None:
         if self._ending or self.record.closed:
@@ -217,9 +250,10 @@ class Subscription:
             self._running = True
             self.connection.spawn(self.run)
 
-    def end(self) -> None:
+    def end(self, *, grace: bool = False) -> None:
         """Stop delivery and timers now; ``unsubscribed()`` runs after
-        queued commands."""
+        queued commands. ``grace``: the connection ended (see _presence)."""
+        self._end_presence(grace=grace)
         if not self.record.closed:
             self.record.leave()
             self.stop_all_streams()
@@ -240,8 +274,10 @@ class Subscription:
             self.identifier, self.params, self.channel, streams,
             self.whisper_stream, self._timers, self,
         )  # fmt: skip
+        kept.presence_stream = self.presence.stream if self.presence else None
         self._finished = True  # its task, cancelled, must not run the hook
         self.record.leave()
+        self._end_presence(grace=True)
         self.stop_all_streams()
         self._stop_timers()
         return kept
@@ -253,6 +289,8 @@ class Subscription:
         self._began = self.confirmed = True
         for stream, callback in kept.streams:
             self.stream_from(stream, callback, stream == kept.whisper_stream)
+        if kept.presence_stream is not None:  # its client joins again
+            self.open_presence(kept.presence_stream)
         self._timers = kept.timers
         for fn, seconds in kept.timers or ():
             self.connection.spawn(partial(self._every, fn, seconds))
@@ -300,7 +338,8 @@ class Subscription:
             self.stop_all_streams()
             conn.forget(self)
             return False
-        await conn.host.streams_live(self.streams)
+        extra = [] if self.presence is None else self.presence.live_streams
+        await conn.host.streams_live([*self.streams, *extra])
         request, self._history = self._history, None
         self.record.confirm(hold=request is not None)
         self.confirmed = True
@@ -364,19 +403,26 @@ class Subscription:
             return
         self._finished = True
         self.record.leave()
+        self._end_presence(grace=True)  # a reload comes back meanwhile
         self.stop_all_streams()
         self.connection.forget(self)
         if self.confirmed:
             await self._unsubscribed()
 
-    async def _perform(self, message: Message | History) -> None:
+    async def _perform(self, message: Queued) -> None:
         """Run one action; a call (``ref`` set) gets its return value or
         its error back, after whatever the action transmitted. An error is
         the channel's ``rescue_from`` handler's to answer first (a call
         then gets what the handler returned). A ``history`` command (the
         extended protocol) replays instead."""
-        if not isinstance(message, Message):
+        if isinstance(message, History):
             await self._replay(message.request)
+            return
+        if not isinstance(message, Message):
+            error = partial(self.connection.error, identifier=self.identifier)
+            limit = self.connection.host.options.presence_info_bytes
+            clients = self.channel.client_presence
+            await perform(self.presence, self.record, message, clients, limit, error)
             return
         fn, is_async, takes_data = action_for(type(self.channel), message.action)
         args = (self.channel, message.data) if takes_data else (self.channel,)
@@ -502,37 +548,3 @@ class Subscription:
                 self.connection.id,
                 self.identifier,
             )
-
-
-class Filtered:
-    """A ``stream_from`` callback between the hub and one subscription: it
-    decodes each broadcast, calls the callback and encodes what it returns,
-    so this subscription alone leaves the encode-once path."""
-
-    __slots__ = ("callback", "identifier", "owner")
-
-    def __init__(self, owner: Subscription, callback: StreamCallback) -> None:
-        self.owner = owner
-        self.identifier = owner.identifier
-        self.callback = callback
-
-    def deliver(
-        self, payload: str, frames: dict[str, str], position: Position | None = None
-    ) -> None:
-        record = self.owner.record
-        if record.closed:
-            return
-        try:
-            out = self.callback(json.loads(payload))
-            if out is None:
-                return  # filtered out
-            encoded = encode_payload(out)
-        except Exception:
-            log.exception(
-                "conn %s: the stream_from callback of %s failed",
-                self.owner.connection.id,
-                self.identifier,
-            )
-            return
-        # A frame of its own, not the shared one (at the same position).
-        record.deliver(encoded, {}, position)

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from ._cable import Cable
-from ._gc import tune_gc as _tune_gc
+from ._gc import serving_gc
 from ._metrics import METRICS_CONTENT_TYPE, metrics_text, stats_json
 from ._serving import serve_connection
 from .transports.asgi import (
@@ -29,6 +29,7 @@ from .transports.asgi import (
     Scope,
     Send,
 )
+from .transports.send_pool import SendPool
 
 __all__ = ["ASGIApp", "ASGITransport", "CableApp", "Receive", "Scope", "Send"]
 
@@ -54,7 +55,8 @@ class CableApp:
         stats_path: str | None = None,
         metrics_path: str | None = None,
         client_path: str | None = "/cable.js",
-        tune_gc: bool = False,
+        tune_gc: bool | None = None,
+        send_pool: bool = True,
     ) -> None:
         self.cable = cable
         self.app = app
@@ -69,9 +71,17 @@ class CableApp:
         #: ``GET client_path`` serves the packaged browser client,
         #: ``cable.js`` (``None``: not served).
         self.client_path = client_path
-        #: Apply :func:`trio_cable.tune_gc` at lifespan startup (it changes
-        #: process-wide settings, so it is the app's choice).
+        #: True: apply :func:`trio_cable.tune_gc` at lifespan startup;
+        #: False: leave the collector alone; None (the default): if the
+        #: process still has Python's own collector settings (nobody chose
+        #: any), raise its first threshold while the app serves, put back
+        #: at shutdown (thousands of connections' objects made the default
+        #: collector take over half the CPU: docs/benchmarks.md).
         self.tune_gc = tune_gc
+        #: Writes connections' frames while their sockets take them, from
+        #: a few tasks (run in the lifespan) instead of a writer task per
+        #: socket woken for each broadcast (``send_pool=False``: the latter).
+        self.send_pool = SendPool() if send_pool else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -80,7 +90,9 @@ class CableApp:
             # Hypercorn and the connection is a frame each idle socket
             # holds, and every local of this one a word in it.
             if self.cable.is_running:
-                await serve_connection(self.cable, ASGIHandshake(scope, receive, send))
+                await serve_connection(
+                    self.cable, ASGIHandshake(scope, receive, send, self.send_pool)
+                )
             else:
                 await _not_running(receive, send)
         elif kind == "lifespan":
@@ -105,6 +117,8 @@ class CableApp:
         async with trio.open_nursery() as nursery:
             inner = _InnerLifespan(self.app, scope) if self.app is not None else None
             try:
+                if self.send_pool is not None:
+                    await nursery.start(self.send_pool.run)
                 await nursery.start(self.cable.serve)
                 if inner is not None:
                     await inner.startup(nursery)
@@ -113,13 +127,12 @@ class CableApp:
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 nursery.cancel_scope.cancel()
                 return
-            if self.tune_gc:
-                _tune_gc()
-            await send({"type": "lifespan.startup.complete"})
-            message = await receive()  # lifespan.shutdown
-            await self.cable.shutdown()
-            if inner is not None:
-                await inner.shutdown()
+            with serving_gc(self.tune_gc):
+                await send({"type": "lifespan.startup.complete"})
+                message = await receive()  # lifespan.shutdown
+                await self.cable.shutdown()
+                if inner is not None:
+                    await inner.shutdown()
             nursery.cancel_scope.cancel()
         await send({"type": "lifespan.shutdown.complete"})
 

@@ -1,14 +1,15 @@
-"""The demo chat: rooms, live messages, live member counts, Turbo Streams.
+"""The demo chat: rooms, live messages, who is here, Turbo Streams.
 
 Run it with ``nox -s demo`` (or ``hypercorn --worker-class trio
 trio_cable.demo:app``) and open http://127.0.0.1:8000. Every room page
 holds a ``<turbo-stream-channel>`` element from ``/cable.js``: the server
-broadcasts Turbo Streams (a new ``<li>``, a new member count) and the page
+broadcasts Turbo Streams (a new ``<li>``, the list of who is here) and the page
 applies them with no JavaScript of its own. Messages come in two ways, both
 live in every open tab of the room: over the cable (the ``speak`` action)
 and through a plain HTML form (``POST /rooms/<room>/messages``), which
 broadcasts from the HTTP request. With ``TRIO_CABLE_REDIS_URL`` set, the
-cable shares broadcasts through Redis (member counts stay per process).
+cable shares broadcasts and presence through Redis: every worker lists
+the same members.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import html
 import itertools
 import json
 import secrets
-from collections import Counter, deque
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -25,6 +26,7 @@ from urllib.parse import parse_qsl, quote
 from . import turbo
 from ._cable import Cable
 from ._channel import Channel
+from ._presence import PresenceEvent
 from ._request import Request
 from .asgi import CableApp, Receive, Scope, Send
 
@@ -34,8 +36,9 @@ ROOMS = ("general", "random", "trio")
 HISTORY = 50  # messages a room page shows when it loads
 NAME_COOKIE = "demo_name"
 
-cable = Cable()
-members: Counter[str] = Counter()
+# A reload, or the form's redirect, comes back within the grace: the
+# member list does not flap; a closed tab leaves 5 s later.
+cable = Cable(presence_grace=5.0)
 history: dict[str, deque[str]] = {room: deque(maxlen=HISTORY) for room in ROOMS}
 _message_ids = itertools.count(1)
 
@@ -76,13 +79,34 @@ def post_message(room: str, user: str, text: str, via: str) -> str | None:
     return turbo.append("messages", item)
 
 
-def members_stream(room: str) -> str:
-    return turbo.update("members", str(members[room]))
+def render_members(members: dict[str, Any]) -> str:
+    """Who is here: the members' names, in order."""
+    names = sorted(
+        str(info.get("name", id)) if isinstance(info, dict) else id
+        for id, info in members.items()
+    )
+    return ", ".join(html.escape(name) for name in names) or "nobody"
+
+
+@cable.on_presence
+async def show_members(event: PresenceEvent) -> None:
+    """Each join or leave (once, in whichever process announces it; the
+    list is every process's, through Redis) re-renders the room's list."""
+    if not event.stream.startswith("chat:"):
+        return  # another channel's presence (an app built on the demo)
+    members = await cable.presence(event.stream)
+    await cable.broadcast(
+        event.stream, turbo.update("members", render_members(members))
+    )
 
 
 @cable.channel
 class ChatChannel(Channel):
-    """One room: messages in, Turbo Streams out, and who is here."""
+    """One room: messages in, Turbo Streams out, and who is here (presence:
+    every tab of one name is one member)."""
+
+    #: The pages get the member list as a Turbo Stream, not raw events.
+    presence_events = False
 
     async def subscribed(self) -> None:
         room = self.params.get("room")
@@ -90,13 +114,9 @@ class ChatChannel(Channel):
             self.reject()
             return
         self.room = str(room)
-        self.stream_from(f"chat:{self.room}")
-        members[self.room] += 1
-        self.broadcast(f"chat:{self.room}", members_stream(self.room))
-
-    async def unsubscribed(self) -> None:
-        members[self.room] -= 1
-        self.broadcast(f"chat:{self.room}", members_stream(self.room))
+        self.stream_from(f"chat:{self.room}", presence=True)
+        user = str(self.current_user)
+        self.presence.join(user, {"name": user})
 
     async def speak(self, data: dict[str, Any]) -> None:
         stream = post_message(
@@ -141,7 +161,8 @@ async def http_app(scope: Scope, receive: Receive, send: Send) -> None:
             name = name or f"guest-{secrets.randbelow(1000):03d}"
             cookie = f"{NAME_COOKIE}={quote(name)}; Path=/; SameSite=Lax"
             headers.append((b"set-cookie", cookie.encode()))
-        page = render_page(parts[1], name)
+        members = await cable.presence(f"chat:{parts[1]}")
+        page = render_page(parts[1], name, members)
         headers.append((b"content-type", b"text/html; charset=utf-8"))
         await _respond(send, 200, page.encode(), headers)
     else:
@@ -168,8 +189,8 @@ async def _respond(
     await send({"type": "http.response.body", "body": body})
 
 
-def render_page(room: str, name: str) -> str:
-    """A room's page, with its recent messages and member count."""
+def render_page(room: str, name: str, members: dict[str, Any] | None = None) -> str:
+    """A room's page, with its recent messages and who is here."""
     links = " ".join(
         f'<a href="/rooms/{r}"{" aria-current=page" if r == room else ""}>#{r}</a>'
         for r in ROOMS
@@ -179,7 +200,7 @@ def render_page(room: str, name: str) -> str:
         "{{PARAMS}}": html.escape(json.dumps({"room": room})),
         "{{NAME}}": html.escape(name),
         "{{ROOMS}}": links,
-        "{{MEMBERS}}": str(members[room]),
+        "{{MEMBERS}}": render_members(members or {}),
         "{{MESSAGES}}": "".join(history[room]),
     }
     page = PAGE

@@ -169,8 +169,28 @@ wss.on("connection", (ws) => {
   ws.send('{"type":"welcome"}');
 });
 
+// POST /_broadcast: the series or burst run by an HTTP request, as a web
+// controller would broadcast (run.py's HTTP-triggered phases).
 const server = createServer((request, response) => {
-  response.writeHead(404).end();
+  if (request.method !== "POST" || request.url !== "/_broadcast") {
+    response.writeHead(404).end();
+    return;
+  }
+  const chunks = [];
+  request.on("data", (chunk) => chunks.push(chunk));
+  request.on("end", () => {
+    const data = JSON.parse(Buffer.concat(chunks).toString());
+    const reply = (message) => {
+      const body = JSON.stringify(message);
+      response
+        .writeHead(200, {
+          "content-type": "application/json",
+          "content-length": Buffer.byteLength(body),
+        })
+        .end(body);
+    };
+    actions[data.action](data, reply).catch((err) => reply({ done: data.action, error: String(err) }));
+  });
 });
 server.on("upgrade", (request, socket, head) => {
   if (new URL(request.url, "http://localhost").pathname !== "/cable") {

@@ -650,3 +650,92 @@ describe("the extended protocol (actioncable-v1-ext-json)", () => {
     assert.deepEqual(events.slice(-3), [["connected", { reconnected: true }], ["historyLost"], ["received", { n: 100 }]])
   })
 })
+
+describe("presence", () => {
+  function joinedCable() {
+    const cable = newCable().connect()
+    const seen = []
+    const sub = cable.subscribe("ChatChannel", { room: "general" }, {
+      received: (data) => seen.push(["received", data]),
+      joined: (id, info) => seen.push(["joined", id, info]),
+      left: (id) => seen.push(["left", id]),
+    })
+    const socket = FakeSocket.last
+    socket.welcome()
+    socket.frame({ type: "confirm_subscription", identifier: chatId })
+    return { cable, sub, socket, seen }
+  }
+
+  it("sends AnyCable's join, leave and presence commands", () => {
+    const { sub, socket } = joinedCable()
+    assert.equal(sub.presence.join(7, { name: "Ann" }), true)
+    sub.presence.leave()
+    assert.deepEqual(socket.commands("join"), [
+      { command: "join", identifier: chatId, presence: { id: "7", info: { name: "Ann" } } },
+    ])
+    assert.deepEqual(socket.commands("leave"), [{ command: "leave", identifier: chatId }])
+  })
+
+  it("takes presence messages out of received() and keeps the list", async () => {
+    const { sub, socket, seen } = joinedCable()
+    const onJoin = []
+    sub.presence.onJoin((id, info) => onJoin.push([id, info]))
+    const listed = sub.presence.info()
+    assert.deepEqual(socket.commands("presence"), [{ command: "presence", identifier: chatId, data: {} }])
+    const message = (presence) => socket.frame({ identifier: chatId, message: { presence } })
+    message({ type: "info", total: 1, records: [{ id: "a", info: 1 }] })
+    assert.deepEqual(await listed, { a: 1 })
+    message({ type: "join", id: "b", info: 2 })
+    message({ type: "leave", id: "a" })
+    socket.frame({ identifier: chatId, message: { presence: "not an event", other: 1 } })
+    assert.deepEqual(await sub.presence.info(), { b: 2 })
+    assert.equal(socket.commands("presence").length, 1) // kept, not asked again
+    assert.deepEqual(onJoin, [["b", 2]])
+    assert.deepEqual(seen, [
+      ["joined", "b", 2],
+      ["left", "a"],
+      ["received", { presence: "not an event", other: 1 }],
+    ])
+  })
+
+  it("rejects info() where the channel tracks no presence", async () => {
+    const { sub, socket } = joinedCable()
+    const listed = sub.presence.info()
+    socket.frame({ identifier: chatId, message: { presence: { type: "error" } } })
+    await assert.rejects(listed, /not tracked/)
+  })
+
+  it("joins again after a reconnect", () => {
+    const { sub, socket } = joinedCable()
+    sub.presence.join("ann")
+    socket.drop()
+    mock.timers.tick(60_000)
+    const again = FakeSocket.last
+    assert.notEqual(again, socket)
+    again.welcome()
+    again.frame({ type: "confirm_subscription", identifier: chatId })
+    assert.deepEqual(again.commands("join"), [
+      { command: "join", identifier: chatId, presence: { id: "ann", info: null } },
+    ])
+  })
+})
+
+describe("presence frames of the extended protocol", () => {
+  it("AnyCable's presence frame reaches presence, not received()", async () => {
+    const cable = newCable().connect()
+    const seen = []
+    const sub = cable.subscribe("ChatChannel", { room: "general" }, {
+      received: (data) => seen.push(["received", data]),
+      joined: (id, info) => seen.push(["joined", id, info]),
+    })
+    const socket = FakeSocket.last
+    socket.welcome()
+    socket.frame({ type: "confirm_subscription", identifier: chatId })
+    const listed = sub.presence.info()
+    socket.frame({ type: "presence", identifier: chatId, message: { type: "info", total: 0, records: [] } })
+    assert.deepEqual(await listed, {})
+    socket.frame({ type: "presence", identifier: chatId, message: { type: "join", id: "a", info: 1 } })
+    assert.deepEqual(seen, [["joined", "a", 1]])
+    assert.deepEqual(sub.presence.members, { a: 1 })
+  })
+})

@@ -76,12 +76,17 @@ events: Counter[str] = Counter()
 #: ``CHAT_APP_PUBLIC_STREAMS=1``, public streams too.
 STREAMS_SECRET_ENV = "CHAT_APP_STREAMS_SECRET"
 PUBLIC_STREAMS_ENV = "CHAT_APP_PUBLIC_STREAMS"
+#: Seconds before a silent process's presence members leave (short in tests).
+PRESENCE_EXPIRY_ENV = "CHAT_APP_PRESENCE_EXPIRY"
+_expiry = float(os.environ.get(PRESENCE_EXPIRY_ENV) or 20.0)
 
 cable = Cable(
     history=["feed:*"],
     history_limit=1000,
     streams_secret=os.environ.get(STREAMS_SECRET_ENV) or None,
     public_streams=os.environ.get(PUBLIC_STREAMS_ENV) == "1",
+    presence_expiry=_expiry,
+    presence_heartbeat=_expiry / 4,
     session_ttl=float(os.environ.get("CHAT_APP_SESSION_TTL") or 300),
 )
 
@@ -123,6 +128,14 @@ class ChatChannel(Channel):
         return value; a client that did not ask sees only the transmit."""
         self.transmit({"tallying": data.get("n")})
         return {"tally": data.get("n")}
+
+
+@cable.channel
+class PresenceChannel(Channel):
+    """Who is here in a room: clients join and leave (AnyCable's presence)."""
+
+    async def subscribed(self) -> None:
+        self.stream_from(f"presence:{self.params.get('room', 'lobby')}", presence=True)
 
 
 @cable.channel

@@ -64,6 +64,15 @@ class ProbeChannel(Channel):
         await trio.sleep_forever()
 
 
+@cable.channel
+class PresenceProbeChannel(Channel):
+    """Presence on ``presence-probe:<room>``: clients join and leave."""
+
+    async def subscribed(self) -> None:
+        room = self.params.get("room")
+        self.stream_from(f"presence-probe:{room}", presence=True)
+
+
 ELEMENT_PAGE = """<!doctype html><html><head><meta charset="utf-8">
 <script type="module" src="/vendor/turbo.js"></script>
 <script type="module" src="/cable.js"></script></head><body>

@@ -61,7 +61,7 @@ async def test_two_pages_in_one_demo_room_see_each_others_messages(
     await browser.wait_for("ana", channel)
     await browser.open("bo", server.http_url("/rooms/trio?name=bo"))
     await browser.wait_for("bo", channel)
-    await browser.wait_for("ana", f"{text_of('#members')} === '2'")
+    await browser.wait_for("ana", f"{text_of('#members')} === 'ana, bo'")
 
     # Over the cable: ana types, bo's page gets the <li> as a Turbo Stream.
     await browser.call("fill", page="ana", selector="#composer input", text="hi bo")
@@ -77,7 +77,7 @@ async def test_two_pages_in_one_demo_room_see_each_others_messages(
     # bo's page reloaded after the POST and shows the room's history.
     await browser.wait_for("bo", f"{last}.includes('bo hello form')")
     await browser.wait_for("bo", channel)
-    await browser.wait_for("ana", f"{text_of('#members')} === '2'")
+    await browser.wait_for("ana", f"{text_of('#members')} === 'ana, bo'")
     assert await browser.evaluate("ana", text_of("#status")) == ""  # CSS text
     status = "getComputedStyle(document.querySelector('#status'), '::after').content"
     assert await browser.evaluate("ana", status) == '"live"'

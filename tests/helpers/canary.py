@@ -71,6 +71,8 @@ class CanaryReport:
     received: list[int] = field(default_factory=list, repr=False)
     latencies: list[float] = field(default_factory=list, repr=False)
     disconnected: bool = False
+    #: Frames of its stream that were not the feed's (a storm's), read.
+    others: int = 0
     finished: trio.Event = field(default_factory=trio.Event, repr=False)
 
     @property
@@ -114,6 +116,7 @@ async def _read(client: RawClient, report: CanaryReport, start: float) -> None:
             return
         n = message.get("i")
         if n is None:
+            report.others += 1
             continue  # not the feed's
         report.received.append(n)
         report.latencies.append(trio.current_time() - (start + n / FEED_RATE))

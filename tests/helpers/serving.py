@@ -39,10 +39,12 @@ async def served(
 
 
 @asynccontextmanager
-async def served_on(cable: Cable, server: Server) -> AsyncIterator[int]:
-    """:func:`served`, or ``CableApp(cable)`` under Hypercorn's trio worker
-    (``hypercorn.trio.serve``, in this process, so a test can look at the
-    cable while it serves); yields the port."""
+async def served_on(
+    cable: Cable, server: Server, *, app: CableApp | None = None
+) -> AsyncIterator[int]:
+    """:func:`served`, or ``CableApp(cable)`` (or ``app``) under Hypercorn's
+    trio worker (``hypercorn.trio.serve``, in this process, so a test can
+    look at the cable while it serves); yields the port."""
     if server != "hypercorn":
         async with served(cable, server) as port:
             yield port
@@ -52,7 +54,7 @@ async def served_on(cable: Cable, server: Server) -> AsyncIterator[int]:
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(
-            partial(serve, CableApp(cable), config, shutdown_trigger=stop.wait)
+            partial(serve, app or CableApp(cable), config, shutdown_trigger=stop.wait)
         )
         yield int(binds[0].rsplit(":", 1)[1])
         stop.set()

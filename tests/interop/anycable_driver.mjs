@@ -12,13 +12,17 @@
 //   {"cmd":"whisper","key":"k1","data":{...}}
 //   {"cmd":"stream","key":"k1","name":"..."}        cable.streamFrom
 //   {"cmd":"stream_signed","key":"k1","name":"..."} cable.streamFromSigned
+//   {"cmd":"presence_join","key":"k1","id":"...","info":{...}}  channel.presence.join
+//   {"cmd":"presence_leave","key":"k1"}                          channel.presence.leave
+//   {"cmd":"presence_info","key":"k1"}     channel.presence.info() -> presence_state
 //   {"cmd":"disconnect"}  {"cmd":"exit"}
 // Events:
 //   ready; cable_connect {reconnect, restored}; cable_disconnect {reason};
 //   cable_close {reason}; connect {key, reconnect, restored};
 //   message {key, data, meta}; info {key, type}; rejected {key, error};
 //   subscribed {key}; socket_open {protocol}; socket_close {code};
-//   socket_error {error}; uncaught {error}; error {cmd, error}.
+//   socket_error {error}; uncaught {error}; error {cmd, error};
+//   presence {key, data} (each join/leave/info frame); presence_state {key, state}.
 
 import { createRequire } from "node:module";
 import { createInterface } from "node:readline";
@@ -60,6 +64,7 @@ function watch(key, channel) {
   channel.on("connect", (ev) => emit({ event: "connect", key, reconnect: ev.reconnect, restored: ev.restored }));
   channel.on("message", (data, meta) => emit({ event: "message", key, data, meta: meta ?? null }));
   channel.on("info", (ev) => emit({ event: "info", key, type: ev.type }));
+  channel.on("presence", (data) => emit({ event: "presence", key, data }));
   channel.on("close", (err) => emit({ event: "closed", key, error: err ? String(err) : null }));
 }
 
@@ -117,6 +122,18 @@ const commands = {
   },
   whisper({ key, data = {} }) {
     channel(key).whisper(data).catch((err) => emit({ event: "error", cmd: "whisper", error: String(err) }));
+  },
+  presence_join({ key, id, info }) {
+    channel(key).presence.join(id, info).catch((err) => emit({ event: "error", cmd: "presence_join", error: String(err) }));
+  },
+  presence_leave({ key }) {
+    channel(key).presence.leave().catch((err) => emit({ event: "error", cmd: "presence_leave", error: String(err) }));
+  },
+  presence_info({ key }) {
+    channel(key).presence.info().then(
+      (state) => emit({ event: "presence_state", key, state }),
+      (err) => emit({ event: "error", cmd: "presence_info", error: String(err) }),
+    );
   },
   disconnect() {
     if (cable) cable.disconnect();

@@ -1,4 +1,5 @@
-"""The demo chat app, in memory: rooms, Turbo Streams, member counts, the form."""
+"""The demo chat app, in memory: rooms, Turbo Streams, who is here (presence),
+the form."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections import deque
 from typing import Any
 
 import pytest
+import trio
+import trio.testing
 
 from trio_cable import demo
 from trio_cable.testing import cable_test_client
@@ -47,7 +50,7 @@ def members(frame: dict[str, Any]) -> str:
     message = frame["message"]
     assert isinstance(message, str), message
     found = re.fullmatch(
-        r'<turbo-stream action="update" target="members"><template>(\d+)</template>'
+        r'<turbo-stream action="update" target="members"><template>(.*)</template>'
         r"</turbo-stream>",
         message,
     )
@@ -55,17 +58,25 @@ def members(frame: dict[str, Any]) -> str:
     return found.group(1)
 
 
-async def test_rooms_members_and_messages_as_turbo_streams() -> None:
+async def test_rooms_members_and_messages_as_turbo_streams(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with (
         demo.cable.running(),
         cable_test_client(demo.cable, cookies={"demo_name": "ana"}) as ana,
     ):
         reply = await ana.subscribe("ChatChannel", room="trio")
         assert reply["type"] == "confirm_subscription"
-        assert members(await ana.receive()) == "1"
+        assert members(await ana.receive()) == "ana"
         async with cable_test_client(demo.cable, cookies={"demo_name": "bo"}) as bo:
             await bo.subscribe("ChatChannel", room="trio")
-            assert members(await ana.receive()) == "2"
+            assert members(await ana.receive()) == "ana, bo"
+            # A second tab of bo's: one member, nothing to re-render.
+            async with cable_test_client(
+                demo.cable, cookies={"demo_name": "bo"}
+            ) as bo2:
+                await bo2.subscribe("ChatChannel", room="trio")
+                await bo2.unsubscribe("ChatChannel", room="trio")
             await bo.perform("ChatChannel", "speak", {"message": "<hi>"}, room="trio")
             frame = await ana.receive_matching(lambda f: "append" in f["message"])
             html = frame["message"]
@@ -73,7 +84,10 @@ async def test_rooms_members_and_messages_as_turbo_streams() -> None:
                 '<turbo-stream action="append" target="messages"><template><li id="'
             )
             assert "<b>bo</b> &lt;hi&gt;" in html, "user text is escaped"
-        assert members(await ana.receive()) == "1"
+        # bo's tab closed: bo leaves after the grace (a reload would not).
+        closed = trio.current_time()
+        assert members(await ana.receive()) == "ana"
+        assert trio.current_time() - closed >= demo.cable.options.presence_grace
         rejected = await ana.subscribe("ChatChannel", room="nope")
         assert rejected["type"] == "reject_subscription"
 

@@ -101,3 +101,9 @@ async def test_reliability_redis_sessions_example(redis_server: RedisServer) -> 
     doc = load_doc("reliability.md")
     with trio.fail_after(LOSS_BOUND):
         await doc.a_session_resumed_on_another_worker(redis_server.url)
+
+
+@pytest.mark.parametrize("test_name", doc_tests("presence.md"))
+async def test_presence_examples(test_name: str) -> None:
+    doc = load_doc("presence.md")  # a fresh cable per test
+    await getattr(doc, test_name)()

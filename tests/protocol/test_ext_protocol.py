@@ -102,13 +102,14 @@ def test_a_malformed_history_is_a_clear_error(history: Any) -> None:
     assert info.value.identifier == ROOM
 
 
-def test_presence_is_refused_in_words() -> None:
+def test_presence_commands_need_a_subscription() -> None:
+    """(Presence itself: tests/protocol/test_presence_protocol.py.)"""
     wire = Wire()
     frame = {"command": "join", "identifier": ROOM, "presence": {"id": "a"}}
     assert wire.proto.receive(json.dumps(frame), 0.0) is None
     [error] = wire.frames()
     assert error["type"] == "error"
-    assert error["reason"] == "unsupported_command"
+    assert error["reason"] == "not_subscribed"
 
 
 def subscribed(wire: Wire, history: dict[str, Any] | None) -> Any:

@@ -185,7 +185,7 @@ async def test_websocket_session_through_asgi_messages() -> None:
     assert cable.hub.statistics().streams == 0
 
 
-async def test_tune_gc_is_opt_in_and_raises_the_threshold() -> None:
+async def test_tune_gc_true_raises_the_threshold_and_freezes() -> None:
     import gc
 
     before = gc.get_threshold()
@@ -201,3 +201,31 @@ async def test_tune_gc_is_opt_in_and_raises_the_threshold() -> None:
     finally:
         gc.set_threshold(*before)
         gc.unfreeze()
+
+
+@pytest.mark.parametrize(
+    ("tune_gc", "chosen", "serving"),
+    [
+        (None, (700, 10, 10), 50_000),  # Python's defaults: raised meanwhile
+        (None, (1_000, 10, 10), 1_000),  # the app chose: left alone
+        (False, (700, 10, 10), 700),  # told not to
+    ],
+)
+async def test_the_default_raises_an_untouched_gc_threshold_while_serving(
+    tune_gc: bool | None, chosen: tuple[int, int, int], serving: int
+) -> None:
+    import gc
+
+    before = gc.get_threshold()
+    gc.set_threshold(*chosen)
+    try:
+        driver = Lifespan(CableApp(make_cable(), tune_gc=tune_gc))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(driver.run)
+            await driver.step("startup")
+            assert gc.get_threshold() == (serving, *chosen[1:])
+            assert gc.get_freeze_count() == 0  # nothing frozen by default
+            await driver.step("shutdown")
+        assert gc.get_threshold() == chosen  # put back at shutdown
+    finally:
+        gc.set_threshold(*before)

@@ -18,6 +18,7 @@ loaded by anything else.
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import pytest
 import trio
@@ -41,6 +42,17 @@ ATTACK_SECONDS = 2.0
 LOADED_P99 = 1.0
 
 
+def scheduled() -> tuple[int, int]:
+    """Nanoseconds this process's main thread has run, and waited for a
+    core while runnable (Linux's /proc/self/schedstat; (1, 0) elsewhere:
+    no stretch)."""
+    try:
+        ran, waited, _ = Path("/proc/self/schedstat").read_text().split()
+    except OSError:
+        return 1, 0
+    return int(ran), int(waited)
+
+
 def flood(kind: str) -> bytes:
     """About 64 KiB of one kind of tiny frame, written with one send."""
     if kind == "commands":
@@ -59,9 +71,13 @@ async def offend(client: RawClient, chunk: bytes) -> None:
 
 async def attack(
     server: Server, kind: str, offenders: int, seconds: float
-) -> CanaryReport:
-    """Run one flood beside the canary; check what it left behind."""
+) -> tuple[CanaryReport, float]:
+    """Run one flood beside the canary; check what it left behind. Also
+    returns how much the machine's load stretched this process's time
+    meanwhile: (time run + time waiting for a core) / time run, from the
+    kernel's scheduler statistics; 1 on an idle machine."""
     cable = hostile_cable()
+    ran, waited = scheduled()
     tasks, fds = task_count(), open_fds()
     chunk = flood(kind)
     async with served_on(cable, server) as port:
@@ -82,18 +98,27 @@ async def attack(
                 # offenders in 2 s, and one run needed 10 s for the first).
                 await wait_until(lambda: cable.counters["input_throttled"] >= 1)
             nursery.cancel_scope.cancel()
+        ran_after, waited_after = scheduled()
+        ran, waited = ran_after - ran, waited_after - waited
+        stretch = (ran + waited) / ran if ran else 1.0
         await wait_until(lambda: len(cable.connections) == 0)
     await wait_until(lambda: task_count() <= tasks and open_fds() <= fds)
-    print(f"{server} {kind} x{offenders}: {canary.summary()}")
-    return canary
+    print(f"{server} {kind} x{offenders}: {canary.summary()}, stretch {stretch:.2f}")
+    return canary, stretch
 
 
 @pytest.mark.parametrize("offenders", [1, 10])
 @pytest.mark.parametrize("kind", ["commands", "pings", "fragments"])
 @pytest.mark.parametrize("server", SERVERS)
 async def test_tiny_frame_flood(server: Server, kind: str, offenders: int) -> None:
-    canary = await attack(server, kind, offenders, ATTACK_SECONDS)
-    assert canary.quantile(0.99) < LOADED_P99, canary.summary()
+    canary, stretch = await attack(server, kind, offenders, ATTACK_SECONDS)
+    # The bound stretches as the machine's load stretched this process: a
+    # machine loaded by others (load 7-10 on 2 cores) made the canary
+    # 0.8-0.9 s late on trio-websocket and Hypercorn. A canary starved by
+    # the flood (4-5 s late on an idle machine before the input budget)
+    # still fails.
+    bound = LOADED_P99 * max(1.0, stretch)
+    assert canary.quantile(0.99) < bound, (canary.summary(), stretch)
 
 
 @pytest.mark.soak
@@ -103,5 +128,5 @@ async def test_tiny_frame_flood(server: Server, kind: str, offenders: int) -> No
 async def test_tiny_frame_flood_p99_under_100_ms(
     server: Server, kind: str, offenders: int
 ) -> None:
-    canary = await attack(server, kind, offenders, 10.0)
-    assert canary.quantile(0.99) < 0.1, canary.summary()
+    canary, stretch = await attack(server, kind, offenders, 10.0)
+    assert canary.quantile(0.99) < 0.1, (canary.summary(), stretch)

@@ -50,10 +50,20 @@ async def test_stalled_readers_are_cut_and_freed(server: Server, burst: int) -> 
                 await client.subscribe(CANARY)  # then never reads again
             # The storm: 1 KiB broadcasts until every stalled one is cut.
             pad = "x" * 1024
+            stormed = 0
             with trio.fail_after(30):
                 while len(cable.connections) > 1:
                     for _ in range(burst):
                         cable.broadcast_nowait("canary", {"pad": pad})
+                    stormed += burst
+                    # Never more than half its outbox ahead of the canary,
+                    # which reads in this process: on a loaded machine it
+                    # gets too few turns to read 10 frames a millisecond
+                    # and was cut as too slow, rightly (what it had not
+                    # read was past the limit). The server stays as busy as
+                    # the canary can read; the stalled ones still fill up.
+                    while stormed - canary.others > 32:
+                        await trio.sleep(0.001)
                     await trio.sleep(0.001)
             assert cable.counters["too_slow"] == STALLED  # not the canary
             await wait_until(lambda: task_count() <= tasks)

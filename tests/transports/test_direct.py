@@ -575,3 +575,34 @@ async def test_slow_reader_gets_every_frame_byte_exact(
         # Each broadcast frame was encoded once, not once per socket.
         (cache,) = caches
         assert cache.hits >= 5 * len(payloads)
+
+
+async def test_handshake_headers_share_repeated_values_but_never_secrets() -> None:
+    """Two handshakes with the same headers: the scopes kept for the
+    connections' lifetimes hold one object for a repeated name or value
+    (memory per connection), and each its own cookie and key."""
+    cable = room_cable()
+    with trio.fail_after(10):
+        async with served(cable) as port, AsyncExitStack() as stack:
+            for _ in range(2):
+                client = await RawClient.open(port)
+                await stack.enter_async_context(client.stream)
+                head = await client.handshake(
+                    port, headers="User-Agent: probe/1.0\r\nCookie: s=secret\r\n"
+                )
+                assert head.startswith(b"HTTP/1.1 101")
+            await wait_until(lambda: len(cable.connections) == 2)
+            first, second = (
+                conn.request.scope["headers"] for conn in cable.connections
+            )
+            assert len(first) == len(second)
+            for pair, other in zip(first, second, strict=True):
+                assert pair == other or pair[0] == b"sec-websocket-key"
+                assert pair[0] is other[0]
+                if pair[0] in (b"cookie", b"sec-websocket-key"):
+                    assert pair[1] is not other[1]
+                else:
+                    assert pair is other  # the very same (name, value)
+            (conn, *_) = cable.connections
+            assert conn.request.headers["user-agent"] == "probe/1.0"
+            assert conn.request.cookies == {"s": "secret"}

@@ -10,39 +10,12 @@ import pytest
 import trio
 import trio.testing
 
+from tests.helpers.gated import GatedSocket
 from trio_cable.transports import QueuedTransport, TransportClosed
 
 
-class Socket:
-    """A MessageSocket whose sends wait until the test lets them through."""
-
-    def __init__(self, *, cancel_safe: bool = False) -> None:
-        self.cancel_safe = cancel_safe
-        self.sent: list[str] = []
-        self.gate = trio.Event()
-        self.closed_with: int | None = None
-        self.incoming_send, self.incoming = trio.open_memory_channel[str](10)
-
-    async def send(self, frame: str) -> None:
-        await self.gate.wait()
-        self.sent.append(frame)
-
-    def stalled(self) -> bool:
-        return not self.gate.is_set()
-
-    async def receive(self) -> str | bytes:
-        try:
-            return await self.incoming.receive()
-        except trio.EndOfChannel:
-            raise TransportClosed from None
-
-    async def close(self, code: int = 1000) -> None:
-        self.closed_with = code
-        await trio.lowlevel.checkpoint()
-
-
 async def test_frames_wait_in_order_and_the_backlog_is_counted() -> None:
-    socket = Socket()
+    socket = GatedSocket()
     transport = QueuedTransport(socket)
     assert transport.write_nowait("ab") == 2
     assert transport.write_nowait("cde") == 5
@@ -54,14 +27,14 @@ async def test_frames_wait_in_order_and_the_backlog_is_counted() -> None:
 
 
 async def test_drop_backlog_forgets_what_waits() -> None:
-    transport = QueuedTransport(Socket())
+    transport = QueuedTransport(GatedSocket())
     transport.write_nowait("a")
     transport.drop_backlog()
     assert (transport.backlog_frames, transport.backlog_bytes) == (0, 0)
 
 
 async def test_close_nowait_closes_in_flush_after_the_backlog() -> None:
-    socket = Socket()
+    socket = GatedSocket()
     transport = QueuedTransport(socket)
     transport.write_nowait("bye")
     assert transport.close_nowait(1001) > 0
@@ -80,7 +53,7 @@ async def test_close_nowait_closes_in_flush_after_the_backlog() -> None:
 
 
 async def test_receive_is_the_sockets_own() -> None:
-    socket = Socket()
+    socket = GatedSocket()
     transport = QueuedTransport(socket)
     socket.incoming_send.send_nowait("hello")
     assert await transport.receive() == "hello"
@@ -90,7 +63,7 @@ async def test_receive_is_the_sockets_own() -> None:
 
 
 async def test_a_send_cut_off_breaks_the_transport() -> None:
-    socket = Socket()
+    socket = GatedSocket()
     transport = QueuedTransport(socket)
     transport.write_nowait("half")
     with trio.move_on_after(0.01):
@@ -105,7 +78,7 @@ async def test_a_cancelled_send_that_wrote_nothing_keeps_its_frame() -> None:
     """Hypercorn's sends (shielded once they start) and memory channels:
     a cancelled send wrote nothing, so the frame waits to go first and a
     goodbye can still follow it."""
-    socket = Socket(cancel_safe=True)
+    socket = GatedSocket(cancel_safe=True)
     transport = QueuedTransport(socket)
     transport.write_nowait("first")
     with trio.move_on_after(0.01):

@@ -66,7 +66,9 @@ def load_target(spec: str, app_dir: str) -> Target:
         target.cable = value
     elif isinstance(value, CableApp):
         target.cable, target.path = value.cable, value.path
-        target.tune_gc = value.tune_gc
+        # Only an explicit True: the default (None) tunes a CableApp's own
+        # process under Hypercorn; the direct transport does not need it.
+        target.tune_gc = value.tune_gc is True
         target.stats_path, target.metrics_path = value.stats_path, value.metrics_path
         if value.app is not None:
             target.needs_http = "wraps an HTTP app"

@@ -46,10 +46,12 @@ from ._events import Connected as Connected
 from ._events import Disconnected as Disconnected
 from ._events import HistoryLost as HistoryLost
 from ._events import Message as Message
+from ._events import PresenceChanged as PresenceChanged
 from ._events import Recovered as Recovered
 from ._events import ServerError as ServerError
 from ._options import ClientOptions as ClientOptions
 from ._options import OverflowPolicy as OverflowPolicy
+from ._presence import ClientPresence as ClientPresence
 from ._reconnect import backoff_delay as backoff_delay
 from ._subscription import Subscription as Subscription
 
@@ -60,6 +62,7 @@ __all__ = [
     "ClientError",
     "ClientEvent",
     "ClientOptions",
+    "ClientPresence",
     "Connected",
     "ConnectionDenied",
     "ConnectionLost",
@@ -68,6 +71,7 @@ __all__ = [
     "HistoryLost",
     "Message",
     "OverflowPolicy",
+    "PresenceChanged",
     "Recovered",
     "ServerError",
     "ServerUnreachable",

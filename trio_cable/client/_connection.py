@@ -109,6 +109,7 @@ class ClientConnection:
             dict(params),
             inbox,
             options.subscribe_timeout,
+            send_frame=self.send_frame,
         )
         entry.subs.append(sub)
         if entry.confirmed:
@@ -127,8 +128,18 @@ class ClientConnection:
                 del self.entries[identifier]
                 await self._unsubscribe(self.protocol.remove(entry.state))
 
+    async def send_frame(self, entry: Entry, frame: str) -> None:
+        """Send a command of the subscription's other than ``message`` (a
+        presence command), as :meth:`send_message` sends one."""
+        await self.send_message(entry, {}, frame=frame)
+
     async def send_message(
-        self, entry: Entry, data: dict[str, Any], call: PendingCall | None = None
+        self,
+        entry: Entry,
+        data: dict[str, Any],
+        call: PendingCall | None = None,
+        *,
+        frame: str | None = None,
     ) -> None:
         """Send once connected and confirmed; again on the next connection
         if the socket closed under it. ``call`` waits for its reply from
@@ -136,7 +147,8 @@ class ClientConnection:
         ref = None
         if call is not None:
             ref = self._next_ref = self._next_ref + 1
-        frame = self.protocol.encode_message(entry.state, data, ref)
+        if frame is None:
+            frame = self.protocol.encode_message(entry.state, data, ref)
         while True:
             await self.wait_for(lambda: self._ready(entry) or bool(entry.rejected))
             if entry.rejected is not None:

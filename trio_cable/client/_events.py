@@ -12,6 +12,7 @@ __all__ = [
     "Disconnected",
     "HistoryLost",
     "Message",
+    "PresenceChanged",
     "Recovered",
     "ServerError",
 ]
@@ -68,4 +69,22 @@ class HistoryLost:
     state another way. Live messages go on."""
 
 
-ClientEvent = Message | Connected | Disconnected | ServerError | Recovered | HistoryLost
+@dataclass(frozen=True, slots=True)
+class PresenceChanged:
+    """A member joined (``type`` ``"join"``, with its ``info``) or left
+    (``"leave"``) the subscription's presence stream (see docs/presence.md)."""
+
+    type: str
+    id: str
+    info: Any = None
+
+
+ClientEvent = (
+    Message
+    | Connected
+    | Disconnected
+    | ServerError
+    | Recovered
+    | HistoryLost
+    | PresenceChanged
+)

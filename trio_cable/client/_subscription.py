@@ -12,12 +12,14 @@ import trio
 from .._errors import (
     ActionFailed,
     CallTimeout,
+    ClientError,
     SubscriptionOverflow,
     SubscriptionRejected,
 )
 from ..protocol.client import SubscriptionState
-from ._events import ClientEvent, Message
+from ._events import ClientEvent, Disconnected, Message
 from ._options import OverflowPolicy
+from ._presence import ClientPresence, presence_payload
 
 __all__ = ["Entry", "Inbox", "PendingCall", "Subscription"]
 
@@ -143,8 +145,17 @@ class Entry:
         return self.state.confirmed
 
     def put(self, event: ClientEvent) -> None:
-        """Hand ``event`` to every subscription with this identifier."""
+        """Hand ``event`` to every subscription with this identifier
+        (presence messages become presence events, or none)."""
+        payload = presence_payload(event.data) if isinstance(event, Message) else None
         for sub in self.subs:
+            if payload is not None:
+                changed = sub.presence.handle(payload)
+                if changed is not None:
+                    sub._inbox.put(changed)
+                continue
+            if isinstance(event, Disconnected):
+                sub.presence.reset()
             sub._inbox.put(event)
 
     def reject(self, error: SubscriptionRejected) -> None:
@@ -193,6 +204,8 @@ class Subscription:
         params: dict[str, Any],
         inbox: Inbox,
         answer_timeout: float = 10.0,
+        *,
+        send_frame: Callable[[Entry, str], Awaitable[None]] | None = None,
     ) -> None:
         self._send_message = send_message
         self._send_call = send_call
@@ -202,6 +215,14 @@ class Subscription:
         self._inbox = inbox
         self.channel = channel
         self.params = params
+
+        async def send(frame: str) -> None:
+            if send_frame is None:
+                raise ClientError("this subscription cannot send presence commands")
+            await send_frame(entry, frame)
+
+        #: Presence on the channel's presence stream (docs/presence.md).
+        self.presence = ClientPresence(entry.identifier, send, answer_timeout)
 
     def __repr__(self) -> str:
         return f"<Subscription {self.identifier}>"

@@ -98,6 +98,18 @@ def encode_message_command(
     )
 
 
+def encode_presence_command(
+    identifier: str, command: str, presence: Mapping[str, Any] | None = None
+) -> str:
+    """AnyCable's ``join`` (with ``presence``: id and info), ``leave`` or
+    ``presence`` (the member list) command (see :mod:`.presence`)."""
+    body = "" if presence is None else f',"presence":{encode_payload(presence)}'
+    return (
+        f'{{"command":{encode_payload(command)},'
+        f'"identifier":{encode_payload(identifier)}{body}}}'
+    )
+
+
 # -- server events -------------------------------------------------------------
 
 
@@ -417,6 +429,10 @@ class ClientProtocol:
             return HistoryConfirmed(state.identifier)
         if kind == "reject_history":
             return HistoryRejected(state.identifier)
+        if kind == "presence":
+            # AnyCable's presence frame (extended protocol) in the shape
+            # plain Action Cable carries it, so there is one to handle.
+            return Received(state.identifier, {"presence": frame.get("message")})
         if "message" in frame:  # data frames, and extensions' frames
             if not state.positions.accept(frame):
                 return None  # received before: a replay's overlap

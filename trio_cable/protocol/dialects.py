@@ -16,6 +16,7 @@ from .codec import (
     PROTOCOL,
     Limits,
     Ref,
+    decode_frame,
     encode_confirm,
     encode_disconnect,
     encode_error,
@@ -25,7 +26,7 @@ from .codec import (
     encode_reply_error,
     encode_welcome,
     message_prefix,
-    parse_frame,
+    parse_command,
 )
 from .ext import (
     EXT_PROTOCOL,
@@ -35,6 +36,7 @@ from .ext import (
     parse_ext_frame,
 )
 from .guide import ProperChannelsV1JSON
+from .presence import PRESENCE_COMMANDS, parse_presence
 
 __all__ = [
     "ACTIONCABLE_V1_EXT_JSON",
@@ -128,7 +130,13 @@ class ActionCableV1JSON:
         return False
 
     def parse(self, text: str, limits: Limits = DEFAULT_LIMITS) -> ExtCommand:
-        return parse_frame(text, limits)
+        frame = decode_frame(text)
+        # AnyCable's presence commands, as an extension: Rails' clients
+        # never send them, ours (and a consumer's send()) may.
+        command = frame.get("command")
+        if isinstance(command, str) and command in PRESENCE_COMMANDS:
+            return parse_presence(frame, limits)
+        return parse_command(frame, limits)
 
     def welcome(
         self, sid: str = "", restored_ids: list[str] | None = None

@@ -12,6 +12,7 @@ them on the wire):
   for it later (:class:`HistoryRequest`): since a UNIX time in seconds,
   or per stream after an epoch and offset; the answer is the missed
   messages, then ``confirm_history`` (or only ``reject_history``);
+* presence: ``join``, ``leave`` and ``presence`` (see :mod:`.presence`);
 * the client answers pings with ``pong`` (and may ping, answered with
   ``{"type":"pong"}``); a client silent for ``pong_timeout`` is
   disconnected with ``no_pong``.
@@ -32,6 +33,7 @@ from .codec import (
     dumps,
     parse_command,
 )
+from .presence import PRESENCE_COMMANDS, PresenceCommand, parse_presence
 
 __all__ = [
     "EXT_PROTOCOL",
@@ -117,13 +119,10 @@ class Whisper:
     payload: str
 
 
-ExtCommand = Command | History | Pong | Ping | Whisper
+ExtCommand = Command | History | Pong | Ping | Whisper | PresenceCommand
 
 #: The answer to a client's ping (as anycable/anycable's server sends it).
 PONG: Final = '{"type":"pong"}'
-
-#: Presence is the extended protocol's, but not (yet) ours: said clearly.
-_UNSUPPORTED: Final = ("join", "leave", "presence")
 
 
 def parse_history(raw: Any, identifier: str) -> HistoryRequest:
@@ -167,8 +166,8 @@ def parse_ext_frame(text: str | bytes, limits: Limits = DEFAULT_LIMITS) -> ExtCo
 
     Raises:
         ProtocolError: as :func:`~trio_cable.protocol.codec.parse_frame`;
-            also ``invalid_request`` for a malformed ``history`` and
-            ``unsupported_command`` for presence commands.
+            also ``invalid_request`` for a malformed ``history`` or
+            presence command (see :mod:`.presence`).
     """
     frame = decode_frame(text)
     command = frame.get("command")
@@ -178,10 +177,8 @@ def parse_ext_frame(text: str | bytes, limits: Limits = DEFAULT_LIMITS) -> ExtCo
         return Ping()
     identifier = frame.get("identifier")
     ident = identifier if isinstance(identifier, str) else None
-    if command in _UNSUPPORTED:
-        raise ProtocolError(
-            "unsupported_command", f"{command!r} (presence) is not supported", ident
-        )
+    if isinstance(command, str) and command in PRESENCE_COMMANDS:
+        return parse_presence(frame, limits)
     if command == "whisper":
         if ident is None:
             raise ProtocolError(

@@ -36,6 +36,7 @@ from .codec import (
 )
 from .dialects import Dialect
 from .ext import PONG, History, HistoryRequest, Ping, Whisper
+from .presence import PresenceInfo, PresenceJoin, PresenceLeave
 from .subscription import (
     CONFIRMED,
     LEAVING,
@@ -285,8 +286,8 @@ class ServerProtocol:
             return self._subscribe(command)
         if isinstance(command, Unsubscribe):
             return self._unsubscribe(command)
-        if isinstance(command, History):
-            return self._history(command)
+        if isinstance(command, History | PresenceJoin | PresenceLeave | PresenceInfo):
+            return self._queue(command)
         if isinstance(command, Whisper):
             return self._whisper(command)
         if isinstance(command, Ping):
@@ -323,8 +324,12 @@ class ServerProtocol:
             if sub is not None:
                 sub.release()
 
-    def _history(self, command: History) -> Event | None:
-        if self._restoring is not None:
+    def _queue(
+        self, command: History | PresenceJoin | PresenceLeave | PresenceInfo
+    ) -> Event | None:
+        """A history request or a presence command: in order with the
+        subscription's actions."""
+        if self._restoring is not None and isinstance(command, History):
             self._restoring.discard(command.identifier)
         sub = self.subscriptions.get(command.identifier)
         if sub is None:

@@ -17,6 +17,7 @@ from typing import Any, Final, Protocol
 from .codec import DEFAULT_LIMITS, Limits, Message, Ref
 from .dialects import Dialect
 from .ext import History, Position, StreamPosition
+from .presence import PresenceCommand, presence_frame
 
 __all__ = [
     "CONFIRMED",
@@ -25,6 +26,7 @@ __all__ = [
     "REJECTED",
     "ChannelRules",
     "ProtocolSettings",
+    "Queued",
     "ServerSubscription",
     "SubscriptionOwner",
 ]
@@ -37,6 +39,10 @@ PENDING: Final = "pending"
 CONFIRMED: Final = "confirmed"
 REJECTED: Final = "rejected"
 LEAVING: Final = "leaving"
+
+#: What waits in a subscription's queue: actions, history requests and
+#: presence commands, in arrival order.
+Queued = Message | History | PresenceCommand
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +125,7 @@ class ServerSubscription:
         self._early: list[tuple[str, Position | None]] | None = []
         # Made with the first queued command: most subscriptions never
         # have one waiting, and a list per subscription adds up.
-        self._inbox: list[Message | History] | None = None
+        self._inbox: list[Queued] | None = None
         # After a replay: the last position the client has of each stream
         # (see history()); None until then, and for most subscriptions.
         self._marks: dict[str, Position | StreamPosition] | None = None
@@ -168,6 +174,15 @@ class ServerSubscription:
             self._held.append(payload)
         elif self.state is CONFIRMED:
             self._send(self.prefix + payload + "}")
+
+    def presence(self, event: str) -> None:
+        """A presence event or member list (encoded) for this subscription,
+        in its dialect's shape; nothing unless it is confirmed."""
+        if self.state is CONFIRMED:
+            dialect = self._protocol.dialect
+            self._send(
+                presence_frame(dialect.extended, self.prefix, self.identifier, event)
+            )
 
     def reply(self, ref: Ref, result: str) -> None:
         """The answer to the call tagged ``ref`` (``result``: encoded JSON),
@@ -292,12 +307,12 @@ class ServerSubscription:
         if self.state is not REJECTED:
             self.state = LEAVING
 
-    def next_command(self) -> Message | History | None:
+    def next_command(self) -> Queued | None:
         """The next queued action (or history request) to perform, or None."""
         inbox = self._inbox
         return inbox.pop(0) if inbox else None
 
-    def push(self, command: Message | History) -> bool:
+    def push(self, command: Queued) -> bool:
         inbox = self._inbox
         if inbox is None:
             inbox = self._inbox = []

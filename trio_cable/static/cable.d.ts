@@ -90,6 +90,27 @@ export interface Callbacks<T = any> {
    * without keeping it). Load the current state another way; live
    * broadcasts go on. */
   historyLost?(this: Subscription<T>): void
+  /** A member joined the channel's presence stream (docs/presence.md). */
+  joined?(this: Subscription<T>, id: string, info: unknown): void
+  /** A member left it (its last connection left, or dropped past the grace). */
+  left?(this: Subscription<T>, id: string): void
+}
+
+/** A subscription's presence (the channel tracks presence on its stream). */
+export declare class Presence {
+  readonly subscription: Subscription
+  /** {id: info} of every member once info() answered, kept up to date; else null. */
+  readonly members: Record<string, unknown> | null
+  /** Be member `id` with `info` (joined again after a reconnect); false if not sent. */
+  join(id: string | number, info?: unknown): boolean
+  /** Stop being a member; false if not sent. */
+  leave(): boolean
+  /** Every member; rejects when the channel tracks no presence or after `timeout` ms. */
+  info(options?: { timeout?: number }): Promise<Record<string, unknown>>
+  /** fn(id, info) for each join; returns a function that stops it. */
+  onJoin(fn: (id: string, info: unknown) => void): () => void
+  /** fn(id) for each leave; returns a function that stops it. */
+  onLeave(fn: (id: string) => void): () => void
 }
 
 export declare class Subscription<T = any> {
@@ -117,6 +138,8 @@ export declare class Subscription<T = any> {
    * (extended protocol); false when not sent. */
   whisper(data: unknown): boolean
   unsubscribe(): void
+  /** Presence on the channel's presence stream. */
+  readonly presence: Presence
 }
 
 /** Why a call() failed. */

@@ -96,6 +96,112 @@ export class CallError extends Error {
   }
 }
 
+// -- presence (see docs/presence.md) -------------------------------------------
+
+/** The presence event or member list a message carries, or null for data:
+ * over actioncable-v1-json the server sends them as {"presence": {...}}. */
+function presencePayload(data) {
+  if (data === null || typeof data !== "object" || Array.isArray(data)) return null
+  const keys = Object.keys(data)
+  if (keys.length !== 1 || keys[0] !== "presence") return null
+  const inner = data.presence
+  return inner && typeof inner === "object" && typeof inner.type === "string" ? inner : null
+}
+
+/** `subscription.presence`: join, leave, who is here, and who comes and
+ * goes (callbacks `joined(id, info)` and `left(id)`, or onJoin/onLeave).
+ * The channel must track presence (stream_from(stream, presence=True)). */
+export class Presence {
+  constructor(subscription) {
+    this.subscription = subscription
+    this.members = null // {id: info} once info() answered; kept up to date
+    this._joined = null
+    this._waiting = []
+    this._listeners = { join: new Set(), leave: new Set() }
+  }
+
+  /** Be member `id` with `info`; joined again after a reconnect. False if not sent. */
+  join(id, info = null) {
+    this._joined = { id: String(id), info }
+    return this.subscription.cable._sendCommand(this.subscription, "join", { presence: this._joined })
+  }
+
+  /** Stop being a member. False if not sent. */
+  leave() {
+    this._joined = null
+    return this.subscription.cable._sendCommand(this.subscription, "leave")
+  }
+
+  /** Resolve with {id: info} of every member: asked once, then kept up to
+   * date from the events. Rejects when the channel tracks no presence or
+   * after `timeout` ms (default options.callTimeout). */
+  info({ timeout } = {}) {
+    if (this.members) return Promise.resolve({ ...this.members })
+    return new Promise((resolve, reject) => {
+      const waiter = { resolve, reject }
+      const ms = timeout ?? this.subscription.cable.options.callTimeout
+      waiter.timer = setTimeout(() => this._settle(waiter, new Error("presence: no answer")), ms)
+      this._waiting.push(waiter)
+      if (this._waiting.length === 1) this.subscription.cable._sendCommand(this.subscription, "presence", { data: {} })
+    })
+  }
+
+  /** Call fn(id, info) for each join; returns a function that stops it. */
+  onJoin(fn) {
+    this._listeners.join.add(fn)
+    return () => this._listeners.join.delete(fn)
+  }
+
+  /** Call fn(id) for each leave; returns a function that stops it. */
+  onLeave(fn) {
+    this._listeners.leave.add(fn)
+    return () => this._listeners.leave.delete(fn)
+  }
+
+  _settle(waiter, error) {
+    clearTimeout(waiter.timer)
+    const index = this._waiting.indexOf(waiter)
+    if (index >= 0) this._waiting.splice(index, 1)
+    if (error) waiter.reject(error)
+    else waiter.resolve({ ...this.members })
+  }
+
+  _handle(event) {
+    if (event.type === "info") {
+      this.members = {}
+      for (const record of event.records ?? []) this.members[String(record.id)] = record.info
+      for (const waiter of [...this._waiting]) this._settle(waiter)
+      return
+    }
+    if (event.type === "error") {
+      for (const waiter of [...this._waiting]) this._settle(waiter, new Error("presence: not tracked here"))
+      return
+    }
+    if (event.type !== "join" && event.type !== "leave") return
+    const id = String(event.id)
+    if (this.members) {
+      if (event.type === "join") this.members[id] = event.info
+      else delete this.members[id]
+    }
+    const sub = this.subscription
+    if (event.type === "join") sub._call("joined", id, event.info)
+    else sub._call("left", id)
+    for (const fn of this._listeners[event.type]) {
+      try {
+        fn(id, event.info)
+      } catch (error) {
+        sub.cable._report(error)
+      }
+    }
+  }
+
+  _confirmed() {
+    // A new connection: the list is asked for anew, and a member joins again.
+    this.members = null
+    if (this._joined) this.subscription.cable._sendCommand(this.subscription, "join", { presence: this._joined })
+  }
+}
+
 /** One subscription: a channel with params, and the callbacks it feeds. */
 export class Subscription {
   constructor(cable, channel, params, callbacks) {
@@ -107,6 +213,8 @@ export class Subscription {
     this.confirmed = false
     this.closed = false
     this._wasConfirmed = false
+    /** Presence on the channel's presence stream (docs/presence.md). */
+    this.presence = new Presence(this)
   }
 
   /** Call the server action `action` with `data`; false if not sent. */
@@ -323,6 +431,13 @@ export class Cable extends EventTarget {
         return this._onHistory(identifier, "recovered")
       case "reject_history":
         return this._onHistory(identifier, "historyLost")
+      case "presence":
+        // AnyCable's presence frame (the extended protocol); over
+        // actioncable-v1-json the same events come as {"presence": ...} messages.
+        for (const subscription of this._group(identifier)) {
+          if (frame.message && typeof frame.message.type === "string") subscription.presence._handle(frame.message)
+        }
+        return undefined
       default:
         // Data frames have no type; frames of unknown types that name a
         // subscription go to it too (protocol extensions). Error frames
@@ -330,7 +445,11 @@ export class Cable extends EventTarget {
         if (typeof identifier === "string" && identifier) {
           if (!this._isNew(identifier, frame)) return undefined // a replay's overlap
           const data = "message" in frame ? frame.message : frame
-          for (const subscription of this._group(identifier)) subscription._call("received", data)
+          const presence = presencePayload(data)
+          for (const subscription of this._group(identifier)) {
+            if (presence) subscription.presence._handle(presence)
+            else subscription._call("received", data)
+          }
         }
         return undefined
     }
@@ -367,6 +486,7 @@ export class Cable extends EventTarget {
       subscription.confirmed = true
       subscription._call("connected", { reconnected: subscription._wasConfirmed === true })
       subscription._wasConfirmed = true
+      subscription.presence._confirmed()
     }
     this._sendWaitingCalls(identifier)
   }
@@ -686,6 +806,12 @@ export class Cable extends EventTarget {
       identifier: subscription.identifier,
       data: JSON.stringify(data),
     })
+  }
+
+  _sendCommand(subscription, command, extra = {}) {
+    // AnyCable's presence commands (accepted by trio_cable in actioncable-v1-json too).
+    if (subscription.closed || !this._welcomed) return false
+    return this._send({ command, identifier: subscription.identifier, ...extra })
   }
 
   _callAction(subscription, data, timeout) {

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Literal
 
 import trio
 
 from .._errors import TransportClosed
 from .._request import Request
 from .queued import QueuedTransport, stream_stalled
+from .send_pool import SendPool
 
 __all__ = ["ASGIHandshake", "ASGITransport", "Message", "Receive", "Scope", "Send"]
 
@@ -21,19 +22,25 @@ Send = Callable[[Message], Awaitable[None]]
 
 
 class _ASGISocket:
-    __slots__ = ("_closed", "_receive", "_send")
+    __slots__ = ("_closed", "_receive", "_send", "_stream")
 
     # Hypercorn (the trio ASGI server) shields each write once it starts:
     # a cancelled send waited for its turn and wrote nothing.
     cancel_safe = True
 
     def stalled(self) -> bool:
-        return stream_stalled(_server_stream(self._send))
+        stream = self._stream
+        if stream is False:  # not looked for yet: once per socket
+            stream = self._stream = _server_stream(self._send)
+        return stream_stalled(stream)
+
+    _stream: trio.abc.Stream | Literal[False] | None
 
     def __init__(self, receive: Receive, send: Send) -> None:
         self._receive = receive
         self._send = send
         self._closed = False
+        self._stream = False
 
     async def send(self, frame: str) -> None:
         if self._closed:
@@ -96,24 +103,34 @@ def _server_stream(send: Send) -> trio.abc.Stream | None:
 
 
 class ASGITransport(QueuedTransport):
-    """An accepted ASGI WebSocket as a cable transport."""
+    """An accepted ASGI WebSocket as a cable transport; with ``pool``, its
+    backlog is written by that pool's task while the socket takes writes."""
 
     __slots__ = ()
 
-    def __init__(self, receive: Receive, send: Send) -> None:
-        super().__init__(_ASGISocket(receive, send))
+    def __init__(
+        self, receive: Receive, send: Send, pool: SendPool | None = None
+    ) -> None:
+        super().__init__(_ASGISocket(receive, send), pool)
 
 
 class ASGIHandshake:
     """An ASGI WebSocket scope whose ``websocket.connect`` is not yet
     received, or not yet answered."""
 
-    __slots__ = ("_receive", "_scope", "_send")
+    __slots__ = ("_pool", "_receive", "_scope", "_send")
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __init__(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        pool: SendPool | None = None,
+    ) -> None:
         self._scope = scope
         self._receive = receive
         self._send = send
+        self._pool = pool
 
     async def request(self) -> Request | None:
         message = await self._receive()
@@ -140,4 +157,4 @@ class ASGIHandshake:
 
     async def accept(self, subprotocol: str | None) -> ASGITransport:
         await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
-        return ASGITransport(self._receive, self._send)
+        return ASGITransport(self._receive, self._send, self._pool)

@@ -15,6 +15,7 @@ Every error of a socket is mapped here to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from .._errors import TransportClosed
@@ -48,6 +49,13 @@ class Transport(Protocol):
         """Write ``frame`` now, or as much as the socket takes, and queue
         the rest; return the size now waiting (0: all written). Never
         waits. Raises :class:`TransportClosed` if the socket is gone."""
+        ...
+
+    def hand_off(self, writer: Callable[[], None]) -> bool:
+        """Have what waits written without the connection's writer task (by
+        a task that writes many sockets' backlogs); False if the writer
+        must :meth:`flush` it. If the backlog is later given back (its
+        socket stopped taking writes), ``writer()`` starts that writer."""
         ...
 
     async def flush(self) -> None:

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import math
 import socket
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Final
 
@@ -110,7 +111,9 @@ class DirectTransport:
         self._budget = InputBudget(limits, trio.current_time())
         self._count = count
         self._throttled = False  # over its rates: logged once per episode
-        self._messages: list[str | bytes] = []  # complete, not yet received
+        # Complete messages not yet received: a list only while there are
+        # some (an empty list is 56 bytes every idle socket would keep).
+        self._messages: list[str | bytes] | None = None
         # The parser's events of the last read, while some are not handled.
         self._events: Iterator[Event] | None = None
         self._pending: list[bytes] = []  # bytes the socket has not taken yet
@@ -119,12 +122,19 @@ class DirectTransport:
         self._flushing = False  # a flush is under way
         self._idle: trio.Event | None = None  # made only when flushes contend
         self._broken = False  # the socket broke, or a write was cut off
-        self._reading = False  # a task is inside _read_some()
+        self._reading = False  # a task is inside receive()
         self._ended = False  # nothing more will be read
         self._ended_event: trio.Event | None = None
 
     def attach(self, ws: WSConnection) -> None:
         """The handshake is done: frames are read and written with ``ws``."""
+        # wsproto queues events in a deque only for receive_data(None) (a
+        # close it did not read), which we never call: the deque stays
+        # empty for the socket's life, and an empty deque holds a 600-byte
+        # block. An empty tuple reads the same to its events().
+        events = getattr(ws, "_events", None)
+        if isinstance(events, deque) and not events:
+            ws._events = ()  # type: ignore[assignment]  # see above
         self._ws = ws
 
     # -- writing -------------------------------------------------------------
@@ -149,6 +159,9 @@ class DirectTransport:
     def unfinished_bytes(self) -> int:
         """Bytes held of a message not yet complete."""
         return self._assembly.buffered
+
+    def hand_off(self, writer: Callable[[], None]) -> bool:
+        return False  # what a socket refused waits for the connection's writer
 
     def write_nowait(self, frame: str) -> int:
         ws = self._ws
@@ -282,69 +295,80 @@ class DirectTransport:
             except _CLOSED_ERRORS:
                 return b""
         await trio.lowlevel.checkpoint_if_cancelled()
-        while True:
-            try:
-                data = sock.recv(RECEIVE_SIZE)
-            except BlockingIOError:
-                pass
-            except OSError:
-                return b""
-            else:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return data
-            # Wait outside the except clause: inside it, the exception being
-            # handled (and its traceback) would live as long as the wait,
-            # half a KiB for every idle connection.
+        while (data := _recv_nowait(sock)) is None:
             try:
                 await trio.lowlevel.wait_readable(sock)
             except trio.ClosedResourceError:
                 return b""
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
 
     async def receive(self) -> str | bytes:
-        while not self._messages:
-            if self._ended:
-                raise TransportClosed
-            await self._read_some()
-        return self._messages.pop(0)
+        """The next message: the parser's events are handled until one is
+        complete (the rest wait for the next call), reading when none is
+        left.
 
-    async def _read_some(self) -> None:
-        """Handle the parser's events until a message is complete (the
-        rest wait for the next call), reading when none is left.
-
-        One method, the read inline: an idle connection waits here, and
-        every coroutine frame between its reader and the socket is memory
-        each idle connection holds."""
+        One method, the read inline (long for that reason): an idle
+        connection waits here, and every coroutine frame between its
+        reader and the socket is memory each idle connection holds."""
         # Flagged for the whole of it, pauses included: close() must not
         # start a second reader on the same events.
         self._reading = True
         try:
-            events = self._events
-            if events is None:
-                if self._assembly.deadline == math.inf:  # no scope per read
-                    data = await self.recv_raw()
-                else:
-                    data = await self._read_before_deadline()
-                if not data:  # gone without a close frame, or timed out
-                    self._end()
-                    return
-                budget = self._budget
-                now = trio.current_time()
-                await self._pause(budget.bytes_read(len(data), now), "bytes")
-                ws = self._ws
-                assert ws is not None
-                ws.receive_data(data)
-                events = self._events = ws.events()
-            budget = self._budget
-            for event in events:
-                await self._on_event(event)
+            while not self._messages:
                 if self._ended:
-                    break
-                pause = budget.frame(trio.current_time())
-                if pause is not None:
-                    await self._pause(pause, "frames")
-                if self._messages:
-                    return  # the generator keeps the rest
-            self._events = None
+                    raise TransportClosed
+                events = self._events
+                if events is None:
+                    sock = self._sock
+                    if self._assembly.deadline != math.inf:  # one unfinished
+                        data = await self._read_before_deadline()
+                    elif sock is None:
+                        data = await self.recv_raw()
+                    else:
+                        # recv_raw() inline: the read an idle connection
+                        # waits in, with no coroutine frame of its own.
+                        await trio.lowlevel.checkpoint_if_cancelled()
+                        while (got := _recv_nowait(sock)) is None:
+                            try:
+                                await trio.lowlevel.wait_readable(sock)
+                            except trio.ClosedResourceError:
+                                got = b""
+                                break
+                        else:
+                            await trio.lowlevel.cancel_shielded_checkpoint()
+                        data = got
+                    if not data:  # gone without a close frame, or timed out
+                        self._end()
+                        continue
+                    budget = self._budget
+                    now = trio.current_time()
+                    await self._pause(budget.bytes_read(len(data), now), "bytes")
+                    ws = self._ws
+                    assert ws is not None
+                    ws.receive_data(data)
+                    # Not kept while the loop waits for the next read: a
+                    # chunk (up to 64 KiB) for every waiting socket.
+                    data = got = b""
+                    events = self._events = ws.events()
+                budget = self._budget
+                for event in events:
+                    await self._on_event(event)
+                    if self._events is None:
+                        break  # ended: _end() let go of the events
+                    pause = budget.frame(trio.current_time())
+                    if pause is not None:
+                        await self._pause(pause, "frames")
+                    if self._messages:
+                        break  # the generator keeps the rest
+                else:
+                    self._events = None
+            messages = self._messages
+            assert messages is not None
+            if len(messages) == 1:
+                self._messages = None
+                return messages[0]
+            return messages.pop(0)
         finally:
             self._reading = False
 
@@ -391,7 +415,10 @@ class DirectTransport:
             if isinstance(done, Refusal):
                 await self._refuse(done)
             elif done is not None:
-                self._messages.append(done)
+                if self._messages is None:
+                    self._messages = [done]
+                else:
+                    self._messages.append(done)
         elif isinstance(event, Ping):
             if ws.state is ConnectionState.OPEN:
                 await self._send_event(event.response())
@@ -450,9 +477,9 @@ class DirectTransport:
                 self._ended_event = trio.Event()
             await self._ended_event.wait()
             return
-        while not self._ended:
-            await self._read_some()
-            self._messages.clear()  # too late for them
+        with contextlib.suppress(TransportClosed):
+            while True:
+                await self.receive()  # too late for what it reads
 
     async def aclose(self) -> None:
         """Close the socket now (no close handshake); idempotent."""
@@ -468,6 +495,20 @@ class DirectTransport:
         else:
             assert self._stream is not None
             await trio.aclose_forcefully(self._stream)
+
+
+def _recv_nowait(sock: socket.socket) -> bytes | None:
+    """What the socket has (b"": gone), or None if nothing yet.
+
+    The wait is the caller's, outside this except clause: inside it, the
+    exception being handled (and its traceback) would live as long as the
+    wait, half a KiB for every idle connection."""
+    try:
+        return sock.recv(RECEIVE_SIZE)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
 
 
 # -- the handshake ----------------------------------------------------------------

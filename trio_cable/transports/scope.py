@@ -7,15 +7,89 @@ Hypercorn hands us one; every other transport builds one here, so one
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
 if TYPE_CHECKING:
     from wsproto.events import Request as WSRequest
 
-__all__ = ["latin1", "peer_address", "websocket_scope", "wsproto_scope"]
+__all__ = ["latin1", "peer_address", "shared", "websocket_scope", "wsproto_scope"]
+
+#: Every scope's ``asgi`` entry: the same (never changed) dict for all.
+_ASGI: Final = {"version": "3.0"}
+
+#: Header names and values most handshakes repeat, so that a scope kept for
+#: a connection's lifetime holds these objects rather than copies of its
+#: own (about half a KiB per connection): one of each, shared.
+_SHARED: Final[dict[bytes, bytes]] = {
+    text: text
+    for text in (
+        b"host",
+        b"upgrade",
+        b"connection",
+        b"origin",
+        b"cookie",
+        b"user-agent",
+        b"accept-encoding",
+        b"accept-language",
+        b"cache-control",
+        b"pragma",
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"sec-websocket-protocol",
+        b"sec-websocket-extensions",
+        b"websocket",
+        b"Upgrade",
+        b"upgrade",
+        b"Upgrade, HTTP2-Settings",
+        b"keep-alive, Upgrade",
+        b"13",
+        b"no-cache",
+        b"permessage-deflate; client_max_window_bits",
+        b"actioncable-v1-json, actioncable-unsupported",
+        b"actioncable-v1-ext-json, actioncable-v1-json, actioncable-unsupported",
+        b"actioncable-v1-json",
+        b"gzip, deflate",
+        b"gzip, deflate, br",
+        b"gzip, deflate, br, zstd",
+    )
+}
+#: Other short values seen again and again (a host, an origin, a browser's
+#: user agent) join them, up to this many; beyond it, each keeps its own.
+_SHARED_MAX: Final = 256
+#: Shared (name, value) pairs, for the same reason.
+_PAIRS: Final[dict[tuple[bytes, bytes], tuple[bytes, bytes]]] = {}
+#: The headers whose values may be shared: never a cookie, a token or a
+#: key, which must not outlive their connection in a process-wide table.
+_SHAREABLE_VALUES: Final = frozenset(
+    {
+        b"host",
+        b"upgrade",
+        b"connection",
+        b"origin",
+        b"user-agent",
+        b"accept-encoding",
+        b"accept-language",
+        b"cache-control",
+        b"pragma",
+        b"sec-websocket-version",
+        b"sec-websocket-protocol",
+        b"sec-websocket-extensions",
+    }
+)
+
+
+def shared(text: bytes) -> bytes:
+    """``text``, or an equal bytes object already kept for another scope."""
+    found = _SHARED.get(text)
+    if found is not None:
+        return found
+    if len(text) <= 128 and len(_SHARED) < _SHARED_MAX:
+        _SHARED[text] = text
+    return text
 
 
 def latin1(text: bytes | str) -> bytes:
@@ -33,9 +107,9 @@ def websocket_scope(
 ) -> dict[str, Any]:
     """A WebSocket scope for a request to ``target`` (path and query)."""
     path, _, query = target.partition("?")
-    return {
+    scope = {
         "type": "websocket",
-        "asgi": {"version": "3.0"},
+        "asgi": _ASGI,
         "scheme": "wss" if secure else "ws",
         "path": path,
         "raw_path": latin1(path),
@@ -43,9 +117,14 @@ def websocket_scope(
         "root_path": "",
         "headers": headers,
         "client": client,
-        "server": server,
-        "subprotocols": list(subprotocols),
+        # Names every client repeats: one string each, not one per scope.
+        "subprotocols": [sys.intern(name) for name in subprotocols],
     }
+    # Optional in ASGI (None when missing): an eleventh key would double
+    # the dict, kept for the connection's lifetime (464 bytes, not 272).
+    if server is not None:
+        scope["server"] = server
+    return scope
 
 
 def wsproto_scope(
@@ -53,8 +132,10 @@ def wsproto_scope(
 ) -> dict[str, Any]:
     """The scope of a handshake wsproto parsed (the direct transport's)."""
     # wsproto keeps Host out of the extra headers; put it back
-    headers = [(b"host", latin1(event.host))]
-    headers += [(latin1(name), latin1(value)) for name, value in event.extra_headers]
+    headers = (
+        _header(b"host", latin1(event.host)),
+        *(_header(name, latin1(value)) for name, value in event.extra_headers),
+    )
     return websocket_scope(
         event.target,
         headers,
@@ -62,6 +143,21 @@ def wsproto_scope(
         subprotocols=event.subprotocols,
         secure=secure,
     )
+
+
+def _header(name: bytes | str, value: bytes) -> tuple[bytes, bytes]:
+    """A header of a scope, the pair itself shared where both halves are
+    (a tuple is 56 bytes a connection)."""
+    name = shared(latin1(name))
+    if name not in _SHAREABLE_VALUES:
+        return (name, value)
+    pair = (name, shared(value))
+    found = _PAIRS.get(pair)
+    if found is not None:
+        return found
+    if len(_PAIRS) < _SHARED_MAX and pair[1] in _SHARED:
+        _PAIRS[pair] = pair
+    return pair
 
 
 def peer_address(source: object) -> tuple[str, int] | None:
@@ -77,5 +173,7 @@ def peer_address(source: object) -> tuple[str, int] | None:
     with contextlib.suppress(OSError):
         address = getpeername()
         if isinstance(address, tuple):
-            return (str(address[0]), int(address[1]))
+            # Interned: most clients of a server share a few addresses (a
+            # proxy's, a load balancer's), kept for each connection's life.
+            return (sys.intern(str(address[0])), int(address[1]))
     return None

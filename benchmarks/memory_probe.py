@@ -1,0 +1,131 @@
+"""Memory per idle subscribed connection, quickly: no Node, one server kind.
+
+Starts one server (``--server``, a run.py kind; ``cable-direct`` by
+default) in its own process, opens N raw WebSocket clients from this
+process (handshake, ``welcome``, subscribe to BenchChannel, its
+confirmation; 100 in flight), waits one ping interval, collects the
+server's garbage and reads its RSS: (RSS after - RSS before) / N, as
+run.py's memory figure. ``--repeat`` starts a fresh server each time (the
+figure moves by a few tenths of a KiB between runs); ``--trace`` also
+prints what tracemalloc saw allocated per connection, by file and line.
+
+    python benchmarks/memory_probe.py --connections 2000 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import trio
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_common import BENCH_CHANNEL, raise_nofile_limit  # noqa: E402
+from cases import server_rss  # noqa: E402
+from harness import control_connection, free_port, server_process  # noqa: E402
+
+SUBSCRIBE = json.dumps(
+    {"command": "subscribe", "identifier": json.dumps({"channel": BENCH_CHANNEL})}
+).encode()
+
+
+def _masked(payload: bytes) -> bytes:
+    """A client text frame (masked, as RFC 6455 requires); payload < 126 B."""
+    mask = os.urandom(4)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + mask + body
+
+
+async def _read_until(stream: trio.SocketStream, marker: bytes) -> None:
+    data = b""
+    while marker not in data:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+
+
+async def _client(port: int, streams: list[trio.SocketStream]) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    key = base64.b64encode(os.urandom(16))
+    await stream.send_all(
+        b"GET /cable HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\n"
+        b"Sec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Protocol: actioncable-v1-json\r\n\r\n"
+    )
+    await _read_until(stream, b"welcome")
+    await stream.send_all(_masked(SUBSCRIBE))
+    await _read_until(stream, b"confirm_subscription")
+    streams.append(stream)
+
+
+async def probe(kind: str, n: int, log_dir: Path, trace: bool) -> dict[str, Any]:
+    port = free_port()
+    env = {"BENCH_TRACEMALLOC": "1"} if trace else {}
+    async with (
+        server_process(kind, port, log_dir, env) as proc,
+        control_connection(port) as control,
+    ):
+        await trio.sleep(0.5)
+        if trace:
+            await control.perform("memory", op="mark")
+            await control.done("memory", 30)
+        rss0 = await server_rss(control, proc.pid)
+        streams: list[trio.SocketStream] = []
+        limit = trio.CapacityLimiter(100)
+
+        async def one() -> None:
+            async with limit:
+                await _client(port, streams)
+
+        with trio.fail_after(300):
+            async with trio.open_nursery() as nursery:
+                for _ in range(n):
+                    nursery.start_soon(one)
+        await trio.sleep(3.5)  # every connection pinged once, as in run.py
+        rss1 = await server_rss(control, proc.pid)
+        result: dict[str, Any] = {"kib_per_connection": (rss1 - rss0) / n}
+        if trace:
+            path = log_dir / "memory.json"
+            await control.perform("memory", op="report", connections=n, path=str(path))
+            await control.done("memory", 900)
+            result["trace"] = json.loads(path.read_text())
+        for stream in streams:
+            await stream.aclose()
+        return result
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    log_dir = Path(tempfile.mkdtemp(prefix="trio-cable-probe-"))
+    for _ in range(args.repeat):
+        result = await probe(args.server, args.connections, log_dir, args.trace)
+        print(f"{args.server}: {result['kib_per_connection']:.2f} KiB/conn", flush=True)
+        trace = result.get("trace")
+        if trace:
+            print(f"  traced {trace['bytes_per_connection']:,.0f} B/conn")
+            for line, size in list(trace["top_lines"].items())[: args.top]:
+                print(f"  {size:8,.0f}  {line}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--server", default="cable-direct")
+    parser.add_argument("--connections", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--trace", action="store_true")
+    parser.add_argument("--top", type=int, default=25)
+    raise_nofile_limit()
+    trio.run(main_async, parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
