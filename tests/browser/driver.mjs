@@ -9,12 +9,15 @@
 // Commands: newPage {page, context?}  goto {page, url}  evaluate {page, js}
 // (an expression, awaited)  waitFor {page, js, timeout}  fill {page,
 // selector, text}  press {page, selector, key}  click {page, selector}
-// screenshot {page, path}  closePage {page}  exit.
+// screenshot {page, path}  closePage {page}  serveFiles {url, dir, context?}
+// (requests under the URL prefix `url` answered from the folder `dir`, in
+// the browser, never reaching the network: e.g. npm packages for a page)
+// exit.
 
-import { mkdtempSync, rmSync } from "node:fs"
+import { mkdtempSync, rmSync, statSync } from "node:fs"
 import { createRequire } from "node:module"
 import { tmpdir } from "node:os"
-import { join } from "node:path"
+import { join, resolve, sep } from "node:path"
 import { createInterface } from "node:readline"
 
 const require = createRequire(new URL("../../js/package.json", import.meta.url))
@@ -91,6 +94,20 @@ const commands = {
   },
   async screenshot({ page: name, path }) {
     await page(name).screenshot({ path, fullPage: true })
+  },
+  async serveFiles({ url, dir, context: ctxName }) {
+    const root = resolve(dir)
+    await (await context(ctxName)).route(
+      (target) => target.href.startsWith(url),
+      async (route) => {
+        const rel = decodeURIComponent(new URL(route.request().url()).pathname.slice(new URL(url).pathname.length))
+        const path = resolve(root, rel)
+        if (!path.startsWith(root + sep)) return route.fulfill({ status: 403, body: "outside the served folder" })
+        if (!statSync(path, { throwIfNoEntry: false })?.isFile()) return route.fulfill({ status: 404, body: `no ${rel}` })
+        const contentType = /\.m?js$/.test(path) ? "text/javascript" : undefined
+        await route.fulfill({ path, contentType })
+      },
+    )
   },
   async closePage({ page: name }) {
     await page(name).close()

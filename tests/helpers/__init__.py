@@ -14,6 +14,10 @@ imports another's.
 - :mod:`.tcp_proxy`: :func:`tcp_proxy`, a network a test can cut;
 - :mod:`.recovery`: numbered broadcasts across a dropped connection, each
   received once, in order, for any client (:func:`all_once_across_a_drop`);
+- :mod:`.workers`: the recovery tests' server sides as processes (one
+  behind a proxy cut, two on one Redis: a worker restarted, a reconnect
+  to the other worker); imported by its module name, not from here (it
+  builds on ``tests.interop.servers``, which imports this package);
 - :mod:`.fuzzing`: the cable, commands and measures the fuzz and the
   churn soak share;
 - :mod:`.docs`: the docs' Python blocks, run as modules.

@@ -8,11 +8,11 @@ client, a Chromium page, the Python client); the server side is a
 :class:`ServerSide`: where the client connects, how to broadcast, what
 drops the client, and the server's stats (its ``subscribed()`` count).
 
-Today's side is :func:`cut_between`: a :class:`~.tcp_proxy.TcpProxy`
+The side here is :func:`cut_between`: a :class:`~.tcp_proxy.TcpProxy`
 between the client and a server process, cut midway (the server is
-untouched). Another side (a server restart with Redis-backed history) is
-a new :class:`Disruption` and a new ``ServerSide`` factory; the client
-tests take the side as a parameter.
+untouched). :mod:`tests.helpers.workers` adds the sides of two processes
+on one Redis (the client's worker restarted; its reconnect landing on the
+other worker); the client tests take the side as a parameter.
 """
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ class Disruption(Protocol):
         """Drop the client's connection (it must come back by itself)."""
         ...
 
+    async def verify(self) -> None:
+        """Once the client has everything: assert that the drop happened
+        as described and that the client came back where it should."""
+        ...
+
 
 @dataclass
 class ProxyCut:
@@ -64,6 +69,18 @@ class ProxyCut:
 
     async def disrupt(self) -> None:
         self.proxy.cut()
+
+    async def verify(self) -> None:
+        await trio.lowlevel.checkpoint()
+        assert self.proxy.cuts == 1, self.proxy.cuts
+        self.assert_back()
+
+    def assert_back(self) -> None:
+        """The client is connected through the proxy again (a reconnect to
+        a server still starting is accepted by the proxy too, and closed;
+        a browser may hold an idle socket of its own beside its cable's)."""
+        assert self.proxy.accepted >= 2, self.proxy.accepted
+        assert self.proxy.open_connections >= 1, "not back through the proxy"
 
 
 class ServerProcessLike(Protocol):
@@ -88,6 +105,11 @@ class ServerSide:
     disruption: Disruption
     #: The server's ``GET /stats`` (chat_app's: events counted by name).
     stats: Callable[[], Awaitable[dict[str, Any]]]
+    #: Whether the client's session outlives the drop, so the client is
+    #: restored (no second ``subscribed()``). A worker killed outright
+    #: never writes the session it held: the client comes back with a
+    #: fresh one, subscribes again and recovers from the history.
+    keeps_session: bool = True
 
 
 @asynccontextmanager
@@ -139,7 +161,8 @@ async def all_once_across_a_drop(
     the client gets every one exactly once, in order, some of them
     broadcast while it had no connection (so from the history). The last
     one comes after all the others on one connection, so a late duplicate
-    or a reordering would show before it. Returns the numbers."""
+    or a reordering would show before it. Then ``disruption.verify()``.
+    Returns the numbers."""
     unconnected: list[int] = []
 
     async def broadcaster() -> None:
@@ -153,6 +176,7 @@ async def all_once_across_a_drop(
     assert numbers[: count + 1] == list(range(count + 1)), _first_difference(numbers)
     assert len(numbers) == count + 1, numbers[count:]
     assert unconnected[0] >= 1, "no broadcast was made while the client was away"
+    await disruption.verify()
     print(f"\n{unconnected[0]} of {count} broadcast while the client was away")
     return numbers
 

@@ -6,15 +6,16 @@ other worker, and a lost epoch is reported to it.
 Each worker is ``tests/apps/chat_app.py`` on the direct transport (its
 ``feed:*`` streams keep history); the client reaches its worker through a
 TCP proxy the test points and cuts; broadcasts are HTTP requests to a
-worker (``POST /broadcast``).
+worker (``POST /broadcast``). The workers and the drops are
+``tests/helpers/workers.py``'s, which cable.js and the Python client's
+recovery tests take as their server sides too.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
@@ -23,19 +24,17 @@ import trio
 
 from tests.helpers import (
     LOSS_BOUND,
-    ProxyCut,
     RedisServer,
-    TcpProxy,
     all_once_across_a_drop,
     tcp_proxy,
 )
+from tests.helpers.workers import REDIS_DROPS, Drop, server_side, two_workers
 from tests.interop.nodeclient import (
     ANYCABLE_DRIVER,
     NodeClient,
     open_ac_client,
     skip_unless_node,
 )
-from tests.interop.servers import ServerProcess
 
 pytestmark = pytest.mark.usefixtures("_node")
 
@@ -45,30 +44,11 @@ def _node() -> None:
     skip_unless_node()
 
 
-@contextmanager
-def two_workers(
-    redis_server: RedisServer, tmp_path: Path
-) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    env = {"TRIO_CABLE_REDIS_URL": redis_server.url}
-    one = ServerProcess("direct", tmp_path, env=env)
-    two = ServerProcess("direct", tmp_path, env=env)
-    try:
-        one.start()
-        two.start()  # both start up at once
-        one.wait_ready_sync()
-        two.wait_ready_sync()
-        yield one, two
-    finally:
-        one.stop()
-        two.stop()
-
-
 @asynccontextmanager
-async def subscribed_through(proxy: TcpProxy, room: str) -> AsyncIterator[NodeClient]:
-    """An @anycable/web client through ``proxy``, subscribed to the feed
-    of ``room`` (reconnecting 300 ms after a drop)."""
+async def subscribed_through(url: str, room: str) -> AsyncIterator[NodeClient]:
+    """An @anycable/web client of the cable at ``url``, subscribed to the
+    feed of ``room`` (reconnecting 300 ms after a drop)."""
     async with open_ac_client(driver=ANYCABLE_DRIVER) as client:
-        url = f"ws://127.0.0.1:{proxy.port}/cable"
         await client.send({"cmd": "connect", "url": url, "reconnectDelay": 300})
         params = {"room": room}
         await client.send(
@@ -79,83 +59,35 @@ async def subscribed_through(proxy: TcpProxy, room: str) -> AsyncIterator[NodeCl
 
 
 async def received_numbers(client: NodeClient, count: int) -> list[int]:
-    numbers = []
+    numbers: list[int] = []
     while len(numbers) < count:
         event = await client.expect({"event": "message", "key": "f"}, LOSS_BOUND)
         numbers.append(event["data"]["n"])
     return numbers
 
 
-@dataclass
-class WorkerRestart(ProxyCut):
-    """The client's worker is killed and started again (it comes up while
-    the broadcasts go on through the other worker)."""
-
-    worker: ServerProcess
-
-    async def disrupt(self) -> None:
-        await trio.lowlevel.checkpoint()
-        self.worker.kill()
-        self.worker.start()
-
-
-@dataclass
-class ToTheOtherWorker(ProxyCut):
-    """The client's connection is cut and its reconnect lands on the other
-    worker (a load balancer's choice)."""
-
-    other: ServerProcess
-
-    async def disrupt(self) -> None:
-        await trio.lowlevel.checkpoint()
-        self.proxy.upstream = self.other.port
-        self.proxy.cut()
-
-
-async def test_all_300_once_in_order_across_a_restart_of_the_clients_worker(
-    redis_server: RedisServer, tmp_path: Path
+@pytest.mark.parametrize("drop", REDIS_DROPS)
+async def test_all_300_once_in_order_across_a_drop_between_workers(
+    drop: Drop, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    """The client's worker is killed midway and started again while the
-    other worker takes the broadcasts: the client comes back to the new
-    process, which replays what it missed from Redis."""
+    """``restart``: the client's worker is killed midway and started again
+    while the other worker takes the broadcasts; the client comes back to
+    the new process, which replays what it missed from Redis.
+    ``other-worker``: midway the proxy is pointed at the other worker and
+    the client's connection cut; it reconnects there and recovers from
+    Redis (the broadcasts go on through the first worker)."""
     room = uuid.uuid4().hex[:8]
-    with two_workers(redis_server, tmp_path) as (mine, other):
-        async with (
-            tcp_proxy(mine.port) as proxy,
-            subscribed_through(proxy, room) as client,
-        ):
-            await all_once_across_a_drop(
-                other.broadcast,
-                f"feed:{room}",
-                partial(received_numbers, client),
-                WorkerRestart(proxy, mine),
-            )
-            assert mine.starts == 2
-            await client.assert_no_event({"event": "uncaught"}, within=0)
-
-
-async def test_all_300_once_in_order_when_the_reconnect_lands_on_the_other_worker(
-    redis_server: RedisServer, tmp_path: Path
-) -> None:
-    """Midway the proxy is pointed at the other worker and the client's
-    connection cut: it reconnects there, and recovers from Redis (the
-    broadcasts go on through the first worker)."""
-    room = uuid.uuid4().hex[:8]
-    with two_workers(redis_server, tmp_path) as (first, second):
-        async with (
-            tcp_proxy(first.port) as proxy,
-            subscribed_through(proxy, room) as client,
-        ):
-            await all_once_across_a_drop(
-                first.broadcast,
-                f"feed:{room}",
-                partial(received_numbers, client),
-                ToTheOtherWorker(proxy, second),
-            )
-            assert (proxy.cuts, proxy.accepted) == (1, 2)
-            stats = await second.stats()
-            assert stats["connections"] == 1
-            await client.assert_no_event({"event": "uncaught"}, within=0)
+    async with (
+        server_side("direct", drop, tmp_path, redis_server) as side,
+        subscribed_through(side.url, room) as client,
+    ):
+        await all_once_across_a_drop(
+            side.broadcast,
+            f"feed:{room}",
+            partial(received_numbers, client),
+            side.disruption,
+        )
+        await client.assert_no_event({"event": "uncaught"}, within=0)
 
 
 @pytest.mark.parametrize("loss", ["flushall", "restart"])
@@ -171,7 +103,7 @@ async def test_a_lost_epoch_is_reported_and_live_goes_on(
     with two_workers(redis_server, tmp_path) as (mine, other):
         async with (
             tcp_proxy(mine.port) as proxy,
-            subscribed_through(proxy, room) as client,
+            subscribed_through(f"ws://127.0.0.1:{proxy.port}/cable", room) as client,
         ):
             await other.broadcast(stream, {"n": 0})
             first = await client.expect({"event": "message", "key": "f"}, LOSS_BOUND)
