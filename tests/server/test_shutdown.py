@@ -220,7 +220,24 @@ class Countdown:
 # -- 1. serve_cable: 500 clients, then cancel the server ------------------------
 
 
-async def test_serve_cable_shutdown_500_clients(transport: Transport) -> None:
+async def storm_rooms(cable: Cable, rate: int, stopped: trio.Event) -> None:
+    """``rate`` broadcasts a second to each of the ten rooms until the
+    server has stopped (those after it reach nobody)."""
+    n = 0
+    while not stopped.is_set():
+        for room in range(10):
+            cable.broadcast_nowait(f"feed:r{room}", {"storm": n})
+        n += 1
+        await trio.sleep(1 / rate)
+
+
+@pytest.mark.parametrize("storm", [0, 20], ids=["idle", "storm"])
+async def test_serve_cable_shutdown_500_clients(
+    transport: Transport, storm: int
+) -> None:
+    """Idle, and under a storm (``storm`` broadcasts a second to every
+    room, 10,000 frames a second to the 500, going on through the stop):
+    every client is told ``server_restart`` last, with a clean close."""
     clients = 500
     raise_open_file_limit(2 * clients + 200)  # both ends live in this process
     # The clients share this process: on a loaded 2-core machine their
@@ -235,6 +252,7 @@ async def test_serve_cable_shutdown_500_clients(transport: Transport) -> None:
     threads_before = set(threading.enumerate())
     logs = [ClientLog() for _ in range(clients)]
     ready = Countdown(clients)
+    stopped = trio.Event()
 
     with trio.fail_after(60):
         async with trio.open_nursery() as client_nursery:
@@ -253,9 +271,13 @@ async def test_serve_cable_shutdown_500_clients(transport: Transport) -> None:
                 assert hooks["subscribed"] == clients
                 assert len(cable.connections) == clients
                 assert cable.hub.statistics().subscribers == clients
+                if storm:
+                    client_nursery.start_soon(storm_rooms, cable, storm, stopped)
+                    await trio.sleep(0.5)  # the storm under way before the stop
                 started = trio.current_time()
                 server_nursery.cancel_scope.cancel()
             server_done = trio.current_time() - started
+            stopped.set()
         clients_done = trio.current_time() - started
 
     # Every client heard why, and the close was a clean WebSocket close.
@@ -276,7 +298,8 @@ async def test_serve_cable_shutdown_500_clients(transport: Transport) -> None:
     assert threads_running_our_code(threads_before) == []
     idle_workers = len(set(threading.enumerate()) - threads_before)
     print(
-        f"\n{transport}, 500 clients: server stopped {server_done:.3f}s after cancel, "
+        f"\n{transport}, 500 clients, storm {storm}/s: server stopped "
+        f"{server_done:.3f}s after cancel, "
         f"last client closed at {last_close:.3f}s, all clients done "
         f"{clients_done:.3f}s; {idle_workers} idle trio worker threads cached"
     )
