@@ -80,13 +80,21 @@ class RedisServer:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
+#: The package's modules that run redis-py calls in threads.
 BRIDGE_FILES = tuple(
-    os.path.join("trio_cable", name) for name in ("_redis.py", "_redis_history.py")
+    os.path.join("trio_cable", name)
+    for name in (
+        "_redis.py",
+        "_redis_history.py",
+        "_redis_io.py",
+        "_redis_presence.py",
+        "_redis_sessions.py",
+    )
 )
 
 
 def redis_threads() -> list[threading.Thread]:
-    """Threads executing redis-py or bridge code right now."""
+    """Threads executing redis-py or our Redis code right now."""
     frames = sys._current_frames()
     busy = []
     for thread in threading.enumerate():

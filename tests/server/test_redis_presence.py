@@ -6,9 +6,6 @@ with SIGKILL: tests/interop/test_presence_processes.py.)"""
 from __future__ import annotations
 
 import json
-import os
-import sys
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,7 +13,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.helpers.redis_server import RedisServer
+from tests.helpers.redis_server import RedisServer, redis_threads
 from tests.helpers.waiting import wait_until
 from trio_cable import Channel, PresenceEvent, RedisCable
 from trio_cable._redis_presence import RedisPresence
@@ -171,24 +168,6 @@ async def test_a_redis_restart_announces_no_leave_and_the_view_converges(
         ]
 
 
-BACKEND_FILE = os.path.join("trio_cable", "_redis_presence.py")
-
-
-def presence_threads() -> list[threading.Thread]:
-    """Threads running redis-py or the presence backend's code now."""
-    frames = sys._current_frames()
-    busy = []
-    for thread in threading.enumerate():
-        frame = frames.get(thread.ident or -1)
-        while frame is not None:
-            name = frame.f_code.co_filename
-            if f"{os.sep}redis{os.sep}" in name or name.endswith(BACKEND_FILE):
-                busy.append(thread)
-                break
-            frame = frame.f_back
-    return busy
-
-
 @pytest.mark.parametrize("situation", ["connected", "redis_down"])
 async def test_shutdown_is_prompt_and_leaves_nothing(
     redis_server: RedisServer, situation: str
@@ -209,4 +188,4 @@ async def test_shutdown_is_prompt_and_leaves_nothing(
     if redis_server.process is None:
         redis_server.start()
     assert redis_server.bridge_connections() == []
-    assert presence_threads() == []
+    assert redis_threads() == []
