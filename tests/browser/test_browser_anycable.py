@@ -24,7 +24,7 @@ import pytest
 
 from tests.browser.browser_driver import Browser, open_browser, skip_unless_browser
 from tests.helpers import LOSS_BOUND, ServerSide, all_once_across_a_drop
-from tests.helpers.workers import REDIS_DROPS, Drop, server_side
+from tests.helpers.workers import Drop, side_for_param
 from tests.interop.nodeclient import JS_DIR
 from tests.interop.servers import ServerKind
 
@@ -84,9 +84,7 @@ async def side(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[ServerSide]:
     skip_unless_browser()
-    kind, drop = request.param
-    redis = request.getfixturevalue("redis_server") if drop in REDIS_DROPS else None
-    async with server_side(kind, drop, tmp_path, redis) as chosen:
+    async with side_for_param(request, tmp_path) as chosen:
         yield chosen
 
 

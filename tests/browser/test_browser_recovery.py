@@ -35,7 +35,7 @@ from tests.helpers import (
     served_on,
     tcp_proxy,
 )
-from tests.helpers.workers import REDIS_DROPS, Drop, server_side
+from tests.helpers.workers import Drop, side_for_param
 from tests.interop.servers import ServerKind
 from trio_cable import Cable, Channel, HistoryPolicy, turbo
 from trio_cable.client import make_identifier
@@ -57,9 +57,7 @@ async def side(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[ServerSide]:
     skip_unless_browser()
-    kind, drop = request.param
-    redis = request.getfixturevalue("redis_server") if drop in REDIS_DROPS else None
-    async with server_side(kind, drop, tmp_path, redis) as chosen:
+    async with side_for_param(request, tmp_path) as chosen:
         yield chosen
 
 

@@ -27,7 +27,7 @@ from tests.helpers import (
     served,
     tcp_proxy,
 )
-from tests.helpers.workers import REDIS_DROPS, Drop, server_side
+from tests.helpers.workers import Drop, side_for_param
 from tests.interop.servers import ServerKind
 from trio_cable import Cable, Channel, HistoryPolicy
 from trio_cable.client import (
@@ -57,9 +57,7 @@ SIDES: list[tuple[ServerKind, Drop]] = [
 async def side(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[ServerSide]:
-    kind, drop = request.param
-    redis = request.getfixturevalue("redis_server") if drop in REDIS_DROPS else None
-    async with server_side(kind, drop, tmp_path, redis) as chosen:
+    async with side_for_param(request, tmp_path) as chosen:
         yield chosen
 
 

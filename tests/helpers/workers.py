@@ -53,6 +53,7 @@ __all__ = [
     "ToTheOtherWorker",
     "WorkerRestart",
     "server_side",
+    "side_for_param",
     "two_workers",
 ]
 
@@ -174,3 +175,14 @@ async def server_side(
                 stats=stats,
                 keeps_session=keeps_session,
             )
+
+
+@asynccontextmanager
+async def side_for_param(request: Any, log_dir: Path) -> AsyncIterator[ServerSide]:
+    """The :func:`server_side` a parametrized fixture asks for with
+    ``(kind, drop)``, with the test's ``redis_server`` when the drop
+    needs Redis."""
+    kind, drop = request.param
+    redis = request.getfixturevalue("redis_server") if drop in REDIS_DROPS else None
+    async with server_side(kind, drop, log_dir, redis) as chosen:
+        yield chosen
