@@ -17,7 +17,8 @@ Served three ways, each in its own process:
 task instead (bench_common's HTTP trigger): on Hypercorn's own port, and
 for the other two on ``BENCH_HTTP_PORT``.
 
-``BENCH_TUNE_GC=1`` applies ``trio_cable.tune_gc`` (``tune_gc=True``),
+``BENCH_TUNE_GC=1`` applies ``trio_cable.tune_gc`` (``tune_gc=True``;
+``0``: ``tune_gc=False``; unset: the servers' default, None),
 ``TRIO_CABLE_REDIS_URL`` makes the cable cross-process (run.py's Redis row),
 and ``BENCH_HISTORY=1`` has the ``bench`` stream keep history (run.py
 ``--history``; in Redis when the cable has Redis). ``BENCH_PRESENCE=1``
@@ -44,6 +45,7 @@ from bench_common import (
     gc_action,
     memory_action,
     padding,
+    profile_action,
     raise_nofile_limit,
     serve_http_trigger,
 )
@@ -53,12 +55,20 @@ from trio_cable.asgi import CableApp, Receive, Scope, Send
 
 raise_nofile_limit()
 
-TUNE_GC = os.environ.get("BENCH_TUNE_GC") == "1"
+# BENCH_TUNE_GC unset: the servers' default (None: the first threshold
+# raised while serving, if the collector has Python's defaults);
+# BENCH_TUNE_GC=0: never tuned (as before that default); 1: tune_gc=True.
+TUNE_GC = {"1": True, "0": False}.get(os.environ.get("BENCH_TUNE_GC", ""))
 HISTORY = [STREAM] if os.environ.get("BENCH_HISTORY") == "1" else []
 PRESENCE = os.environ.get("BENCH_PRESENCE") == "1"
 
 # The benchmark holds up to 10,000 subscribers plus the driver's socket.
-cable = Cable(max_connections=50_000, history=HISTORY)
+cable = Cable(
+    max_connections=50_000,
+    history=HISTORY,
+    # memory_probe.py --callgrind: no pings among the connects it counts
+    ping_interval=float(os.environ.get("BENCH_PING_INTERVAL") or 3.0),
+)
 
 
 @cable.channel
@@ -116,19 +126,21 @@ class BenchControl(Channel):
     async def memory(self, data: dict[str, Any]) -> None:
         self.transmit({"done": "memory", **memory_action(data)})
 
+    async def profile(self, data: dict[str, Any]) -> None:
+        self.transmit({"done": "profile", **profile_action(data)})
+
 
 async def http_app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "http":
         await asgi_http_trigger(scope, receive, send, http_action)
 
 
-# BENCH_TUNE_GC unset: CableApp's default (None: tuned if the collector
-# has Python's defaults); BENCH_TUNE_GC=0: never tuned (as before that
-# default). BENCH_SEND_POOL=0: a writer task per socket (before the pool).
+# BENCH_TUNE_GC as above; BENCH_SEND_POOL=0: a writer task per socket
+# (before the pool).
 app = CableApp(
     cable,
     http_app,
-    tune_gc={"1": True, "0": False}.get(os.environ.get("BENCH_TUNE_GC", "")),
+    tune_gc=TUNE_GC,
     send_pool=os.environ.get("BENCH_SEND_POOL") != "0",
 )
 

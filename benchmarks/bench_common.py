@@ -3,12 +3,14 @@
 The servers (bench_app.py: trio_cable; bare_app.py: the transports' own
 floors) are driven by run.py through a control subscription whose actions
 are ``series`` (broadcasts at intervals, for latency), ``burst`` (as many
-as fast as possible, for throughput) and ``memory`` (tracemalloc marks,
-only when the server runs with ``BENCH_TRACEMALLOC=1``).
+as fast as possible, for throughput), ``memory`` (tracemalloc marks,
+only when the server runs with ``BENCH_TRACEMALLOC=1``) and ``profile``
+(a cProfile of the server around some phase).
 """
 
 from __future__ import annotations
 
+import cProfile
 import gc
 import json
 import os
@@ -186,6 +188,27 @@ def memory_action(data: dict[str, Any]) -> dict[str, Any]:
         with open(path, "w") as f:
             json.dump(report, f, indent=1)
     return {"reported": True, "bytes_per_connection": report["bytes_per_connection"]}
+
+
+# -- CPU: where the server's time goes ------------------------------------------
+
+_profiler: cProfile.Profile | None = None
+
+
+def profile_action(data: dict[str, Any]) -> dict[str, Any]:
+    """``start`` a cProfile of the server's thread; ``stop`` it and write
+    its stats to ``path`` (read them with ``python -m pstats``)."""
+    global _profiler
+    if data.get("op") == "start":
+        _profiler = cProfile.Profile(time.process_time)
+        _profiler.enable()
+        return {"started": True}
+    if _profiler is None:
+        return {"error": "not started"}
+    _profiler.disable()
+    _profiler.dump_stats(str(data["path"]))
+    _profiler = None
+    return {"written": True}
 
 
 # -- the HTTP trigger: a broadcast arriving as a request --------------------------

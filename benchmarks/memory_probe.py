@@ -1,13 +1,21 @@
-"""Memory per idle subscribed connection, quickly: no Node, one server kind.
+"""Memory and CPU per subscribed connection, quickly: no Node, one server kind.
 
 Starts one server (``--server``, a run.py kind; ``cable-direct`` by
 default) in its own process, opens N raw WebSocket clients from this
 process (handshake, ``welcome``, subscribe to BenchChannel, its
 confirmation; 100 in flight), waits one ping interval, collects the
 server's garbage and reads its RSS: (RSS after - RSS before) / N, as
-run.py's memory figure. ``--repeat`` starts a fresh server each time (the
-figure moves by a few tenths of a KiB between runs); ``--trace`` also
-prints what tracemalloc saw allocated per connection, by file and line.
+run.py's memory figure. The server's CPU time (user + system, from
+/proc) over the connects, / N, is the CPU per connect + subscribe: what
+another process's load on the machine hardly moves, unlike a rate.
+``--repeat`` starts a fresh server each time (the memory figure moves by
+a few tenths of a KiB between runs); ``--trace`` also prints what
+tracemalloc saw allocated per connection, by file and line;
+``--profile FILE`` writes a cProfile of the server over the connects
+(``python -m pstats FILE``); ``--callgrind`` runs the server under
+valgrind's callgrind and counts the instructions it ran over the connects
+(no pings among them): a figure other processes' load does not move at
+all (use a few hundred connections: each costs some 50 times longer).
 
     python benchmarks/memory_probe.py --connections 2000 --repeat 3
 """
@@ -30,7 +38,12 @@ sys.path.insert(0, str(HERE))
 
 from bench_common import BENCH_CHANNEL, raise_nofile_limit  # noqa: E402
 from cases import server_rss  # noqa: E402
-from harness import control_connection, free_port, server_process  # noqa: E402
+from harness import (  # noqa: E402
+    control_connection,
+    cpu_times,
+    free_port,
+    server_process,
+)
 
 SUBSCRIBE = json.dumps(
     {"command": "subscribe", "identifier": json.dumps({"channel": BENCH_CHANNEL})}
@@ -68,11 +81,25 @@ async def _client(port: int, streams: list[trio.SocketStream]) -> None:
     streams.append(stream)
 
 
-async def probe(kind: str, n: int, log_dir: Path, trace: bool) -> dict[str, Any]:
+async def probe(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+    kind, n, trace, profile = args.server, args.connections, args.trace, args.profile
     port = free_port()
     env = {"BENCH_TRACEMALLOC": "1"} if trace else {}
+    wrapper: list[str] = []
+    if args.callgrind:
+        # Instructions are counted only over the connects (callgrind_control
+        # switches them on), with no pings among them.
+        env["BENCH_PING_INTERVAL"] = "3600"
+        wrapper = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={log_dir}/callgrind.out.%p",
+        ]
     async with (
-        server_process(kind, port, log_dir, env) as proc,
+        server_process(
+            kind, port, log_dir, env, wrapper=wrapper, startup_timeout=300
+        ) as proc,
         control_connection(port) as control,
     ):
         await trio.sleep(0.5)
@@ -80,6 +107,12 @@ async def probe(kind: str, n: int, log_dir: Path, trace: bool) -> dict[str, Any]
             await control.perform("memory", op="mark")
             await control.done("memory", 30)
         rss0 = await server_rss(control, proc.pid)
+        if profile is not None:
+            await control.perform("profile", op="start")
+            await control.done("profile", 30)
+        if args.callgrind:
+            await _callgrind_control("--instr=on", proc.pid)
+        cpu0 = cpu_times(proc.pid)
         streams: list[trio.SocketStream] = []
         limit = trio.CapacityLimiter(100)
 
@@ -87,13 +120,26 @@ async def probe(kind: str, n: int, log_dir: Path, trace: bool) -> dict[str, Any]
             async with limit:
                 await _client(port, streams)
 
-        with trio.fail_after(300):
+        with trio.fail_after(900):
             async with trio.open_nursery() as nursery:
                 for _ in range(n):
                     nursery.start_soon(one)
+        cpu1 = cpu_times(proc.pid)
+        user_s, system_s = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+        result: dict[str, Any] = {
+            "connect_server_cpu_us": 1e6 * (user_s + system_s) / n,
+            "connect_server_system_us": 1e6 * system_s / n,
+        }
+        if args.callgrind:
+            await _callgrind_control("--dump", proc.pid)
+            result["instructions_per_connect"] = _dumped_instructions(log_dir) / n
+            return result
+        if profile is not None:
+            await control.perform("profile", op="stop", path=str(profile.resolve()))
+            await control.done("profile", 30)
         await trio.sleep(3.5)  # every connection pinged once, as in run.py
         rss1 = await server_rss(control, proc.pid)
-        result: dict[str, Any] = {"kib_per_connection": (rss1 - rss0) / n}
+        result["kib_per_connection"] = (rss1 - rss0) / n
         if trace:
             path = log_dir / "memory.json"
             await control.perform("memory", op="report", connections=n, path=str(path))
@@ -104,11 +150,36 @@ async def probe(kind: str, n: int, log_dir: Path, trace: bool) -> dict[str, Any]
         return result
 
 
+async def _callgrind_control(option: str, pid: int) -> None:
+    await trio.run_process(["callgrind_control", option, str(pid)], capture_stdout=True)
+
+
+def _dumped_instructions(log_dir: Path) -> int:
+    """The instructions in callgrind's one dump (its ``totals:`` line)."""
+    (dump,) = log_dir.glob("callgrind.out.*.1")
+    for line in dump.read_text().splitlines():
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no totals in {dump}")
+
+
 async def main_async(args: argparse.Namespace) -> None:
-    log_dir = Path(tempfile.mkdtemp(prefix="trio-cable-probe-"))
     for _ in range(args.repeat):
-        result = await probe(args.server, args.connections, log_dir, args.trace)
-        print(f"{args.server}: {result['kib_per_connection']:.2f} KiB/conn", flush=True)
+        log_dir = Path(tempfile.mkdtemp(prefix="trio-cable-probe-"))
+        result = await probe(args, log_dir)
+        if args.callgrind:
+            print(
+                f"{args.server}: "
+                f"{result['instructions_per_connect']:,.0f} instructions per connect",
+                flush=True,
+            )
+            continue
+        print(
+            f"{args.server}: {result['kib_per_connection']:.2f} KiB/conn, "
+            f"{result['connect_server_cpu_us']:.0f} µs server CPU per connect "
+            f"({result['connect_server_system_us']:.0f} µs of it in the kernel)",
+            flush=True,
+        )
         trace = result.get("trace")
         if trace:
             print(f"  traced {trace['bytes_per_connection']:,.0f} B/conn")
@@ -123,6 +194,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--trace", action="store_true")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument("--callgrind", action="store_true")
     raise_nofile_limit()
     trio.run(main_async, parser.parse_args())
 

@@ -26,7 +26,8 @@ def tune_gc(threshold: int = 50_000, *, freeze: bool = True) -> None:
 
     It changes process-wide settings, so it is opt-in:
     ``serve_cable(..., tune_gc=True)``, ``CableApp(..., tune_gc=True)`` or
-    ``trio-cable serve --tune-gc``; the demo uses it.
+    ``trio-cable serve --tune-gc``; the demo uses it. (By default both
+    servers only raise the threshold while they run: :func:`serving_gc`.)
     """
     if freeze:
         gc.collect()
@@ -51,7 +52,8 @@ def gc_untouched() -> bool:
 
 @contextlib.contextmanager
 def serving_gc(tune: bool | None, threshold: int = 50_000) -> Iterator[None]:
-    """The collector settings while a server runs (``CableApp``'s lifespan).
+    """The collector settings while a server runs (``CableApp``'s lifespan,
+    a socket server from listening to the end of its drain).
 
     ``True``: :func:`tune_gc` (for good); ``False``: nothing; ``None``: if
     the collector is untouched (:func:`gc_untouched`), the first threshold

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import trio
 
 from ._connection import Connection
-from ._gc import tune_gc as _tune_gc
+from ._gc import serving_gc
 from .protocol.dialects import choose_dialect, speakable
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ async def serve_until_cancelled(
     name: str,
     host: str | None,
     path: str,
-    tune_gc: bool,
+    tune_gc: bool | None,
     task_status: trio.TaskStatus[int],
 ) -> NoReturn:
     """Run a socket server's lifetime; never returns.
@@ -128,7 +128,10 @@ async def serve_until_cancelled(
     connection in ``served`` is first closed the ordinary way (what was
     queued, ``server_restart``, a close handshake, the hooks) within the
     cable's drain timeout (after the cable's background tasks are
-    cancelled), and only then is the rest cut off.
+    cancelled), and only then is the rest cut off. Once listening, the
+    collector gets the settings ``tune_gc`` asks :func:`serving_gc` for
+    (None: the first threshold raised while the server runs, drain
+    included, if nobody chose other settings).
     """
     server_scope = trio.CancelScope(shield=True)
 
@@ -146,8 +149,7 @@ async def serve_until_cancelled(
                 log.info(
                     "serving a cable at ws://%s:%d%s (%s)", host, bound, path, name
                 )
-                if tune_gc:
-                    _tune_gc()
+                stack.enter_context(serving_gc(tune_gc))
                 task_status.started(bound)
                 await trio.sleep_forever()
             finally:

@@ -36,7 +36,7 @@ async def serve_cable_direct(
     listeners: list[trio.abc.Listener[Any]] | None = None,
     max_message_size: int = 1 << 20,
     connect_timeout: float = 10.0,
-    tune_gc: bool = False,
+    tune_gc: bool | None = None,
     stats_path: str | None = None,
     metrics_path: str | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
@@ -63,8 +63,9 @@ async def serve_cable_direct(
     sockets are closed at once. Running out of file descriptors is
     logged once (then summarised every 10 s) and accepting backs off,
     from 0.05 s up to 1 s between tries.
-    ``tune_gc`` applies :func:`trio_cable.tune_gc` once listening, as
-    :func:`~trio_cable.serve_cable` does. ``stats_path`` and
+    ``tune_gc`` sets the garbage collector up as
+    :func:`~trio_cable.serve_cable` does (by default, its first threshold
+    raised while the server runs, if nobody chose other settings). ``stats_path`` and
     ``metrics_path`` (off by default) answer a plain HTTP GET with the
     cable's stats (JSON) and metrics (the Prometheus text format).
 

@@ -49,7 +49,7 @@ async def serve_cable_trio_websocket(
     ssl_context: ssl.SSLContext | None = None,
     max_message_size: int = 1 << 20,
     connect_timeout: float = 10.0,
-    tune_gc: bool = False,
+    tune_gc: bool | None = None,
     stats_path: str | None = None,
     metrics_path: str | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
@@ -117,7 +117,7 @@ async def serve_cable(
     listeners: list[trio.abc.Listener[Any]] | None = None,
     max_message_size: int = 1 << 20,
     connect_timeout: float = 10.0,
-    tune_gc: bool = False,
+    tune_gc: bool | None = None,
     stats_path: str | None = None,
     metrics_path: str | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
@@ -142,9 +142,13 @@ async def serve_cable(
     ``trio-cable stats`` reads) and its metrics in the Prometheus text
     format.
 
-    ``tune_gc`` applies :func:`trio_cable.tune_gc` (process-wide garbage
-    collector settings that doubled throughput in the benchmarks) once the
-    server is listening.
+    ``tune_gc=True`` applies :func:`trio_cable.tune_gc` (process-wide
+    garbage collector settings that doubled throughput in the benchmarks)
+    once the server is listening. The default, None, takes the safe half
+    of it, as ``CableApp`` does: if the collector still has Python's own
+    settings, its first threshold is raised to 50,000 while the server
+    runs (and put back when it stops), and nothing is frozen; ``False``
+    leaves the collector alone.
 
     Cancellation: each client is sent ``disconnect`` with reason
     ``server_restart`` (reconnect true) after the frame being written to

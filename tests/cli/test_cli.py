@@ -649,10 +649,14 @@ async def test_serve_auto_picks_the_transport(
 
 
 async def test_serve_tune_gc_is_opt_in(app_dir: Path) -> None:
-    assert (await plan(app_dir, "myapp:cable"))["tune_gc"] is False
+    # None: serve_cable's default (the threshold raised while serving only)
+    assert (await plan(app_dir, "myapp:cable"))["tune_gc"] is None
     assert (await plan(app_dir, "myapp:cable", "--tune-gc"))["tune_gc"] is True
     tuned = "myapp:CableApp(cable, tune_gc=True)"
     assert (await plan(app_dir, tuned))["tune_gc"] is True
+    untuned = "myapp:CableApp(cable, tune_gc=False)"
+    assert (await plan(app_dir, untuned))["tune_gc"] is False
+    assert (await plan(app_dir, untuned, "--tune-gc"))["tune_gc"] is True
 
 
 async def test_serve_plan_of_the_direct_transport(app_dir: Path) -> None:
@@ -665,7 +669,7 @@ async def test_serve_plan_of_the_direct_transport(app_dir: Path) -> None:
         "app": "myapp:cable",
         "url": "ws://[::1]:9000/cable",
         "redis": "redis://r:6379/1",
-        "tune_gc": False,
+        "tune_gc": None,
     }
 
 

@@ -134,6 +134,36 @@ async def test_serve_cable_runs_the_transport_it_is_given(
     assert f"/cable ({transport})" in caplog.text  # its "serving a cable at" line
 
 
+@pytest.mark.parametrize(
+    ("tune_gc", "chosen", "serving"),
+    [
+        (None, (700, 10, 10), 50_000),  # Python's defaults: raised meanwhile
+        (None, (1_000, 10, 10), 1_000),  # the app chose: left alone
+        (False, (700, 10, 10), 700),  # told not to
+    ],
+)
+async def test_the_default_raises_an_untouched_gc_threshold_while_serving(
+    transport: Transport,
+    tune_gc: bool | None,
+    chosen: tuple[int, int, int],
+    serving: int,
+) -> None:
+    """As ``CableApp`` does (tests/server/test_asgi.py): nothing frozen,
+    and the threshold put back once the server has stopped."""
+    import gc
+
+    before = gc.get_threshold()
+    gc.set_threshold(*chosen)
+    try:
+        with trio.fail_after(10):
+            async with served(room_cable(), transport, tune_gc=tune_gc):
+                assert gc.get_threshold() == (serving, *chosen[1:])
+                assert gc.get_freeze_count() == 0
+        assert gc.get_threshold() == chosen
+    finally:
+        gc.set_threshold(*before)
+
+
 # -- plain GETs beside WebSockets ---------------------------------------------------
 
 

@@ -90,7 +90,8 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         "--tune-gc",
         action="store_true",
         help="direct and trio-websocket: apply trio_cable.tune_gc() once "
-        "listening (a CableApp's own tune_gc=True also does)",
+        "listening (a CableApp's own tune_gc=True also does; without it, the "
+        "collector's first threshold is raised while serving, if untouched)",
     )
     parser.add_argument(
         "--stats-path",

@@ -121,7 +121,7 @@ def serve(args: argparse.Namespace, output: Output) -> int:
                 "app": args.app,
                 "url": _ws_url(args.host, args.port, target.path),
                 "redis": args.redis,
-                "tune_gc": target.tune_gc or args.tune_gc,
+                "tune_gc": True if args.tune_gc else target.tune_gc,
             }
         )
         return OK
@@ -151,7 +151,7 @@ async def _serve_here(
         args.port,
         transport=transport,
         path=target.path,
-        tune_gc=target.tune_gc or args.tune_gc,
+        tune_gc=True if args.tune_gc else target.tune_gc,
         stats_path=target.stats_path,
         metrics_path=target.metrics_path,
     )

@@ -28,7 +28,8 @@ class Target:
     #: The cable to serve in this process (``None``: an ASGI app only).
     cable: Cable | None = None
     path: str = "/cable"
-    tune_gc: bool = False
+    #: The app's garbage-collector choice (None: the servers' default).
+    tune_gc: bool | None = None
     #: Why it needs an HTTP server (``None``: WebSocket alone will do).
     needs_http: str | None = None
     #: The CableApp's stats and metrics paths (the direct transport serves
@@ -66,9 +67,9 @@ def load_target(spec: str, app_dir: str) -> Target:
         target.cable = value
     elif isinstance(value, CableApp):
         target.cable, target.path = value.cable, value.path
-        # Only an explicit True: the default (None) tunes a CableApp's own
-        # process under Hypercorn; the direct transport does not need it.
-        target.tune_gc = value.tune_gc is True
+        # The same choice on every transport (None: the default, a raised
+        # threshold while serving, as under Hypercorn).
+        target.tune_gc = value.tune_gc
         target.stats_path, target.metrics_path = value.stats_path, value.metrics_path
         if value.app is not None:
             target.needs_http = "wraps an HTTP app"
