@@ -30,6 +30,7 @@ from tests.helpers import (
     raw_connect,
     served,
     wait_until,
+    ws_frame,
 )
 from trio_cable import Cable, Channel, Request, Unauthorized
 from trio_cable._connection import Connection
@@ -302,6 +303,68 @@ async def test_other_paths_are_404_and_plain_http_is_400() -> None:
                 await client.stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
                 assert (await client.read_to_eof()).startswith(b"HTTP/1.1 400 ")
     assert not cable.connections
+
+
+UPGRADE = (
+    b"GET /cable HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: " + PROTOCOL.encode()
+)
+
+
+async def test_handshake_refusals_say_why() -> None:
+    """Our upgrade parser (transports/upgrade.py) answers each bad request
+    in words, and the server carries on."""
+    cable = room_cable()
+    with trio.fail_after(10):
+        async with served(cable) as port:
+            for request, status, why in [
+                (
+                    UPGRADE.replace(b": 13", b": 8"),
+                    b"426",
+                    b"\nSec-WebSocket-Version: 13",
+                ),
+                (UPGRADE.replace(b"GET", b"PUT"), b"400", b"must be GET"),
+                (UPGRADE.replace(b"1.1", b"1.0"), b"400", b"needs HTTP/1.1"),
+                (UPGRADE + b"\r\nX: " + b"x" * 20_000, b"431", b"too large"),
+            ]:
+                client = await RawClient.open(port)
+                async with client.stream:
+                    await client.stream.send_all(request + b"\r\n\r\n")
+                    answer = await client.read_to_eof()
+                assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer
+                assert why in answer
+            # A TLS hello on the plain port: refused before it says more.
+            client = await RawClient.open(port)
+            async with client.stream:
+                await client.stream.send_all(b"\x16\x03\x01\x02\x00\x01\x00\n")
+                assert (await client.read_to_eof()).startswith(b"HTTP/1.1 400 ")
+            async with AsyncExitStack() as stack:
+                await (await raw_connect(stack, port)).subscribe(ROOM)
+    assert not cable.connections
+
+
+async def test_a_subscribe_sent_before_the_answer_is_not_lost() -> None:
+    """A client may send its first frame right behind its request, in the
+    same segment (wsproto's server handshake dropped such bytes)."""
+    cable = room_cable()
+    with trio.fail_after(10):
+        async with served(cable) as port:
+            client = await RawClient.open(port)
+            async with client.stream:
+                subscribe = ws_frame(command("subscribe").encode())
+                await client.stream.send_all(UPGRADE + b"\r\n\r\n" + subscribe)
+                while b"\r\n\r\n" not in client.buffer:
+                    client.buffer += await client.stream.receive_some(4096)
+                head, _, rest = bytes(client.buffer).partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 101 ")
+                client.buffer = bytearray(rest)
+                frames = [await client.receive() for _ in range(3)]
+    assert frames == [
+        {"type": "welcome"},
+        {"identifier": ROOM, "message": {"hello": "a"}},
+        {"identifier": ROOM, "type": "confirm_subscription"},
+    ]
 
 
 async def test_no_subprotocol_offered_none_selected() -> None:

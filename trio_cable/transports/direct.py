@@ -1,7 +1,8 @@
 """The direct transport: WebSockets on sockets we own.
 
-wsproto (sans-I/O) parses the handshake and the client's frames; the
-frames we send are encoded by hand. Server frames are unmasked, so the
+The handshake is read by :mod:`.upgrade` (see :mod:`.direct_handshake`)
+and the client's frames by wsproto (sans-I/O); the frames we send are
+encoded by hand. Server frames are unmasked, so the
 bytes of a frame the hub shares between subscribers (one per broadcast
 and identifier) are encoded once and written to every socket as they are
 (see :mod:`trio_cable.protocol.wsframe`): straight from the broadcasting
@@ -126,8 +127,9 @@ class DirectTransport:
         self._ended = False  # nothing more will be read
         self._ended_event: trio.Event | None = None
 
-    def attach(self, ws: WSConnection) -> None:
-        """The handshake is done: frames are read and written with ``ws``."""
+    def attach(self, ws: WSConnection, rest: bytes = b"") -> None:
+        """The handshake is done: frames are read and written with ``ws``,
+        ``rest`` (what came after the request head) first."""
         # wsproto queues events in a deque only for receive_data(None) (a
         # close it did not read), which we never call: the deque stays
         # empty for the socket's life, and an empty deque holds a 600-byte
@@ -136,6 +138,9 @@ class DirectTransport:
         if isinstance(events, deque) and not events:
             ws._events = ()  # type: ignore[assignment]  # see above
         self._ws = ws
+        if rest:  # a client that did not wait for our answer
+            ws.receive_data(rest)
+            self._events = ws.events()
 
     # -- writing -------------------------------------------------------------
 
@@ -509,6 +514,3 @@ def _recv_nowait(sock: socket.socket) -> bytes | None:
         return None
     except OSError:
         return b""
-
-
-# -- the handshake ----------------------------------------------------------------

@@ -1,29 +1,35 @@
 """The direct transport's handshake: the client's HTTP upgrade request,
-read with wsproto on a :class:`~trio_cable.transports.direct.DirectTransport`,
-refused or accepted (and a plain ``GET`` answered, see
-:mod:`.plain_http`)."""
+read on a :class:`~trio_cable.transports.direct.DirectTransport` (with
+:mod:`.upgrade`, no HTTP library), refused or accepted (and a plain
+``GET`` answered, see :mod:`.plain_http`)."""
 
 from __future__ import annotations
 
 from wsproto import ConnectionType
-from wsproto.events import AcceptConnection, RejectConnection, RejectData
-from wsproto.events import Request as WSRequest
-from wsproto.handshake import H11Handshake
-from wsproto.utilities import RemoteProtocolError
+from wsproto.connection import Connection as WSConnection
 
 from .._errors import TransportClosed
 from .._request import Request
 from .direct import DirectTransport
 from .plain_http import HTTPRoutes, plain_get_response
-from .scope import wsproto_scope
+from .scope import upgrade_scope
+from .upgrade import (
+    BadRequest,
+    Upgrade,
+    accept_response,
+    check_request_line,
+    head_end,
+    parse_upgrade,
+    refusal_response,
+)
 
 __all__ = ["DirectHandshake"]
 
 
 class DirectHandshake:
-    """The handshake on a :class:`DirectTransport`, read with wsproto."""
+    """The handshake on a :class:`DirectTransport`."""
 
-    __slots__ = ("_handshake", "_http", "_secure", "transport")
+    __slots__ = ("_http", "_rest", "_secure", "_upgrade", "transport")
 
     def __init__(
         self,
@@ -35,13 +41,15 @@ class DirectHandshake:
         self.transport = transport
         self._secure = secure
         self._http = http
-        self._handshake = H11Handshake(ConnectionType.SERVER)
+        self._upgrade: Upgrade | None = None
+        self._rest = b""  # what the client sent after its request head
 
     async def request(self) -> Request | None:
         """The client's upgrade request; None if it left or sent nonsense
-        (which is answered with wsproto's 400/426 here), or sent a plain
-        GET that ``http`` answered."""
-        transport, handshake = self.transport, self._handshake
+        (which is answered here: 400, 426 for another WebSocket version,
+        431 for a head over 16 KiB), or sent a plain GET that ``http``
+        answered."""
+        transport = self.transport
         head = b""  # kept only until the request is whole
         while True:
             data = await transport.recv_raw()
@@ -49,18 +57,17 @@ class DirectHandshake:
                 return None
             head += data
             try:
-                handshake.receive_data(data)
-                for event in handshake.events():
-                    if isinstance(event, WSRequest):
-                        scope = wsproto_scope(event, self._peer(), self._secure)
-                        return Request(scope)
-            except RemoteProtocolError as exc:
-                if await self._plain_get(head):
-                    return None
-                hint = exc.event_hint
-                if isinstance(hint, RejectConnection):
-                    await self.refuse(hint.status_code, str(exc))
+                check_request_line(head)  # refused before the rest comes
+                end = head_end(head)
+                if end < 0:
+                    continue
+                upgrade = parse_upgrade(head[:end])
+            except BadRequest as exc:
+                if not await self._plain_get(head):
+                    await self.refuse(exc.status, exc.reason, exc.headers)
                 return None
+            self._upgrade, self._rest = upgrade, head[end:]
+            return Request(upgrade_scope(upgrade, self._peer(), self._secure))
 
     async def _plain_get(self, head: bytes) -> bool:
         """Answer a plain ``GET`` (not an upgrade) from ``http``, if it has
@@ -70,31 +77,25 @@ class DirectHandshake:
             await self.transport.send_raw(response)
         return response is not None
 
-    async def refuse(self, status: int, reason: str) -> None:
-        body = reason.encode()
-        headers = [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", b"%d" % len(body)),
-            (b"connection", b"close"),
-        ]
-        handshake = self._handshake
-        data = handshake.send(
-            RejectConnection(status_code=status, headers=headers, has_body=True)
-        )
-        data += handshake.send(RejectData(data=body))
-        await self.transport.send_raw(data)
+    async def refuse(
+        self,
+        status: int,
+        reason: str,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
+        await self.transport.send_raw(refusal_response(status, reason, headers))
 
     async def accept(self, subprotocol: str | None) -> DirectTransport | None:
-        transport, handshake = self.transport, self._handshake
-        data = handshake.send(AcceptConnection(subprotocol=subprotocol))
+        transport, upgrade = self.transport, self._upgrade
+        assert upgrade is not None  # request() returned it
+        assert subprotocol is None or subprotocol in upgrade.subprotocols
         try:
-            transport.write_raw_nowait(data)
+            transport.write_raw_nowait(accept_response(upgrade.key, subprotocol))
             await transport.flush()
         except TransportClosed:
             return None
-        ws = handshake.connection
-        assert ws is not None  # made by the accept
-        transport.attach(ws)
+        transport.attach(WSConnection(ConnectionType.SERVER), self._rest)
+        self._upgrade, self._rest = None, b""
         return transport
 
     def _peer(self) -> tuple[str, int] | None:

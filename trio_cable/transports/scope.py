@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 if TYPE_CHECKING:
-    from wsproto.events import Request as WSRequest
+    from .upgrade import Upgrade
 
-__all__ = ["latin1", "peer_address", "shared", "websocket_scope", "wsproto_scope"]
+__all__ = ["latin1", "peer_address", "shared", "upgrade_scope", "websocket_scope"]
 
 #: Every scope's ``asgi`` entry: the same (never changed) dict for all.
 _ASGI: Final = {"version": "3.0"}
@@ -127,20 +127,20 @@ def websocket_scope(
     return scope
 
 
-def wsproto_scope(
-    event: WSRequest, client: tuple[str, int] | None, secure: bool
+def upgrade_scope(
+    upgrade: Upgrade, client: tuple[str, int] | None, secure: bool
 ) -> dict[str, Any]:
-    """The scope of a handshake wsproto parsed (the direct transport's)."""
-    # wsproto keeps Host out of the extra headers; put it back
+    """The scope of an upgrade request the direct transport read."""
+    # The host first, then the rest in order, as wsproto's requests had them.
     headers = (
-        _header(b"host", latin1(event.host)),
-        *(_header(name, latin1(value)) for name, value in event.extra_headers),
+        _header(b"host", upgrade.host),
+        *(_header(name, value) for name, value in upgrade.headers),
     )
     return websocket_scope(
-        event.target,
+        upgrade.target,
         headers,
         client=client,
-        subprotocols=event.subprotocols,
+        subprotocols=upgrade.subprotocols,
         secure=secure,
     )
 
