@@ -354,6 +354,11 @@ class Connection:
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
+                if cable.connect_hook is not None or self.protocol.dialect.extended:
+                    # The handshake's answer (a transport may hold it for
+                    # the welcome) must not wait for a hook or a session.
+                    with contextlib.suppress(TransportClosed):
+                        await self.transport.flush()
                 session = await self._take_session()
                 if session is not None:
                     self.identity = session.identity  # no connect hook

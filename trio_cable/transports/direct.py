@@ -83,6 +83,7 @@ class DirectTransport:
         "_flushing",
         "_frames",
         "_head_partial",
+        "_held",
         "_idle",
         "_messages",
         "_pending",
@@ -120,6 +121,7 @@ class DirectTransport:
         self._pending: list[bytes] = []  # bytes the socket has not taken yet
         self._pending_bytes = 0
         self._head_partial = False  # _pending[0] is the rest of a cut write
+        self._held = b""  # bytes that go out with the next write (hold())
         self._flushing = False  # a flush is under way
         self._idle: trio.Event | None = None  # made only when flushes contend
         self._broken = False  # the socket broke, or a write was cut off
@@ -174,9 +176,19 @@ class DirectTransport:
             raise TransportClosed  # no data after a close frame, either way
         return self.write_raw_nowait(self._frames.encode(frame))
 
+    def hold(self, data: bytes) -> None:
+        """Send ``data`` with the next write, in the same ``send()``: the
+        handshake's answer goes out with the welcome, one system call
+        (and one segment) for both. :meth:`flush`, :meth:`receive` and
+        every write send it, so it never waits longer than the connection
+        takes to write or read (see ``Connection.run``)."""
+        self._held += data
+
     def write_raw_nowait(self, data: bytes) -> int:
         if self._broken:
             raise TransportClosed
+        if self._held:
+            data, self._held = self._held + data, b""
         sock = self._sock
         if self._pending or self._flushing or sock is None:
             self._pending.append(data)
@@ -211,6 +223,8 @@ class DirectTransport:
     async def flush(self) -> None:
         """Write everything queued; returns once the backlog is empty."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._held:
+            self.write_raw_nowait(b"")
         while self._pending:
             if self._flushing:
                 if self._idle is None:
@@ -299,13 +313,19 @@ class DirectTransport:
                 return bytes(await self._stream.receive_some(RECEIVE_SIZE))
             except _CLOSED_ERRORS:
                 return b""
+        # One scheduling point per read, as trio's own sockets have: the
+        # wait, or (had the bytes come already) a checkpoint after them.
         await trio.lowlevel.checkpoint_if_cancelled()
-        while (data := _recv_nowait(sock)) is None:
+        data = _recv_nowait(sock)
+        if data is not None:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+        while data is None:
             try:
                 await trio.lowlevel.wait_readable(sock)
             except trio.ClosedResourceError:
                 return b""
-        await trio.lowlevel.cancel_shielded_checkpoint()
+            data = _recv_nowait(sock)
         return data
 
     async def receive(self) -> str | bytes:
@@ -320,6 +340,8 @@ class DirectTransport:
         # start a second reader on the same events.
         self._reading = True
         try:
+            if self._held:  # no welcome to go with (a dialect without one)
+                self.write_raw_nowait(b"")
             while not self._messages:
                 if self._ended:
                     raise TransportClosed
@@ -334,21 +356,27 @@ class DirectTransport:
                         # recv_raw() inline: the read an idle connection
                         # waits in, with no coroutine frame of its own.
                         await trio.lowlevel.checkpoint_if_cancelled()
-                        while (got := _recv_nowait(sock)) is None:
+                        got = _recv_nowait(sock)
+                        if got is not None:
+                            await trio.lowlevel.cancel_shielded_checkpoint()
+                        while got is None:
                             try:
                                 await trio.lowlevel.wait_readable(sock)
                             except trio.ClosedResourceError:
                                 got = b""
                                 break
-                        else:
-                            await trio.lowlevel.cancel_shielded_checkpoint()
+                            got = _recv_nowait(sock)
                         data = got
                     if not data:  # gone without a close frame, or timed out
                         self._end()
                         continue
-                    budget = self._budget
-                    now = trio.current_time()
-                    await self._pause(budget.bytes_read(len(data), now), "bytes")
+                    # The read let the others run already: a pause only
+                    # for a client over its byte rate.
+                    wait = self._budget.bytes_read(len(data), trio.current_time())
+                    if wait > 0:
+                        await self._pause(wait, "bytes")
+                    else:
+                        self._throttled = False
                     ws = self._ws
                     assert ws is not None
                     ws.receive_data(data)
@@ -491,6 +519,7 @@ class DirectTransport:
         self._end()
         self._pending = []
         self._pending_bytes = 0
+        self._held = b""
         sock = self._sock
         if sock is not None:
             if sock.fileno() != -1:

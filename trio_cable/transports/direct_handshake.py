@@ -5,10 +5,10 @@ read on a :class:`~trio_cable.transports.direct.DirectTransport` (with
 
 from __future__ import annotations
 
+import trio
 from wsproto import ConnectionType
 from wsproto.connection import Connection as WSConnection
 
-from .._errors import TransportClosed
 from .._request import Request
 from .direct import DirectTransport
 from .plain_http import HTTPRoutes, plain_get_response
@@ -89,11 +89,10 @@ class DirectHandshake:
         transport, upgrade = self.transport, self._upgrade
         assert upgrade is not None  # request() returned it
         assert subprotocol is None or subprotocol in upgrade.subprotocols
-        try:
-            transport.write_raw_nowait(accept_response(upgrade.key, subprotocol))
-            await transport.flush()
-        except TransportClosed:
-            return None
+        await trio.lowlevel.checkpoint_if_cancelled()
+        # Held for the welcome: one send() for both (a broken socket shows
+        # at that write, and ends the connection there).
+        transport.hold(accept_response(upgrade.key, subprotocol))
         transport.attach(WSConnection(ConnectionType.SERVER), self._rest)
         self._upgrade, self._rest = None, b""
         return transport
