@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from http.cookies import CookieError, SimpleCookie
-from typing import Any
+from typing import Any, TypeVar, overload
 from urllib.parse import parse_qsl
 
 __all__ = ["Headers", "Request"]
+
+T = TypeVar("T")
 
 
 class Headers(Mapping[str, str]):
@@ -38,11 +40,33 @@ class Headers(Mapping[str, str]):
             yield name.lower(), value
 
     def __getitem__(self, name: str) -> str:
+        value = self._first(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    @overload
+    def get(self, name: str, /) -> str | None: ...
+    @overload
+    def get(self, name: str, /, default: str | T) -> str | T: ...
+
+    def get(self, name: str, /, default: object = None) -> object:
+        value = self._first(name)
+        return default if value is None else value
+
+    def _first(self, name: str) -> str | None:
+        """The first value of header ``name``: only the name compared
+        (every handshake is asked its origin and host), one value decoded."""
         key = name.lower()
-        for item, value in self._items():
-            if item == key:
-                return value
-        raise KeyError(name)
+        raw_key = key.encode("latin-1", "replace")
+        for item, value in self._raw:
+            if isinstance(item, bytes):
+                if item.lower() != raw_key:
+                    continue
+            elif item.lower() != key:
+                continue
+            return value.decode("latin-1") if isinstance(value, bytes) else value
+        return None
 
     def __iter__(self) -> Iterator[str]:
         return iter(dict.fromkeys(name for name, _ in self._items()))

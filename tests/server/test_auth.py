@@ -307,6 +307,32 @@ def test_tokens_are_found_in_the_header_then_the_query() -> None:
     assert headerless.token(request(bearer, b"token=q")) is None
 
 
+def test_headers_are_read_by_any_case_first_value_first() -> None:
+    headers = trio_cable.Request(
+        {
+            "headers": [
+                (b"host", b"h"),
+                (b"X-Mixed", b"m"),  # not lower case, as ASGI asks: found anyway
+                (b"cookie", b"a=1"),
+                (b"cookie", b"b=2"),
+                ("x-str", "s"),  # str pairs (a scope made by hand)
+            ]
+        }
+    ).headers
+    assert headers["HOST"] == "h"
+    assert headers.get("x-mixed") == "m"
+    assert headers["cookie"] == "a=1"
+    assert headers.getlist("Cookie") == ["a=1", "b=2"]
+    assert headers.get("X-Str") == "s"
+    assert headers.get("origin") is None
+    assert headers.get("origin", "none") == "none"
+    assert "host" in headers
+    assert "origin" not in headers
+    with pytest.raises(KeyError):
+        headers["origin"]
+    assert list(headers) == ["host", "x-mixed", "cookie", "x-str"]
+
+
 # -- the connect hook, end to end ------------------------------------------------
 
 USERS = {"ana": "Ana", "bob": None}

@@ -7,6 +7,7 @@ Hypercorn hands us one; every other transport builds one here, so one
 from __future__ import annotations
 
 import contextlib
+import socket
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -145,10 +146,10 @@ def upgrade_scope(
     )
 
 
-def _header(name: bytes | str, value: bytes) -> tuple[bytes, bytes]:
+def _header(name: bytes, value: bytes) -> tuple[bytes, bytes]:
     """A header of a scope, the pair itself shared where both halves are
     (a tuple is 56 bytes a connection)."""
-    name = shared(latin1(name))
+    name = shared(name)
     if name not in _SHAREABLE_VALUES:
         return (name, value)
     pair = (name, shared(value))
@@ -163,10 +164,11 @@ def _header(name: bytes | str, value: bytes) -> tuple[bytes, bytes]:
 def peer_address(source: object) -> tuple[str, int] | None:
     """The client's address from a socket or a trio stream (None: not a
     TCP socket, or gone)."""
-    while isinstance(source, trio.SSLStream):
-        source = source.transport_stream
-    if isinstance(source, trio.SocketStream):
-        source = source.socket
+    if type(source) is not socket.socket:  # the direct transport's, mostly
+        while isinstance(source, trio.SSLStream):
+            source = source.transport_stream
+        if isinstance(source, trio.SocketStream):
+            source = source.socket
     getpeername = getattr(source, "getpeername", None)
     if getpeername is None:
         return None

@@ -42,9 +42,10 @@ _TOKEN: Final = rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
 _REQUEST_LINE: Final = re.compile(
     rb"(?P<method>" + _TOKEN + rb") (?P<target>[\x21-\x7e]+) HTTP/(?P<version>\d\.\d)"
 )
-_FIELD: Final = re.compile(
-    rb"(?P<name>" + _TOKEN + rb"):[ \t]*"
-    rb"(?P<value>[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?[ \t]*"
+#: Every header line and the blank line after them, checked in one go.
+_FIELDS: Final = re.compile(
+    rb"(?:" + _TOKEN + rb":[ \t]*(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?[ \t]*\r?\n)*"
+    rb"\r?\n"
 )
 #: Headers the scope does not keep (as wsproto left them out): the host
 #: comes first under its own name, the offers are read into the request.
@@ -126,23 +127,22 @@ def parse_upgrade(head: bytes) -> Upgrade:
             upgrade as wsproto reads it (426 with the version we speak for
             another WebSocket version).
     """
-    lines = head.split(b"\n")
-    method, target = _request_line(lines[0].removesuffix(b"\r"))
+    first, _, fields = head.partition(b"\n")
+    method, target = _request_line(first.removesuffix(b"\r"))
+    if _FIELDS.fullmatch(fields) is None:
+        # Obsolete line folding is refused too (RFC 9112 § 5.2 allows it).
+        raise BadRequest("Bad HTTP message")
     connection: list[bytes] = []
     extensions: list[str] = []
     subprotocols: list[str] = []
     headers: list[tuple[bytes, bytes]] = []
     host = key = version = None
     upgrade = b""
-    for raw in lines[1:]:
-        line = raw.removesuffix(b"\r")
-        if not line:
+    for line in fields.split(b"\n"):
+        name, colon, value = line.partition(b":")
+        if not colon:
             break  # the blank line
-        field = _FIELD.fullmatch(line)
-        if field is None:
-            # Obsolete line folding is refused too (RFC 9112 § 5.2 allows it).
-            raise BadRequest("Bad HTTP message")
-        name, value = field["name"].lower(), field["value"] or b""
+        name, value = name.lower(), value.strip(b" \t\r")
         if name == b"host":
             host = value
         elif name == b"sec-websocket-protocol":
