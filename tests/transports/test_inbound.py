@@ -1,13 +1,20 @@
 """The transports' input limits, sans-I/O: the budget of frames and
 bytes one socket may make the reader handle, bounded message assembly
-(direct) and the frame scanner in front of trio-websocket. Plain calls,
+(direct), the frame scanner in front of trio-websocket, and the direct
+transport's reading of whole text frames without wsproto (checked
+against wsproto on random streams cut at random places). Plain calls,
 the time passed in; no event loop."""
 
 from __future__ import annotations
 
 import math
+import random
+from typing import Any
 
 import pytest
+from wsproto import ConnectionType
+from wsproto.connection import Connection
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 
 from tests.helpers import ws_frame
 from trio_cable.transports.inbound import (
@@ -17,6 +24,9 @@ from trio_cable.transports.inbound import (
     InputBudget,
     InputLimits,
     Refusal,
+    client_events,
+    ends_between_messages,
+    whole_texts,
 )
 
 LIMITS = InputLimits(
@@ -201,3 +211,135 @@ def test_a_finished_message_starts_the_count_again() -> None:
         data = ws_frame(b"ab", 0x1, fin=False) + ws_frame(b"cd", 0x0)
         assert scanner.scan(data, 10, 0.0) == (len(data), 2)
     assert scanner.deadline == math.inf
+
+
+# -- whole text frames without wsproto (the direct transport) ----------------------
+
+
+def test_whole_text_frames_are_read_and_anything_else_is_not() -> None:
+    text = "héllo ✓" * 30  # over 125 bytes: a 16-bit length
+    assert whole_texts(ws_frame(b"a") + ws_frame(text.encode())) == ["a", text]
+    assert whole_texts(ws_frame(b"")) == [""]
+    for other in [
+        ws_frame(b"a")[:-1],  # cut off
+        ws_frame(b"a", 0x2),  # binary
+        ws_frame(b"a", 0x9),  # ping
+        ws_frame(b"a", fin=False),  # a fragment
+        ws_frame(b"a", rsv=4),  # an extension bit
+        ws_frame(b"a", mask=False),
+        ws_frame(b"\xff\xfe"),  # not UTF-8
+        ws_frame(b"a", length=126)[:2] + (1).to_bytes(2) + ws_frame(b"a")[2:],
+        ws_frame(b"a" * 70_000),  # a 64-bit length
+        ws_frame(b"a") + ws_frame(b"b", 0x9),
+    ]:
+        assert whole_texts(other) is None, other
+
+
+def test_where_a_parser_holds_nothing_back() -> None:
+    assert ends_between_messages(ws_frame(b"a") + ws_frame(b"b", 0x9))
+    assert ends_between_messages(ws_frame(b"a", fin=False) + ws_frame(b"b", 0x0))
+    assert ends_between_messages(ws_frame(b"a" * 70_000))
+    assert not ends_between_messages(ws_frame(b"a")[:-1])
+    assert not ends_between_messages(ws_frame(b"a", fin=False))
+    assert not ends_between_messages(ws_frame(b"a", fin=False) + ws_frame(b"b", 0x9))
+    assert not ends_between_messages(ws_frame(b"a" * 300)[:3])
+
+
+def _frames(rng: random.Random) -> list[bytes]:
+    """A client's stream: mostly whole text frames, with pings, binary
+    messages, fragmented ones (pings between their fragments), long ones
+    and, now and then, invalid UTF-8."""
+    out = []
+    for _ in range(rng.randrange(1, 30)):
+        kind = rng.random()
+        text = "".join(rng.choice("aé✓€") for _ in range(rng.choice([1, 50, 300])))
+        if kind < 0.6:
+            out.append(ws_frame(text.encode()))
+        elif kind < 0.7:
+            out.append(ws_frame(b"p", 0x9))
+        elif kind < 0.8:
+            out.append(ws_frame(bytes(rng.randrange(256) for _ in range(40)), 0x2))
+        elif kind < 0.9:
+            data = text.encode()
+            cut = len(data) // 2
+            out.append(ws_frame(data[:cut], 0x1, fin=False))
+            out.append(ws_frame(b"p", 0x9))
+            out.append(ws_frame(data[cut:], 0x0))
+        elif kind < 0.95:
+            out.append(ws_frame(b"x" * 70_000))
+        else:
+            out.append(ws_frame(b"ok \xc3"))  # cut inside a character
+    return out
+
+
+def _chunks(rng: random.Random, frames: list[bytes], aligned: bool) -> list[bytes]:
+    """The reads a server might see: a few whole frames each (aligned), or
+    cut anywhere."""
+    if aligned:
+        chunks = []
+        while frames:
+            take = rng.randrange(1, 4)
+            chunks.append(b"".join(frames[:take]))
+            frames = frames[take:]
+        return chunks
+    stream, chunks, pos = b"".join(frames), [], 0
+    while pos < len(stream):
+        size = rng.choice([1, 7, 64, 500, 4096, 100_000])
+        chunks.append(stream[pos : pos + size])
+        pos += size
+    return chunks
+
+
+def _read(events: Any) -> list[Any]:
+    """Events as comparable values (a message's parts joined)."""
+    seen: list[Any] = []
+    for event in events:
+        if isinstance(event, TextMessage | BytesMessage):
+            if seen and seen[-1][0] == "open":
+                seen[-1] = ("open", seen[-1][1] + event.data)
+            else:
+                seen.append(("open", event.data))
+            if event.message_finished:
+                seen[-1] = ("message", seen[-1][1])
+        elif isinstance(event, Ping):
+            seen.append(("ping", event.payload))
+        elif isinstance(event, CloseConnection):
+            seen.append(("close", event.code))
+    return seen
+
+
+@pytest.mark.parametrize("aligned", [True, False], ids=["whole frames", "cut"])
+def test_client_events_read_what_wsproto_reads(aligned: bool) -> None:
+    """Random streams, read as whole frames or cut anywhere: the same
+    messages, pings and errors as wsproto alone reading the same chunks,
+    the fast reading used only while wsproto holds nothing."""
+    fast = 0
+    for seed in range(60):
+        rng = random.Random(seed)
+        reference = Connection(ConnectionType.SERVER)
+        ws, plain = Connection(ConnectionType.SERVER), True
+        got: list[Any] = []
+        expected: list[Any] = []
+        for chunk in _chunks(rng, _frames(rng), aligned):
+            fast += plain and whole_texts(chunk) is not None
+            events, plain = client_events(ws, chunk, plain)
+            got += _read(events)
+            reference.receive_data(chunk)
+            expected += _read(reference.events())
+            if expected and expected[-1][0] == "close":
+                break  # the direct transport reads no more after it
+        assert _merge(got) == _merge(expected), seed
+    if aligned:
+        assert fast > 50  # much of it read without wsproto
+
+
+def _merge(seen: list[Any]) -> list[Any]:
+    """Joins the parts of a message split over reads, as _read does within
+    one."""
+    merged: list[Any] = []
+    for kind, value in seen:
+        if merged and merged[-1][0] == "open" and kind in ("open", "message"):
+            merged[-1] = (kind, merged[-1][1] + value)
+        else:
+            merged.append((kind, value))
+    return merged

@@ -33,7 +33,7 @@ from wsproto.events import (
 
 from .._errors import TransportClosed
 from ..protocol.wsframe import FrameCache
-from .inbound import Assembly, InputBudget, InputLimits, Refusal
+from .inbound import Assembly, InputBudget, InputLimits, Refusal, client_events
 from .scope import peer_address
 
 __all__ = ["DirectTransport"]
@@ -88,6 +88,7 @@ class DirectTransport:
         "_messages",
         "_pending",
         "_pending_bytes",
+        "_plain",
         "_reading",
         "_sock",
         "_stream",
@@ -126,6 +127,7 @@ class DirectTransport:
         self._idle: trio.Event | None = None  # made only when flushes contend
         self._broken = False  # the socket broke, or a write was cut off
         self._reading = False  # a task is inside receive()
+        self._plain = True  # wsproto holds no part of a frame (client_events)
         self._ended = False  # nothing more will be read
         self._ended_event: trio.Event | None = None
 
@@ -141,8 +143,7 @@ class DirectTransport:
             ws._events = ()  # type: ignore[assignment]  # see above
         self._ws = ws
         if rest:  # a client that did not wait for our answer
-            ws.receive_data(rest)
-            self._events = ws.events()
+            self._events, self._plain = client_events(ws, rest, True)
 
     # -- writing -------------------------------------------------------------
 
@@ -379,11 +380,11 @@ class DirectTransport:
                         self._throttled = False
                     ws = self._ws
                     assert ws is not None
-                    ws.receive_data(data)
+                    events, self._plain = client_events(ws, data, self._plain)
+                    self._events = events
                     # Not kept while the loop waits for the next read: a
                     # chunk (up to 64 KiB) for every waiting socket.
                     data = got = b""
-                    events = self._events = ws.events()
                 budget = self._budget
                 for event in events:
                     await self._on_event(event)
@@ -532,11 +533,9 @@ class DirectTransport:
 
 
 def _recv_nowait(sock: socket.socket) -> bytes | None:
-    """What the socket has (b"": gone), or None if nothing yet.
-
-    The wait is the caller's, outside this except clause: inside it, the
-    exception being handled (and its traceback) would live as long as the
-    wait, half a KiB for every idle connection."""
+    """What the socket has (b"": gone), or None if nothing yet. (The wait
+    is the caller's: inside this except clause, the exception and its
+    traceback would live as long as the wait, half a KiB an idle socket.)"""
     try:
         return sock.recv(RECEIVE_SIZE)
     except BlockingIOError:

@@ -10,14 +10,20 @@ message together, bounded in bytes, fragments and time. The
 trio-websocket transport, whose parser runs in trio-websocket's own
 task, meters the bytes it hands that parser the same way, cut at frame
 boundaries and held to the same message limits by :class:`FrameScanner`.
+:func:`whole_texts` reads the one kind of input nearly every client sends
+(whole, small, masked text frames) without wsproto's general parser.
 Nothing here touches a socket or a clock: the time is passed in.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
+
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import Event, TextMessage
 
 from ..protocol.codec import utf8_size
 
@@ -28,6 +34,9 @@ __all__ = [
     "InputBudget",
     "InputLimits",
     "Refusal",
+    "client_events",
+    "ends_between_messages",
+    "whole_texts",
 ]
 
 #: Frames one connection's reader handles before it lets other tasks run:
@@ -360,3 +369,73 @@ def _header_size(header: bytearray) -> int:
     size = header[1] & 0x7F
     extra = 2 if size == 126 else 8 if size == 127 else 0
     return 2 + extra + (4 if header[1] & 0x80 else 0)
+
+
+def whole_texts(data: bytes) -> list[str] | None:
+    """The messages in ``data`` if it holds nothing but whole text frames
+    as clients send them: final (unfragmented), masked, no extension bits,
+    under 64 KiB, their length in the fewest bytes, their text valid
+    UTF-8. None for anything else (a control frame, a fragment, a frame
+    cut off at the end, any error), which is then wsproto's to read."""
+    texts = []
+    pos, end = 0, len(data)
+    while pos < end:
+        if data[pos] != 0x81 or end - pos < 6:
+            return None
+        size = data[pos + 1] ^ 0x80  # the mask bit set: 0-125, 126
+        pos += 2
+        if size == 126:
+            size = int.from_bytes(data[pos : pos + 2])
+            pos += 2
+            if size < 126:
+                return None
+        elif size > 126:  # unmasked, or 64 KiB and more
+            return None
+        mask, start = data[pos : pos + 4], pos + 4
+        pos = start + size
+        if pos > end:
+            return None
+        payload = int.from_bytes(data[start:pos]) ^ int.from_bytes(
+            (mask * (size // 4 + 1))[:size]
+        )
+        try:
+            texts.append(payload.to_bytes(size).decode())
+        except UnicodeDecodeError:
+            return None
+    return texts
+
+
+def ends_between_messages(data: bytes) -> bool:
+    """Whether ``data``, read from the start of a frame with no message
+    under way, ends where a frame ends and no message is under way: then
+    a parser that read it holds nothing back."""
+    pos, end, open_ = 0, len(data), False
+    while pos < end:
+        if end - pos < 2:
+            return False
+        first, size = data[pos], data[pos + 1] & 0x7F
+        extra = 2 if size == 126 else 8 if size == 127 else 0
+        if extra:
+            size = int.from_bytes(data[pos + 2 : pos + 2 + extra])
+        pos += 2 + extra + (4 if data[pos + 1] & 0x80 else 0) + size
+        if first & 0x0F < 8:  # a data frame: its message ends with FIN
+            open_ = not first & 0x80
+    return pos == end and not open_
+
+
+def client_events(
+    ws: Connection, data: bytes, plain: bool
+) -> tuple[Iterator[Event], bool]:
+    """The events of ``data`` read from the client of ``ws``, and whether
+    ``ws`` holds no part of a frame or message after it (``plain``: it
+    held none before). Whole text frames are read by :func:`whole_texts`
+    (about 15 µs a frame less than wsproto's parser, and what nearly every
+    client sends); anything else by ``ws``. After an event that closes
+    the connection (an error included: wsproto reads nothing more after
+    one) the caller must read no more."""
+    texts = whole_texts(data) if plain else None
+    if texts is not None and ws.state is ConnectionState.OPEN:
+        return iter([TextMessage(text) for text in texts]), True
+    plain = plain and ends_between_messages(data)
+    ws.receive_data(data)
+    return ws.events(), plain
