@@ -42,10 +42,26 @@ _TOKEN: Final = rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
 _REQUEST_LINE: Final = re.compile(
     rb"(?P<method>" + _TOKEN + rb") (?P<target>[\x21-\x7e]+) HTTP/(?P<version>\d\.\d)"
 )
-#: Every header line and the blank line after them, checked in one go.
-_FIELDS: Final = re.compile(
-    rb"(?:" + _TOKEN + rb":[ \t]*(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?[ \t]*\r?\n)*"
-    rb"\r?\n"
+# A field value: h11's (visible characters and obs-text, separated by
+# spaces and tabs, whitespace around), in a class with no backtracking.
+_VALUE: Final = rb"[^\x00\n\r\f\v]*"
+#: Every header line and the blank line after them, checked in one go...
+_FIELDS: Final = re.compile(rb"(?:" + _TOKEN + rb":" + _VALUE + rb"\r?\n)*\r?\n")
+#: ...and read in one go.
+_FIELD: Final = re.compile(rb"(" + _TOKEN + rb"):(" + _VALUE + rb")\r?\n")
+#: Headers read into the request.
+_READ: Final = frozenset(
+    {
+        b"host",
+        b"sec-websocket-protocol",
+        b"sec-websocket-extensions",
+        b"connection",
+        b"upgrade",
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"transfer-encoding",
+        b"content-length",
+    }
 )
 #: Headers the scope does not keep (as wsproto left them out): the host
 #: comes first under its own name, the offers are read into the request.
@@ -138,11 +154,12 @@ def parse_upgrade(head: bytes) -> Upgrade:
     headers: list[tuple[bytes, bytes]] = []
     host = key = version = None
     upgrade = b""
-    for line in fields.split(b"\n"):
-        name, colon, value = line.partition(b":")
-        if not colon:
-            break  # the blank line
-        name, value = name.lower(), value.strip(b" \t\r")
+    for raw_name, raw_value in _FIELD.findall(fields):
+        name, value = raw_name.lower(), raw_value.strip(b" \t")
+        if name not in _NOT_KEPT:
+            headers.append((name, value))
+        if name not in _READ:
+            continue
         if name == b"host":
             host = value
         elif name == b"sec-websocket-protocol":
@@ -161,8 +178,6 @@ def parse_upgrade(head: bytes) -> Upgrade:
             name == b"content-length" and value != b"0"
         ):
             raise BadRequest("a WebSocket handshake has no body")
-        if name not in _NOT_KEPT:
-            headers.append((name, value))
     # wsproto's checks, in its order and words.
     if method != b"GET":
         raise BadRequest("Request method must be GET")
