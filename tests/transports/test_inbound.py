@@ -322,7 +322,7 @@ def test_client_events_read_what_wsproto_reads(aligned: bool) -> None:
         expected: list[Any] = []
         for chunk in _chunks(rng, _frames(rng), aligned):
             fast += plain and whole_texts(chunk) is not None
-            events, plain = client_events(ws, chunk, plain)
+            events, plain = client_events(chunk, plain, True, lambda: ws)
             got += _read(events)
             reference.receive_data(chunk)
             expected += _read(reference.events())

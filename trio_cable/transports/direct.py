@@ -18,9 +18,10 @@ import math
 import socket
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Final
+from typing import Final, Literal
 
 import trio
+from wsproto import ConnectionType
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import (
@@ -107,7 +108,9 @@ class DirectTransport:
     ) -> None:
         self._sock = sock  # plain TCP: written and read directly
         self._stream = stream  # otherwise (TLS)
-        self._ws: WSConnection | None = None  # set once the handshake is done
+        # wsproto's side once the handshake is done, made when first needed
+        # (_wsproto; True until then, and open); None before.
+        self._ws: WSConnection | Literal[True] | None = None
         self._frames = frames
         limits = limits or InputLimits()
         self._assembly = Assembly(max_message_size, limits)
@@ -131,19 +134,30 @@ class DirectTransport:
         self._ended = False  # nothing more will be read
         self._ended_event: trio.Event | None = None
 
-    def attach(self, ws: WSConnection, rest: bytes = b"") -> None:
-        """The handshake is done: frames are read and written with ``ws``,
+    def attach(self, rest: bytes = b"") -> None:
+        """The handshake is done: frames are read and written from now on,
         ``rest`` (what came after the request head) first."""
-        # wsproto queues events in a deque only for receive_data(None) (a
-        # close it did not read), which we never call: the deque stays
-        # empty for the socket's life, and an empty deque holds a 600-byte
-        # block. An empty tuple reads the same to its events().
-        events = getattr(ws, "_events", None)
-        if isinstance(events, deque) and not events:
-            ws._events = ()  # type: ignore[assignment]  # see above
-        self._ws = ws
+        self._ws = True
         if rest:  # a client that did not wait for our answer
-            self._events, self._plain = client_events(ws, rest, True)
+            self._events, self._plain = client_events(rest, True, True, self._wsproto)
+
+    def _wsproto(self) -> WSConnection:
+        """wsproto's connection, made when a frame first needs it (a close, a
+        ping, input but whole text frames): 1 KiB most sockets never hold."""
+        ws = self._ws
+        if ws is None or ws is True:
+            ws = self._ws = WSConnection(ConnectionType.SERVER)
+            # wsproto queues events in a deque only for receive_data(None)
+            # (a close it did not read), which we never call: an empty deque
+            # holds a 600-byte block; an empty tuple reads the same.
+            if isinstance(ws._events, deque) and not ws._events:
+                ws._events = ()  # type: ignore[assignment]  # see above
+        return ws
+
+    def _is_open(self) -> bool:
+        """Data frames may still be sent and read (no close frame yet)."""
+        ws = self._ws
+        return ws is True or (ws is not None and ws.state is ConnectionState.OPEN)
 
     # -- writing -------------------------------------------------------------
 
@@ -172,17 +186,13 @@ class DirectTransport:
         return False  # what a socket refused waits for the connection's writer
 
     def write_nowait(self, frame: str) -> int:
-        ws = self._ws
-        if ws is None or ws.state is not ConnectionState.OPEN:
+        if not self._is_open():
             raise TransportClosed  # no data after a close frame, either way
         return self.write_raw_nowait(self._frames.encode(frame))
 
     def hold(self, data: bytes) -> None:
-        """Send ``data`` with the next write, in the same ``send()``: the
-        handshake's answer goes out with the welcome, one system call
-        (and one segment) for both. :meth:`flush`, :meth:`receive` and
-        every write send it, so it never waits longer than the connection
-        takes to write or read (see ``Connection.run``)."""
+        """Send ``data`` with the next write, in one ``send()`` (the 101 with
+        the welcome); :meth:`flush`, :meth:`receive` and writes send it."""
         self._held += data
 
     def write_raw_nowait(self, data: bytes) -> int:
@@ -211,10 +221,9 @@ class DirectTransport:
         return self._pending_bytes
 
     def close_nowait(self, code: int = 1000) -> int:
-        ws = self._ws
-        if ws is None or ws.state is not ConnectionState.OPEN:
+        if not self._is_open():
             return self._pending_bytes
-        return self.write_raw_nowait(ws.send(CloseConnection(code)))
+        return self.write_raw_nowait(self._wsproto().send(CloseConnection(code)))
 
     def drop_backlog(self) -> None:
         keep = self._pending[:1] if self._head_partial else []
@@ -300,8 +309,7 @@ class DirectTransport:
 
     async def _send_event(self, event: Event) -> None:
         """A control frame (pong, close) through wsproto, which tracks state."""
-        assert self._ws is not None
-        await self.send_raw(self._ws.send(event))
+        await self.send_raw(self._wsproto().send(event))
 
     # -- reading ----------------------------------------------------------------
 
@@ -378,9 +386,9 @@ class DirectTransport:
                         await self._pause(wait, "bytes")
                     else:
                         self._throttled = False
-                    ws = self._ws
-                    assert ws is not None
-                    events, self._plain = client_events(ws, data, self._plain)
+                    events, self._plain = client_events(
+                        data, self._plain, self._is_open(), self._wsproto
+                    )
                     self._events = events
                     # Not kept while the loop waits for the next read: a
                     # chunk (up to 64 KiB) for every waiting socket.
@@ -437,8 +445,6 @@ class DirectTransport:
         await trio.sleep(seconds)
 
     async def _on_event(self, event: Event) -> None:
-        ws = self._ws
-        assert ws is not None
         if isinstance(event, TextMessage | BytesMessage):
             done = self._assembly.add(
                 event.data,
@@ -454,10 +460,10 @@ class DirectTransport:
                 else:
                     self._messages.append(done)
         elif isinstance(event, Ping):
-            if ws.state is ConnectionState.OPEN:
+            if self._is_open():
                 await self._send_event(event.response())
         elif isinstance(event, CloseConnection):
-            state = ws.state
+            state = self._wsproto().state
             if state is ConnectionState.OPEN:
                 # wsproto reports a framing error as a close it did not
                 # receive (its state stays OPEN): close with its code.
@@ -475,8 +481,7 @@ class DirectTransport:
     async def _fail(self, code: int, reason: str) -> None:
         log.info("closing %s with code %d: %s", self.peer, code, reason)
         self._end()
-        assert self._ws is not None
-        if self._ws.state is ConnectionState.OPEN:
+        if self._is_open():
             await self._send_event(CloseConnection(code, reason[:120]))
 
     def _end(self) -> None:
@@ -495,11 +500,9 @@ class DirectTransport:
         runs out or the call is cancelled.
         """
         try:
-            ws = self._ws
-            open_ = ws is not None and ws.state is ConnectionState.OPEN
-            if open_ and not self._broken:
+            if self._is_open() and not self._broken:
                 await self._send_event(CloseConnection(code))
-            if ws is not None and not self._broken:
+            if self._ws is not None and not self._broken:
                 await self._await_close_reply()
         finally:
             await self.aclose()

@@ -6,8 +6,6 @@ read on a :class:`~trio_cable.transports.direct.DirectTransport` (with
 from __future__ import annotations
 
 import trio
-from wsproto import ConnectionType
-from wsproto.connection import Connection as WSConnection
 
 from .._request import Request
 from .direct import DirectTransport
@@ -93,7 +91,7 @@ class DirectHandshake:
         # Held for the welcome: one send() for both (a broken socket shows
         # at that write, and ends the connection there).
         transport.hold(accept_response(upgrade.key, subprotocol))
-        transport.attach(WSConnection(ConnectionType.SERVER), self._rest)
+        transport.attach(self._rest)
         self._upgrade, self._rest = None, b""
         return transport
 

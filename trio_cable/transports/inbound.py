@@ -18,11 +18,11 @@ Nothing here touches a socket or a clock: the time is passed in.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from wsproto.connection import Connection, ConnectionState
+from wsproto.connection import Connection
 from wsproto.events import Event, TextMessage
 
 from ..protocol.codec import utf8_size
@@ -424,18 +424,20 @@ def ends_between_messages(data: bytes) -> bool:
 
 
 def client_events(
-    ws: Connection, data: bytes, plain: bool
+    data: bytes, plain: bool, is_open: bool, wsproto: Callable[[], Connection]
 ) -> tuple[Iterator[Event], bool]:
-    """The events of ``data`` read from the client of ``ws``, and whether
-    ``ws`` holds no part of a frame or message after it (``plain``: it
-    held none before). Whole text frames are read by :func:`whole_texts`
-    (about 15 µs a frame less than wsproto's parser, and what nearly every
-    client sends); anything else by ``ws``. After an event that closes
-    the connection (an error included: wsproto reads nothing more after
-    one) the caller must read no more."""
-    texts = whole_texts(data) if plain else None
-    if texts is not None and ws.state is ConnectionState.OPEN:
+    """The events of ``data`` read from the client, and whether wsproto
+    holds no part of a frame or message after it (``plain``: it held none
+    before; ``is_open``: no close frame yet). Whole text frames are read
+    by :func:`whole_texts` (about 15 µs a frame less than wsproto's
+    parser, and what nearly every client sends); anything else by the
+    connection ``wsproto()`` gives (made then, if it is not yet). After an
+    event that closes the connection (an error included: wsproto reads
+    nothing more after one) the caller must read no more."""
+    texts = whole_texts(data) if plain and is_open else None
+    if texts is not None:
         return iter([TextMessage(text) for text in texts]), True
     plain = plain and ends_between_messages(data)
+    ws = wsproto()
     ws.receive_data(data)
     return ws.events(), plain
