@@ -256,6 +256,29 @@ async def test_connect_hook_sees_the_request_and_can_refuse() -> None:
             await wait_until(lambda: not cable.connections)
 
 
+async def test_the_101_does_not_wait_for_a_slow_connect_hook() -> None:
+    """The 101 is held to go out with the welcome in one write, except
+    when a connect hook would make it wait: then it goes at once."""
+    cable = Cable()
+    hook_called, release = trio.Event(), trio.Event()
+
+    @cable.connect
+    async def slow(request: Request) -> str:
+        hook_called.set()
+        await release.wait()
+        return "ana"
+
+    with trio.fail_after(10):
+        async with served(cable) as port:
+            client = await RawClient.open(port)
+            async with client.stream:
+                head = await client.handshake(port)
+                assert head.startswith(b"HTTP/1.1 101 ")
+                await hook_called.wait()  # the 101 came while the hook runs
+                release.set()
+                assert await client.receive() == {"type": "welcome"}
+
+
 # -- handshakes ----------------------------------------------------------------
 
 
