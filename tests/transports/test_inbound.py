@@ -220,6 +220,7 @@ def test_whole_text_frames_are_read_and_anything_else_is_not() -> None:
     text = "héllo ✓" * 30  # over 125 bytes: a 16-bit length
     assert whole_texts(ws_frame(b"a") + ws_frame(text.encode())) == ["a", text]
     assert whole_texts(ws_frame(b"")) == [""]
+    assert whole_texts(ws_frame(b"a") * STEP_FRAMES) == ["a"] * STEP_FRAMES
     for other in [
         ws_frame(b"a")[:-1],  # cut off
         ws_frame(b"a", 0x2),  # binary
@@ -231,6 +232,7 @@ def test_whole_text_frames_are_read_and_anything_else_is_not() -> None:
         ws_frame(b"a", length=126)[:2] + (1).to_bytes(2) + ws_frame(b"a")[2:],
         ws_frame(b"a" * 70_000),  # a 64-bit length
         ws_frame(b"a") + ws_frame(b"b", 0x9),
+        ws_frame(b"a") * (STEP_FRAMES + 1),  # a flood: wsproto, lazily
     ]:
         assert whole_texts(other) is None, other
 

@@ -375,12 +375,15 @@ def whole_texts(data: bytes) -> list[str] | None:
     """The messages in ``data`` if it holds nothing but whole text frames
     as clients send them: final (unfragmented), masked, no extension bits,
     under 64 KiB, their length in the fewest bytes, their text valid
-    UTF-8. None for anything else (a control frame, a fragment, a frame
-    cut off at the end, any error), which is then wsproto's to read."""
-    texts = []
+    UTF-8, at most :data:`STEP_FRAMES` of them (a flood of tiny frames is
+    left to wsproto, which parses a frame at a time as the reader takes
+    them: the messages of a whole read are not all held at once). None
+    for anything else (a control frame, a fragment, a frame cut off at
+    the end, any error), which is then wsproto's to read."""
+    texts: list[str] = []
     pos, end = 0, len(data)
     while pos < end:
-        if data[pos] != 0x81 or end - pos < 6:
+        if data[pos] != 0x81 or end - pos < 6 or len(texts) == STEP_FRAMES:
             return None
         size = data[pos + 1] ^ 0x80  # the mask bit set: 0-125, 126
         pos += 2
