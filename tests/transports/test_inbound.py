@@ -24,8 +24,8 @@ from trio_cable.transports.inbound import (
     InputBudget,
     InputLimits,
     Refusal,
-    client_events,
     ends_between_messages,
+    frame_events,
     whole_texts,
 )
 
@@ -328,7 +328,7 @@ def test_client_events_read_what_wsproto_reads(aligned: bool) -> None:
         expected: list[Any] = []
         for chunk in _chunks(rng, _frames(rng), aligned):
             fast += plain and whole_texts(chunk) is not None
-            events, plain = client_events(chunk, plain, True, wsproto)
+            events, plain = frame_events(chunk, plain, True, wsproto)
             got += _read(events)
             reference.receive_data(chunk)
             expected += _read(reference.events())

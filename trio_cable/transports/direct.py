@@ -34,7 +34,7 @@ from wsproto.events import (
 
 from .._errors import TransportClosed
 from ..protocol.wsframe import FrameCache
-from .inbound import Assembly, InputBudget, InputLimits, Refusal, client_events
+from .inbound import Assembly, InputBudget, InputLimits, Refusal, frame_events
 from .scope import peer_address
 
 __all__ = ["DirectTransport"]
@@ -130,7 +130,7 @@ class DirectTransport:
         self._idle: trio.Event | None = None  # made only when flushes contend
         self._broken = False  # the socket broke, or a write was cut off
         self._reading = False  # a task is inside receive()
-        self._plain = True  # wsproto holds no part of a frame (client_events)
+        self._plain = True  # wsproto holds no part of a frame (frame_events)
         self._ended = False  # nothing more will be read
         self._ended_event: trio.Event | None = None
 
@@ -139,7 +139,7 @@ class DirectTransport:
         ``rest`` (what came after the request head) first."""
         self._ws = True
         if rest:  # a client that did not wait for our answer
-            self._events, self._plain = client_events(rest, True, True, self._wsproto)
+            self._events, self._plain = frame_events(rest, True, True, self._wsproto)
 
     def _wsproto(self) -> WSConnection:
         """wsproto's connection, made when a frame first needs it (a close, a
@@ -386,7 +386,7 @@ class DirectTransport:
                         await self._pause(wait, "bytes")
                     else:
                         self._throttled = False
-                    events, self._plain = client_events(
+                    events, self._plain = frame_events(
                         data, self._plain, self._is_open(), self._wsproto
                     )
                     self._events = events

@@ -34,8 +34,8 @@ __all__ = [
     "InputBudget",
     "InputLimits",
     "Refusal",
-    "client_events",
     "ends_between_messages",
+    "frame_events",
     "whole_texts",
 ]
 
@@ -426,7 +426,7 @@ def ends_between_messages(data: bytes) -> bool:
     return pos == end and not open_
 
 
-def client_events(
+def frame_events(
     data: bytes, plain: bool, is_open: bool, wsproto: Callable[[], Connection]
 ) -> tuple[Iterator[Event], bool]:
     """The events of ``data`` read from the client, and whether wsproto
