@@ -48,7 +48,9 @@ from tests.helpers.recovery import (
 )
 from tests.helpers.redis_server import (
     RedisServer,
+    assert_nothing_left,
     redis_available,
+    redis_killed,
     redis_server,
     redis_threads,
 )
@@ -87,6 +89,7 @@ __all__ = [
     "WireFrame",
     "all_once_across_a_drop",
     "all_tasks",
+    "assert_nothing_left",
     "broadcast_numbered",
     "cmd",
     "code_blocks",
@@ -101,6 +104,7 @@ __all__ = [
     "raw_connect",
     "read_broadcasts",
     "redis_available",
+    "redis_killed",
     "redis_server",
     "redis_threads",
     "served",
