@@ -301,10 +301,15 @@ class LoadGen:
 
 
 @asynccontextmanager
-async def loadgen_process(log_dir: Path, index: int) -> AsyncIterator[LoadGen]:
-    with open(log_dir / f"loadgen-{index}.log", "ab") as log:  # noqa: ASYNC230
+async def loadgen_process(
+    log_dir: Path, index: int, script: str = "loadgen.mjs"
+) -> AsyncIterator[LoadGen]:
+    """A load generator (``script``, in Node) ready for commands; asked to
+    close its sockets and exit at the end (then stopped)."""
+    log_path = log_dir / f"{Path(script).stem}-{index}.log"
+    with open(log_path, "ab") as log:  # noqa: ASYNC230
         proc = await trio.lowlevel.open_process(
-            [node_binary(), str(HERE / "loadgen.mjs")],
+            [node_binary(), str(HERE / script)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
