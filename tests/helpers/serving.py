@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 import trio
 from hypercorn.config import Config
@@ -16,6 +16,9 @@ from hypercorn.trio import serve
 from tests.helpers.transports import Transport
 from trio_cable import Cable, serve_cable
 from trio_cable.asgi import CableApp
+
+if TYPE_CHECKING:
+    from hypercorn.typing import ASGIFramework
 
 #: Every server a cable runs on: serve_cable's transports and Hypercorn.
 Server = Literal["direct", "trio-websocket", "hypercorn"]
@@ -52,9 +55,12 @@ async def served_on(
     config = Config()
     config.bind = ["127.0.0.1:0"]
     stop = trio.Event()
+    # CableApp takes scopes and messages as plain mappings, Hypercorn's
+    # types them as TypedDicts (which no MutableMapping parameter accepts).
+    asgi_app = cast("ASGIFramework", app or CableApp(cable))
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(
-            partial(serve, app or CableApp(cable), config, shutdown_trigger=stop.wait)
+            partial(serve, asgi_app, config, shutdown_trigger=stop.wait)
         )
         yield int(binds[0].rsplit(":", 1)[1])
         stop.set()
