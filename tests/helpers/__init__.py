@@ -10,7 +10,9 @@ imports another's.
 - :mod:`.waiting`: :func:`wait_until` and its loss bound;
 - :mod:`.tasks`: the task-tree walker;
 - :mod:`.ports`: :func:`free_port`, for servers in another process;
-- :mod:`.redis_server`: a real redis-server per test;
+- :mod:`.redis_server`: a real redis-server per test, killed under a
+  running cable (:func:`redis_killed`), and the check that a stopped cable
+  left nothing in it (:func:`assert_nothing_left`);
 - :mod:`.tcp_proxy`: :func:`tcp_proxy`, a network a test can cut;
 - :mod:`.recovery`: numbered broadcasts across a dropped connection, each
   received once, in order, for any client (:func:`all_once_across_a_drop`);
