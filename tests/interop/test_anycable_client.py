@@ -46,7 +46,7 @@ from trio_cable.asgi import CableApp
 EXT = "actioncable-v1-ext-json"
 PLAIN = "actioncable-v1-json"
 
-pytestmark = pytest.mark.usefixtures("_node")
+pytestmark = [pytest.mark.node, pytest.mark.usefixtures("_node")]
 
 
 def feed_cable(**options: Any) -> Cable:

@@ -20,7 +20,7 @@ from tests.interop.nodeclient import (
 )
 from trio_cable import Cable, Channel, PresenceEvent
 
-pytestmark = pytest.mark.usefixtures("_node")
+pytestmark = [pytest.mark.node, pytest.mark.usefixtures("_node")]
 
 
 def room_cable(**options: float) -> Cable:

@@ -35,7 +35,7 @@ from tests.interop.nodeclient import (
     open_ac_client,
 )
 
-pytestmark = pytest.mark.usefixtures("_node")
+pytestmark = [pytest.mark.node, pytest.mark.usefixtures("_node")]
 
 
 @asynccontextmanager

@@ -43,7 +43,7 @@ from tests.interop.servers import ServerKind, ServerProcess
 
 NOTES = '{"channel":"NotesChannel","room":"x"}'
 
-pytestmark = pytest.mark.usefixtures("_node")
+pytestmark = [pytest.mark.node, pytest.mark.usefixtures("_node")]
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from tests.interop.nodeclient import (
 )
 from trio_cable import Cable, Channel
 
-pytestmark = pytest.mark.usefixtures("_node")
+pytestmark = [pytest.mark.node, pytest.mark.usefixtures("_node")]
 
 
 def counting_cable(**options: Any) -> tuple[Cable, Counter[str]]:
