@@ -43,21 +43,28 @@ async def served(
 
 @asynccontextmanager
 async def served_on(
-    cable: Cable, server: Server, *, app: CableApp | None = None
+    cable: Cable,
+    server: Server,
+    *,
+    app: CableApp | None = None,
+    max_message_size: int | None = None,
 ) -> AsyncIterator[int]:
     """:func:`served`, or ``CableApp(cable)`` (or ``app``) under Hypercorn's
     trio worker (``hypercorn.trio.serve``, in this process, so a test can
-    look at the cable while it serves); yields the port."""
+    look at the cable while it serves); yields the port. ``max_message_size``
+    goes to ``serve_cable`` or ``CableApp`` (their default if None)."""
+    size = {} if max_message_size is None else {"max_message_size": max_message_size}
     if server != "hypercorn":
-        async with served(cable, server) as port:
+        async with served(cable, server, **size) as port:
             yield port
         return
+    assert app is None or not size, "give the app its max_message_size"
     config = Config()
     config.bind = ["127.0.0.1:0"]
     stop = trio.Event()
     # CableApp takes scopes and messages as plain mappings, Hypercorn's
     # types them as TypedDicts (which no MutableMapping parameter accepts).
-    asgi_app = cast("ASGIFramework", app or CableApp(cable))
+    asgi_app = cast("ASGIFramework", app or CableApp(cable, **size))
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(
             partial(serve, asgi_app, config, shutdown_trigger=stop.wait)

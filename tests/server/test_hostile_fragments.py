@@ -1,5 +1,5 @@
-"""Hostile clients abusing fragmented messages, beside a canary, on both
-transports of ``serve_cable`` (the ``transport`` fixture).
+"""Hostile clients abusing fragmented messages, beside a canary, on every
+server: both transports of ``serve_cable`` and Hypercorn.
 
 Each holds a message to bounds in bytes (UTF-8, as on the wire), in
 fragments (empty ones count) and in time: past a bound the socket is
@@ -13,8 +13,11 @@ sent plus a small constant, and it is all given back when the messages
 time out.
 
 Hypercorn puts messages together itself (one buffer, counted in
-characters, with no fragment count nor deadline); docs/security.md says
-what it bounds and what it does not.
+characters, with no fragment count nor deadline); while CableApp's
+lifespan runs, its ``WSStream`` is ours (``transports/hypercorn_ws.py``),
+which puts them together as the direct transport does. Here Hypercorn
+runs in this process; test_hostile_hypercorn.py attacks a real Hypercorn
+process and measures its memory.
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ import trio
 
 from tests.helpers import (
     LOSS_BOUND,
+    SERVERS,
     FrameCaches,
     RawClient,
+    Server,
     Transport,
     raw_connect,
     served,
+    served_on,
     task_count,
     traced,
     wait_until,
@@ -65,9 +71,10 @@ async def leave_no_trace(cable: Cable, tasks: int, fds: int) -> None:
     await wait_until(lambda: task_count() <= tasks and open_fds() <= fds)
 
 
-async def test_empty_fragments_are_counted(transport: Transport) -> None:
+@pytest.mark.parametrize("server", SERVERS)
+async def test_empty_fragments_are_counted(server: Server) -> None:
     cable = hostile_cable(max_fragments=100)
-    async with served(cable, transport) as port, canary_feed(cable, port):
+    async with served_on(cable, server) as port, canary_feed(cable, port):
         tasks, fds = task_count(), open_fds()
         async with AsyncExitStack() as stack:
             bad = await raw_connect(stack, port, welcome=True)
@@ -80,10 +87,11 @@ async def test_empty_fragments_are_counted(transport: Transport) -> None:
     assert cable.counters["message_refused"] == 1
 
 
-async def test_size_is_counted_in_bytes_across_fragments(transport: Transport) -> None:
+@pytest.mark.parametrize("server", SERVERS)
+async def test_size_is_counted_in_bytes_across_fragments(server: Server) -> None:
     cable = hostile_cable()
     async with (
-        served(cable, transport, max_message_size=1000) as port,
+        served_on(cable, server, max_message_size=1000) as port,
         canary_feed(cable, port),
         AsyncExitStack() as stack,
     ):
@@ -106,9 +114,10 @@ async def test_size_is_counted_in_bytes_across_fragments(transport: Transport) -
         assert frame is not None
 
 
-async def test_an_unfinished_message_times_out(transport: Transport) -> None:
+@pytest.mark.parametrize("server", SERVERS)
+async def test_an_unfinished_message_times_out(server: Server) -> None:
     cable = hostile_cable(message_timeout=0.5)
-    async with served(cable, transport) as port, canary_feed(cable, port):
+    async with served_on(cable, server) as port, canary_feed(cable, port):
         tasks, fds = task_count(), open_fds()
         async with AsyncExitStack() as stack:
             bad = await raw_connect(stack, port, welcome=True)
