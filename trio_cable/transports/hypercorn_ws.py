@@ -53,6 +53,7 @@ __all__ = [
     "BoundedWSStream",
     "MessageLimits",
     "bounded_messages",
+    "limits_in_force",
     "unsupported_hypercorn",
 ]
 
@@ -99,8 +100,10 @@ class BoundedWSStream(ws_stream.WSStream):
         self._assembly = Assembly(max_bytes, limits.input)
         self._refused = False
         self._close_deadline = math.inf
-        # The task keeping the deadlines, while there is one to keep.
+        # The task keeping the deadlines, while there is one to keep, and
+        # its sleep (moved earlier when a refusal sets a close deadline).
         self._watch: trio.CancelScope | None = None
+        self._nap: trio.CancelScope | None = None
 
     async def handle(self, event: Any) -> None:
         if isinstance(event, StreamClosed) and self._watch is not None:
@@ -162,10 +165,16 @@ class BoundedWSStream(ws_stream.WSStream):
             CloseConnection(code=refusal.code, reason=refusal.reason[:120])
         )
 
+    def _deadline(self) -> float:
+        return min(self._assembly.deadline, self._close_deadline)
+
     def _keep_deadlines(self) -> None:
-        if self._watch is None and not self.closed:
-            self._watch = trio.CancelScope()
-            self.task_group.spawn(self._watch_deadlines, self._watch)
+        if self._watch is None:
+            if not self.closed:
+                self._watch = trio.CancelScope()
+                self.task_group.spawn(self._watch_deadlines, self._watch)
+        elif self._nap is not None:
+            self._nap.deadline = min(self._nap.deadline, self._deadline())
 
     async def _watch_deadlines(self, scope: trio.CancelScope) -> None:
         """One task per connection while a message is unfinished or a
@@ -177,21 +186,28 @@ class BoundedWSStream(ws_stream.WSStream):
         try:
             with scope:
                 while not close:
-                    deadline = min(self._assembly.deadline, self._close_deadline)
+                    deadline = self._deadline()
                     if deadline == math.inf:
                         return
                     if trio.current_time() < deadline:
-                        await trio.sleep_until(deadline)
+                        with trio.CancelScope(deadline=deadline) as self._nap:
+                            await trio.sleep_forever()
+                        self._nap = None
                     elif self._close_deadline <= deadline:
                         close = True
                     else:
                         await self._refuse(self._assembly.timed_out())
         finally:
-            self._watch = None
+            self._watch = self._nap = None
         # Outside the scope: closing the stream cancels the watch, and
         # the close (which tells the app) must not be cancelled with it.
         if close and not self.closed:
             await self.send(StreamClosed(stream_id=self.stream_id))
+
+
+def limits_in_force() -> MessageLimits:
+    """The limits Hypercorn's streams made now get."""
+    return _limits
 
 
 def _peer(client: tuple[str, int] | None) -> str:
