@@ -192,7 +192,6 @@ def bounded_hypercorn_messages(
     limits = MessageLimits(
         max_message_size=max_message_size,
         input=cable.options.input,
-        close_timeout=cable.close_timeout,
         count=cable.count,
     )
     with bounded_messages(limits) as bounded:

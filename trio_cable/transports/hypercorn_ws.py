@@ -3,8 +3,10 @@
 Behind Hypercorn, its ``WSStream`` puts each message together from its
 frames: one buffer per connection, counted in characters (text) against
 ``websocket_max_message_size`` (16 MiB by default), with no count of
-fragments and no deadline, so a message of empty fragments that never
-ends grows until the client stops. Hypercorn has no setting for any of
+fragments and no deadline, so a message that never ends is kept for as
+long as the client likes (up to 16 Mi characters of it; an endless run
+of empty fragments adds nothing to the count and is never refused, each
+fragment parsed and the connection held). Hypercorn has no setting for any of
 this, and no hook to give it another stream class: ``h11.py`` and
 ``h2.py`` each make ``WSStream(...)`` from the name they imported.
 
@@ -16,9 +18,8 @@ smaller of ``max_message_size`` and Hypercorn's own setting, at most
 first fragment, kept by a task even if the client sends nothing more.
 A message past a limit is refused as the other transports refuse it: a
 close frame (1009 for size, 1008 for fragments and time), the refusal
-counted (``"message_refused"``) and logged, nothing more of that message
-kept; the client's close reply ends the connection, or the socket is
-closed after ``close_timeout`` without one.
+counted (``"message_refused"``) and logged, and the socket closed at
+once (nothing more the client sent is parsed).
 
 :func:`bounded_messages` puts the class in the two places Hypercorn looks
 it up, for as long as its ``with`` block runs, and only for the Hypercorn
@@ -79,8 +80,6 @@ class MessageLimits:
     #: ``max_fragments`` and ``message_timeout`` (the rates are not used:
     #: Hypercorn reads its sockets itself).
     input: InputLimits = field(default_factory=InputLimits)
-    #: How long a refused client has to answer our close frame.
-    close_timeout: float = 1.0
     #: Told ``"message_refused"`` for each refusal.
     count: Callable[[str], None] | None = None
 
@@ -99,11 +98,8 @@ class BoundedWSStream(ws_stream.WSStream):
         max_bytes = min(limits.max_message_size, self.config.websocket_max_message_size)
         self._assembly = Assembly(max_bytes, limits.input)
         self._refused = False
-        self._close_deadline = math.inf
-        # The task keeping the deadlines, while there is one to keep, and
-        # its sleep (moved earlier when a refusal sets a close deadline).
+        # The task keeping an unfinished message's deadline, while one is.
         self._watch: trio.CancelScope | None = None
-        self._nap: trio.CancelScope | None = None
 
     async def handle(self, event: Any) -> None:
         if isinstance(event, StreamClosed) and self._watch is not None:
@@ -113,9 +109,9 @@ class BoundedWSStream(ws_stream.WSStream):
     async def _handle_events(self) -> None:
         # Hypercorn's own, with our assembly for its buffer.
         for event in self.connection.events():
+            if self._refused:
+                return  # the stream is closed: the rest is not even parsed
             if isinstance(event, Message):
-                if self._refused:
-                    continue  # nothing more of it is kept
                 done = self._assembly.add(
                     event.data,
                     frame_finished=event.frame_finished,
@@ -134,8 +130,9 @@ class BoundedWSStream(ws_stream.WSStream):
                             "text": done if text else None,
                         }
                     )
-                else:
-                    self._keep_deadlines()
+                elif self._watch is None and not self.closed:
+                    self._watch = trio.CancelScope()
+                    self.task_group.spawn(self._keep_deadline, self._watch)
             elif isinstance(event, Ping):
                 await self._send_wsproto_event(event.response())
             elif isinstance(event, CloseConnection):
@@ -149,6 +146,8 @@ class BoundedWSStream(ws_stream.WSStream):
         return self._assembly.buffered
 
     async def _refuse(self, refusal: Refusal) -> None:
+        if self._refused or self.closed:
+            return
         self._refused = True
         self._assembly.reset()
         if self._limits.count is not None:
@@ -159,50 +158,35 @@ class BoundedWSStream(ws_stream.WSStream):
             refusal.code,
             refusal.reason,
         )
-        self._close_deadline = trio.current_time() + self._limits.close_timeout
-        self._keep_deadlines()
         await self._send_wsproto_event(
             CloseConnection(code=refusal.code, reason=refusal.reason[:120])
         )
+        # Then the socket, at once, as the other transports close it: not
+        # after the client's answer, which comes after everything it sent
+        # meanwhile (a flood of fragments, all of it parsed to find it).
+        await self.send(StreamClosed(stream_id=self.stream_id))
 
-    def _deadline(self) -> float:
-        return min(self._assembly.deadline, self._close_deadline)
-
-    def _keep_deadlines(self) -> None:
-        if self._watch is None:
-            if not self.closed:
-                self._watch = trio.CancelScope()
-                self.task_group.spawn(self._watch_deadlines, self._watch)
-        elif self._nap is not None:
-            self._nap.deadline = min(self._nap.deadline, self._deadline())
-
-    async def _watch_deadlines(self, scope: trio.CancelScope) -> None:
-        """One task per connection while a message is unfinished or a
-        refused client has yet to answer: an unfinished message past its
-        deadline is refused; a refused client that has not answered by
-        its close deadline has its socket closed. Cancelled when the
-        stream closes."""
-        close = False
+    async def _keep_deadline(self, scope: trio.CancelScope) -> None:
+        """One task per connection while a message is unfinished: past its
+        deadline, even if the client sends nothing more, the message is
+        refused. Cancelled when the stream closes."""
+        late = False
         try:
             with scope:
-                while not close:
-                    deadline = self._deadline()
-                    if deadline == math.inf:
-                        return
+                while (deadline := self._assembly.deadline) != math.inf:
                     if trio.current_time() < deadline:
-                        with trio.CancelScope(deadline=deadline) as self._nap:
-                            await trio.sleep_forever()
-                        self._nap = None
-                    elif self._close_deadline <= deadline:
-                        close = True
+                        # A message finished meanwhile and another begun:
+                        # the deadline only moves later, so look again then.
+                        await trio.sleep_until(deadline)
                     else:
-                        await self._refuse(self._assembly.timed_out())
+                        late = True
+                        break
         finally:
-            self._watch = self._nap = None
-        # Outside the scope: closing the stream cancels the watch, and
-        # the close (which tells the app) must not be cancelled with it.
-        if close and not self.closed:
-            await self.send(StreamClosed(stream_id=self.stream_id))
+            self._watch = None
+        # Outside the scope: the refusal closes the stream, which cancels
+        # the scope, and the close (which tells the app) must not be.
+        if late:
+            await self._refuse(self._assembly.timed_out())
 
 
 def limits_in_force() -> MessageLimits:
