@@ -53,18 +53,27 @@ async def served_on(
     trio worker (``hypercorn.trio.serve``, in this process, so a test can
     look at the cable while it serves); yields the port. ``max_message_size``
     goes to ``serve_cable`` or ``CableApp`` (their default if None)."""
-    size = {} if max_message_size is None else {"max_message_size": max_message_size}
     if server != "hypercorn":
-        async with served(cable, server, **size) as port:
+        options: dict[str, Any] = {}
+        if max_message_size is not None:
+            options["max_message_size"] = max_message_size
+        async with served(cable, server, **options) as port:
             yield port
         return
-    assert app is None or not size, "give the app its max_message_size"
+    if app is None:
+        app = (
+            CableApp(cable)
+            if max_message_size is None
+            else CableApp(cable, max_message_size=max_message_size)
+        )
+    else:
+        assert max_message_size is None, "give the app its max_message_size"
     config = Config()
     config.bind = ["127.0.0.1:0"]
     stop = trio.Event()
     # CableApp takes scopes and messages as plain mappings, Hypercorn's
     # types them as TypedDicts (which no MutableMapping parameter accepts).
-    asgi_app = cast("ASGIFramework", app or CableApp(cable, **size))
+    asgi_app = cast("ASGIFramework", app)
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(
             partial(serve, asgi_app, config, shutdown_trigger=stop.wait)
