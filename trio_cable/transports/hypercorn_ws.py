@@ -61,7 +61,9 @@ __all__ = [
 log = logging.getLogger("trio_cable.hypercorn")
 
 #: The Hypercorn releases (major, minor) whose ``WSStream`` this was
-#: written against: its ``_handle_events`` is what we replace.
+#: written against: its ``_handle_events`` is what we replace. Tested with
+#: 0.18.0; 0.17.0's is the same code (its diff to 0.18.0 in that module
+#: is type hints and a copy of the scope's state).
 SUPPORTED_HYPERCORN: Final = frozenset({(0, 17), (0, 18)})
 #: What the replacement uses of ``WSStream``.
 _USED: Final = ("_handle_events", "_send_wsproto_event", "handle", "app_send")
