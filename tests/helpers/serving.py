@@ -48,12 +48,15 @@ async def served_on(
     *,
     app: CableApp | None = None,
     max_message_size: int | None = None,
+    hypercorn: dict[str, Any] | None = None,
 ) -> AsyncIterator[int]:
     """:func:`served`, or ``CableApp(cable)`` (or ``app``) under Hypercorn's
     trio worker (``hypercorn.trio.serve``, in this process, so a test can
     look at the cable while it serves); yields the port. ``max_message_size``
-    goes to ``serve_cable`` or ``CableApp`` (their default if None)."""
+    goes to ``serve_cable`` or ``CableApp`` (their default if None);
+    ``hypercorn`` sets Hypercorn's ``Config`` attributes."""
     if server != "hypercorn":
+        assert hypercorn is None, "Hypercorn's settings for Hypercorn only"
         options: dict[str, Any] = {}
         if max_message_size is not None:
             options["max_message_size"] = max_message_size
@@ -70,6 +73,9 @@ async def served_on(
         assert max_message_size is None, "give the app its max_message_size"
     config = Config()
     config.bind = ["127.0.0.1:0"]
+    for name, value in (hypercorn or {}).items():
+        assert hasattr(config, name), name
+        setattr(config, name, value)
     stop = trio.Event()
     # CableApp takes scopes and messages as plain mappings, Hypercorn's
     # types them as TypedDicts (which no MutableMapping parameter accepts).

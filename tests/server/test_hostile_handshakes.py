@@ -9,7 +9,10 @@ not left hanging), at most ``max_handshakes`` are under way at once
 the handshake timeout (``connect_timeout``). These hold for both
 transports of ``serve_cable``: the direct one reads handshakes itself,
 and trio-websocket reads each when the serving path asks for it.
-Hypercorn reads them before the cable sees them (see docs/security.md).
+Hypercorn reads them before the cable sees them: its keep-alive timer
+(``keep_alive_timeout``, 5 s by default) drops a socket whose request
+head is unfinished, and the cable serves everyone else meanwhile (see
+docs/security.md).
 Running out of file descriptors: both transports accept through loops of
 ours that back off and log once (trio's ``serve_listeners``, which
 trio-websocket used before, retried every 0.1 s and logged each failure).
@@ -31,6 +34,7 @@ from tests.helpers import (
     RawClient,
     Transport,
     served,
+    served_on,
     task_count,
     wait_until,
 )
@@ -80,6 +84,30 @@ async def test_handshakes_under_way_count_against_max_connections(
                     assert await client.read_to_eof() == b""  # dropped
             assert cable.handshakes == 0
             assert await status_of(port) == 101
+        await wait_until(lambda: task_count() <= tasks and open_fds() <= fds)
+
+
+async def test_hypercorn_drops_unfinished_handshakes() -> None:
+    """Behind Hypercorn the handshake is Hypercorn's: sockets that never
+    finish their request are closed by its keep-alive timer (the cable
+    never sees them), and a real client is served meanwhile."""
+    cable = hostile_cable()
+    keep_alive = 1.0
+    async with (
+        served_on(
+            cable, "hypercorn", hypercorn={"keep_alive_timeout": keep_alive}
+        ) as port,
+        canary_feed(cable, port),
+    ):
+        tasks, fds = task_count(), open_fds()
+        async with AsyncExitStack() as stack:
+            slow = [await trickle(stack, port) for _ in range(50)]
+            started = trio.current_time()
+            assert await status_of(port) == 101  # served beside them
+            with trio.fail_after(keep_alive + LOSS_BOUND):
+                for client in slow:
+                    assert await client.read_to_eof() == b""  # dropped
+            assert trio.current_time() - started >= keep_alive * 0.9
         await wait_until(lambda: task_count() <= tasks and open_fds() <= fds)
 
 
