@@ -27,6 +27,7 @@ import heapq
 import inspect
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
@@ -192,7 +193,9 @@ class PresenceTracker:
         self.local = LocalPresence(self)
         self.backend: PresenceBackend = self.local
         self._graces: list[tuple[float, str, str]] = []
-        self._wake = trio.Event()
+        # The grace timer's sleep (while it runs): its deadline is the
+        # first grace to end.
+        self._sleep: trio.CancelScope | None = None
         #: Set once presence is used (a stream opened for it, or a list
         #: asked for): a Redis cable connects for presence only then.
         self.wanted = trio.Event()
@@ -246,7 +249,12 @@ class PresenceTracker:
         if grace and seconds > 0:
             member.until = until = trio.current_time() + seconds
             heapq.heappush(self._graces, (until, stream, id))
-            self._wake.set()
+            # Graces are as long as each other: a later one mostly, which
+            # does not wake the timer (a wake per drop cost more than
+            # the drop itself when thousands leave at once).
+            sleep = self._sleep
+            if sleep is not None and until < sleep.deadline:
+                sleep.deadline = until
             return
         self._drop(stream, id)
 
@@ -318,9 +326,10 @@ class PresenceTracker:
                 member = self._streams.get(stream, {}).get(id)
                 if member is not None and member.until == until:
                     self._drop(stream, id)
-            self._wake = trio.Event()
-            with trio.move_on_at(graces[0][0] if graces else float("inf")):
-                await self._wake.wait()
+            with trio.CancelScope(
+                deadline=graces[0][0] if graces else math.inf
+            ) as self._sleep:
+                await trio.sleep_forever()
 
 
 class SubscriptionPresence:
