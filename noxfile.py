@@ -73,6 +73,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/history_bench.py")
     session.run("python", "benchmarks/presence_bench.py")
     session.run("python", "benchmarks/presence_cost.py")
+    session.run("python", "benchmarks/presence_life.py")
     session.run("python", "benchmarks/recovery_bench.py")
 
 
