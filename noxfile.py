@@ -75,6 +75,8 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/redis_sessions_bench.py")
     session.run("python", "benchmarks/history_bench.py")
     session.run("python", "benchmarks/presence_bench.py")
+    session.run("python", "benchmarks/presence_cost.py")
+    session.run("python", "benchmarks/presence_life.py")
     session.run("python", "benchmarks/recovery_bench.py")
 
 

@@ -23,7 +23,8 @@ and ``BENCH_HISTORY=1`` has the ``bench`` stream keep history (run.py
 ``--history``; in Redis when the cable has Redis). ``BENCH_PRESENCE=1``
 (run.py ``--presence``) has every subscriber join the stream's presence
 as a member of its own, with a small info (presence's cost on connects
-and memory).
+and memory). ``BENCH_PING_INTERVAL`` sets the cable's ping interval
+(presence_cost.py turns pings off, so that only connects are counted).
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ TUNE_GC = os.environ.get("BENCH_TUNE_GC") == "1"
 HISTORY = [STREAM] if os.environ.get("BENCH_HISTORY") == "1" else []
 PRESENCE = os.environ.get("BENCH_PRESENCE") == "1"
 
+PING_INTERVAL = float(os.environ.get("BENCH_PING_INTERVAL", "3"))
+
 # The benchmark holds up to 10,000 subscribers plus the driver's socket.
-cable = Cable(max_connections=50_000, history=HISTORY)
+cable = Cable(max_connections=50_000, history=HISTORY, ping_interval=PING_INTERVAL)
 
 
 @cable.channel

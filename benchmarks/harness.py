@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -184,8 +184,17 @@ def _signal(proc: trio.Process, sig: int, group: bool) -> None:
 
 @asynccontextmanager
 async def server_process(
-    kind: str, port: int, log_dir: Path, env_extra: dict[str, str]
+    kind: str,
+    port: int,
+    log_dir: Path,
+    env_extra: dict[str, str],
+    *,
+    wrapper: Sequence[str] = (),
+    ready_timeout: float = 30.0,
 ) -> AsyncIterator[trio.Process]:
+    """The server of ``kind`` on ``port``, listening; ``wrapper`` prefixes
+    its command (``valgrind --tool=callgrind …``, under which it starts
+    slowly: give it a longer ``ready_timeout``)."""
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
@@ -194,7 +203,7 @@ async def server_process(
     log_path = log_dir / f"server-{kind}-{port}.log"
     with open(log_path, "wb") as log:  # noqa: ASYNC230 (a local log file)
         proc = await trio.lowlevel.open_process(
-            server_command(kind, port),
+            [*wrapper, *server_command(kind, port)],
             cwd=str(HERE),
             env=env,
             stdout=log,
@@ -202,14 +211,16 @@ async def server_process(
             start_new_session=True,
         )
     try:
-        await wait_listening(proc, port, log_path)
+        await wait_listening(proc, port, log_path, ready_timeout)
         yield proc
     finally:
         await stop_process(proc, group=True)
 
 
-async def wait_listening(proc: trio.Process, port: int, log_path: Path) -> None:
-    with trio.move_on_after(30):
+async def wait_listening(
+    proc: trio.Process, port: int, log_path: Path, timeout: float = 30.0
+) -> None:
+    with trio.move_on_after(timeout):
         while proc.returncode is None:
             try:
                 stream = await trio.open_tcp_stream("127.0.0.1", port)

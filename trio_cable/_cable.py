@@ -98,7 +98,9 @@ class Cable:
         self._token: trio.lowlevel.TrioToken | None = None
         #: Sessions of dropped extended-protocol clients, to resume.
         self.sessions = session_keeper(self)
-        self.presence_tracker = PresenceTracker(options, self._publish, self.start_soon)
+        self.presence_tracker = PresenceTracker(
+            options, self._publish, self.start_soon, self.hub.subscribers
+        )
         self._tasks = BackgroundTasks([self.sessions.run, self._run_presence])
         self._admission = Admission(options, self.count, log)
 

@@ -120,6 +120,10 @@ async def test_members_of_either_worker_are_listed_on_both(
             ("join", "bob"),
             ("leave", "ann"),
         ]
+        # b shuts down with bob still connected (the grace is 0): it does
+        # not announce bob's leave itself (the other workers reap it).
+        await b.shutdown()
+        assert len(events) == 3, events
 
 
 async def test_a_redis_restart_announces_no_leave_and_the_view_converges(
