@@ -24,10 +24,13 @@ def _node_packages(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The whole test suite (Node packages installed into js/ first)."""
+    """The whole test suite (Node packages installed into js/ first), on
+    two pytest-xdist workers: much of the suite waits on real servers,
+    browsers and Node processes, so two workers overlap the waits. Pass
+    ``-- -n 0`` for one process (and ``-s`` to see the tests' prints)."""
     session.install("-e", ".[dev]")
     _node_packages(session)
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "-n", "2", "--dist", "worksteal", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -72,6 +75,8 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/redis_sessions_bench.py")
     session.run("python", "benchmarks/history_bench.py")
     session.run("python", "benchmarks/presence_bench.py")
+    session.run("python", "benchmarks/presence_cost.py")
+    session.run("python", "benchmarks/presence_life.py")
     session.run("python", "benchmarks/recovery_bench.py")
 
 

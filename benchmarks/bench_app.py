@@ -24,7 +24,8 @@ and ``BENCH_HISTORY=1`` has the ``bench`` stream keep history (run.py
 ``--history``; in Redis when the cable has Redis). ``BENCH_PRESENCE=1``
 (run.py ``--presence``) has every subscriber join the stream's presence
 as a member of its own, with a small info (presence's cost on connects
-and memory).
+and memory). ``BENCH_PING_INTERVAL`` sets the cable's ping interval
+(presence_cost.py turns pings off, so that only connects are counted).
 """
 
 from __future__ import annotations
@@ -62,13 +63,10 @@ TUNE_GC = {"1": True, "0": False}.get(os.environ.get("BENCH_TUNE_GC", ""))
 HISTORY = [STREAM] if os.environ.get("BENCH_HISTORY") == "1" else []
 PRESENCE = os.environ.get("BENCH_PRESENCE") == "1"
 
+PING_INTERVAL = float(os.environ.get("BENCH_PING_INTERVAL", "3"))
+
 # The benchmark holds up to 10,000 subscribers plus the driver's socket.
-cable = Cable(
-    max_connections=50_000,
-    history=HISTORY,
-    # memory_probe.py --callgrind: no pings among the connects it counts
-    ping_interval=float(os.environ.get("BENCH_PING_INTERVAL") or 3.0),
-)
+cable = Cable(max_connections=50_000, history=HISTORY, ping_interval=PING_INTERVAL)
 
 
 @cable.channel

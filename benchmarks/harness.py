@@ -190,10 +190,11 @@ async def server_process(
     env_extra: dict[str, str],
     *,
     wrapper: Sequence[str] = (),
-    startup_timeout: float = 30,
+    ready_timeout: float = 30.0,
 ) -> AsyncIterator[trio.Process]:
-    """The server of ``kind`` in its own process (run by ``wrapper``, e.g.
-    valgrind, if given), once it listens on ``port``."""
+    """The server of ``kind`` on ``port``, listening; ``wrapper`` prefixes
+    its command (``valgrind --tool=callgrind …``, under which it starts
+    slowly: give it a longer ``ready_timeout``)."""
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
@@ -210,14 +211,14 @@ async def server_process(
             start_new_session=True,
         )
     try:
-        await wait_listening(proc, port, log_path, startup_timeout)
+        await wait_listening(proc, port, log_path, ready_timeout)
         yield proc
     finally:
         await stop_process(proc, group=True)
 
 
 async def wait_listening(
-    proc: trio.Process, port: int, log_path: Path, timeout: float = 30
+    proc: trio.Process, port: int, log_path: Path, timeout: float = 30.0
 ) -> None:
     with trio.move_on_after(timeout):
         while proc.returncode is None:
@@ -311,10 +312,15 @@ class LoadGen:
 
 
 @asynccontextmanager
-async def loadgen_process(log_dir: Path, index: int) -> AsyncIterator[LoadGen]:
-    with open(log_dir / f"loadgen-{index}.log", "ab") as log:  # noqa: ASYNC230
+async def loadgen_process(
+    log_dir: Path, index: int, script: str = "loadgen.mjs"
+) -> AsyncIterator[LoadGen]:
+    """A load generator (``script``, in Node) ready for commands; asked to
+    close its sockets and exit at the end (then stopped)."""
+    log_path = log_dir / f"{Path(script).stem}-{index}.log"
+    with open(log_path, "ab") as log:  # noqa: ASYNC230
         proc = await trio.lowlevel.open_process(
-            [node_binary(), str(HERE / "loadgen.mjs")],
+            [node_binary(), str(HERE / script)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,

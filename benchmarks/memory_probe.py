@@ -98,7 +98,7 @@ async def probe(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         ]
     async with (
         server_process(
-            kind, port, log_dir, env, wrapper=wrapper, startup_timeout=300
+            kind, port, log_dir, env, wrapper=wrapper, ready_timeout=300
         ) as proc,
         control_connection(port) as control,
     ):

@@ -32,12 +32,9 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -47,14 +44,7 @@ import trio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness import (  # noqa: E402
-    HERE,
-    LoadGen,
-    ensure_node_ref,
-    node_binary,
-    redis_process,
-    stop_process,
-)
+from harness import ensure_node_ref, loadgen_process, redis_process  # noqa: E402
 
 from trio_cable import Cable, Channel, HistoryPolicy, serve_cable  # noqa: E402
 
@@ -74,23 +64,6 @@ def feed_cable(redis_url: str | None) -> Cable:
             self.stream_from(STREAM)
 
     return cable
-
-
-@asynccontextmanager
-async def recovery_loadgen(log_dir: Path) -> AsyncIterator[LoadGen]:
-    with open(log_dir / "recovery-loadgen.log", "ab") as log:  # noqa: ASYNC230
-        proc = await trio.lowlevel.open_process(
-            [node_binary(), str(HERE / "recovery_loadgen.mjs")],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-        )
-    gen = LoadGen(proc)
-    try:
-        await gen.expect("ready", 20)
-        yield gen
-    finally:
-        await stop_process(proc)
 
 
 async def broadcast_numbered(
@@ -113,7 +86,7 @@ async def run_mode(
     total = args.warmup + args.missed
     async with cable.running(), trio.open_nursery() as nursery:
         port = await nursery.start(partial(serve_cable, cable, "127.0.0.1", 0))
-        async with recovery_loadgen(log_dir) as gen:
+        async with loadgen_process(log_dir, 0, "recovery_loadgen.mjs") as gen:
             url = f"ws://127.0.0.1:{port}/cable"
             await gen.send(cmd="connect", url=url, n=args.clients, concurrency=200)
             connected = await gen.expect("connected", 300)

@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
 import trio
 
-from ._background import Background, guarded
+from ._admission import Admission
+from ._background import BackgroundTasks
 from ._broker import IN_PROCESS, Broker, open_broker
 from ._channel import Channel, rules_for
 from ._errors import CableError
 from ._history import HistoryPolicy, HistoryStore, keep_stream_history
 from ._hub import Hub, Subscriber
-from ._logsummary import LogSummary
-from ._options import CableOptions, origin_allowed
+from ._options import CableOptions
 from ._pinger import ping_forever
 from ._presence import PresenceHook, PresenceTracker
 from ._pubsub import PubSubRules
@@ -98,12 +98,11 @@ class Cable:
         self._token: trio.lowlevel.TrioToken | None = None
         #: Sessions of dropped extended-protocol clients, to resume.
         self.sessions = session_keeper(self)
-        self.presence_tracker = PresenceTracker(options, self._publish, self.start_soon)
-        self._background: list[Callable[[], Awaitable[object]]] = [self.sessions.run]
-        self._background.append(self._run_presence)
-        self._tasks: Background | None = None
-        # Refused handshakes come in floods: one line, then a summary.
-        self._refusals = LogSummary(log)
+        self.presence_tracker = PresenceTracker(
+            options, self._publish, self.start_soon, self.hub.subscribers
+        )
+        self._tasks = BackgroundTasks([self.sessions.run, self._run_presence])
+        self._admission = Admission(options, self.count, log)
 
     # Read-only views of the options most code reads.
     @property
@@ -135,28 +134,8 @@ class Cable:
         browser origin that is not allowed, 503 when ``max_connections``
         are open or under way (this handshake counts).
         """
-        origin = request.headers.get("origin")
-        if origin is not None and not origin_allowed(
-            origin, request.headers.get("host"), self.options.allowed_origins
-        ):
-            self.count("origin_refused")
-            self._refusals.event(
-                "origin_refused",
-                "refused a handshake from origin %r (not in allowed_origins)",
-                origin[:100],
-            )
-            return 403, "origin not allowed"
-        if len(self._connections) + max(self.handshakes, 1) > (
-            self.options.max_connections
-        ):
-            self.count("connections_refused")
-            self._refusals.event(
-                "connections_refused",
-                "refused a handshake: %d connections open",
-                self.options.max_connections,
-            )
-            return 503, "too many connections"
-        return None
+        connections = len(self._connections) + max(self.handshakes, 1)
+        return self._admission.refuse_handshake(request, connections)
 
     # -- registration --------------------------------------------------------
 
@@ -221,7 +200,7 @@ class Cable:
         from one is logged (``trio_cable.cable``, ERROR) and ends that
         task only: the cable and its clients carry on.
         """
-        self._background.append(fn)
+        self._tasks.add(fn)
         return fn
 
     def start_soon(
@@ -235,35 +214,12 @@ class Cable:
         Raises:
             CableError: the cable is not running (or is shutting down).
         """
-        tasks = self._tasks
-        if tasks is None or tasks.scope.cancel_called:
-            raise CableError("the cable is not running: no nursery to start a task in")
-        tasks.nursery.start_soon(guarded, fn, args, name=name or fn)
-
-    async def _run_background(self, *, task_status: trio.TaskStatus[None]) -> None:
-        tasks = Background()
-        with tasks.scope:
-            try:
-                async with trio.open_nursery() as nursery:
-                    tasks.nursery = nursery
-                    self._tasks = tasks
-                    for fn in self._background:
-                        nursery.start_soon(guarded, fn, (), name=fn)
-                    task_status.started()
-                    await trio.sleep_forever()
-            finally:
-                self._tasks = None
-                tasks.done.set()
+        self._tasks.start_soon(fn, args, name)
 
     async def stop_background(self) -> None:
         """Cancel the background tasks and wait for them to end (shielded,
         for at most ``close_timeout``); a no-op when none run."""
-        tasks = self._tasks
-        if tasks is None:
-            return
-        tasks.scope.cancel()
-        with trio.CancelScope(shield=True), trio.move_on_after(self.close_timeout):
-            await tasks.done.wait()
+        await self._tasks.stop(self.close_timeout)
 
     # -- broadcasting --------------------------------------------------------
 
@@ -440,15 +396,7 @@ class Cable:
     def refuse_socket(self) -> bool:
         """Whether a socket just accepted must be closed before its
         handshake: ``max_handshakes`` are under way (counted and logged)."""
-        if self.handshakes < self.options.max_handshakes:
-            return False
-        self.count("handshakes_refused")
-        self._refusals.event(
-            "handshakes_refused",
-            "closed a new socket: %d handshakes under way",
-            self.handshakes,
-        )
-        return True
+        return self._admission.refuse_socket(self.handshakes)
 
     async def serve(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -473,9 +421,9 @@ class Cable:
                     await nursery.start(broker.run)
                     # Remote disconnects from elsewhere reach us from now on.
                     await broker.streams_live(self.hub.control)
-                    await nursery.start(self._run_background)
+                    await nursery.start(self._tasks.run)
                     task_status.started()
-                    await ping_forever(self, self._refusals)
+                    await ping_forever(self, self._admission.refusals)
         finally:
             self._token = None
             self._attach(IN_PROCESS)
@@ -526,7 +474,7 @@ class Cable:
                 finally:
                     await self.shutdown()
                     nursery.cancel_scope.cancel()
-                    self._refusals.flush()
+                    self._admission.refusals.flush()
 
     async def shutdown(
         self, reason: str = "server_restart", *, reconnect: bool = True

@@ -27,6 +27,7 @@ import heapq
 import inspect
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PRESENCE_PREFIX",
+    "Change",
     "LocalPresence",
     "PresenceBackend",
     "PresenceEvent",
@@ -77,6 +79,11 @@ class PresenceEvent:
     info: Any = None
 
 
+#: What happened to a member of this process: it ``join``-ed (the first
+#: of its holders here), got new info or a holder more (``update``), or
+#: ``leave``-s (its last holder left, its grace ended).
+Change = Literal["join", "update", "leave"]
+
 #: ``def hook(event)`` or ``async def hook(event)`` (run in the cable's nursery).
 PresenceHook = Callable[[PresenceEvent], Awaitable[object] | object]
 
@@ -99,45 +106,62 @@ class PresenceHost(Protocol):
 class PresenceBackend(Protocol):
     """Who decides what the whole cable sees of a stream's members."""
 
-    def changed(self, stream: str, id: str) -> None:
+    def changed(self, stream: str, id: str, change: Change) -> None:
         """This process's member ``id`` of ``stream`` joined, left or
-        changed its info: bring the shared view up to date (never blocks)."""
+        changed its info (``change``): bring the shared view up to date
+        (never blocks)."""
 
     async def members(self, stream: str) -> dict[str, str]:
         """Every member of ``stream``, id -> encoded info."""
         ...
 
 
+class _Many(dict[object, None]):
+    """The holders of a member held by more than one (an ordered set)."""
+
+    __slots__ = ()
+
+
 class _Member:
     __slots__ = ("holders", "info", "until")
 
-    def __init__(self, info: str) -> None:
+    def __init__(self, info: str, holder: object) -> None:
         self.info = info
-        #: The subscriptions holding it (a dict as an ordered set).
-        self.holders: dict[object, None] = {}
+        #: The subscription holding it; :class:`_Many` when several do (a
+        #: member is mostly held by one: no set for it); None in its grace.
+        self.holders: object = holder
         #: When a dropped holder's grace ends (None: no grace running).
         self.until: float | None = None
 
 
 class LocalPresence:
-    """The backend of a cable alone: this process's view is the whole one."""
+    """The backend of a cable alone: this process's view is the whole one,
+    so each member's first join and last leave here is announced."""
 
-    __slots__ = ("_announced", "_tracker")
+    __slots__ = ("_others", "_tracker")
 
     def __init__(self, tracker: PresenceTracker) -> None:
         self._tracker = tracker
-        self._announced: set[tuple[str, str]] = set()
+        # Members another backend announced (the cable's Redis side, which
+        # has stopped): their leave is not ours to announce.
+        self._others: set[tuple[str, str]] = set()
 
-    def changed(self, stream: str, id: str) -> None:
+    def take_over(self, keys: list[tuple[str, str]]) -> None:
+        """Be the backend again after another one, which announced ``keys``."""
+        self._others.update(keys)
+
+    def changed(self, stream: str, id: str, change: Change) -> None:
         tracker = self._tracker
-        info = tracker.local_info(stream, id)
-        key = (stream, id)
-        if info is not None and key not in self._announced:
-            self._announced.add(key)
-            tracker.announce("join", stream, id, info)
-        elif info is None and key in self._announced:
-            self._announced.discard(key)
-            tracker.announce("leave", stream, id)
+        if change == "join":
+            info = tracker.local_info(stream, id)
+            info = "null" if info is None else info
+            tracker.announce("join", stream, id, info, local=True)
+        elif change == "leave":
+            others = self._others
+            if others and (stream, id) in others:
+                others.discard((stream, id))
+                return
+            tracker.announce("leave", stream, id, local=True)
 
     async def members(self, stream: str) -> dict[str, str]:
         await trio.lowlevel.checkpoint()
@@ -156,17 +180,22 @@ class PresenceTracker:
         options: CableOptions,
         publish: Callable[[str, str], object],
         start_soon: StartSoon,
+        subscribers: Callable[[str], int] = lambda stream: 1,
     ) -> None:
         self.options = options
         #: Broadcast (stream, encoded payload) here and to every process.
         self.publish = publish
+        #: How many subscribers a hub stream has here.
+        self.subscribers = subscribers
         self._start_soon = start_soon
         self._streams: dict[str, dict[str, _Member]] = {}
         self.hooks: list[PresenceHook] = []
         self.local = LocalPresence(self)
         self.backend: PresenceBackend = self.local
         self._graces: list[tuple[float, str, str]] = []
-        self._wake = trio.Event()
+        # The grace timer's sleep (while it runs): its deadline is the
+        # first grace to end.
+        self._sleep: trio.CancelScope | None = None
         #: Set once presence is used (a stream opened for it, or a list
         #: asked for): a Redis cable connects for presence only then.
         self.wanted = trio.Event()
@@ -176,16 +205,27 @@ class PresenceTracker:
     def join(self, stream: str, id: str, info: str, holder: object) -> None:
         """``holder`` (a subscription) is ``id`` on ``stream``, described by
         ``info`` (encoded JSON; the latest wins)."""
-        members = self._streams.setdefault(stream, {})
+        members = self._streams.get(stream)
+        if members is None:
+            members = self._streams[stream] = {}
         member = members.get(id)
         if member is None:
-            member = members[id] = _Member(info)
-        elif member.info == info and holder in member.holders:
+            members[id] = _Member(info, holder)
+            self.backend.changed(stream, id, "join")
             return
+        held = member.holders
+        if held is holder or (type(held) is _Many and holder in held):
+            if member.info == info:
+                return
+        elif held is None:
+            member.holders = holder
+        elif type(held) is _Many:
+            held[holder] = None
+        else:
+            member.holders = _Many({held: None, holder: None})
         member.info = info
-        member.holders[holder] = None
         member.until = None
-        self.backend.changed(stream, id)
+        self.backend.changed(stream, id, "update")
 
     def leave(self, stream: str, id: str, holder: object, *, grace: bool) -> None:
         """``holder`` is no longer ``id`` on ``stream``; with ``grace`` (its
@@ -193,16 +233,28 @@ class PresenceTracker:
         this was its last holder."""
         members = self._streams.get(stream)
         member = None if members is None else members.get(id)
-        if member is None or holder not in member.holders:
+        if member is None:
             return
-        del member.holders[holder]
-        if member.holders:
+        held = member.holders
+        if type(held) is _Many:
+            if holder in held:
+                del held[holder]
+                if len(held) == 1:
+                    member.holders = next(iter(held))
             return
+        if held is not holder:
+            return
+        member.holders = None
         seconds = self.options.presence_grace
         if grace and seconds > 0:
             member.until = until = trio.current_time() + seconds
             heapq.heappush(self._graces, (until, stream, id))
-            self._wake.set()
+            # Graces are as long as each other: a later one mostly, which
+            # does not wake the timer (a wake per drop cost more than
+            # the drop itself when thousands leave at once).
+            sleep = self._sleep
+            if sleep is not None and until < sleep.deadline:
+                sleep.deadline = until
             return
         self._drop(stream, id)
 
@@ -211,7 +263,7 @@ class PresenceTracker:
         del members[id]
         if not members:
             del self._streams[stream]
-        self.backend.changed(stream, id)
+        self.backend.changed(stream, id, "leave")
 
     def local_info(self, stream: str, id: str) -> str | None:
         """The encoded info of this process's member ``id``, or None."""
@@ -234,12 +286,22 @@ class PresenceTracker:
     # -- announcements ---------------------------------------------------------
 
     def announce(
-        self, kind: Literal["join", "leave"], stream: str, id: str, info: str = "null"
+        self,
+        kind: Literal["join", "leave"],
+        stream: str,
+        id: str,
+        info: str = "null",
+        *,
+        local: bool = False,
     ) -> None:
-        """Tell every subscriber of ``stream``'s presence, in every process,
-        and run the hooks here (the backend calls this once per change)."""
-        payload = encode_join(id, info) if kind == "join" else encode_leave(id)
-        self.publish(PRESENCE_PREFIX + stream, payload)
+        """Tell every subscriber of ``stream``'s presence, in every process
+        (``local``: in this one, the only one that takes part), and run the
+        hooks here (the backend calls this once per change)."""
+        events = PRESENCE_PREFIX + stream
+        # Most channels take no events: then a local one is not even encoded.
+        if not local or self.subscribers(events):
+            payload = encode_join(id, info) if kind == "join" else encode_leave(id)
+            self.publish(events, payload)
         if not self.hooks:
             return
         event = PresenceEvent(kind, stream, id, json.loads(info))
@@ -264,9 +326,10 @@ class PresenceTracker:
                 member = self._streams.get(stream, {}).get(id)
                 if member is not None and member.until == until:
                     self._drop(stream, id)
-            self._wake = trio.Event()
-            with trio.move_on_at(graces[0][0] if graces else float("inf")):
-                await self._wake.wait()
+            with trio.CancelScope(
+                deadline=graces[0][0] if graces else math.inf
+            ) as self._sleep:
+                await trio.sleep_forever()
 
 
 class SubscriptionPresence:
@@ -274,15 +337,8 @@ class SubscriptionPresence:
     its member id (if it joined), and the hub subscriber that turns the
     stream's presence events into frames for it."""
 
-    __slots__ = (
-        "_record",
-        "_remove",
-        "events",
-        "id",
-        "identifier",
-        "stream",
-        "tracker",
-    )
+    # One per member of each connection: a few slots, no bound methods.
+    __slots__ = ("_host", "_record", "events", "id", "identifier", "stream")
 
     def __init__(
         self,
@@ -291,18 +347,20 @@ class SubscriptionPresence:
         stream: str,
         events: bool = True,
     ) -> None:
-        self.tracker = tracker = host.presence_tracker
+        self._host = host
         self._record = record
         self.identifier = record.identifier
         self.stream = stream
         self.id: str | None = None
-        self._remove = host.stream_removed
-        add = host.stream_added
         #: Whether it gets the stream's join and leave events.
         self.events = events
-        tracker.wanted.set()
-        if events:  # (removing what was never added is a no-op)
-            add(self.events_stream, self)
+        host.presence_tracker.wanted.set()
+        if events:
+            host.stream_added(self.events_stream, self)
+
+    @property
+    def tracker(self) -> PresenceTracker:
+        return self._host.presence_tracker
 
     @property
     def events_stream(self) -> str:
@@ -339,7 +397,8 @@ class SubscriptionPresence:
     def close(self, *, grace: bool) -> None:
         """The subscription ended: no more events; leave (after the grace
         when its connection dropped)."""
-        self._remove(self.events_stream, self)
+        if self.events:
+            self._host.stream_removed(self.events_stream, self)
         self.leave(grace=grace)
 
 

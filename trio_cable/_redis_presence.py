@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import trio
 
-from ._presence import PresenceTracker
+from ._presence import Change, PresenceTracker
 from ._redis_io import in_thread as _in_thread
 from ._redis_io import is_connection_failure as _is_connection_failure
 from ._redis_io import redis_client as _client
@@ -150,7 +150,7 @@ class RedisPresence:
         #: Set after the first attempt to reach Redis, successful or not.
         self.tried = trio.Event()
 
-    def changed(self, stream: str, id: str) -> None:
+    def changed(self, stream: str, id: str, change: Change) -> None:
         self._dirty[(stream, id)] = None
         self._wake.set()
 
@@ -345,3 +345,4 @@ async def run_presence(tracker: PresenceTracker, url: str | None) -> None:
             await backend.run()
         finally:
             tracker.backend = tracker.local
+            tracker.local.take_over(tracker.local_keys())

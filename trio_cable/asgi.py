@@ -4,6 +4,12 @@
 serves the cable at ``/cable``; pass ``app=`` another ASGI application to
 send every other request (HTTP and WebSocket) to it. The cable runs for
 the duration of the ASGI lifespan.
+
+Hypercorn puts WebSocket messages together itself, within limits of its
+own (characters, no fragment count, no deadline); while the lifespan
+runs, CableApp holds them to the cable's instead
+(:func:`bounded_hypercorn_messages`, which apps that run the cable
+without CableApp's lifespan call themselves).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import functools
 import hashlib
 import importlib.resources
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import trio
 
@@ -29,9 +35,18 @@ from .transports.asgi import (
     Scope,
     Send,
 )
+from .transports.hypercorn_ws import MessageLimits, bounded_messages
 from .transports.send_pool import SendPool
 
-__all__ = ["ASGIApp", "ASGITransport", "CableApp", "Receive", "Scope", "Send"]
+__all__ = [
+    "ASGIApp",
+    "ASGITransport",
+    "CableApp",
+    "Receive",
+    "Scope",
+    "Send",
+    "bounded_hypercorn_messages",
+]
 
 log = logging.getLogger("trio_cable.asgi")
 
@@ -43,7 +58,10 @@ class CableApp:
 
     Lifespan: on startup the cable starts (and ``app``'s own lifespan, if
     it has one); on shutdown every client is sent ``disconnect`` with
-    reason ``server_restart`` and the cable stops.
+    reason ``server_restart`` and the cable stops. While it runs,
+    Hypercorn's WebSocket messages are held to ``max_message_size``
+    bytes and the cable's ``max_fragments`` and ``message_timeout``
+    (:func:`bounded_hypercorn_messages`).
     """
 
     def __init__(
@@ -57,6 +75,7 @@ class CableApp:
         client_path: str | None = "/cable.js",
         tune_gc: bool | None = None,
         send_pool: bool = True,
+        max_message_size: int = 1 << 20,
     ) -> None:
         self.cable = cable
         self.app = app
@@ -82,6 +101,10 @@ class CableApp:
         #: a few tasks (run in the lifespan) instead of a writer task per
         #: socket woken for each broadcast (``send_pool=False``: the latter).
         self.send_pool = SendPool() if send_pool else None
+        #: The largest message a client may send, in bytes across its
+        #: fragments, as ``serve_cable``'s (Hypercorn's own
+        #: ``websocket_max_message_size`` applies too: the smaller wins).
+        self.max_message_size = max_message_size
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -127,7 +150,12 @@ class CableApp:
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 nursery.cancel_scope.cancel()
                 return
-            with serving_gc(self.tune_gc):
+            with (
+                serving_gc(self.tune_gc),
+                bounded_hypercorn_messages(
+                    self.cable, max_message_size=self.max_message_size
+                ),
+            ):
                 await send({"type": "lifespan.startup.complete"})
                 message = await receive()  # lifespan.shutdown
                 await self.cable.shutdown()
@@ -135,6 +163,39 @@ class CableApp:
                     await inner.shutdown()
             nursery.cancel_scope.cancel()
         await send({"type": "lifespan.shutdown.complete"})
+
+
+@contextlib.contextmanager
+def bounded_hypercorn_messages(
+    cable: Cable, *, max_message_size: int = 1 << 20
+) -> Iterator[bool]:
+    """Hold every WebSocket message Hypercorn receives in this process,
+    while the block runs, to the limits the other transports keep:
+    ``max_message_size`` bytes (UTF-8, across fragments; Hypercorn's own
+    ``websocket_max_message_size`` too, the smaller wins), the cable's
+    ``max_fragments`` fragments (empty ones count) and ``message_timeout``
+    seconds from the first fragment, even if the client sends nothing
+    more. Past a limit the socket is closed with 1009 (size) or 1008
+    (fragments, time), counted in ``cable.counters["message_refused"]``.
+
+    :class:`CableApp` does this for the duration of its lifespan; call it
+    yourself only if you run the cable without that lifespan (your own
+    ASGI app running ``cable.serve``), around the time you serve.
+
+    Yields whether the limits are in force: False if the installed
+    Hypercorn is not a release this was checked against (a warning says
+    so, and Hypercorn's own limits apply). Hypercorn has no setting for
+    this: the limits come from a subclass of its ``WSStream`` put where
+    Hypercorn looks the class up, for the block's duration (see
+    ``docs/security.md``).
+    """
+    limits = MessageLimits(
+        max_message_size=max_message_size,
+        input=cable.options.input,
+        count=cable.count,
+    )
+    with bounded_messages(limits) as bounded:
+        yield bounded
 
 
 class _InnerLifespan:

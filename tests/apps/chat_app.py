@@ -61,6 +61,7 @@ from hypercorn.trio import serve
 
 from tests.helpers.transports import TRANSPORTS, Transport
 from trio_cable import Cable, Channel, Request, Unauthorized, serve_cable
+from trio_cable._redis_presence import RedisPresence
 from trio_cable.asgi import CableApp
 
 Scope = MutableMapping[str, Any]
@@ -216,7 +217,17 @@ def stats() -> dict[str, Any]:
         "connections": len(cable.connections),
         "streams": {name: hub.subscribers(name) for name in hub.streams()},
         "redis": cable.stats().get("redis"),
+        "presence": _presence_stats(),
     }
+
+
+def _presence_stats() -> dict[str, Any] | None:
+    """With Redis: whether presence's side is connected, and its heartbeats
+    that reached Redis (a test waits past the time a worker reaps in)."""
+    backend = cable.presence_tracker.backend
+    if not isinstance(backend, RedisPresence):
+        return None
+    return {"connected": backend.connected, "beats": backend.beats}
 
 
 async def http_app(scope: Scope, receive: Receive, send: Send) -> None:

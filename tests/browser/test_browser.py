@@ -9,8 +9,7 @@ server (``trio_cable/static/cable.js``). A screenshot of the demo is saved to
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 import trio
@@ -19,7 +18,6 @@ from tests.browser.browser_driver import (
     ARTIFACTS,
     Browser,
     BrowserServer,
-    open_browser,
     skip_unless_browser,
 )
 from trio_cable import turbo
@@ -34,19 +32,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserServer]:
     skip_unless_browser()
     with BrowserServer(tmp_path_factory.mktemp("browser-server")) as running:
         yield running
-
-
-@pytest.fixture
-def fresh_server(tmp_path: Path) -> Iterator[BrowserServer]:
-    skip_unless_browser()
-    with BrowserServer(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with open_browser() as opened:
-        yield opened
 
 
 def text_of(selector: str) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.browser_driver import Browser, open_browser, skip_unless_browser
+from tests.browser.browser_driver import Browser, skip_unless_browser
 from tests.helpers import LOSS_BOUND, ServerSide, all_once_across_a_drop
 from tests.helpers.workers import Drop, side_for_param
 from tests.interop.nodeclient import JS_DIR
@@ -86,12 +86,6 @@ async def side(
     skip_unless_browser()
     async with side_for_param(request, tmp_path) as chosen:
         yield chosen
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with open_browser() as opened:
-        yield opened
 
 
 async def anycable_page(browser: Browser, origin: str, room: str) -> None:

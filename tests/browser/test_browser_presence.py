@@ -7,19 +7,12 @@ leave announces one leave, at once."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser.browser_driver import (
-    Browser,
-    BrowserServer,
-    open_browser,
-    skip_unless_browser,
-)
+from tests.browser.browser_driver import Browser, BrowserServer
 from tests.interop.nodeclient import ANYCABLE_DRIVER, open_ac_client
 from trio_cable.client import Message, PresenceChanged, open_cable_client
 
@@ -42,19 +35,6 @@ JOIN_IN_PAGE = """(async () => {
 INFO_IN_PAGE = "window.presenceSub.presence.info()"
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[BrowserServer]:
-    skip_unless_browser()
-    with BrowserServer(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with open_browser() as opened:
-        yield opened
-
-
 async def next_change(sub: Any) -> PresenceChanged:
     while True:
         event = await sub.receive_event()
@@ -63,10 +43,10 @@ async def next_change(sub: Any) -> PresenceChanged:
 
 
 async def test_cable_js_anycable_web_and_python_share_one_presence(
-    server: BrowserServer, browser: Browser
+    fresh_server: BrowserServer, browser: Browser
 ) -> None:
     async with AsyncExitStack() as stack:
-        client = await stack.enter_async_context(open_cable_client(server.url))
+        client = await stack.enter_async_context(open_cable_client(fresh_server.url))
         py = await stack.enter_async_context(
             client.subscribe("PresenceProbeChannel", room="three")
         )
@@ -75,14 +55,14 @@ async def test_cable_js_anycable_web_and_python_share_one_presence(
             "join", "py", {"from": "python"}
         )
 
-        await browser.open("tab1", server.http_url("/test/element?room=unused"))
+        await browser.open("tab1", fresh_server.http_url("/test/element?room=unused"))
         assert await browser.evaluate("tab1", JOIN_IN_PAGE) is True
         assert await next_change(py) == PresenceChanged(
             "join", "ann", {"from": "chromium"}
         )
 
         node = await stack.enter_async_context(open_ac_client(driver=ANYCABLE_DRIVER))
-        await node.send({"cmd": "connect", "url": server.url})
+        await node.send({"cmd": "connect", "url": fresh_server.url})
         await node.send(
             {
                 "cmd": "subscribe",
@@ -111,7 +91,7 @@ async def test_cable_js_anycable_web_and_python_share_one_presence(
         await node.expect({"event": "presence", "data": {"type": "leave", "id": "ann"}})
         # Only one leave was announced (a broadcast made after it is the
         # next thing the Python client sees).
-        await server.broadcast("presence-probe:three", {"marker": 1})
+        await fresh_server.broadcast("presence-probe:three", {"marker": 1})
         while True:
             event = await py.receive_event()
             assert not isinstance(event, PresenceChanged), event

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.browser.browser_driver import Browser, open_browser, skip_unless_browser
+from tests.browser.browser_driver import Browser, skip_unless_browser
 from tests.helpers import (
     LOSS_BOUND,
     RawClient,
@@ -59,12 +59,6 @@ async def side(
     skip_unless_browser()
     async with side_for_param(request, tmp_path) as chosen:
         yield chosen
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with open_browser() as opened:
-        yield opened
 
 
 #: Subscribes FeedChannel (room ROOM) with a cable of its own; what it gets

@@ -36,6 +36,7 @@ from tests.helpers import (
     FrameCaches,
     RawClient,
     cmd,
+    drop_stale_deadlines,
     fuzz_cable,
     memory_growth,
     read_broadcasts,
@@ -195,10 +196,7 @@ async def quiesce(
 ) -> tuple[int, tracemalloc.Snapshot]:
     """Task count and traced memory once every client has gone."""
     tasks = await settle(cable, idle)
-    # trio drops the deadlines of exited cancel scopes lazily, when they
-    # pass: let the longest server timeout (connect_timeout, 10 s) pass so
-    # those scopes are not counted.
-    await trio.sleep(10.5)
+    await drop_stale_deadlines()  # the handshakes' exited scopes
     return tasks, traced(caches)
 
 

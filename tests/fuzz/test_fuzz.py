@@ -189,7 +189,12 @@ async def garbage_socket(
 
 
 async def hostile(
-    port: int, seed: int, frames: int, seen: Counter[str], garbage_every: int
+    port: int,
+    seed: int,
+    frames: int,
+    seen: Counter[str],
+    garbage_every: int,
+    progress: Counter[str],
 ) -> int:
     """One hostile connection sending ``frames`` hostile frames, reading
     what comes back; every ``garbage_every`` frames it also opens a socket
@@ -239,6 +244,7 @@ async def hostile(
                 for payload, opcode in batch[: frames - sent]:
                     assert await client.send_raw(ws_frame(payload, opcode))
                     sent += 1
+                    progress["frames"] += 1
                     if sent % garbage_every == 0:
                         if rng.random() < 0.3:
                             data, definite = rng.choice(HANDSHAKE_GARBAGE)
@@ -270,16 +276,25 @@ async def fuzz_round(
         readers = await subscribers(stack, port, good)
         done = trio.Event()
         sent: list[int] = []
+        progress: Counter[str] = Counter()
 
         async def broadcaster() -> None:
+            # One broadcast per 10 hostile frames, at most one per 5 ms: the
+            # feed keeps pace with the attack. (Paced by the clock alone, a
+            # round slowed by a loaded machine made ever more broadcasts to
+            # 13 receivers, each slowing it further: 214 s once.)
             nonlocal broadcasts
             while not done.is_set():
                 await cable.broadcast("room", {"i": broadcasts, "pad": "x" * 100})
                 broadcasts += 1
                 await trio.sleep(0.005)
+                while broadcasts * 10 > progress["frames"] and not done.is_set():
+                    await trio.sleep(0.005)
 
         async def attack(i: int) -> None:
-            sent.append(await hostile(port, i, frames_each, seen, garbage_every))
+            sent.append(
+                await hostile(port, i, frames_each, seen, garbage_every, progress)
+            )
 
         # A loss bound: a round takes 10-40 s on a loaded 2-core machine
         # under tracemalloc (and has taken over 60 s with a CPU hog beside).

@@ -10,7 +10,9 @@ imports another's.
 - :mod:`.waiting`: :func:`wait_until` and its loss bound;
 - :mod:`.tasks`: the task-tree walker;
 - :mod:`.ports`: :func:`free_port`, for servers in another process;
-- :mod:`.redis_server`: a real redis-server per test;
+- :mod:`.redis_server`: a real redis-server per test, killed under a
+  running cable (:func:`redis_killed`), and the check that a stopped cable
+  left nothing in it (:func:`assert_nothing_left`);
 - :mod:`.tcp_proxy`: :func:`tcp_proxy`, a network a test can cut;
 - :mod:`.recovery`: numbered broadcasts across a dropped connection, each
   received once, in order, for any client (:func:`all_once_across_a_drop`);
@@ -29,6 +31,7 @@ from tests.helpers.fuzzing import (
     ROOM,
     FrameCaches,
     cmd,
+    drop_stale_deadlines,
     fuzz_cable,
     memory_growth,
     read_broadcasts,
@@ -47,7 +50,9 @@ from tests.helpers.recovery import (
 )
 from tests.helpers.redis_server import (
     RedisServer,
+    assert_nothing_left,
     redis_available,
+    redis_killed,
     redis_server,
     redis_threads,
 )
@@ -86,12 +91,14 @@ __all__ = [
     "WireFrame",
     "all_once_across_a_drop",
     "all_tasks",
+    "assert_nothing_left",
     "broadcast_numbered",
     "cmd",
     "code_blocks",
     "command",
     "cut_between",
     "doc_tests",
+    "drop_stale_deadlines",
     "free_port",
     "fuzz_cable",
     "load_doc",
@@ -99,6 +106,7 @@ __all__ = [
     "raw_connect",
     "read_broadcasts",
     "redis_available",
+    "redis_killed",
     "redis_server",
     "redis_threads",
     "served",

@@ -11,11 +11,17 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
 
 from tests.helpers.ports import free_port
+from tests.helpers.waiting import wait_until
+
+if TYPE_CHECKING:
+    from trio_cable import Cable
+    from trio_cable._redis import RedisBridge
 
 
 class RedisServer:
@@ -106,6 +112,26 @@ def redis_threads() -> list[threading.Thread]:
                 break
             frame = frame.f_back
     return busy
+
+
+async def redis_killed(server: RedisServer, cable: Cable) -> RedisBridge:
+    """Kill ``server`` and wait until the bridge of ``cable`` (running)
+    knows Redis is away; returns the bridge."""
+    bridge = cable.bridge
+    assert bridge is not None
+    server.kill()
+    await wait_until(lambda: not bridge.connected)
+    return bridge
+
+
+def assert_nothing_left(server: RedisServer) -> None:
+    """After a cable stopped: no connection of ours in ``server``'s client
+    list (it is started again if a test killed it) and no thread running
+    redis-py or our Redis code."""
+    if server.process is None:
+        server.start()
+    assert server.bridge_connections() == []
+    assert redis_threads() == []
 
 
 def redis_available() -> bool:

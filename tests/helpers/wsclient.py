@@ -228,7 +228,7 @@ class RawClient:
         """Subscribe and wait for the confirmation; returns the frames
         before it (the welcome, what ``subscribed()`` transmitted)."""
         await self.send_text(command("subscribe", identifier))
-        before = []
+        before: list[Frame] = []
         while (frame := await self.receive()) is not None:
             if frame.get("identifier") == identifier and "type" in frame:
                 assert frame["type"] == "confirm_subscription", frame

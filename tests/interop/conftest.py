@@ -1,4 +1,5 @@
-"""Fixtures for the interop tests: chat_app server processes of each kind.
+"""Fixtures for the interop tests: chat_app server processes of each kind,
+and ``_node``, which skips a test where Node.js is missing.
 
 ``cable_server`` is one server per kind for the whole session (tests use
 their own rooms, so they do not see each other); ``fresh_server`` is a
@@ -19,7 +20,15 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from tests.interop.nodeclient import skip_unless_node  # noqa: E402
 from tests.interop.servers import SERVER_KINDS, ServerKind, ServerProcess  # noqa: E402
+
+
+@pytest.fixture
+def _node() -> None:
+    """Skips the test unless Node.js and js/'s npm packages are here; the
+    modules that drive a Node client name it in their ``pytestmark``."""
+    skip_unless_node()
 
 
 @pytest.fixture(scope="session", params=SERVER_KINDS)

@@ -38,7 +38,6 @@ from tests.interop.nodeclient import (
     ANYCABLE_DRIVER,
     NodeClient,
     open_ac_client,
-    skip_unless_node,
 )
 from tests.interop.servers import SERVER_KINDS, ServerKind, ServerProcess
 from trio_cable import Cable, Channel
@@ -47,12 +46,7 @@ from trio_cable.asgi import CableApp
 EXT = "actioncable-v1-ext-json"
 PLAIN = "actioncable-v1-json"
 
-pytestmark = pytest.mark.usefixtures("_node")
-
-
-@pytest.fixture
-def _node() -> None:
-    skip_unless_node()
+pytestmark = [pytest.mark.node, pytest.mark.usefixtures("_node")]
 
 
 def feed_cable(**options: Any) -> Cable:

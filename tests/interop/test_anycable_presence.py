@@ -17,16 +17,10 @@ from tests.interop.nodeclient import (
     ANYCABLE_DRIVER,
     NodeClient,
     open_ac_client,
-    skip_unless_node,
 )
 from trio_cable import Cable, Channel, PresenceEvent
 
-pytestmark = pytest.mark.usefixtures("_node")
-
-
-@pytest.fixture
-def _node() -> None:
-    skip_unless_node()
+pytestmark = [pytest.mark.node, pytest.mark.usefixtures("_node")]
 
 
 def room_cable(**options: float) -> Cable:

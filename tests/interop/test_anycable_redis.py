@@ -33,15 +33,9 @@ from tests.interop.nodeclient import (
     ANYCABLE_DRIVER,
     NodeClient,
     open_ac_client,
-    skip_unless_node,
 )
 
-pytestmark = pytest.mark.usefixtures("_node")
-
-
-@pytest.fixture
-def _node() -> None:
-    skip_unless_node()
+pytestmark = [pytest.mark.node, pytest.mark.usefixtures("_node")]
 
 
 @asynccontextmanager

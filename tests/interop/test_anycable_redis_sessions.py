@@ -38,16 +38,12 @@ from tests.interop.nodeclient import (
     ANYCABLE_DRIVER,
     NodeClient,
     open_ac_client,
-    skip_unless_node,
 )
 from tests.interop.servers import ServerKind, ServerProcess
 
 NOTES = '{"channel":"NotesChannel","room":"x"}'
 
-
-@pytest.fixture(autouse=True)
-def _node() -> None:
-    skip_unless_node()
+pytestmark = [pytest.mark.node, pytest.mark.usefixtures("_node")]
 
 
 @contextmanager

@@ -21,14 +21,10 @@ from tests.interop.nodeclient import (
     ANYCABLE_DRIVER,
     NodeClient,
     open_ac_client,
-    skip_unless_node,
 )
 from trio_cable import Cable, Channel
 
-
-@pytest.fixture(autouse=True)
-def _node() -> None:
-    skip_unless_node()
+pytestmark = [pytest.mark.node, pytest.mark.usefixtures("_node")]
 
 
 def counting_cable(**options: Any) -> tuple[Cable, Counter[str]]:

@@ -20,17 +20,12 @@ from typing import Any
 import pytest
 import trio
 
-from tests.interop.nodeclient import ANYCABLE_DRIVER, open_ac_client, skip_unless_node
+from tests.interop.nodeclient import ANYCABLE_DRIVER, open_ac_client
 from tests.interop.servers import ServerProcess
 
-pytestmark = pytest.mark.node
+pytestmark = [pytest.mark.node, pytest.mark.usefixtures("_node")]
 
 Event = dict[str, Any]
-
-
-@pytest.fixture(autouse=True)
-def _needs_node() -> None:
-    skip_unless_node()
 
 
 def unique(prefix: str) -> str:

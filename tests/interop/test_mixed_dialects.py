@@ -18,17 +18,12 @@ import pytest
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
-from tests.interop.nodeclient import NodeClient, open_ac_client, skip_unless_node
+from tests.interop.nodeclient import NodeClient, open_ac_client
 from tests.interop.servers import ServerProcess
 
-pytestmark = pytest.mark.node
+pytestmark = [pytest.mark.node, pytest.mark.usefixtures("_node")]
 
 GUIDE = "proper-channels-v1-json"
-
-
-@pytest.fixture(autouse=True)
-def _needs_node() -> None:
-    skip_unless_node()
 
 
 @asynccontextmanager

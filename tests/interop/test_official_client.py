@@ -24,12 +24,12 @@ from typing import Any
 import pytest
 import trio
 
-from tests.interop.nodeclient import NodeClient, open_ac_client, skip_unless_node
+from tests.interop.nodeclient import NodeClient, open_ac_client
 from tests.interop.protocol_cases import bad_frames
 from tests.interop.servers import ServerProcess
 from trio_cable.client import open_cable_client
 
-pytestmark = pytest.mark.node
+pytestmark = [pytest.mark.node, pytest.mark.usefixtures("_node")]
 
 Event = dict[str, Any]
 
@@ -39,11 +39,6 @@ RESUBSCRIBE_WINDOW = 1.6
 WELCOME = {"type": "welcome"}
 UNAUTHORIZED = {"type": "disconnect", "reason": "unauthorized", "reconnect": False}
 SERVER_RESTART = {"type": "disconnect", "reason": "server_restart", "reconnect": True}
-
-
-@pytest.fixture(autouse=True)
-def _needs_node() -> None:
-    skip_unless_node()
 
 
 @pytest.fixture

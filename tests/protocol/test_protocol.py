@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -165,6 +166,23 @@ def test_payload_is_compact_unicode_json() -> None:
     assert encode_payload({"m": "é", "n": [1, 2]}) == '{"m":"é","n":[1,2]}'
     with pytest.raises(ValueError, match="Out of range"):
         encode_payload(float("nan"))
+
+
+def test_payload_encoding_refuses_what_json_refuses() -> None:
+    """The one encoder kept for every call (no circular-reference
+    markers) still names a cycle, and fails nothing it should not."""
+    looped: list[Any] = []
+    looped.append(looped)
+    with pytest.raises(ValueError, match="Circular reference"):
+        encode_payload({"a": looped})
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        encode_payload({"a": object()})
+    with pytest.raises(TypeError, match="keys must be"):
+        encode_payload({(1, 2): 1})
+    shared = [1]
+    assert encode_payload([shared, shared]) == "[[1],[1]]"  # not a cycle
+    assert encode_payload({"k": {"u": "\ud800"}}) == '{"k":{"u":"\\ud800"}}'
+    assert encode_payload("s") == '"s"'
 
 
 def test_subprotocol_selection() -> None:

@@ -9,9 +9,13 @@ not left hanging), at most ``max_handshakes`` are under way at once
 the handshake timeout (``connect_timeout``). These hold for both
 transports of ``serve_cable``: the direct one reads handshakes itself,
 and trio-websocket reads each when the serving path asks for it.
-Hypercorn reads them before the cable sees them (see docs/security.md).
-Running out of file descriptors is the direct transport's accept loop
-(trio-websocket's is ``trio.serve_listeners``).
+Hypercorn reads them before the cable sees them: its keep-alive timer
+(``keep_alive_timeout``, 5 s by default) drops a socket whose request
+head is unfinished, and the cable serves everyone else meanwhile (see
+docs/security.md).
+Running out of file descriptors: both transports accept through loops of
+ours that back off and log once (trio's ``serve_listeners``, which
+trio-websocket used before, retried every 0.1 s and logged each failure).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from tests.helpers import (
     RawClient,
     Transport,
     served,
+    served_on,
     task_count,
     wait_until,
 )
@@ -82,6 +87,30 @@ async def test_handshakes_under_way_count_against_max_connections(
         await wait_until(lambda: task_count() <= tasks and open_fds() <= fds)
 
 
+async def test_hypercorn_drops_unfinished_handshakes() -> None:
+    """Behind Hypercorn the handshake is Hypercorn's: sockets that never
+    finish their request are closed by its keep-alive timer (the cable
+    never sees them), and a real client is served meanwhile."""
+    cable = hostile_cable()
+    keep_alive = 1.0
+    async with (
+        served_on(
+            cable, "hypercorn", hypercorn={"keep_alive_timeout": keep_alive}
+        ) as port,
+        canary_feed(cable, port),
+    ):
+        tasks, fds = task_count(), open_fds()
+        async with AsyncExitStack() as stack:
+            slow = [await trickle(stack, port) for _ in range(50)]
+            started = trio.current_time()
+            assert await status_of(port) == 101  # served beside them
+            with trio.fail_after(keep_alive + LOSS_BOUND):
+                for client in slow:
+                    assert await client.read_to_eof() == b""  # dropped
+            assert trio.current_time() - started >= keep_alive * 0.9
+        await wait_until(lambda: task_count() <= tasks and open_fds() <= fds)
+
+
 async def test_past_max_handshakes_new_sockets_are_closed_at_once(
     caplog: pytest.LogCaptureFixture, transport: Transport
 ) -> None:
@@ -109,13 +138,13 @@ async def test_past_max_handshakes_new_sockets_are_closed_at_once(
 
 
 async def test_out_of_file_descriptors_backs_off_and_logs_once(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, transport: Transport
 ) -> None:
     cable = hostile_cable()
     clients = 30
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with caplog.at_level(logging.INFO, "trio_cable"):
-        async with served(cable) as port, AsyncExitStack() as stack:
+        async with served(cable, transport) as port, AsyncExitStack() as stack:
             socks = []
             for _ in range(clients):  # the descriptors, before the limit
                 sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -145,6 +174,7 @@ async def test_out_of_file_descriptors_backs_off_and_logs_once(
     [summary] = [
         r.getMessage() for r in caplog.records if "more like it" in r.getMessage()
     ]
+    print(f"{transport}: {summary}")
     more = int(summary.split()[2])
     # Backing off from 0.05 s doubling to 1 s: about 6 tries in 2 s (a
     # fixed 0.1 s retry made 20).

@@ -12,6 +12,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests.helpers.waiting import wait_until
 from trio_cable import Cable, Channel, PresenceEvent
 from trio_cable.testing import cable_test_client, identifier_for
 
@@ -39,6 +40,13 @@ def make_cable(**options: Any) -> Cable:
 
         async def subscribed(self) -> None:
             self.stream_from("quiet", presence=True)
+
+    @cable.channel
+    class Silent(Channel):
+        presence_events = False
+
+        async def subscribed(self) -> None:
+            self.stream_from(f"room:{self.params['room']}", presence=True)
 
     @cable.channel
     class Plain(Channel):
@@ -184,6 +192,47 @@ async def test_a_dropped_connection_leaves_after_the_grace(
             ("join", "room:r1", "a", {"name": "A"}),
             ("leave", "room:r1", "a", None),
         ]
+
+
+async def test_events_nobody_here_takes_are_not_broadcast() -> None:
+    """Subscriptions that take no events (``presence_events = False``,
+    as large audiences have): while nobody here listens, a join or leave
+    is not broadcast at all; the hooks still run, one id held by two
+    tabs still joins once and leaves after the last, and a subscriber
+    that does listen gets the next event."""
+    cable = make_cable(presence_grace=0)
+    silent = identifier_for("Silent", room="r1")
+    events: list[tuple[str, str]] = []
+    cable.on_presence(lambda event: events.append((event.type, event.id)))
+    async with (
+        cable.running(),
+        cable_test_client(cable, subprotocols=EXT) as tab1,
+        cable_test_client(cable, subprotocols=EXT) as tab2,
+        cable_test_client(cable, subprotocols=EXT) as other,
+    ):
+        for client in (tab1, tab2, other):
+            await client.subscribe("Silent", room="r1")
+        await tab1.send_raw(join(silent, "a", 1))
+        await tab2.send_raw(join(silent, "a", 2))
+        await other.send_raw(join(silent, "b"))
+        await wait_until(lambda: len(events) == 2)
+        await tab1.send_raw(simple("leave", silent))  # tab2 still holds a
+        await tab2.send_raw(simple("presence", silent))
+        while (frame := await tab2.receive()).get("type") != "presence":
+            pass
+        assert frame["message"]["records"] == [
+            {"id": "a", "info": 2},
+            {"id": "b", "info": None},
+        ]
+        await tab2.unsubscribe("Silent", room="r1")
+        await wait_until(lambda: len(events) == 3)
+        assert events == [("join", "a"), ("join", "b"), ("leave", "a")]
+        assert cable.stats()["broadcasts"] == 0
+        async with cable_test_client(cable, subprotocols=EXT) as watcher:
+            await watcher.subscribe("Room", room="r1")
+            await other.unsubscribe("Silent", room="r1")
+            assert await next_presence(watcher) == {"type": "leave", "id": "b"}
+        assert cable.stats()["broadcasts"] == 1
 
 
 async def test_server_side_join_and_async_hooks() -> None:

@@ -13,7 +13,14 @@ import pytest
 import trio
 import trio.testing
 
-from tests.helpers import LOSS_BOUND, RedisServer, redis_threads, wait_until
+from tests.helpers import (
+    LOSS_BOUND,
+    RedisServer,
+    assert_nothing_left,
+    redis_killed,
+    redis_threads,
+    wait_until,
+)
 from trio_cable import Cable, CableError, Channel, RedisCable, redis_broadcast
 from trio_cable.testing import TestClient, cable_test_client, identifier_for
 
@@ -52,6 +59,29 @@ async def two_processes(url: str) -> AsyncIterator[tuple[Cable, Cable]]:
     a, b = make_cable(url), make_cable(url)
     async with a.running(), b.running():
         yield a, b
+
+
+@asynccontextmanager
+async def in_an_outage(
+    redis_server: RedisServer, a: Cable, b: Cable
+) -> AsyncIterator[TestClient]:
+    """``a`` and ``b`` running, a client of each subscribed to ``room:r``,
+    one broadcast received by both; then Redis killed and ``a`` knowing it.
+    Yields ``b``'s client. (The broadcast before: after the outage the
+    bridge waits, 5 s at most, for as many processes to be back as
+    received it.)"""
+    async with (
+        a.running(),
+        b.running(),
+        cable_test_client(a) as wa,
+        cable_test_client(b) as wb,
+    ):
+        await subscribe(wa, "r")
+        await subscribe(wb, "r")
+        await a.broadcast("room:r", {"n": -1})
+        assert await next_message(wa) == await next_message(wb) == {"n": -1}
+        await redis_killed(redis_server, a)
+        yield wb
 
 
 async def test_broadcasts_reach_every_subscriber_exactly_once(
@@ -164,8 +194,7 @@ async def test_redis_killed_and_restarted_mid_stream(
 async def test_buffer_bound_drops_oldest_and_counts(redis_server: RedisServer) -> None:
     cable = make_cable(redis_server.url, redis_buffer=3)
     async with cable.running():
-        redis_server.kill()
-        await wait_until(lambda: not cable.stats()["redis"]["connected"])
+        await redis_killed(redis_server, cable)
         for n in range(5):
             await cable.broadcast("room:z", {"n": n})
         stats = cable.stats()["redis"]
@@ -194,8 +223,7 @@ async def test_shutdown_is_prompt_and_leaves_nothing(
             await subscribe(ws, "s")
         await wait_until(redis_server.bridge_connections)
         if situation != "normal":
-            redis_server.kill()
-            await wait_until(lambda: not cable.stats()["redis"]["connected"])
+            await redis_killed(redis_server, cable)
             # let it go into backoff and retry at least once
             await trio.sleep(0.3)
         if situation == "pending_buffer":
@@ -211,10 +239,7 @@ async def test_shutdown_is_prompt_and_leaves_nothing(
     # waited for its thread to time out would take
     assert elapsed < 1.0
     assert not cable.is_running
-    if redis_server.process is None:
-        redis_server.start()
-    assert redis_server.bridge_connections() == []
-    assert redis_threads() == []
+    assert_nothing_left(redis_server)
 
 
 async def test_shutdown_during_a_long_backoff(
@@ -287,20 +312,7 @@ async def test_delivery_resumes_soon_after_a_long_outage(
     about a second of Redis, and what was dropped is counted and logged
     once."""
     a, b = make_cable(redis_server.url, redis_buffer=100), make_cable(redis_server.url)
-    async with (
-        a.running(),
-        b.running(),
-        cable_test_client(a) as wa,
-        cable_test_client(b) as wb,
-    ):
-        await subscribe(wa, "r")
-        await subscribe(wb, "r")
-        # One broadcast before: after the outage the bridge waits (5 s at
-        # most) for as many processes to be back as received it.
-        await a.broadcast("room:r", {"n": -1})
-        assert await next_message(wa) == await next_message(wb) == {"n": -1}
-        redis_server.kill()
-        await wait_until(lambda: not a.stats()["redis"]["connected"])
+    async with in_an_outage(redis_server, a, b) as wb:
         down = trio.current_time()
         n = 0
         while trio.current_time() - down < 5.0:  # 200 broadcasts a second
@@ -341,18 +353,7 @@ async def test_a_20_s_outage_under_a_2000_per_second_storm(
     # outbox holds 1,024 by default (one that reads them as fast as they
     # come keeps up; this in-process one may not, and be cut as too_slow).
     b = make_cable(redis_server.url, max_outbox_frames=2 * buffer)
-    async with (
-        a.running(),
-        b.running(),
-        cable_test_client(a) as wa,
-        cable_test_client(b) as wb,
-    ):
-        await subscribe(wa, "r")
-        await subscribe(wb, "r")
-        await a.broadcast("room:r", {"n": -1})
-        assert await next_message(wa) == await next_message(wb) == {"n": -1}
-        redis_server.kill()
-        await wait_until(lambda: not a.stats()["redis"]["connected"])
+    async with in_an_outage(redis_server, a, b) as wb:
         down = trio.current_time()
         n = 0
         while (elapsed := trio.current_time() - down) < 20.0:

@@ -22,8 +22,9 @@ import trio.testing
 from tests.helpers import (
     LOSS_BOUND,
     RedisServer,
+    assert_nothing_left,
     load_doc,
-    redis_threads,
+    redis_killed,
     wait_until,
 )
 from trio_cable import Cable, Channel, HistoryPolicy, RedisCable
@@ -306,10 +307,7 @@ async def test_while_redis_is_away_history_streams_wait_and_come_in_order(
         await subscribe(client, identifier=identifier_for("Typing"))
         await cable.broadcast("feed:x", {"n": 0})
         [before] = await messages(client, 1)
-        bridge = cable.bridge
-        assert bridge is not None
-        redis_server.kill()
-        await wait_until(lambda: not bridge.connected)
+        bridge = await redis_killed(redis_server, cable)
         for n in range(1, 4):
             await cable.broadcast("feed:x", {"n": n})
         await cable.broadcast("plain", {"plain": True})
@@ -345,10 +343,7 @@ async def test_shutdown_is_prompt_and_leaves_nothing(
             await messages(client, 1)
         await wait_until(lambda: len(redis_server.bridge_connections()) >= 3)
         if situation == "redis_down":
-            redis_server.kill()
-            bridge = cable.bridge
-            assert bridge is not None
-            await wait_until(lambda: not bridge.connected)
+            bridge = await redis_killed(redis_server, cable)
             for n in range(100):
                 await cable.broadcast("feed:x", {"n": n})
             await wait_until(lambda: not bridge.writing)  # it tried, and retries
@@ -359,10 +354,7 @@ async def test_shutdown_is_prompt_and_leaves_nothing(
     # reader's 2 s and the writer's 5 s socket timeouts, which a shutdown
     # waiting on a stuck thread would take
     assert elapsed < 1.0
-    if redis_server.process is None:
-        redis_server.start()
-    assert redis_server.bridge_connections() == []
-    assert redis_threads() == []
+    assert_nothing_left(redis_server)
 
 
 async def test_a_gap_this_worker_did_not_hear_is_read_from_redis(
@@ -423,10 +415,7 @@ async def test_past_the_buffer_the_oldest_waiting_are_dropped_and_counted(
     cable = make_cable(redis_server.url, redis_buffer=3)
     async with cable.running(), client_of(cable) as client:
         await subscribe(client)
-        bridge = cable.bridge
-        assert bridge is not None
-        redis_server.kill()
-        await wait_until(lambda: not bridge.connected)
+        bridge = await redis_killed(redis_server, cable)
         await cable.broadcast("feed:x", {"n": 0})
         await wait_until(lambda: not bridge.writing)  # it tried and put it back
         for n in range(1, 5):

@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import re
 import resource
 import signal
-import subprocess
 import sys
 import threading
 import traceback
@@ -43,6 +40,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_st
 
 import trio_cable
 from tests.helpers import RawClient, Transport, all_tasks, wait_until
+from tests.helpers.hypercorn_proc import hypercorn_process, read_all
 from trio_cable import Cable, Channel, serve_cable
 from trio_cable.testing import cable_test_client, identifier_for
 
@@ -504,51 +502,7 @@ def peer_of(client: RawClient) -> tuple[str, int]:
 # cancellation is what sends ``server_restart``. The ASGI lifespan shutdown
 # comes only after every connection has ended.
 HYPERCORN_GRACE = 1  # --graceful-timeout, an int on the command line
-
-
-@asynccontextmanager
-async def hypercorn_server(*args: str) -> AsyncIterator[tuple[trio.Process, int]]:
-    """``hypercorn --worker-class trio tests/server/shutdown_app.py:app`` on a free
-    port; yields the process (the master, in its own process group) and
-    the port. Killed with its worker if still running at the end."""
-    command = [
-        sys.executable,
-        "-m",
-        "hypercorn",
-        "--worker-class",
-        "trio",
-        "--bind",
-        "127.0.0.1:0",
-        *args,
-        f"{HERE / 'shutdown_app.py'}:app",
-    ]
-    proc = await trio.lowlevel.open_process(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # the master and its worker: one group
-    )
-    try:
-        assert proc.stderr is not None
-        log = b""
-        with trio.fail_after(15):
-            while (found := re.search(rb"Running on http://[\d.]+:(\d+)", log)) is None:
-                chunk = await proc.stderr.receive_some(4096)
-                assert chunk, f"hypercorn did not start:\n{log.decode()}"
-                log += chunk
-        yield proc, int(found.group(1))
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with trio.CancelScope(shield=True):
-                await proc.wait()
-
-
-async def read_all(stream: trio.abc.ReceiveStream | None, into: bytearray) -> None:
-    assert stream is not None
-    while chunk := await stream.receive_some(65536):
-        into += chunk
+SHUTDOWN_APP = f"{HERE / 'shutdown_app.py'}:app"
 
 
 @pytest.mark.parametrize("storm", [0, 50])
@@ -567,7 +521,7 @@ async def test_hypercorn_sigterm_sends_server_restart_to_200_clients(
     flags = ("--graceful-timeout", grace, "--backlog", "1024")
     with trio.fail_after(30):
         async with (
-            hypercorn_server(*flags) as (proc, port),
+            hypercorn_process(SHUTDOWN_APP, *flags) as (proc, port),
             trio.open_nursery() as nursery,
         ):
             nursery.start_soon(read_all, proc.stdout, stdout)
@@ -658,7 +612,7 @@ async def test_hypercorn_sigterm_under_a_storm_tells_1000_clients(
     flags = ("--graceful-timeout", str(HYPERCORN_GRACE), "--backlog", "2048")
     with trio.fail_after(120):
         async with (
-            hypercorn_server(*flags) as (proc, port),
+            hypercorn_process(SHUTDOWN_APP, *flags) as (proc, port),
             trio.open_nursery() as nursery,
         ):
             nursery.start_soon(read_all, proc.stdout, stdout)

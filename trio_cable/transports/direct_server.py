@@ -8,17 +8,22 @@ serving path; :func:`accept_forever` runs the accept loops.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Final
 
 import trio
 
-from .._logsummary import LogSummary
 from ..protocol.wsframe import FrameCache
+from .accepting import (
+    ACCEPT_CAPACITY_ERRNOS,
+    IGNORABLE_ACCEPT_ERRNOS,
+    AcceptBackoff,
+    accept_streams,
+)
 from .direct import DirectTransport
 from .direct_handshake import DirectHandshake
 from .inbound import InputLimits
@@ -30,38 +35,8 @@ log = logging.getLogger("trio_cable.direct")
 
 #: Connections accepted per wake-up of the listening socket, at most.
 ACCEPT_BATCH: Final = 128
-#: accept() errors that mean "out of descriptors or memory": wait, retry.
-_ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
-    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-)
-#: accept() errors about one connection that already went away.
-_IGNORABLE_ACCEPT_ERRNOS: Final = frozenset(
-    {errno.ECONNABORTED, errno.EPERM, errno.EPROTO}
-)
 #: The name of every connection's task (trio would format one per task).
 _CONN_TASK: Final = "trio_cable.direct.connection"
-#: Waits after accept() ran out of descriptors: doubling, up to the last.
-ACCEPT_BACKOFF: Final = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0)
-
-
-class _Backoff:
-    """How long to wait after each capacity error in a row, and one log
-    line (and a summary every 10 s) for the whole run of them."""
-
-    def __init__(self) -> None:
-        self.errors = 0
-        self.log = LogSummary(log, logging.ERROR)
-
-    async def wait(self, exc: OSError) -> None:
-        delay = ACCEPT_BACKOFF[min(self.errors, len(ACCEPT_BACKOFF) - 1)]
-        self.errors += 1
-        self.log.event("accept_failed", "accept failed (%s); backing off", exc)
-        await trio.sleep(delay)
-
-    def reset(self) -> None:
-        if self.errors:
-            self.errors = 0
-            self.log.flush()
 
 
 class DirectAcceptor:
@@ -139,8 +114,9 @@ async def accept_forever(
     """Accept on every listener; each connection is a task in one nursery.
 
     A plain TCP listener is served by :func:`_accept_sockets` (stdlib
-    sockets straight from ``accept()``); any other (TLS) by trio's own
-    ``accept()``. Listeners are closed at the end, as
+    sockets straight from ``accept()``); any other (TLS) by
+    :func:`~.accepting.accept_streams`. Both back off when out of file
+    descriptors. Listeners are closed at the end, as
     ``trio.serve_listeners`` does.
     """
     async with trio.open_nursery() as nursery:
@@ -148,7 +124,17 @@ async def accept_forever(
             if type(listener) is trio.SocketListener:
                 nursery.start_soon(_accept_sockets, listener, acceptor, nursery)
             else:
-                nursery.start_soon(_accept_streams, listener, acceptor, nursery)
+                nursery.start_soon(
+                    partial(
+                        accept_streams,
+                        listener,
+                        acceptor.serve_stream,
+                        nursery,
+                        log=log,
+                        refuse=acceptor.refuse,
+                        name=_CONN_TASK,
+                    )
+                )
         task_status.started(listeners)
 
 
@@ -162,7 +148,7 @@ async def _accept_sockets(
         # accepted sockets come back as stdlib sockets.
         lsock = socket.socket(fileno=os.dup(listener.socket.fileno()))
         lsock.setblocking(False)
-        backoff = _Backoff()
+        backoff = AcceptBackoff(log)
         try:
             while True:
                 await trio.lowlevel.wait_readable(lsock)
@@ -172,9 +158,9 @@ async def _accept_sockets(
                     except BlockingIOError:
                         break
                     except OSError as exc:
-                        if exc.errno in _IGNORABLE_ACCEPT_ERRNOS:
+                        if exc.errno in IGNORABLE_ACCEPT_ERRNOS:
                             continue
-                        if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                        if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
                             raise
                         await backoff.wait(exc)
                         break
@@ -201,33 +187,6 @@ def _tcp_options(sock: socket.socket) -> None:
     if hasattr(socket, "TCP_NOTSENT_LOWAT"):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 1 << 14)
-
-
-async def _accept_streams(
-    listener: trio.abc.Listener[Any], acceptor: DirectAcceptor, nursery: trio.Nursery
-) -> None:
-    backoff = _Backoff()
-    async with listener:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
-                    raise
-                await backoff.wait(exc)
-                continue
-            backoff.reset()
-            if acceptor.refuse():
-                await trio.aclose_forcefully(stream)
-                continue
-            nursery.start_soon(_serve_stream, acceptor, stream, name=_CONN_TASK)
-
-
-async def _serve_stream(acceptor: DirectAcceptor, stream: trio.abc.Stream) -> None:
-    try:
-        await acceptor.serve_stream(stream)
-    finally:
-        await trio.aclose_forcefully(stream)
 
 
 def port_of(listener: trio.abc.Listener[Any]) -> int:

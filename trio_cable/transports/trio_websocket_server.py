@@ -2,7 +2,10 @@
 
 trio-websocket's own server answers every request itself, so a plain HTTP
 ``GET`` (stats, metrics: see :mod:`.plain_http`) would never reach us.
-Here the listeners are served with :func:`trio.serve_listeners`; when
+Here the listeners are served by our own accept loop
+(:func:`~.accepting.accept_streams`, which backs off and logs once when
+the process is out of file descriptors, where ``trio.serve_listeners``
+retries every 0.1 s and logs each failure); when
 there are HTTP routes, each request's head is read first, a plain ``GET``
 of one of their paths is answered, and anything else is handed to
 trio-websocket (:func:`trio_websocket.wrap_server_stream`) with the bytes
@@ -19,6 +22,7 @@ each client to the input limits of the direct transport.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, Final
@@ -26,6 +30,7 @@ from typing import Any, Final
 import trio
 from trio_websocket import WebSocketRequest, wrap_server_stream
 
+from .accepting import accept_streams
 from .gate import InputGate
 from .inbound import InputLimits
 from .plain_http import HTTPRoutes, plain_get_response
@@ -33,9 +38,13 @@ from .trio_websocket import WebSocketHandshake
 
 __all__ = ["ReplayStream", "read_request_head", "serve_trio_websocket"]
 
+log = logging.getLogger("trio_cable.trio_websocket")
+
 #: The most of a request's head read before it is handed on as it is
 #: (h11, under trio-websocket, refuses longer heads itself).
 MAX_HEAD: Final = 16 * 1024
+#: The name of every connection's task (trio would format one per task).
+_CONN_TASK: Final = "trio_cable.trio_websocket.connection"
 #: What trio-websocket reads at a time.
 _RECEIVE_BYTES: Final = 4 * 1024
 
@@ -113,9 +122,6 @@ async def serve_trio_websocket(
     input_limits = limits or InputLimits()
 
     async def serve_stream(stream: trio.abc.Stream) -> None:
-        if refuse is not None and refuse():
-            await trio.aclose_forcefully(stream)
-            return
         async with trio.open_nursery() as nursery:
             handshake = WebSocketHandshake(
                 partial(_open_request, stream, nursery),
@@ -159,4 +165,17 @@ async def serve_trio_websocket(
         )
         return request, gate
 
-    await trio.serve_listeners(serve_stream, listeners, task_status=task_status)
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(
+                partial(
+                    accept_streams,
+                    listener,
+                    serve_stream,
+                    nursery,
+                    log=log,
+                    refuse=refuse,
+                    name=_CONN_TASK,
+                )
+            )
+        task_status.started(listeners)
