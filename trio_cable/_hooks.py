@@ -4,6 +4,7 @@ a worker thread; hooks with a time limit."""
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from typing import TYPE_CHECKING, Any, Final
 
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 
     from ._channel import Channel
 
-__all__ = ["call", "call_hook"]
+__all__ = ["call", "call_hook", "rescued"]
 
 
 async def call(fn: Callable[..., Any], *args: Any) -> None:
@@ -46,3 +47,26 @@ async def call_hook(channel: Channel, hook: str, limit: float | None = None) -> 
         with trio.move_on_after(math.inf if limit is None else limit) as scope:
             await trio.to_thread.run_sync(fn, channel, limiter=_TAKEN)
     return scope.cancelled_caught
+
+
+async def rescued(
+    channel: Channel, exc: Exception, where: str, log: logging.Logger
+) -> tuple[bool, Any]:
+    """Whether a ``rescue_from`` handler of ``channel`` handled ``exc``,
+    and what it returned. A handler that raises has not handled it (its
+    own error is logged on ``log``, ``where`` naming the subscription):
+    the caller reports ``exc``."""
+    for types, handler in channel._rescuers:
+        if isinstance(exc, types):
+            try:
+                if inspect.iscoroutinefunction(handler):
+                    value = await handler(channel, exc)
+                else:
+                    value = await trio.to_thread.run_sync(handler, channel, exc)
+            except Exception:
+                log.exception(
+                    "%s: the rescue_from handler %s failed", where, handler.__name__
+                )
+                return False, None
+            return True, value
+    return False, None

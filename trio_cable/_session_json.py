@@ -17,7 +17,6 @@ store (``_redis_sessions``) keeps it in its own process instead.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import time
@@ -28,7 +27,7 @@ import trio
 
 from ._current import current_user
 from ._errors import SessionNotPortable
-from ._hooks import call_hook
+from ._hooks import call_hook, rescued
 from ._request import Request
 from ._sessions import KeptSubscription, Session
 from .transports.scope import websocket_scope
@@ -256,24 +255,7 @@ class Orphan:
                     channel, "unsubscribed", options.hook_timeout
                 )
             except Exception as exc:
-                if not await _rescued(channel, exc):
+                if not (await rescued(channel, exc, self.identifier, log))[0]:
                     log.exception("unsubscribed() of %s failed", self.identifier)
         if timed_out or scope.cancelled_caught:
             log.warning("unsubscribed() of %s timed out", self.identifier)
-
-
-async def _rescued(channel: Channel, exc: Exception) -> bool:
-    """Whether a ``rescue_from`` handler of ``channel`` handled ``exc`` (as
-    for a hook on a connection; a handler that raises has not)."""
-    for types, handler in channel._rescuers:
-        if isinstance(exc, types):
-            try:
-                if inspect.iscoroutinefunction(handler):
-                    await handler(channel, exc)
-                else:
-                    await trio.to_thread.run_sync(handler, channel, exc)
-            except Exception:
-                log.exception("the rescue_from handler of %s failed", channel)
-                return False
-            return True
-    return False

@@ -9,7 +9,6 @@ there is such work.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
@@ -19,9 +18,10 @@ import trio
 from ._channel import Channel, ConnectionView, action_for
 from ._errors import ActionError, CableError
 from ._filtered import Filtered
-from ._hooks import call, call_hook
+from ._hooks import call, call_hook, rescued
 from ._presence import SubscriptionPresence, perform
 from ._sessions import KeptSubscription
+from ._timers import Timers
 from .protocol.codec import Message, encode_payload
 from .protocol.ext import History
 from .protocol.presence import presence_id
@@ -92,9 +92,7 @@ class Subscription:
         "_finished",
         "_history",
         "_running",
-        "_timer_scopes",
         "_timers",
-        "_timers_gone",
         "channel",
         "confirmed",
         "connection",
@@ -135,9 +133,7 @@ class Subscription:
         self._finished = False
         # None until used: most subscriptions have no callback nor timer.
         self._filters: dict[str, Filtered] | None = None
-        self._timers: list[tuple[Callable[[], Any], float]] | None = None
-        self._timer_scopes: list[trio.CancelScope] | None = None
-        self._timers_gone: trio.Event | None = None  # set as the last one ends
+        self._timers: Timers | None = None
         # The resolver (the cable) put the channel class in the rules.
         self.channel = cast("type[Channel]", record.rules.source)(self)
 
@@ -220,11 +216,12 @@ class Subscription:
     def add_timer(self, fn: Callable[[], Any], seconds: float) -> None:
         if self._ending or self.record.closed:
             return
+        self._timers_made().add(fn, seconds, run=self.confirmed)
+
+    def _timers_made(self) -> Timers:
         if self._timers is None:
-            self._timers = []
-        self._timers.append((fn, seconds))
-        if self.confirmed:
-            self.connection.spawn(partial(self._every, fn, seconds))
+            self._timers = Timers(self.connection.spawn, self._tick)
+        return self._timers
 
     def transmit(self, data: Any) -> None:
         self.record.transmit(encode_payload(data))
@@ -262,17 +259,18 @@ class Subscription:
         self.start()
 
     def _stop_timers(self) -> None:
-        for scope in self._timer_scopes or ():
-            scope.cancel()
+        if self._timers is not None:
+            self._timers.stop()
 
     def detach(self) -> KeptSubscription:
         """Keep this confirmed subscription for its session (see
         ``_sessions``): off the hub, timers stopped, no ``unsubscribed()``."""
         filters = self._filters or {}
         streams = [(s, getattr(filters.get(s), "callback", None)) for s in self.streams]
+        timers = None if self._timers is None else self._timers.specs
         kept = KeptSubscription(
             self.identifier, self.params, self.channel, streams,
-            self.whisper_stream, self._timers, self,
+            self.whisper_stream, timers, self,
         )  # fmt: skip
         kept.presence_stream = self.presence.stream if self.presence else None
         self._finished = True  # its task, cancelled, must not run the hook
@@ -291,9 +289,10 @@ class Subscription:
             self.stream_from(stream, callback, stream == kept.whisper_stream)
         if kept.presence_stream is not None:  # its client joins again
             self.open_presence(kept.presence_stream)
-        self._timers = kept.timers
-        for fn, seconds in kept.timers or ():
-            self.connection.spawn(partial(self._every, fn, seconds))
+        if kept.timers:
+            timers = self._timers_made()
+            timers.specs = list(kept.timers)
+            timers.run_all()
 
     async def run_unsubscribed(self) -> None:
         """A kept subscription's end: its session expired unrestored."""
@@ -352,32 +351,13 @@ class Subscription:
         """The channel's ``@periodically`` methods and the timers added
         before the confirmation start now, each in a task of its own."""
         channel = self.channel
-        timers = [(getattr(channel, name), every) for name, every in channel._timers]
+        if channel._timers:
+            declared = [
+                (getattr(channel, name), every) for name, every in channel._timers
+            ]
+            self._timers_made().specs[:0] = declared
         if self._timers is not None:
-            timers += self._timers
-        self._timers = timers or None
-        for fn, seconds in timers:
-            self.connection.spawn(partial(self._every, fn, seconds))
-
-    async def _every(self, fn: Callable[[], Any], seconds: float) -> None:
-        """One timer: ``fn`` every ``seconds`` (between the end of a call and
-        the next), until the subscription ends."""
-        if self._ending or self.record.closed:
-            return
-        scope = trio.CancelScope()
-        if self._timer_scopes is None:
-            self._timer_scopes = []
-        self._timer_scopes.append(scope)
-        name = getattr(fn, "__name__", repr(fn))
-        try:
-            with scope:
-                while True:
-                    await trio.sleep(seconds)
-                    await self._tick(fn, f"timer {name!r}")
-        finally:
-            self._timer_scopes.remove(scope)
-            if not self._timer_scopes and self._timers_gone is not None:
-                self._timers_gone.set()
+            self._timers.run_all()
 
     async def _replay(self, request: HistoryRequest) -> None:
         """Send what the client missed, then what came meanwhile: live
@@ -470,27 +450,9 @@ class Subscription:
 
     async def _rescued(self, exc: Exception) -> tuple[bool, Any]:
         """Whether a ``rescue_from`` handler of the channel handled ``exc``,
-        and what it returned (a handler that raises has not handled it: the
-        caller reports ``exc``)."""
-        for types, handler in self.channel._rescuers:
-            if isinstance(exc, types):
-                try:
-                    if inspect.iscoroutinefunction(handler):
-                        value = await handler(self.channel, exc)
-                    else:
-                        value = await trio.to_thread.run_sync(
-                            handler, self.channel, exc
-                        )
-                except Exception:
-                    log.exception(
-                        "conn %s: the rescue_from handler %s of %s failed",
-                        self.connection.id,
-                        handler.__name__,
-                        self.identifier,
-                    )
-                    return False, None
-                return True, value
-        return False, None
+        and what it returned (see _hooks.rescued)."""
+        where = f"conn {self.connection.id}: {self.identifier}"
+        return await rescued(self.channel, exc, where, log)
 
     def _reply(self, message: Message, result: Any) -> None:
         assert message.ref is not None
@@ -526,10 +488,8 @@ class Subscription:
             )
             # Timers were cancelled at unsubscribe; one in a worker thread
             # ends when its call returns: unsubscribed() comes after.
-            self._stop_timers()
-            if self._timer_scopes:
-                self._timers_gone = trio.Event()
-                await self._timers_gone.wait()
+            if self._timers is not None:
+                await self._timers.stopped()
             try:
                 timed_out = await call_hook(
                     self.channel, "unsubscribed", options.hook_timeout
