@@ -49,6 +49,7 @@ from bench_common import (
     profile_action,
     raise_nofile_limit,
     serve_http_trigger,
+    steps_action,
 )
 
 from trio_cable import Cable, Channel, serve_cable
@@ -126,6 +127,9 @@ class BenchControl(Channel):
 
     async def profile(self, data: dict[str, Any]) -> None:
         self.transmit({"done": "profile", **profile_action(data)})
+
+    async def steps(self, data: dict[str, Any]) -> None:
+        self.transmit({"done": "steps", **steps_action(data)})
 
 
 async def http_app(scope: Scope, receive: Receive, send: Send) -> None:

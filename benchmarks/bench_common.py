@@ -211,6 +211,62 @@ def profile_action(data: dict[str, Any]) -> dict[str, Any]:
     return {"written": True}
 
 
+class _StepCounter(trio.abc.Instrument):
+    """Counts the scheduler's work: task steps, tasks spawned, epoll waits
+    (those that found an event ready or not alike), and the calls of
+    ``wait_readable`` and ``wait_writable`` (each registers the socket with
+    epoll and, once it wakes, takes it off again)."""
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(
+            ("steps", "spawned", "io_waits", "wait_readable", "wait_writable"), 0
+        )
+        self._originals: dict[str, Any] = {}
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.counts["steps"] += 1
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.counts["spawned"] += 1
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.counts["io_waits"] += 1
+
+    def wrap_waits(self) -> None:
+        for name in ("wait_readable", "wait_writable"):
+            original = self._originals[name] = getattr(trio.lowlevel, name)
+
+            async def counted(sock: Any, _name: str = name, _f: Any = original) -> None:
+                self.counts[_name] += 1
+                await _f(sock)
+
+            setattr(trio.lowlevel, name, counted)
+
+    def unwrap_waits(self) -> None:
+        for name, original in self._originals.items():
+            setattr(trio.lowlevel, name, original)
+
+
+_steps: _StepCounter | None = None
+
+
+def steps_action(data: dict[str, Any]) -> dict[str, Any]:
+    """``start`` counting the scheduler's work (:class:`_StepCounter`);
+    ``stop`` and return the counts."""
+    global _steps
+    if data.get("op") == "start":
+        _steps = _StepCounter()
+        _steps.wrap_waits()
+        trio.lowlevel.add_instrument(_steps)
+        return {"started": True}
+    if _steps is None:
+        return {"error": "not started"}
+    trio.lowlevel.remove_instrument(_steps)
+    _steps.unwrap_waits()
+    counts, _steps = _steps.counts, None
+    return {"counts": counts}
+
+
 # -- the HTTP trigger: a broadcast arriving as a request --------------------------
 #
 # ``POST /_broadcast`` with a JSON body ``{"action": "burst"|"series", ...}``

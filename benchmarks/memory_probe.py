@@ -15,7 +15,9 @@ tracemalloc saw allocated per connection, by file and line;
 (``python -m pstats FILE``); ``--callgrind`` runs the server under
 valgrind's callgrind and counts the instructions it ran over the connects
 (no pings among them): a figure other processes' load does not move at
-all (use a few hundred connections: each costs some 50 times longer).
+all (use a few hundred connections: each costs some 50 times longer);
+``--steps`` counts the scheduler's work per connect (task steps, tasks
+spawned, epoll waits, ``wait_readable``/``wait_writable`` calls).
 
     python benchmarks/memory_probe.py --connections 2000 --repeat 3
 """
@@ -110,6 +112,9 @@ async def probe(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         if profile is not None:
             await control.perform("profile", op="start")
             await control.done("profile", 30)
+        if args.steps:
+            await control.perform("steps", op="start")
+            await control.done("steps", 30)
         if args.callgrind:
             await _callgrind_control("--instr=on", proc.pid)
         cpu0 = cpu_times(proc.pid)
@@ -130,6 +135,10 @@ async def probe(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             "connect_server_cpu_us": 1e6 * (user_s + system_s) / n,
             "connect_server_system_us": 1e6 * system_s / n,
         }
+        if args.steps:
+            await control.perform("steps", op="stop")
+            counts = (await control.done("steps", 30))["counts"]
+            result["steps"] = {name: count / n for name, count in counts.items()}
         if args.callgrind:
             await _callgrind_control("--dump", proc.pid)
             result["instructions_per_connect"] = _dumped_instructions(log_dir) / n
@@ -167,6 +176,12 @@ async def main_async(args: argparse.Namespace) -> None:
     for _ in range(args.repeat):
         log_dir = Path(tempfile.mkdtemp(prefix="trio-cable-probe-"))
         result = await probe(args, log_dir)
+        if "steps" in result:
+            print(
+                "  per connect: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in result["steps"].items()),
+                flush=True,
+            )
         if args.callgrind:
             print(
                 f"{args.server}: "
@@ -196,6 +211,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--profile", type=Path, default=None)
     parser.add_argument("--callgrind", action="store_true")
+    parser.add_argument("--steps", action="store_true")
     raise_nofile_limit()
     trio.run(main_async, parser.parse_args())
 

@@ -346,10 +346,11 @@ class Connection:
         """
         cable = self.cable
         cable.register(self)
-        # path only: query strings and headers can carry tokens
-        log.info(
-            "conn %s: open %s from %s", self.id, self.request.path, self.request.client
-        )
+        # path only: query strings and headers can carry tokens (read only
+        # if it is logged: two lookups in the scope and a tuple per connect)
+        if log.isEnabledFor(logging.INFO):
+            request = self.request
+            log.info("conn %s: open %s from %s", self.id, request.path, request.client)
         kept: Session | None = None
         try:
             async with trio.open_nursery() as nursery:

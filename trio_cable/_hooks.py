@@ -3,6 +3,7 @@ a worker thread; hooks with a time limit."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -27,6 +28,12 @@ async def call(fn: Callable[..., Any], *args: Any) -> None:
         await trio.to_thread.run_sync(fn, *args)
 
 
+#: Whether a hook (a class's function) is ``async def``: asked for every
+#: subscribe, and inspect's answer is a few calls deep (unwrapping partials
+#: and methods); bounded, for classes made and dropped at run time.
+_is_async: Final = functools.lru_cache(maxsize=1024)(inspect.iscoroutinefunction)
+
+
 #: Worker threads for hooks are counted by trio's default limiter, taken
 #: before the hook's own time starts (see call_hook); this one only passes.
 _TAKEN: Final = trio.CapacityLimiter(1 << 30)
@@ -36,7 +43,7 @@ async def call_hook(channel: Channel, hook: str, limit: float | None = None) -> 
     """Run a hook (``async def`` here, plain ``def`` in a worker thread);
     True if it ran out of ``limit`` seconds and was cancelled."""
     fn = getattr(type(channel), hook)
-    if inspect.iscoroutinefunction(fn):
+    if _is_async(fn):
         if limit is None:
             await fn(channel)
             return False

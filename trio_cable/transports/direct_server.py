@@ -149,12 +149,17 @@ async def _accept_sockets(
         lsock = socket.socket(fileno=os.dup(listener.socket.fileno()))
         lsock.setblocking(False)
         backoff = AcceptBackoff(log)
+        # Read once: socket.accept() reads them for every socket, each an
+        # enum made from an int (a tenth of the accept's own cost).
+        family, kind, proto = lsock.family, lsock.type, lsock.proto
+        tcp = family != socket.AF_UNIX
         try:
             while True:
                 await trio.lowlevel.wait_readable(lsock)
                 for _ in range(ACCEPT_BATCH):
                     try:
-                        sock, _address = lsock.accept()
+                        # (private in typeshed; socket.accept() calls it)
+                        fd, _address = lsock._accept()  # type: ignore[attr-defined]
                     except BlockingIOError:
                         break
                     except OSError as exc:
@@ -164,12 +169,15 @@ async def _accept_sockets(
                             raise
                         await backoff.wait(exc)
                         break
+                    # What socket.accept() does, but for the enums (the
+                    # listener's timeout is 0: nothing to undo).
+                    sock = socket.socket(family, kind, proto, fileno=fd)
                     backoff.reset()
                     if acceptor.refuse():
                         sock.close()
                         continue
                     sock.setblocking(False)
-                    if sock.family != socket.AF_UNIX:
+                    if tcp:
                         _tcp_options(sock)
                     nursery.start_soon(acceptor.serve_socket, sock, name=_CONN_TASK)
         finally:

@@ -149,6 +149,9 @@ def upgrade_scope(
 def _header(name: bytes, value: bytes) -> tuple[bytes, bytes]:
     """A header of a scope, the pair itself shared where both halves are
     (a tuple is 56 bytes a connection)."""
+    found = _PAIRS.get((name, value))  # most of a request's headers
+    if found is not None:
+        return found
     name = shared(name)
     if name not in _SHAREABLE_VALUES:
         return (name, value)
