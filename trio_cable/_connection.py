@@ -22,7 +22,7 @@ import trio
 
 from ._current import current_connection, current_user
 from ._errors import ConnectionRejected, TransportClosed
-from ._sessions import Session, restore_sid
+from ._resume import end_subscriptions, keep, restore, take_session
 from ._subscription import Subscription
 from .protocol.dialects import ACTIONCABLE_V1_JSON
 from .protocol.server import (
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from ._options import CableOptions
     from ._presence import PresenceTracker
     from ._request import Request
-    from ._sessions import SessionKeeper
+    from ._sessions import Session, SessionKeeper
     from .protocol.dialects import Dialect
     from .protocol.ext import HistoryRequest
     from .protocol.server import ChannelRules
@@ -55,9 +55,6 @@ _ids = itertools.count(1)
 
 #: One name for every task a connection starts (trio would build one each).
 _TASK_NAME: Final = "trio_cable.connection"
-#: How long a restored subscription holds live broadcasts back for the
-#: client's history request (@anycable/web sends it with the welcome).
-RESTORE_HOLD: Final = 5.0
 #: How far past max_outbox_frames/bytes a backlog may grow while the
 #: client still takes writes (the server is busy, the client is not slow).
 OUTBOX_SLACK: Final = 4
@@ -360,7 +357,7 @@ class Connection:
                     # the welcome) must not wait for a hook or a session.
                     with contextlib.suppress(TransportClosed):
                         await self.transport.flush()
-                session = await self._take_session()
+                session = await take_session(self)
                 if session is not None:
                     self.identity = session.identity  # no connect hook
                 elif not await self._authenticate():
@@ -373,7 +370,7 @@ class Connection:
                 try:
                     restored = None
                     if session is not None:
-                        restored = await self._restore(session)
+                        restored = await restore(self, session)
                     self.protocol.welcome(self.sid, restored)
                     if self._close is not None:  # closed before it opened
                         self._start_writer()
@@ -394,7 +391,7 @@ class Connection:
                     # subscription now (each runs unsubscribed()).
                     self.ready = False
                     nursery.cancel_scope.cancel()
-                    kept = self._end_subscriptions()
+                    kept = end_subscriptions(self, self._close)
                     if self._writer_on:
                         # Past its close deadline already (too slow) or
                         # not (a shutdown): then one close_timeout more.
@@ -413,7 +410,7 @@ class Connection:
             self._nursery = None
             try:
                 if kept is not None:  # once no task of ours touches it
-                    await self._keep(kept)
+                    await keep(self, kept)
                 await self._finish()
             finally:
                 cable.unregister(self)
@@ -422,61 +419,6 @@ class Connection:
                 self.id,
                 self._close[0] if self._close else "client left",
             )
-
-    # -- sessions (the extended protocol) ----------------------------------------
-
-    async def _take_session(self) -> Session | None:
-        sid = restore_sid(self.request) if self.protocol.dialect.extended else None
-        return None if sid is None else await self.host.sessions.take(sid)
-
-    async def _restore(self, session: Session) -> list[str]:
-        """Take a kept session's subscriptions over (no ``subscribed()``):
-        their streams live again and their timers running; broadcasts
-        wait for the client's history request, RESTORE_HOLD at most."""
-        restored, streams = [], []
-        for kept in session.subscriptions:
-            rules = self.host.channel_rules(kept.channel.channel_name)
-            assert rules is not None  # registered: it was subscribed to
-            record = self.protocol.restore(kept.identifier, rules)
-            record.owner = sub = Subscription(self, record, kept.params)
-            sub.adopt(kept)
-            restored.append(kept.identifier)
-            streams += sub.streams
-        self.host.count("sessions_restored")
-        log.info("conn %s: session restored (%d subscriptions)", self.id, len(restored))
-        await self.host.streams_live(streams)
-        if restored:
-            self.spawn(self._release_restored)
-        return restored
-
-    async def _release_restored(self) -> None:
-        await trio.sleep(RESTORE_HOLD)
-        self.protocol.release_restored()
-
-    def _end_subscriptions(self) -> Session | None:
-        """End every subscription (each runs ``unsubscribed()``); or, when
-        an extended client dropped, detach the confirmed ones into a
-        session it may resume (their ``unsubscribed()`` runs at expiry)."""
-        records = list(self.protocol.subscriptions.values())
-        sessions = self.host.sessions
-        if not (self.protocol.dialect.extended and sessions.keeps(self._close)):
-            for record in records:
-                record.owner.end(grace=True)
-            return None
-        session = Session(self.identity)
-        for record in records:
-            sub = record.owner
-            if sub.confirmed and not record.closed:
-                session.subscriptions.append(sub.detach())
-            else:
-                sub.end(grace=True)
-        sessions.expect(self.sid)
-        return session
-
-    async def _keep(self, session: Session) -> None:
-        if not await self.host.sessions.keep(self.sid, session):  # the cable stopped
-            for kept in session.subscriptions:
-                await kept.former.run_unsubscribed()
 
     async def _authenticate(self) -> bool:
         hook = self.cable.connect_hook

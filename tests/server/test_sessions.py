@@ -22,7 +22,7 @@ import trio.testing
 
 from tests.helpers import task_count
 from trio_cable import Cable, Channel, periodically
-from trio_cable._connection import RESTORE_HOLD
+from trio_cable._resume import RESTORE_HOLD
 from trio_cable.testing import TestClient, cable_test_client, identifier_for
 
 EXT = ["actioncable-v1-ext-json"]
