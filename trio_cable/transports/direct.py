@@ -36,6 +36,7 @@ from .._errors import TransportClosed
 from ..protocol.wsframe import FrameCache
 from .inbound import Assembly, InputBudget, InputLimits, Refusal, frame_events
 from .scope import peer_address
+from .throttle import pause
 
 __all__ = ["DirectTransport"]
 
@@ -93,7 +94,6 @@ class DirectTransport:
         "_reading",
         "_sock",
         "_stream",
-        "_throttled",
         "_ws",
     )
 
@@ -116,7 +116,6 @@ class DirectTransport:
         self._assembly = Assembly(max_message_size, limits)
         self._budget = InputBudget(limits, trio.current_time())
         self._count = count
-        self._throttled = False  # over its rates: logged once per episode
         # Complete messages not yet received: a list only while there are
         # some (an empty list is 56 bytes every idle socket would keep).
         self._messages: list[str | bytes] | None = None
@@ -381,11 +380,19 @@ class DirectTransport:
                         continue
                     # The read let the others run already: a pause only
                     # for a client over its byte rate.
-                    wait = self._budget.bytes_read(len(data), trio.current_time())
+                    budget = self._budget
+                    wait = budget.bytes_read(len(data), trio.current_time())
                     if wait > 0:
-                        await self._pause(wait, "bytes")
+                        await pause(
+                            budget,
+                            wait,
+                            self._count,
+                            log,
+                            self._sock or self._stream,
+                            "bytes ",
+                        )
                     else:
-                        self._throttled = False
+                        budget.throttled = False
                     events, self._plain = frame_events(
                         data, self._plain, self._is_open(), self._wsproto
                     )
@@ -398,9 +405,16 @@ class DirectTransport:
                     await self._on_event(event)
                     if self._events is None:
                         break  # ended: _end() let go of the events
-                    pause = budget.frame(trio.current_time())
-                    if pause is not None:
-                        await self._pause(pause, "frames")
+                    owed = budget.frame(trio.current_time())
+                    if owed is not None:
+                        await pause(
+                            budget,
+                            owed,
+                            self._count,
+                            log,
+                            self._sock or self._stream,
+                            "frames ",
+                        )
                     if self._messages:
                         break  # the generator keeps the rest
                 else:
@@ -425,24 +439,6 @@ class DirectTransport:
             await self._refuse(self._assembly.timed_out())
             return b""
         return data
-
-    async def _pause(self, seconds: float, what: str) -> None:
-        """Let the other tasks run; wait longer if the client is over its
-        rates (its socket is not read meanwhile, so TCP pushes back)."""
-        if seconds <= 0:
-            self._throttled = False
-            await trio.lowlevel.checkpoint()
-            return
-        if not self._throttled:
-            self._throttled = True
-            if self._count is not None:
-                self._count("input_throttled")
-            log.info(
-                "client %s sends %s faster than allowed; reading it slower",
-                self.peer,
-                what,
-            )
-        await trio.sleep(seconds)
 
     async def _on_event(self, event: Event) -> None:
         if isinstance(event, TextMessage | BytesMessage):

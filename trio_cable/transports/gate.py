@@ -28,6 +28,7 @@ from wsproto.frame_protocol import FrameProtocol
 
 from .inbound import STEP_FRAMES, FrameScanner, InputBudget, InputLimits, Refusal
 from .scope import peer_address
+from .throttle import pause
 
 __all__ = ["InputGate"]
 
@@ -64,7 +65,6 @@ class InputGate(trio.abc.Stream):
         self._head = True  # the request's head is still being handed on
         self._tail = b""  # its last 3 bytes so far
         self._wait = 0.0  # the pause owed before the next read
-        self._throttled = False
         self._refused = False
         # trio-websocket serialises its own writes; a refusal's close frame
         # must not land in the middle of one of them.
@@ -132,22 +132,9 @@ class InputGate(trio.abc.Stream):
         return data[:size]
 
     async def _pause(self) -> None:
-        """Let the other tasks run; wait longer if the client is over its
-        rates (its socket is not read meanwhile, so TCP pushes back)."""
+        """The pause owed since the last read (see transports.throttle)."""
         wait, self._wait = self._wait, 0.0
-        if wait <= 0:
-            self._throttled = False
-            await trio.lowlevel.checkpoint()
-            return
-        if not self._throttled:
-            self._throttled = True
-            if self._count is not None:
-                self._count("input_throttled")
-            log.info(
-                "client %s sends faster than allowed; reading it slower",
-                peer_address(self._peer),
-            )
-        await trio.sleep(wait)
+        await pause(self._budget, wait, self._count, log, self._peer)
 
     async def _refuse(self, refusal: Refusal) -> None:
         self._refused = True

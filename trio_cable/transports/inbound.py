@@ -84,6 +84,7 @@ class InputBudget:
         "_frame_stamp",
         "_frames",
         "_step",
+        "throttled",
     )
 
     def __init__(self, limits: InputLimits, now: float) -> None:
@@ -91,6 +92,8 @@ class InputBudget:
         self._byte_rate = self._bytes = limits.bytes_per_second
         self._frame_stamp = self._byte_stamp = now
         self._step = 0
+        #: Over its rates: the reader pauses (logged once per episode).
+        self.throttled = False
 
     def frame(self, now: float) -> float | None:
         self._step += 1
