@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from tests.browser.browser_driver import Browser, skip_unless_browser
 from tests.helpers import LOSS_BOUND, ServerSide, all_once_across_a_drop
-from tests.helpers.workers import Drop, side_for_param
+from tests.helpers.workers import Drop, side_fixture
 from tests.interop.nodeclient import JS_DIR
 from tests.interop.servers import ServerKind
 
@@ -79,13 +77,7 @@ SUBSCRIBE = """(async () => {
 })()"""
 
 
-@pytest.fixture(params=SIDES, ids=[f"{kind}-{drop}" for kind, drop in SIDES])
-async def side(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[ServerSide]:
-    skip_unless_browser()
-    async with side_for_param(request, tmp_path) as chosen:
-        yield chosen
+side = side_fixture(SIDES, check=skip_unless_browser)
 
 
 async def anycable_page(browser: Browser, origin: str, room: str) -> None:

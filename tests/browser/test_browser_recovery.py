@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,7 +33,7 @@ from tests.helpers import (
     served_on,
     tcp_proxy,
 )
-from tests.helpers.workers import Drop, side_for_param
+from tests.helpers.workers import Drop, side_fixture
 from tests.interop.servers import ServerKind
 from trio_cable import Cable, Channel, HistoryPolicy, turbo
 from trio_cable.client import make_identifier
@@ -52,13 +50,7 @@ SIDES: list[tuple[ServerKind, Drop]] = [
 ]
 
 
-@pytest.fixture(params=SIDES, ids=[f"{kind}-{drop}" for kind, drop in SIDES])
-async def side(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[ServerSide]:
-    skip_unless_browser()
-    async with side_for_param(request, tmp_path) as chosen:
-        yield chosen
+side = side_fixture(SIDES, check=skip_unless_browser)
 
 
 #: Subscribes FeedChannel (room ROOM) with a cable of its own; what it gets

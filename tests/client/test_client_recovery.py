@@ -12,8 +12,6 @@ the same, the client's reconnect landing on the other worker.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +25,7 @@ from tests.helpers import (
     served,
     tcp_proxy,
 )
-from tests.helpers.workers import Drop, side_for_param
+from tests.helpers.workers import Drop, side_fixture
 from tests.interop.servers import ServerKind
 from trio_cable import Cable, Channel, HistoryPolicy
 from trio_cable.client import (
@@ -53,12 +51,7 @@ SIDES: list[tuple[ServerKind, Drop]] = [
 ]
 
 
-@pytest.fixture(params=SIDES, ids=[f"{kind}-{drop}" for kind, drop in SIDES])
-async def side(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[ServerSide]:
-    async with side_for_param(request, tmp_path) as chosen:
-        yield chosen
+side = side_fixture(SIDES)
 
 
 async def collect(sub: Subscription, events: list[ClientEvent], count: int) -> None:

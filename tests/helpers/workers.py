@@ -33,12 +33,13 @@ process it started, also on error or cancellation.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
+import pytest
 import trio
 
 from tests.helpers.recovery import ProxyCut, ServerSide, cut_between
@@ -53,6 +54,7 @@ __all__ = [
     "ToTheOtherWorker",
     "WorkerRestart",
     "server_side",
+    "side_fixture",
     "side_for_param",
     "two_workers",
 ]
@@ -175,6 +177,25 @@ async def server_side(
                 stats=stats,
                 keeps_session=keeps_session,
             )
+
+
+def side_fixture(
+    sides: list[tuple[ServerKind, Drop]], *, check: Callable[[], None] | None = None
+) -> Any:
+    """A test module's ``side`` fixture: one :func:`server_side` per
+    ``(kind, drop)`` in ``sides`` (ids ``kind-drop``), ``check`` called
+    first (a skip unless the module's tools are there)."""
+
+    @pytest.fixture(params=sides, ids=[f"{kind}-{drop}" for kind, drop in sides])
+    async def side(
+        request: pytest.FixtureRequest, tmp_path: Path
+    ) -> AsyncIterator[ServerSide]:
+        if check is not None:
+            check()
+        async with side_for_param(request, tmp_path) as chosen:
+            yield chosen
+
+    return side
 
 
 @asynccontextmanager
