@@ -367,13 +367,19 @@ class RedisBridge:
 
     def _deliver(self, stream: str, payload: str) -> None:
         """A message from another process, for this one's subscribers."""
+        if self._received_json(stream, payload):
+            self.hub.publish(stream, payload)
+
+    def _received_json(self, stream: str, payload: str) -> bool:
+        """Count a message from Redis, if it is JSON (else log and drop it:
+        False)."""
         try:
             json.loads(payload)
         except ValueError:
             log.warning("dropped a non-JSON message on %s", self.prefix + stream)
-            return
+            return False
         self._received += 1
-        self.hub.publish(stream, payload)
+        return True
 
     async def _keep_subscriptions(self, pubsub: PubSub) -> None:
         # SUBSCRIBE is one short write: let it finish (bounded by the

@@ -47,7 +47,6 @@ longer.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import random
 import secrets
@@ -278,14 +277,9 @@ class RedisHistoryBridge(RedisBridge):
 
     def _deliver(self, stream: str, payload: str) -> None:
         if not payload.startswith("@"):
-            try:
-                json.loads(payload)
-            except ValueError:
-                log.warning("dropped a non-JSON message on %s", self.prefix + stream)
-                return
-            self._received += 1
             # Positioned by no one (a plain PUBLISH): no history here either.
-            self.hub.publish_at(stream, payload, None)
+            if self._received_json(stream, payload):
+                self.hub.publish_at(stream, payload, None)
             return
         mark, body = payload[:2], payload[2:]
         if mark == _WHISPER:
