@@ -22,18 +22,17 @@ import uuid
 from typing import Any
 
 import pytest
-import trio
 
 from tests.browser.browser_driver import Browser, skip_unless_browser
 from tests.helpers import (
     LOSS_BOUND,
-    RawClient,
     ServerSide,
     all_once_across_a_drop,
     served_on,
     tcp_proxy,
 )
 from tests.helpers.workers import Drop, side_fixture
+from tests.helpers.wsclient import silent_client_dropped
 from tests.interop.servers import ServerKind
 from trio_cable import Cable, Channel, HistoryPolicy, turbo
 from trio_cable.client import make_identifier
@@ -278,15 +277,7 @@ async def test_pongs_keep_the_page_connected(browser: Browser) -> None:
     cable = feed_cable(ping_interval=0.1, pong_timeout=1.0)
     async with served_on(cable, "hypercorn") as port:
         await subscribe_page(browser, f"http://127.0.0.1:{port}", "p")
-        silent = await RawClient.open(port)
-        head = await silent.handshake(port, protocol="actioncable-v1-ext-json")
-        assert head.startswith(b"HTTP/1.1 101"), head
-        with trio.fail_after(LOSS_BOUND):
-            while (frame := await silent.receive()) is not None:
-                if frame.get("type") == "disconnect":
-                    break
-        assert frame == {"type": "disconnect", "reason": "no_pong", "reconnect": True}
-        await silent.aclose()
+        await silent_client_dropped(port)
         assert cable.counters["no_pong"] == 1
         assert await browser.evaluate("page", "window.changes.length") == 1
         assert await browser.evaluate("page", "window.pageCable.state") == "open"

@@ -19,13 +19,13 @@ import trio
 
 from tests.helpers import (
     LOSS_BOUND,
-    RawClient,
     ServerSide,
     all_once_across_a_drop,
     served,
     tcp_proxy,
 )
 from tests.helpers.workers import Drop, side_fixture
+from tests.helpers.wsclient import silent_client_dropped
 from tests.interop.servers import ServerKind
 from trio_cable import Cable, Channel, HistoryPolicy
 from trio_cable.client import (
@@ -241,15 +241,7 @@ async def test_pongs_keep_a_quiet_client_connected() -> None:
         open_cable_client(f"ws://127.0.0.1:{port}/cable") as client,
         client.subscribe("TypingChannel"),
     ):
-        silent = await RawClient.open(port)
-        head = await silent.handshake(port, protocol="actioncable-v1-ext-json")
-        assert head.startswith(b"HTTP/1.1 101"), head
-        with trio.fail_after(LOSS_BOUND):
-            while (frame := await silent.receive()) is not None:
-                if frame.get("type") == "disconnect":
-                    break
-        assert frame == {"type": "disconnect", "reason": "no_pong", "reconnect": True}
-        await silent.aclose()
+        await silent_client_dropped(port)
         assert cable.counters["no_pong"] == 1
         assert client.connected
         assert client.reconnects == 0

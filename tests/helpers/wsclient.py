@@ -256,3 +256,19 @@ async def raw_connect(stack: AsyncExitStack, port: int, **options: Any) -> RawCl
     client = await RawClient.connect(port, **options)
     stack.push_async_callback(client.aclose)
     return client
+
+
+async def silent_client_dropped(port: int) -> None:
+    """An extended-protocol client that never answers a ping is dropped,
+    told ``no_pong`` (with ``pong_timeout`` set on the cable)."""
+    silent = await RawClient.open(port)
+    try:
+        head = await silent.handshake(port, protocol="actioncable-v1-ext-json")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        with trio.fail_after(LOSS_BOUND):
+            while (frame := await silent.receive()) is not None:
+                if frame.get("type") == "disconnect":
+                    break
+        assert frame == {"type": "disconnect", "reason": "no_pong", "reconnect": True}
+    finally:
+        await silent.aclose()
