@@ -12,6 +12,8 @@ frame encoder itself is tested without an event loop.
 from __future__ import annotations
 
 import json
+import socket
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -24,6 +26,7 @@ from trio_websocket import WebSocketConnection, wrap_client_stream
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from tests.helpers import (
+    LOSS_BOUND,
     RawClient,
     Transport,
     all_tasks,
@@ -413,6 +416,31 @@ async def test_listeners_from_the_caller() -> None:
             async with ws_client(port) as ws:
                 assert await next_json(ws) == {"type": "welcome"}
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="set on the listener on Linux only"
+)
+async def test_sockets_inherit_the_listeners_tcp_options() -> None:
+    """The listener carries TCP_NODELAY and TCP_NOTSENT_LOWAT (each accepted
+    socket inherits them) and defers accepts until the request arrives; a
+    client that connects and says nothing is still accepted (after about
+    a second) and dropped at the handshake timeout."""
+    cable = room_cable()
+    async with served(cable, connect_timeout=0.5) as port, AsyncExitStack() as stack:
+        silent = await RawClient.open(port)
+        stack.push_async_callback(silent.aclose)
+        await raw_connect(stack, port, welcome=True)
+        (conn,) = cable.connections
+        assert isinstance(conn.transport, DirectTransport)
+        sock = conn.transport._sock
+        assert sock is not None
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT) == 1 << 14
+        with trio.fail_after(direct_module.DEFER_ACCEPT_SECONDS + LOSS_BOUND):
+            assert await silent.read_to_eof() == b""
+        assert cable.handshakes == 0
+        assert len(cable.connections) == 1  # the talking one, still served
 
 
 # -- WebSocket edges -----------------------------------------------------------

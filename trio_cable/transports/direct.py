@@ -312,8 +312,10 @@ class DirectTransport:
 
     # -- reading ----------------------------------------------------------------
 
-    async def recv_raw(self) -> bytes:
-        """Bytes from the peer; b"" once it is gone."""
+    async def recv_raw(self, *, fresh: bool = False) -> bytes:
+        """Bytes from the peer; b"" once it is gone. ``fresh``: the task
+        has just started (it was scheduled for this read), so bytes that
+        came already are returned with no checkpoint after them."""
         sock = self._sock
         if sock is None:
             assert self._stream is not None
@@ -326,7 +328,8 @@ class DirectTransport:
         await trio.lowlevel.checkpoint_if_cancelled()
         data = _recv_nowait(sock)
         if data is not None:
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            if not fresh:
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return data
         while data is None:
             try:

@@ -50,7 +50,10 @@ class DirectHandshake:
         transport = self.transport
         head = b""  # kept only until the request is whole
         while True:
-            data = await transport.recv_raw()
+            # The connection's task starts here: its first read needs no
+            # checkpoint of its own (with deferred accepts, the request is
+            # usually there already).
+            data = await transport.recv_raw(fresh=not head)
             if not data:
                 return None
             head += data

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, Final
@@ -152,7 +153,8 @@ async def _accept_sockets(
         # Read once: socket.accept() reads them for every socket, each an
         # enum made from an int (a tenth of the accept's own cost).
         family, kind, proto = lsock.family, lsock.type, lsock.proto
-        tcp = family != socket.AF_UNIX
+        # TCP options set per socket unless the listener passes them on.
+        per_socket = family != socket.AF_UNIX and not _listener_options(lsock)
         try:
             while True:
                 await trio.lowlevel.wait_readable(lsock)
@@ -177,7 +179,7 @@ async def _accept_sockets(
                         sock.close()
                         continue
                     sock.setblocking(False)
-                    if tcp:
+                    if per_socket:
                         _tcp_options(sock)
                     nursery.start_soon(acceptor.serve_socket, sock, name=_CONN_TASK)
         finally:
@@ -185,16 +187,43 @@ async def _accept_sockets(
             lsock.close()
 
 
-def _tcp_options(sock: socket.socket) -> None:
+def _tcp_options(sock: socket.socket, *, check: bool = False) -> None:
     """What trio's SocketStream sets: no Nagle delay, and (where there is
     such an option) at most 16 KiB unsent in the kernel, so a client that
     stops reading fills its socket soon and meets the slow-client policy
-    instead of hiding megabytes in kernel buffers."""
-    with contextlib.suppress(OSError):
+    instead of hiding megabytes in kernel buffers. ``check``: raise
+    OSError if either could not be set."""
+    with contextlib.suppress(*(() if check else (OSError,))):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if hasattr(socket, "TCP_NOTSENT_LOWAT"):
-        with contextlib.suppress(OSError):
+        if hasattr(socket, "TCP_NOTSENT_LOWAT"):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 1 << 14)
+
+
+#: Linux hands a socket to accept() only once its first bytes arrived (or
+#: after about this many seconds): a WebSocket client speaks first, so
+#: the connection's first read finds the request instead of waiting.
+DEFER_ACCEPT_SECONDS: Final = 1
+
+
+def _listener_options(lsock: socket.socket) -> bool:
+    """On Linux, set the TCP options on the listening socket, which every
+    accepted socket inherits (two system calls less per connection), and
+    defer accepts until the request arrives (``TCP_DEFER_ACCEPT``: a
+    wait, an epoll registration and a task step less per connection; a
+    silent client is still accepted, after about a second, and meets the
+    handshake's timeout). False where sockets must be set one by one."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        _tcp_options(lsock, check=True)
+        lsock.setsockopt(
+            socket.IPPROTO_TCP,
+            socket.TCP_DEFER_ACCEPT,  # type: ignore[attr-defined,unused-ignore]
+            DEFER_ACCEPT_SECONDS,
+        )
+    except OSError:
+        return False
+    return True
 
 
 def port_of(listener: trio.abc.Listener[Any]) -> int:
