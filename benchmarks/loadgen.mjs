@@ -142,6 +142,7 @@ function openOne(url, timeoutMs) {
 
 async function connect({ url, n, concurrency = 100, timeout_ms: timeoutMs = 60000 }) {
   const started = now();
+  const cpu0 = process.cpuUsage();
   const deadline = started + timeoutMs;
   const times = [];
   const errors = {};
@@ -160,12 +161,14 @@ async function connect({ url, n, concurrency = 100, timeout_ms: timeoutMs = 6000
     }
   }
   await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
+  const cpu = process.cpuUsage(cpu0);
   emit({
     event: "connected",
     ok: times.length,
     failed,
     errors,
     elapsed_ms: now() - started,
+    cpu_ms: (cpu.user + cpu.system) / 1000,
     connect_ms: quantiles(times),
   });
 }

@@ -112,6 +112,19 @@ def _connect(r: dict[str, Any]) -> str:
     cell = _f(r["connect_per_s"])
     if r["connected"] < r["connections"]:
         cell += f" ({r['connected']:,} of {r['connections']:,} connected)"
+    return cell + _connect_cpu(r)
+
+
+def _connect_cpu(r: dict[str, Any]) -> str:
+    """The server's CPU per connect and the generators' share of a core
+    over the connects (older results have neither)."""
+    if r.get("connect_server_cpu_us") is None:
+        return ""
+    cell = f"; server {r['connect_server_cpu_us']:.0f} µs each"
+    if "connect_loadgen_cpu_pct" in r:
+        cell += ", generators " + _loadgen(
+            {"loadgen_cpu_pct": r["connect_loadgen_cpu_pct"]}
+        )
     return cell
 
 
@@ -150,7 +163,8 @@ METRICS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     (
         "Connect + subscribe rate (connections/s)",
         "connect, `welcome`, subscribe, `confirm_subscription`; 100 in flight "
-        "per generator (two generators; `--concurrency`); target >= 2,000/s",
+        "per generator (two generators; `--concurrency`); the server's CPU per "
+        "connect and the generators' CPU over the connects; target >= 2,000/s",
         _connect,
     ),
     (
@@ -414,7 +428,7 @@ def one_line(r: dict[str, Any]) -> str:
     b = r["burst"]
     line = (
         f"   {r['connected']}/{r['connections']} connected at "
-        f"{_f(r['connect_per_s'])}/s"
+        f"{_f(r['connect_per_s'])}/s{_connect_cpu(r)}"
     )
     if r.get("kib_per_connection") is not None:
         line += f", {_f(r['kib_per_connection'], 1)} KiB/conn"

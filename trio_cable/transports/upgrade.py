@@ -34,8 +34,8 @@ __all__ = [
 #: transport had before): past it, 431.
 MAX_HEAD: Final = 16 * 1024
 _GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-#: The end of a head: a blank line (lone LF line ends accepted, as h11 does).
-_BLANK_LINE: Final = re.compile(rb"\n\r?\n")
+#: The blank line that ends a head (lone LF line ends accepted, as h11 does).
+_BLANK: Final = (b"\r\n", b"\n")
 # RFC 9110 tokens and field values, and RFC 9112's request line, as h11
 # spells them.
 _TOKEN: Final = rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
@@ -45,10 +45,11 @@ _REQUEST_LINE: Final = re.compile(
 # A field value: h11's (visible characters and obs-text, separated by
 # spaces and tabs, whitespace around), in a class with no backtracking.
 _VALUE: Final = rb"[^\x00\n\r\f\v]*"
-#: Every header line and the blank line after them, checked in one go...
-_FIELDS: Final = re.compile(rb"(?:" + _TOKEN + rb":" + _VALUE + rb"\r?\n)*\r?\n")
-#: ...and read in one go.
-_FIELD: Final = re.compile(rb"(" + _TOKEN + rb"):(" + _VALUE + rb")\r?\n")
+#: Every header line read and checked in one pass: a valid line matches
+#: the first branch (name, value); anything else up to the next line end
+#: matches the last (so each match starts where the one before ended),
+#: which only the blank line after the headers may.
+_FIELDS: Final = re.compile(rb"(" + _TOKEN + rb"):(" + _VALUE + rb")\r?\n|([^\n]*\n?)")
 #: Headers read into the request.
 _READ: Final = frozenset(
     {
@@ -110,9 +111,14 @@ def head_end(data: bytes) -> int:
     Raises:
         BadRequest: 431 if the head is longer than :data:`MAX_HEAD`.
     """
-    found = _BLANK_LINE.search(data, 0, MAX_HEAD + 2)
-    if found is not None:
-        return found.end()
+    # The first LF followed by CRLF or by LF (two finds: quicker than a
+    # regular expression's search over the head).
+    crlf = data.find(b"\n\r\n", 0, MAX_HEAD + 2)
+    lf = data.find(b"\n\n", 0, MAX_HEAD + 2 if crlf < 0 else crlf + 1)
+    if lf >= 0:
+        return lf + 2
+    if crlf >= 0:
+        return crlf + 3
     if len(data) > MAX_HEAD:
         raise BadRequest("request head too large", 431)
     return -1
@@ -145,16 +151,20 @@ def parse_upgrade(head: bytes) -> Upgrade:
     """
     first, _, fields = head.partition(b"\n")
     method, target = _request_line(first.removesuffix(b"\r"))
-    if _FIELDS.fullmatch(fields) is None:
-        # Obsolete line folding is refused too (RFC 9112 § 5.2 allows it).
-        raise BadRequest("Bad HTTP message")
     connection: list[bytes] = []
     extensions: list[str] = []
     subprotocols: list[str] = []
     headers: list[tuple[bytes, bytes]] = []
     host = key = version = None
     upgrade = b""
-    for raw_name, raw_value in _FIELD.findall(fields):
+    lines = _FIELDS.findall(fields)
+    # The blank line, then the empty match at the end of the head.
+    if len(lines) < 2 or lines.pop()[2] or lines.pop()[2] not in _BLANK:
+        raise BadRequest("Bad HTTP message")
+    for raw_name, raw_value, bad in lines:
+        if bad:
+            # Obsolete line folding is refused too (RFC 9112 § 5.2 allows it).
+            raise BadRequest("Bad HTTP message")
         name, value = raw_name.lower(), raw_value.strip(b" \t")
         if name not in _NOT_KEPT:
             headers.append((name, value))
