@@ -352,12 +352,14 @@ class Connection:
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
-                if cable.connect_hook is not None or self.protocol.dialect.extended:
+                extended = self.protocol.dialect.extended
+                if cable.connect_hook is not None or extended:
                     # The handshake's answer (a transport may hold it for
                     # the welcome) must not wait for a hook or a session.
                     with contextlib.suppress(TransportClosed):
                         await self.transport.flush()
-                session = await take_session(self)
+                # (Only extended clients resume sessions: no coroutine else.)
+                session = await take_session(self) if extended else None
                 if session is not None:
                     self.identity = session.identity  # no connect hook
                 elif not await self._authenticate():

@@ -27,7 +27,7 @@ __all__ = ["DirectHandshake"]
 class DirectHandshake:
     """The handshake on a :class:`DirectTransport`."""
 
-    __slots__ = ("_http", "_rest", "_secure", "_upgrade", "transport")
+    __slots__ = ("_http", "_peer_address", "_rest", "_secure", "_upgrade", "transport")
 
     def __init__(
         self,
@@ -35,8 +35,11 @@ class DirectHandshake:
         *,
         secure: bool,
         http: HTTPRoutes | None = None,
+        peer: tuple[str, int] | None = None,
     ) -> None:
         self.transport = transport
+        # The client's address as accept() gave it (else asked of the socket).
+        self._peer_address = peer
         self._secure = secure
         self._http = http
         self._upgrade: Upgrade | None = None
@@ -99,4 +102,4 @@ class DirectHandshake:
         return transport
 
     def _peer(self) -> tuple[str, int] | None:
-        return self.transport.peer
+        return self._peer_address or self.transport.peer

@@ -84,13 +84,18 @@ class DirectAcceptor:
             return
         await self._serve(self._transport(None, stream))
 
-    async def serve_socket(self, sock: socket.socket) -> None:
-        """An accepted non-blocking socket, written and read directly."""
+    async def serve_socket(
+        self, sock: socket.socket, peer: tuple[str, int] | None = None
+    ) -> None:
+        """An accepted non-blocking socket, written and read directly;
+        ``peer``: the client's address, if accept() gave it."""
         # Inline, not through a helper: one coroutine frame less per socket.
         transport = self._transport(sock, None)
         try:
             await self.handle(
-                DirectHandshake(transport, secure=self.secure, http=self.http)
+                DirectHandshake(
+                    transport, secure=self.secure, http=self.http, peer=peer
+                )
             )
         finally:
             await transport.aclose()
@@ -161,7 +166,7 @@ async def _accept_sockets(
                 for _ in range(ACCEPT_BATCH):
                     try:
                         # (private in typeshed; socket.accept() calls it)
-                        fd, _address = lsock._accept()  # type: ignore[attr-defined]
+                        fd, address = lsock._accept()  # type: ignore[attr-defined]
                     except BlockingIOError:
                         break
                     except OSError as exc:
@@ -181,7 +186,17 @@ async def _accept_sockets(
                     sock.setblocking(False)
                     if per_socket:
                         _tcp_options(sock)
-                    nursery.start_soon(acceptor.serve_socket, sock, name=_CONN_TASK)
+                    # The client's address from accept(): no getpeername().
+                    # Interned: most clients of a server share a few (a
+                    # proxy's), kept for each connection's life.
+                    peer = (
+                        (sys.intern(address[0]), address[1])
+                        if type(address) is tuple
+                        else None
+                    )
+                    nursery.start_soon(
+                        acceptor.serve_socket, sock, peer, name=_CONN_TASK
+                    )
         finally:
             trio.lowlevel.notify_closing(lsock)
             lsock.close()
