@@ -236,19 +236,25 @@ async def connect_clients(
     }
 
 
-async def echo_round(gens: list[LoadGen], cfg: argparse.Namespace) -> dict[str, Any]:
+async def echo_round(
+    gens: list[LoadGen], cfg: argparse.Namespace, pid: int
+) -> dict[str, Any]:
     """``--echo-sockets`` sockets (split over the generators) perform
-    ``echo`` ``--echo-rounds`` times each, one after the other."""
+    ``echo`` ``--echo-rounds`` times each, one after the other; with the
+    server's CPU per echo (pings and the idle sockets' share included)."""
     timeout = 20.0
+    cpu0 = sum(cpu_times(pid))
     per_gen = [cfg.echo_sockets - cfg.echo_sockets // 2, cfg.echo_sockets // 2]
     for gen, k in zip(gens, per_gen, strict=True):
         await gen.send(
             cmd="echo", sockets=k, rounds=cfg.echo_rounds, timeout_ms=timeout * 1000
         )
     parts = await each(gens, "echoed", timeout + 10)
+    cpu_s = sum(cpu_times(pid)) - cpu0
     expected = sum(p["expect"] for p in parts)
     received = sum(p["received"] for p in parts)
     return {
+        "server_cpu_us": 1e6 * cpu_s / received if received else None,
         "sockets": cfg.echo_sockets,
         "rounds": cfg.echo_rounds,
         "expected": expected,
@@ -325,7 +331,7 @@ async def run_case(
             )
             return result
         if cfg.echo_sockets:
-            result["echo"] = await echo_round(gens, cfg)
+            result["echo"] = await echo_round(gens, cfg, proc.pid)
         result["series"] = await measure(
             gens,
             shares,

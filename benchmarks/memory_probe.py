@@ -83,6 +83,26 @@ async def _client(port: int, streams: list[trio.SocketStream]) -> None:
     streams.append(stream)
 
 
+def _echo_frame(n: int) -> bytes:
+    data = json.dumps({"action": "echo", "n": n})
+    return _masked(
+        json.dumps(
+            {
+                "command": "message",
+                "identifier": json.dumps({"channel": BENCH_CHANNEL}),
+                "data": data,
+            }
+        ).encode()
+    )
+
+
+async def _echoes(stream: trio.SocketStream, k: int) -> None:
+    """``k`` echo actions, each sent once the one before came back."""
+    for n in range(k):
+        await stream.send_all(_echo_frame(n))
+        await _read_until(stream, b'"n":%d}' % n)
+
+
 async def probe(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     kind, n, trace, profile = args.server, args.connections, args.trace, args.profile
     port = free_port()
@@ -109,6 +129,17 @@ async def probe(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             await control.perform("memory", op="mark")
             await control.done("memory", 30)
         rss0 = await server_rss(control, proc.pid)
+        streams: list[trio.SocketStream] = []
+        limit = trio.CapacityLimiter(100)
+
+        async def one() -> None:
+            async with limit:
+                await _client(port, streams)
+
+        if args.echoes:  # the connects first, unmeasured
+            async with trio.open_nursery() as nursery:
+                for _ in range(n):
+                    nursery.start_soon(one)
         if profile is not None:
             await control.perform("profile", op="start")
             await control.done("profile", 30)
@@ -118,17 +149,16 @@ async def probe(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         if args.callgrind:
             await _callgrind_control("--instr=on", proc.pid)
         cpu0 = cpu_times(proc.pid)
-        streams: list[trio.SocketStream] = []
-        limit = trio.CapacityLimiter(100)
-
-        async def one() -> None:
-            async with limit:
-                await _client(port, streams)
-
         with trio.fail_after(900):
             async with trio.open_nursery() as nursery:
-                for _ in range(n):
-                    nursery.start_soon(one)
+                if args.echoes:
+                    # Every connection at once, each echo after the last.
+                    for stream in streams:
+                        nursery.start_soon(_echoes, stream, args.echoes)
+                    n *= args.echoes  # figures per echo
+                else:
+                    for _ in range(n):
+                        nursery.start_soon(one)
         cpu1 = cpu_times(proc.pid)
         user_s, system_s = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
         result: dict[str, Any] = {
@@ -142,6 +172,11 @@ async def probe(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         if args.callgrind:
             await _callgrind_control("--dump", proc.pid)
             result["instructions_per_connect"] = _dumped_instructions(log_dir) / n
+            return result
+        if args.echoes:
+            if profile is not None:
+                await control.perform("profile", op="stop", path=str(profile.resolve()))
+                await control.done("profile", 30)
             return result
         if profile is not None:
             await control.perform("profile", op="stop", path=str(profile.resolve()))
@@ -176,16 +211,25 @@ async def main_async(args: argparse.Namespace) -> None:
     for _ in range(args.repeat):
         log_dir = Path(tempfile.mkdtemp(prefix="trio-cable-probe-"))
         result = await probe(args, log_dir)
+        what = "echo" if args.echoes else "connect"
         if "steps" in result:
             print(
-                "  per connect: "
+                f"  per {what}: "
                 + ", ".join(f"{k} {v:.2f}" for k, v in result["steps"].items()),
                 flush=True,
             )
         if args.callgrind:
             print(
                 f"{args.server}: "
-                f"{result['instructions_per_connect']:,.0f} instructions per connect",
+                f"{result['instructions_per_connect']:,.0f} instructions per {what}",
+                flush=True,
+            )
+            continue
+        if args.echoes:
+            print(
+                f"{args.server}: {result['connect_server_cpu_us']:.0f} µs server "
+                f"CPU per echo ({result['connect_server_system_us']:.0f} µs of it "
+                "in the kernel)",
                 flush=True,
             )
             continue
@@ -212,6 +256,13 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, default=None)
     parser.add_argument("--callgrind", action="store_true")
     parser.add_argument("--steps", action="store_true")
+    parser.add_argument(
+        "--echoes",
+        type=int,
+        default=0,
+        help="measure K echo actions per connection (all at once, each "
+        "after the last came back) instead of the connects",
+    )
     raise_nofile_limit()
     trio.run(main_async, parser.parse_args())
 

@@ -449,6 +449,8 @@ def one_line(r: dict[str, Any]) -> str:
             f"; echo {e['received']}/{e['expected']} p50 {_f(e['p50'], 2)} "
             f"p99 {_f(e['p99'], 2)} ms"
         )
+        if e.get("server_cpu_us") is not None:
+            line += f", server {e['server_cpu_us']:.0f} µs each"
     return line
 
 

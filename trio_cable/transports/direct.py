@@ -79,6 +79,7 @@ class DirectTransport:
         "_broken",
         "_budget",
         "_count",
+        "_drained",
         "_ended",
         "_ended_event",
         "_events",
@@ -128,6 +129,7 @@ class DirectTransport:
         self._flushing = False  # a flush is under way
         self._idle: trio.Event | None = None  # made only when flushes contend
         self._broken = False  # the socket broke, or a write was cut off
+        self._drained = False  # the last read emptied the socket
         self._reading = False  # a task is inside receive()
         self._plain = True  # wsproto holds no part of a frame (frame_events)
         self._ended = False  # nothing more will be read
@@ -325,18 +327,18 @@ class DirectTransport:
                 return b""
         # One scheduling point per read, as trio's own sockets have: the
         # wait, or (had the bytes come already) a checkpoint after them.
+        # After a read that emptied the socket, straight to the wait.
         await trio.lowlevel.checkpoint_if_cancelled()
-        data = _recv_nowait(sock)
-        if data is not None:
-            if not fresh:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            return data
+        data = None if self._drained else _recv_nowait(sock)
+        if data is not None and not fresh:
+            await trio.lowlevel.cancel_shielded_checkpoint()
         while data is None:
             try:
                 await trio.lowlevel.wait_readable(sock)
             except trio.ClosedResourceError:
                 return b""
             data = _recv_nowait(sock)
+        self._drained = len(data) < RECEIVE_SIZE
         return data
 
     async def receive(self) -> str | bytes:
@@ -367,7 +369,7 @@ class DirectTransport:
                         # recv_raw() inline: the read an idle connection
                         # waits in, with no coroutine frame of its own.
                         await trio.lowlevel.checkpoint_if_cancelled()
-                        got = _recv_nowait(sock)
+                        got = None if self._drained else _recv_nowait(sock)
                         if got is not None:
                             await trio.lowlevel.cancel_shielded_checkpoint()
                         while got is None:
@@ -377,6 +379,9 @@ class DirectTransport:
                                 got = b""
                                 break
                             got = _recv_nowait(sock)
+                        # Read less than asked: the socket is empty now
+                        # (the next read waits without trying first).
+                        self._drained = len(got) < RECEIVE_SIZE
                         data = got
                     if not data:  # gone without a close frame, or timed out
                         self._end()
