@@ -148,6 +148,9 @@ async def probe(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             await control.done("steps", 30)
         if args.callgrind:
             await _callgrind_control("--instr=on", proc.pid)
+        if not args.callgrind:  # GC pauses from here (the stats reset)
+            await control.perform("gc")
+            await control.done("gc", 60)
         cpu0 = cpu_times(proc.pid)
         with trio.fail_after(900):
             async with trio.open_nursery() as nursery:
@@ -165,6 +168,11 @@ async def probe(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             "connect_server_cpu_us": 1e6 * (user_s + system_s) / n,
             "connect_server_system_us": 1e6 * system_s / n,
         }
+        if not args.callgrind:
+            await control.perform("gc")
+            stats = (await control.done("gc", 60))["stats"]
+            result["gc_us"] = 1e3 * sum(g["total_ms"] for g in stats.values()) / n
+            result["gc_counts"] = [stats[g]["count"] for g in ("0", "1", "2")]
         if args.steps:
             await control.perform("steps", op="stop")
             counts = (await control.done("steps", 30))["counts"]
@@ -229,14 +237,16 @@ async def main_async(args: argparse.Namespace) -> None:
             print(
                 f"{args.server}: {result['connect_server_cpu_us']:.0f} µs server "
                 f"CPU per echo ({result['connect_server_system_us']:.0f} µs of it "
-                "in the kernel)",
+                f"in the kernel, {result['gc_us']:.0f} µs in collections "
+                f"{result['gc_counts']})",
                 flush=True,
             )
             continue
         print(
             f"{args.server}: {result['kib_per_connection']:.2f} KiB/conn, "
             f"{result['connect_server_cpu_us']:.0f} µs server CPU per connect "
-            f"({result['connect_server_system_us']:.0f} µs of it in the kernel)",
+            f"({result['connect_server_system_us']:.0f} µs of it in the kernel, "
+            f"{result['gc_us']:.0f} µs in collections {result['gc_counts']})",
             flush=True,
         )
         trace = result.get("trace")

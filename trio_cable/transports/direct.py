@@ -121,7 +121,7 @@ class DirectTransport:
         # some (an empty list is 56 bytes every idle socket would keep).
         self._messages: list[str | bytes] | None = None
         # The parser's events of the last read, while some are not handled.
-        self._events: Iterator[Event] | None = None
+        self._events: Iterator[Event | str] | None = None
         self._pending: list[bytes] = []  # bytes the socket has not taken yet
         self._pending_bytes = 0
         self._head_partial = False  # _pending[0] is the rest of a cut write
@@ -410,7 +410,18 @@ class DirectTransport:
                     data = got = b""
                 budget = self._budget
                 for event in events:
-                    await self._on_event(event)
+                    if isinstance(event, str):  # a whole text message
+                        done = self._assembly.whole(event)
+                        if type(done) is str:
+                            if self._messages is None:
+                                self._messages = [done]
+                            else:
+                                self._messages.append(done)
+                        else:
+                            assert isinstance(done, Refusal)
+                            await self._refuse(done)
+                    else:
+                        await self._on_event(event)
                     if self._events is None:
                         break  # ended: _end() let go of the events
                     owed = budget.frame(trio.current_time())
