@@ -189,7 +189,10 @@ async def probe(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         if profile is not None:
             await control.perform("profile", op="stop", path=str(profile.resolve()))
             await control.done("profile", 30)
+        idle0 = sum(cpu_times(proc.pid))
         await trio.sleep(3.5)  # every connection pinged once, as in run.py
+        # What the idle connections cost meanwhile (their pings, mostly).
+        result["idle_cpu_us"] = 1e6 * (sum(cpu_times(proc.pid)) - idle0) / n
         rss1 = await server_rss(control, proc.pid)
         result["kib_per_connection"] = (rss1 - rss0) / n
         if trace:
@@ -246,7 +249,8 @@ async def main_async(args: argparse.Namespace) -> None:
             f"{args.server}: {result['kib_per_connection']:.2f} KiB/conn, "
             f"{result['connect_server_cpu_us']:.0f} µs server CPU per connect "
             f"({result['connect_server_system_us']:.0f} µs of it in the kernel, "
-            f"{result['gc_us']:.0f} µs in collections {result['gc_counts']})",
+            f"{result['gc_us']:.0f} µs in collections {result['gc_counts']}); "
+            f"idle 3.5 s: {result['idle_cpu_us']:.1f} µs per connection",
             flush=True,
         )
         trace = result.get("trace")
