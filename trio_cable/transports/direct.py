@@ -35,6 +35,7 @@ from wsproto.events import (
 from .._errors import TransportClosed
 from ..protocol.wsframe import FrameCache
 from .inbound import Assembly, InputBudget, InputLimits, Refusal, frame_events
+from .outbox import Outbox
 from .scope import peer_address
 from .throttle import pause
 
@@ -44,10 +45,6 @@ log = logging.getLogger("trio_cable.direct")
 
 #: Bytes asked of the socket per read.
 RECEIVE_SIZE: Final = 65536
-#: A batch is joined into writes of about this size: big enough that a
-#: burst costs one syscall per socket, small enough that a slow client's
-#: batch is not copied into one huge buffer.
-WRITE_CHUNK: Final = 64 * 1024
 
 _CLOSED_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError)
 
@@ -85,12 +82,10 @@ class DirectTransport:
         "_events",
         "_flushing",
         "_frames",
-        "_head_partial",
         "_held",
         "_idle",
         "_messages",
-        "_pending",
-        "_pending_bytes",
+        "_outbox",
         "_plain",
         "_reading",
         "_sock",
@@ -122,9 +117,7 @@ class DirectTransport:
         self._messages: list[str | bytes] | None = None
         # The parser's events of the last read, while some are not handled.
         self._events: Iterator[Event | str] | None = None
-        self._pending: list[bytes] = []  # bytes the socket has not taken yet
-        self._pending_bytes = 0
-        self._head_partial = False  # _pending[0] is the rest of a cut write
+        self._outbox: Outbox | None = None  # what the socket has not taken yet
         self._held = b""  # bytes that go out with the next write (hold())
         self._flushing = False  # a flush is under way
         self._idle: trio.Event | None = None  # made only when flushes contend
@@ -169,14 +162,14 @@ class DirectTransport:
 
     @property
     def backlog_frames(self) -> int:
-        return len(self._pending)
+        return 0 if self._outbox is None else len(self._outbox.frames)
 
     @property
     def backlog_bytes(self) -> int:
-        return self._pending_bytes
+        return 0 if self._outbox is None else self._outbox.size
 
     def stalled(self) -> bool:
-        return bool(self._pending)  # only what the socket refused waits here
+        return self.backlog_frames > 0  # only what the socket refused waits here
 
     @property
     def unfinished_bytes(self) -> int:
@@ -201,11 +194,11 @@ class DirectTransport:
             raise TransportClosed
         if self._held:
             data, self._held = self._held + data, b""
-        sock = self._sock
-        if self._pending or self._flushing or sock is None:
-            self._pending.append(data)
-            self._pending_bytes += len(data)
-            return self._pending_bytes
+        sock, outbox = self._sock, self._outbox
+        if outbox is not None or self._flushing or sock is None:
+            if outbox is None:
+                outbox = self._outbox = Outbox()
+            return outbox.add(data)
         try:
             sent = sock.send(data)
         except BlockingIOError:
@@ -215,28 +208,24 @@ class DirectTransport:
             raise TransportClosed from None
         if sent == len(data):
             return 0
-        rest = data[sent:] if sent else data
-        self._pending.append(rest)
-        self._pending_bytes = len(rest)
-        self._head_partial = sent > 0
-        return self._pending_bytes
+        self._outbox = Outbox()
+        return self._outbox.add(data[sent:] if sent else data, partial=sent > 0)
 
     def close_nowait(self, code: int = 1000) -> int:
         if not self._is_open():
-            return self._pending_bytes
+            return self.backlog_bytes
         return self.write_raw_nowait(self._wsproto().send(CloseConnection(code)))
 
     def drop_backlog(self) -> None:
-        keep = self._pending[:1] if self._head_partial else []
-        self._pending = keep
-        self._pending_bytes = sum(len(data) for data in keep)
+        if self._outbox is not None:
+            self._outbox.drop()
 
     async def flush(self) -> None:
         """Write everything queued; returns once the backlog is empty."""
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._held:
             self.write_raw_nowait(b"")
-        while self._pending:
+        while self._outbox is not None:
             if self._flushing:
                 if self._idle is None:
                     self._idle = trio.Event()
@@ -250,29 +239,25 @@ class DirectTransport:
                     await self._flush_stream()
             finally:
                 self._flushing = False
+                if self._outbox is not None and not self._outbox.frames:
+                    self._outbox = None  # written: let go of it
                 if self._idle is not None:
                     self._idle.set()
                     self._idle = None
         if self._broken:
             raise TransportClosed
 
-    def _take_chunk(self) -> tuple[int, bytes]:
-        pending = self._pending
-        count, size = 0, 0
-        while count < len(pending) and size < WRITE_CHUNK:
-            size += len(pending[count])
-            count += 1
-        chunk = pending[0] if count == 1 else b"".join(pending[:count])
-        return count, chunk
-
     async def _flush_socket(self, sock: socket.socket) -> None:
-        while self._pending:
+        while self.backlog_frames:
             try:
                 await trio.lowlevel.wait_writable(sock)
             except trio.ClosedResourceError:
                 self._broken = True
                 raise TransportClosed from None
-            count, chunk = self._take_chunk()
+            outbox = self._outbox
+            if outbox is None or not outbox.frames:
+                break  # dropped meanwhile
+            count, chunk = outbox.chunk()
             try:
                 sent = sock.send(chunk)
             except BlockingIOError:
@@ -280,20 +265,13 @@ class DirectTransport:
             except OSError:
                 self._broken = True
                 raise TransportClosed from None
-            del self._pending[:count]
-            self._pending_bytes -= sent
-            if sent < len(chunk):
-                self._pending.insert(0, chunk[sent:])
-                self._head_partial = True
-            else:
-                self._head_partial = False
+            outbox.sent(count, chunk, sent)
 
     async def _flush_stream(self) -> None:
         assert self._stream is not None
-        while self._pending:
-            count, chunk = self._take_chunk()
-            del self._pending[:count]
-            self._pending_bytes -= len(chunk)
+        while (outbox := self._outbox) is not None and outbox.frames:
+            count, chunk = outbox.chunk()
+            outbox.sent(count, chunk, len(chunk))
             try:
                 await self._stream.send_all(chunk)
             except BaseException as exc:
@@ -411,15 +389,9 @@ class DirectTransport:
                 budget = self._budget
                 for event in events:
                     if isinstance(event, str):  # a whole text message
-                        done = self._assembly.whole(event)
-                        if type(done) is str:
-                            if self._messages is None:
-                                self._messages = [done]
-                            else:
-                                self._messages.append(done)
-                        else:
-                            assert isinstance(done, Refusal)
-                            await self._refuse(done)
+                        refused = self._keep(self._assembly.whole(event))
+                        if refused is not None:
+                            await self._refuse(refused)
                     else:
                         await self._on_event(event)
                     if self._events is None:
@@ -447,6 +419,17 @@ class DirectTransport:
         finally:
             self._reading = False
 
+    def _keep(self, done: str | bytes | Refusal | None) -> Refusal | None:
+        """A message the assembly finished waits to be received; a
+        refusal is the caller's to act on."""
+        if done is None or isinstance(done, Refusal):
+            return done
+        if self._messages is None:
+            self._messages = [done]
+        else:
+            self._messages.append(done)
+        return None
+
     async def _read_before_deadline(self) -> bytes:
         """The next read while a message is unfinished: b"" (the message
         refused) if its deadline passes first."""
@@ -461,19 +444,16 @@ class DirectTransport:
 
     async def _on_event(self, event: Event) -> None:
         if isinstance(event, TextMessage | BytesMessage):
-            done = self._assembly.add(
-                event.data,
-                frame_finished=event.frame_finished,
-                message_finished=event.message_finished,
-                now=trio.current_time(),
+            refused = self._keep(
+                self._assembly.add(
+                    event.data,
+                    frame_finished=event.frame_finished,
+                    message_finished=event.message_finished,
+                    now=trio.current_time(),
+                )
             )
-            if isinstance(done, Refusal):
-                await self._refuse(done)
-            elif done is not None:
-                if self._messages is None:
-                    self._messages = [done]
-                else:
-                    self._messages.append(done)
+            if refused is not None:
+                await self._refuse(refused)
         elif isinstance(event, Ping):
             if self._is_open():
                 await self._send_event(event.response())
@@ -536,8 +516,7 @@ class DirectTransport:
     async def aclose(self) -> None:
         """Close the socket now (no close handshake); idempotent."""
         self._end()
-        self._pending = []
-        self._pending_bytes = 0
+        self._outbox = None
         self._held = b""
         sock = self._sock
         if sock is not None:
