@@ -86,14 +86,9 @@ async def serve_cable_direct(
         ]
     served: ConnectionSet[Connection] = ConnectionSet()
     acceptor = DirectAcceptor(
-        partial(
-            serve_connection,
-            cable,
-            path=path,
-            connections=served,
-            connect_timeout=connect_timeout,
-        ),
+        partial(serve_connection, cable, path=path, connections=served),
         secure=ssl_context is not None,
+        connect_timeout=connect_timeout,
         max_message_size=max_message_size,
         http=http_routes(cable, stats_path, metrics_path),
         limits=cable.options.input,

@@ -156,6 +156,11 @@ class DirectTransport:
     # -- writing -------------------------------------------------------------
 
     @property
+    def raw_socket(self) -> socket.socket | None:
+        """The socket written and read directly (None: a TLS stream)."""
+        return self._sock
+
+    @property
     def peer(self) -> tuple[str, int] | None:
         """The client's address (None: not a TCP socket, or gone)."""
         return peer_address(self._sock or self._stream)

@@ -9,6 +9,7 @@ import trio
 
 from .._request import Request
 from .direct import DirectTransport
+from .handshake_timeouts import Due
 from .plain_http import HTTPRoutes, plain_get_response
 from .scope import upgrade_scope
 from .upgrade import (
@@ -27,7 +28,15 @@ __all__ = ["DirectHandshake"]
 class DirectHandshake:
     """The handshake on a :class:`DirectTransport`."""
 
-    __slots__ = ("_http", "_peer_address", "_rest", "_secure", "_upgrade", "transport")
+    __slots__ = (
+        "_due",
+        "_http",
+        "_peer_address",
+        "_rest",
+        "_secure",
+        "_upgrade",
+        "transport",
+    )
 
     def __init__(
         self,
@@ -36,8 +45,11 @@ class DirectHandshake:
         secure: bool,
         http: HTTPRoutes | None = None,
         peer: tuple[str, int] | None = None,
+        due: Due | None = None,
     ) -> None:
         self.transport = transport
+        # The set of its handshake-timeout tick (the server's task times it).
+        self._due = due
         # The client's address as accept() gave it (else asked of the socket).
         self._peer_address = peer
         self._secure = secure
@@ -94,6 +106,9 @@ class DirectHandshake:
         assert upgrade is not None  # request() returned it
         assert subprotocol is None or subprotocol in upgrade.subprotocols
         await trio.lowlevel.checkpoint_if_cancelled()
+        sock = transport.raw_socket
+        if self._due is not None and sock is not None:
+            self._due.done(sock)  # in time
         # Held for the welcome: one send() for both (a broken socket shows
         # at that write, and ends the connection there).
         transport.hold(accept_response(upgrade.key, subprotocol))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import socket
 import sys
@@ -27,6 +28,7 @@ from .accepting import (
 )
 from .direct import DirectTransport
 from .direct_handshake import DirectHandshake
+from .handshake_timeouts import HandshakeTimeouts
 from .inbound import InputLimits
 from .plain_http import HTTPRoutes
 
@@ -42,17 +44,21 @@ _CONN_TASK: Final = "trio_cable.direct.connection"
 
 class DirectAcceptor:
     """Makes each accepted stream a direct transport and hands its
-    handshake to ``handle`` (the serving path); the socket is closed when
+    handshake to ``handle`` (the serving path, given the handshake and
+    the ``connect_timeout`` it is to keep); the socket is closed when
     ``handle`` returns. One frame cache serves every connection; each
     reads within ``limits`` and reports what it refuses to ``count``. A
-    socket accepted while ``refuse`` says so is closed at once."""
+    socket accepted while ``refuse`` says so is closed at once. Plain
+    sockets' handshakes are timed by :attr:`timeouts` (one task,
+    :func:`accept_forever`'s), others' by ``handle``."""
 
     def __init__(
         self,
-        handle: Callable[[DirectHandshake], Awaitable[None]],
+        handle: Callable[..., Awaitable[None]],
         *,
         secure: bool,
         max_message_size: int,
+        connect_timeout: float = math.inf,
         http: HTTPRoutes | None = None,
         limits: InputLimits | None = None,
         count: Callable[[str], None] | None = None,
@@ -66,6 +72,12 @@ class DirectAcceptor:
         self.count = count
         self.refuse = refuse
         self.frames = FrameCache()
+        self.connect_timeout = connect_timeout
+        self.timeouts = (
+            HandshakeTimeouts(connect_timeout)
+            if 0 < connect_timeout < math.inf
+            else None
+        )
 
     def _transport(
         self, sock: socket.socket | None, stream: trio.abc.Stream | None
@@ -91,19 +103,29 @@ class DirectAcceptor:
         ``peer``: the client's address, if accept() gave it."""
         # Inline, not through a helper: one coroutine frame less per socket.
         transport = self._transport(sock, None)
+        # Timed by one task (self.timeouts), not a cancel scope per socket.
+        due = None if self.timeouts is None else self.timeouts.start(sock)
         try:
             await self.handle(
                 DirectHandshake(
-                    transport, secure=self.secure, http=self.http, peer=peer
-                )
+                    transport,
+                    secure=self.secure,
+                    http=self.http,
+                    peer=peer,
+                    due=due,
+                ),
+                connect_timeout=self.connect_timeout if due is None else math.inf,
             )
         finally:
+            if due is not None:
+                due.done(sock)
             await transport.aclose()
 
     async def _serve(self, transport: DirectTransport) -> None:
         try:
             await self.handle(
-                DirectHandshake(transport, secure=self.secure, http=self.http)
+                DirectHandshake(transport, secure=self.secure, http=self.http),
+                connect_timeout=self.connect_timeout,
             )
         finally:
             await transport.aclose()
@@ -126,6 +148,9 @@ async def accept_forever(
     ``trio.serve_listeners`` does.
     """
     async with trio.open_nursery() as nursery:
+        timeouts = acceptor.timeouts
+        if timeouts is not None and trio.SocketListener in map(type, listeners):
+            nursery.start_soon(timeouts.run)
         for listener in listeners:
             if type(listener) is trio.SocketListener:
                 nursery.start_soon(_accept_sockets, listener, acceptor, nursery)
