@@ -58,7 +58,8 @@ async def serve_cable_direct(
     bytes faster than the cable's ``input_frames_per_second`` and
     ``input_bytes_per_second`` is read no faster (see docs/security.md).
     A handshake not done within ``connect_timeout`` (the handshake
-    timeout, 10 s) is dropped; handshakes under way count against the
+    timeout, 10 s) is dropped (on plain TCP by one task checking every
+    quarter second, so up to 0.25 s after it); handshakes under way count against the
     cable's ``max_connections``, and past its ``max_handshakes`` new
     sockets are closed at once. Running out of file descriptors is
     logged once (then summarised every 10 s) and accepting backs off,
