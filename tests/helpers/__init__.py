@@ -56,7 +56,13 @@ from tests.helpers.redis_server import (
     redis_server,
     redis_threads,
 )
-from tests.helpers.serving import SERVERS, Server, served, served_on
+from tests.helpers.serving import (
+    GC_THRESHOLD_CASES,
+    SERVERS,
+    Server,
+    served,
+    served_on,
+)
 from tests.helpers.tasks import all_tasks, task_count
 from tests.helpers.tcp_proxy import TcpProxy, tcp_proxy
 from tests.helpers.transports import TRANSPORTS, Transport
@@ -73,6 +79,7 @@ from tests.helpers.wsclient import (
 
 __all__ = [
     "CONNECT_TIMEOUT",
+    "GC_THRESHOLD_CASES",
     "LOSS_BOUND",
     "PROTOCOL",
     "ROOM",

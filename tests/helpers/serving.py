@@ -24,6 +24,14 @@ if TYPE_CHECKING:
 Server = Literal["direct", "trio-websocket", "hypercorn"]
 SERVERS: Final[tuple[Server, ...]] = ("direct", "trio-websocket", "hypercorn")
 
+#: (tune_gc, the collector's thresholds before, its first one while serving):
+#: what a server's default does with the garbage collector, on every server.
+GC_THRESHOLD_CASES: Final = [
+    (None, (700, 10, 10), 50_000),  # Python's defaults: raised meanwhile
+    (None, (1_000, 10, 10), 1_000),  # the app chose: left alone
+    (False, (700, 10, 10), 700),  # told not to
+]
+
 
 @asynccontextmanager
 async def served(

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import trio
 
+from tests.helpers import GC_THRESHOLD_CASES
 from trio_cable import Cable, Channel
 from trio_cable.asgi import CableApp
 
@@ -205,11 +206,7 @@ async def test_tune_gc_true_raises_the_threshold_and_freezes() -> None:
 
 @pytest.mark.parametrize(
     ("tune_gc", "chosen", "serving"),
-    [
-        (None, (700, 10, 10), 50_000),  # Python's defaults: raised meanwhile
-        (None, (1_000, 10, 10), 1_000),  # the app chose: left alone
-        (False, (700, 10, 10), 700),  # told not to
-    ],
+    GC_THRESHOLD_CASES,
 )
 async def test_the_default_raises_an_untouched_gc_threshold_while_serving(
     tune_gc: bool | None, chosen: tuple[int, int, int], serving: int

@@ -28,6 +28,7 @@ import trio.testing
 import trustme
 
 from tests.helpers import (
+    GC_THRESHOLD_CASES,
     LOSS_BOUND,
     RawClient,
     Transport,
@@ -136,11 +137,7 @@ async def test_serve_cable_runs_the_transport_it_is_given(
 
 @pytest.mark.parametrize(
     ("tune_gc", "chosen", "serving"),
-    [
-        (None, (700, 10, 10), 50_000),  # Python's defaults: raised meanwhile
-        (None, (1_000, 10, 10), 1_000),  # the app chose: left alone
-        (False, (700, 10, 10), 700),  # told not to
-    ],
+    GC_THRESHOLD_CASES,
 )
 async def test_the_default_raises_an_untouched_gc_threshold_while_serving(
     transport: Transport,

@@ -224,6 +224,8 @@ class DirectTransport:
     def drop_backlog(self) -> None:
         if self._outbox is not None:
             self._outbox.drop()
+            if not self._outbox.frames:  # writes go straight out again
+                self._outbox = None
 
     async def flush(self) -> None:
         """Write everything queued; returns once the backlog is empty."""
